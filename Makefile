@@ -1,0 +1,47 @@
+# The two commands: `make run` and `make test`. Both set everything up themselves.
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed-stamp
+ETCD := $(shell command -v etcd 2>/dev/null)
+
+.PHONY: run test test-slow proto proto-check bench etcd install clean
+
+# Install the project (building the Cython extension) into .venv, once per change
+# of the build inputs.
+$(STAMP): pyproject.toml setup.py $(wildcard _placement/*.pyx _placement/*.pxd)
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q -e '.[test,proto,bench]'
+	touch $@
+
+install: $(STAMP) etcd
+
+# etcd server from Debian (3.4.23, see DESIGN.md §4); nothing to do if on PATH.
+etcd:
+ifeq ($(ETCD),)
+	apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q etcd-server
+endif
+
+run: install
+	$(VENV)/bin/leibrix placement-demo
+
+test: install
+	$(PY) -m pytest -q $(PYTEST_ARGS)
+
+test-slow: install
+	$(PY) -m pytest -q --runslow $(PYTEST_ARGS)
+
+proto: install
+	$(PY) proto/generate.py
+
+proto-check: install
+	$(PY) proto/generate.py --check
+
+bench: install
+	$(PY) -m bench.placement
+	$(PY) -m bench.failover
+
+clean:
+	rm -rf $(VENV) build *.egg-info _placement/*.c _placement/*.so

@@ -1,0 +1,1 @@
+"""protoc-generated (upb) messages of proto/leibrix_cp; see proto/generate.py."""
