@@ -1,0 +1,56 @@
+"""Per-epoch resource estimates from the admission's hints (until source connectors provide real ones).
+
+The master must know, before loading, how much memory and CPU an epoch replica
+will take (for budgets and packing) and what scanning it costs (for benefit).
+The sources issue will ask the catalog (Iceberg manifests, StarRocks stats);
+until then this estimator uses the ``EstimateHints`` of the request, else
+conservative defaults:
+
+* ``memory_bytes`` = ``hints.bytes_per_epoch`` if set, else ``default_bytes``
+  (64 MiB) — the in-memory size of one epoch replica;
+* ``cpu_cores`` = ``hints.cpu_cores_per_epoch`` if set, else
+  ``default_cpu_cores`` (0.05) — the share of a core a resident epoch needs for
+  its query load, used by capacity packing and CPU budgets;
+* ``scan_cost`` = ``hints.scan_cost`` if set, else ``memory_bytes`` — what one
+  query would read from the lakehouse if the epoch were not resident (a full
+  scan of the epoch's bytes);
+* ``rows`` = ``hints.rows_per_epoch`` (0 = unknown: load validation then checks
+  bytes and schema but not the row count).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from leibrix._proto import leibrix_cp as cp
+
+DEFAULT_BYTES = 64 << 20
+DEFAULT_CPU_CORES = 0.05
+
+
+@dataclass(frozen=True, slots=True)
+class Estimate:
+    """What one replica of one epoch is expected to cost."""
+
+    memory_bytes: int
+    cpu_cores: float
+    scan_cost: float
+    rows: int
+
+
+@dataclass(frozen=True, slots=True)
+class HintEstimator:
+    """The documented stand-in estimator: request hints first, then the defaults above."""
+
+    default_bytes: int = DEFAULT_BYTES
+    default_cpu_cores: float = DEFAULT_CPU_CORES
+
+    def estimate(self, hints: cp.EstimateHints) -> Estimate:
+        """The estimate shared by every epoch of an admission with these hints."""
+        memory = hints.bytes_per_epoch or self.default_bytes
+        return Estimate(
+            memory_bytes=memory,
+            cpu_cores=hints.cpu_cores_per_epoch or self.default_cpu_cores,
+            scan_cost=hints.scan_cost or float(memory),
+            rows=hints.rows_per_epoch,
+        )

@@ -1,0 +1,55 @@
+"""Decayed heat and the hint estimator (leibrix._heat, leibrix._estimates)."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+
+from leibrix._estimates import DEFAULT_BYTES, DEFAULT_CPU_CORES, HintEstimator
+from leibrix._heat import Heat, HeatModel
+from leibrix._proto import leibrix_cp as cp
+
+
+def test_heat_halves_every_half_life_and_adds_accesses():
+    m = HeatModel(half_life_s=10.0, prior=0.0)
+    h = Heat(m, now=100.0)
+    assert h.feed(m, 100.0, 8) == 8
+    assert h.get(m, 110.0) == pytest.approx(4.0)
+    assert h.get(m, 130.0) == pytest.approx(1.0)
+    assert h.feed(m, 130.0, 3) == pytest.approx(4.0)
+
+
+def test_prior_gives_new_epochs_a_non_zero_heat():
+    m = HeatModel(half_life_s=60.0, prior=1.5)
+    assert Heat(m, 0.0).get(m, 0.0) == 1.5
+
+
+def test_reading_in_the_past_never_increases_heat():
+    m = HeatModel(half_life_s=10.0, prior=0.0)
+    h = Heat(m, 50.0)
+    h.feed(m, 50.0, 4)
+    assert h.get(m, 40.0) == 4  # clock skew between reporters: no growth, no crash
+
+
+def test_observed_scan_cost_replaces_the_estimate():
+    m = HeatModel(half_life_s=10.0, prior=0.0)
+    h = Heat(m, 0.0)
+    assert h.scan_cost(123.0) == 123.0
+    h.feed(m, 0.0, 4, scanned_bytes=4000)
+    assert h.scan_cost(123.0) == pytest.approx(1000.0)
+    h.get(m, 25.0)  # decay keeps the ratio
+    assert h.scan_cost(123.0) == pytest.approx(1000.0)
+
+
+@pytest.mark.parametrize("kw", [{"half_life_s": 0}, {"half_life_s": math.inf}, {"prior": -1}])
+def test_model_rejects_bad_parameters(kw):
+    with pytest.raises(ValueError):
+        HeatModel(**kw)
+
+
+def test_estimator_uses_hints_then_defaults():
+    e = HintEstimator().estimate(cp.EstimateHints())
+    assert (e.memory_bytes, e.cpu_cores, e.scan_cost, e.rows) == (DEFAULT_BYTES, DEFAULT_CPU_CORES, float(DEFAULT_BYTES), 0)
+    e = HintEstimator().estimate(cp.EstimateHints(bytes_per_epoch=1000, rows_per_epoch=10, cpu_cores_per_epoch=0.5, scan_cost=7.0))
+    assert (e.memory_bytes, e.cpu_cores, e.scan_cost, e.rows) == (1000, 0.5, 7.0, 10)
