@@ -1,0 +1,625 @@
+"""The one door to etcd: a small Trio-native wrapper over the synchronous ``etcd3`` client.
+
+Nothing else in Leibrix imports ``etcd3``. The client library is synchronous
+(blocking gRPC calls), so every call here runs in a worker thread through
+:func:`trio.to_thread.run_sync` with its own gRPC deadline: the Trio loop never
+blocks, and a call abandoned by a cancelled caller still ends by its deadline
+(nothing leaks for longer than ``timeout``). Watches arrive on the library's
+callback thread and are bridged into Trio through a bounded memory channel with
+:func:`trio.from_thread.run`, so a slow consumer applies back-pressure instead of
+growing an unbounded queue; the etcd watch is cancelled when the consumer leaves.
+
+The types are plain frozen dataclasses (:class:`KeyValue`, :class:`Put`,
+:class:`Delete`, :class:`Compare`...) so callers never see protobuf or
+library objects, and failures are three exceptions callers can act on:
+:class:`EtcdUnavailable` (retry later / elsewhere), :class:`LeaseLost`
+(the lease is gone: whatever it guarded is over) and :class:`Compacted`
+(the watch start revision is history: re-list).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import AsyncIterator, Callable, Sequence
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from typing import Any, Literal, TypeVar
+from urllib.parse import urlsplit
+
+import etcd3
+import etcd3.etcdrpc as rpc
+import etcd3.events
+import etcd3.exceptions
+import etcd3.utils
+import grpc
+import trio
+
+__all__ = [
+    "Compacted",
+    "Compare",
+    "Delete",
+    "EtcdClient",
+    "EtcdError",
+    "EtcdRejected",
+    "EtcdUnavailable",
+    "KeyValue",
+    "LeaseLost",
+    "Member",
+    "Put",
+    "ServerStatus",
+    "TxnResult",
+    "WatchEvent",
+    "WatchStream",
+    "prefix_end",
+]
+
+T = TypeVar("T")
+
+#: Page size for :meth:`EtcdClient.get_prefix`: bounds one Range response (a
+#: 100,000-epoch cluster is listed in ~10 pages at one pinned revision).
+_PAGE = 10_000
+#: gRPC message limit for responses: a page of large records must fit.
+_MAX_MESSAGE = 256 * 1024 * 1024
+#: Watch batches buffered between etcd's callback thread and the Trio consumer
+#: before the callback thread waits (back-pressure).
+_WATCH_BUFFER = 256
+
+# gRPC codes that mean "this endpoint cannot answer now"; etcd also reports
+# "no leader", "leader changed" and "request timed out" as UNAVAILABLE.
+_UNAVAILABLE_CODES = frozenset(
+    {grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED, grpc.StatusCode.CANCELLED}
+)
+
+
+class EtcdError(Exception):
+    """Base class of every error this module raises."""
+
+
+class EtcdUnavailable(EtcdError):
+    """etcd did not answer: connection refused, deadline passed or no quorum.
+
+    The operation may or may not have been applied (a write that timed out can
+    still commit); callers that must know re-read, and fenced writers rely on
+    their compare to make a retry safe.
+    """
+
+
+class EtcdRejected(EtcdError):
+    """etcd answered and refused the request (too many txn ops, request too large, quota...).
+
+    ``code`` is the gRPC status name and ``details`` etcd's message, e.g.
+    ``RESOURCE_EXHAUSTED: etcdserver: mvcc: database space exceeded``. Retrying
+    the same request will fail the same way.
+    """
+
+    def __init__(self, code: str, details: str) -> None:
+        super().__init__(f"{code}: {details}")
+        self.code = code
+        self.details = details
+
+
+class LeaseLost(EtcdError):
+    """The lease no longer exists (expired or revoked): keys attached to it are gone."""
+
+
+class Compacted(EtcdError):
+    """A watch asked for history etcd has compacted away; re-list, then watch again.
+
+    ``compact_revision`` is the oldest revision still available.
+    """
+
+    def __init__(self, compact_revision: int) -> None:
+        super().__init__(f"revision compacted; oldest available is {compact_revision}")
+        self.compact_revision = compact_revision
+
+
+@dataclass(frozen=True, slots=True)
+class KeyValue:
+    """One key as etcd stores it, with the revisions that make fencing and dedup possible.
+
+    ``create_revision`` is the revision that created this incarnation of the key
+    (a deleted and re-created key gets a new one: that is why it is a fencing
+    token); ``mod_revision`` the revision of the last write, ``version`` the
+    number of writes since creation and ``lease`` the attached lease id (0: none).
+    """
+
+    key: str
+    value: bytes
+    create_revision: int
+    mod_revision: int
+    version: int
+    lease: int
+
+
+@dataclass(frozen=True, slots=True)
+class Put:
+    """Write ``value`` at ``key`` inside a transaction, optionally attached to a lease."""
+
+    key: str
+    value: bytes
+    lease: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class Delete:
+    """Delete ``key`` inside a transaction; with ``prefix=True`` every key starting with it."""
+
+    key: str
+    prefix: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class Compare:
+    """One guard of a transaction: ``target(key) op value``.
+
+    ``target`` is ``"create"``/``"mod"``/``"version"`` (compared with an int; a
+    missing key has all three equal to 0) or ``"value"`` (compared with bytes).
+    ``Compare(k, "create", "==", token)`` is the fencing compare.
+    """
+
+    key: str
+    target: Literal["create", "mod", "version", "value"]
+    op: Literal["==", "!=", "<", ">"]
+    value: int | bytes
+
+    def __post_init__(self) -> None:
+        if self.target not in _TARGETS:
+            raise ValueError(f"Compare.target must be one of {sorted(_TARGETS)}, got {self.target!r}")
+        if self.op not in _OPS:
+            raise ValueError(f"Compare.op must be one of {sorted(_OPS)}, got {self.op!r}")
+        want: type = bytes if self.target == "value" else int
+        if not isinstance(self.value, want) or isinstance(self.value, bool):
+            raise ValueError(
+                f"Compare.value for target {self.target!r} must be {want.__name__}, "
+                f"got {type(self.value).__name__}"
+            )
+
+
+_TARGETS = {
+    "create": rpc.Compare.CREATE,
+    "mod": rpc.Compare.MOD,
+    "version": rpc.Compare.VERSION,
+    "value": rpc.Compare.VALUE,
+}
+_OPS = {
+    "==": rpc.Compare.EQUAL,
+    "!=": rpc.Compare.NOT_EQUAL,
+    "<": rpc.Compare.LESS,
+    ">": rpc.Compare.GREATER,
+}
+
+
+@dataclass(frozen=True, slots=True)
+class TxnResult:
+    """Outcome of a transaction: whether every compare held, and the store revision after it.
+
+    When ``succeeded`` the revision is the one the success ops were written at
+    (if they wrote anything), which lets a writer apply its own change locally
+    and recognise the echo on the watch.
+    """
+
+    succeeded: bool
+    revision: int
+
+
+@dataclass(frozen=True, slots=True)
+class WatchEvent:
+    """A change seen by a watch: the key's new state (``put``) or its tombstone (``delete``).
+
+    For a delete only ``kv.key`` and ``kv.mod_revision`` (the deleting revision)
+    are meaningful.
+    """
+
+    kind: Literal["put", "delete"]
+    kv: KeyValue
+
+
+@dataclass(frozen=True, slots=True)
+class Member:
+    """An etcd cluster member as ``MemberList`` reports it (ids are etcd's uint64)."""
+
+    id: int
+    name: str
+    peer_urls: tuple[str, ...]
+    client_urls: tuple[str, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class ServerStatus:
+    """Health facts of the member the client is talking to (``Maintenance.Status``)."""
+
+    version: str
+    member_id: int
+    leader_id: int
+    raft_term: int
+    db_size: int
+
+
+def prefix_end(prefix: str) -> bytes:
+    """The exclusive end of the key range holding every key that starts with ``prefix``."""
+    return etcd3.utils.prefix_range_end(prefix.encode())
+
+
+def _kv(raw: Any) -> KeyValue:
+    return KeyValue(
+        raw.key.decode(),
+        raw.value,
+        raw.create_revision,
+        raw.mod_revision,
+        raw.version,
+        raw.lease,
+    )
+
+
+def _compare_msg(c: Compare) -> Any:
+    msg = rpc.Compare(key=c.key.encode(), target=_TARGETS[c.target], result=_OPS[c.op])
+    if c.target == "create":
+        msg.create_revision = c.value
+    elif c.target == "mod":
+        msg.mod_revision = c.value
+    elif c.target == "version":
+        msg.version = c.value
+    else:
+        msg.value = c.value
+    return msg
+
+
+def _op_msg(op: Put | Delete) -> Any:
+    if isinstance(op, Put):
+        if not isinstance(op.value, bytes):
+            raise ValueError(f"Put.value for {op.key!r} must be bytes, got {type(op.value).__name__}")
+        return rpc.RequestOp(request_put=rpc.PutRequest(key=op.key.encode(), value=op.value, lease=op.lease))
+    if isinstance(op, Delete):
+        req = rpc.DeleteRangeRequest(key=op.key.encode())
+        if op.prefix:
+            req.range_end = prefix_end(op.key)
+        return rpc.RequestOp(request_delete_range=req)
+    raise TypeError(f"transaction ops must be Put or Delete, got {type(op).__name__}")
+
+
+def _parse_endpoint(endpoint: str) -> tuple[str, int]:
+    text = endpoint if "://" in endpoint else f"http://{endpoint}"
+    parts = urlsplit(text)
+    if parts.scheme != "http":
+        raise ValueError(f"etcd endpoint {endpoint!r}: only http:// endpoints are supported")
+    try:
+        port = parts.port
+    except ValueError as exc:
+        raise ValueError(f"etcd endpoint {endpoint!r}: {exc}") from None
+    if not parts.hostname or port is None:
+        raise ValueError(f"etcd endpoint {endpoint!r}: expected host:port or http://host:port")
+    return parts.hostname, port
+
+
+class WatchStream(trio.abc.ReceiveChannel[list[WatchEvent]]):
+    """The Trio end of an etcd watch: batches of events in revision order.
+
+    Iterate it with ``async for``. When the underlying watch breaks the stream
+    first yields everything already buffered, then raises :class:`Compacted`
+    (re-list and watch again) or :class:`EtcdUnavailable` (the connection
+    dropped) instead of ending quietly, so a consumer can never mistake a lost
+    watch for "no more changes".
+    """
+
+    def __init__(self, receive: trio.MemoryReceiveChannel[list[WatchEvent]]) -> None:
+        self._receive = receive
+        self._error: EtcdError | None = None
+
+    async def receive(self) -> list[WatchEvent]:
+        """Next batch of events (one etcd watch response); raises the watch's failure at the end."""
+        try:
+            return await self._receive.receive()
+        except trio.EndOfChannel:
+            if self._error is not None:
+                raise self._error from None
+            raise
+
+    async def aclose(self) -> None:
+        """Stop receiving; a callback blocked on a full buffer is released at once."""
+        await self._receive.aclose()
+
+
+class EtcdClient:
+    """Async etcd v3 client for one cluster (one or more endpoints, failing over between them).
+
+    Create it with :meth:`connect` and close it with :meth:`aclose` (in a
+    ``finally``). Every method raises :class:`EtcdUnavailable` when no endpoint
+    answers within ``timeout`` seconds, and :class:`EtcdRejected` when etcd
+    refuses the request itself.
+    """
+
+    def __init__(self, raw: Any, *, timeout: float) -> None:
+        """Wrap an already-built ``etcd3`` client; use :meth:`connect` instead."""
+        self._raw = raw
+        self.timeout = timeout
+
+    @classmethod
+    async def connect(cls, endpoints: Sequence[str], *, timeout: float = 5.0) -> EtcdClient:
+        """Open a client on ``endpoints`` (``host:port`` or ``http://host:port``) and check one answers.
+
+        With several endpoints a failing one is skipped for a second and the
+        next is tried on the following call; calls are never silently retried
+        (a retried write could apply twice), callers decide.
+        """
+        if isinstance(endpoints, str):
+            raise TypeError("endpoints must be a sequence of strings, not one string")
+        if not endpoints:
+            raise ValueError("at least one etcd endpoint is required")
+        if not timeout > 0:
+            raise ValueError(f"timeout must be > 0 seconds, got {timeout}")
+        hosts = [_parse_endpoint(e) for e in endpoints]
+        options = [
+            ("grpc.max_receive_message_length", _MAX_MESSAGE),
+            ("grpc.max_send_message_length", _MAX_MESSAGE),
+        ]
+        # One endpoint must never be benched (there is nothing to fail over to);
+        # with several, a failed one rests briefly so the next call tries another.
+        rest = 0.0 if len(hosts) == 1 else 1.0
+        raw = etcd3.MultiEndpointEtcd3Client(
+            endpoints=[
+                etcd3.Endpoint(h, p, secure=False, time_retry=rest, opts=options) for h, p in hosts
+            ],
+            timeout=timeout,
+            failover=True,
+        )
+        client = cls(raw, timeout=timeout)
+        try:
+            await client.status()
+        except BaseException:
+            await client.aclose()
+            raise
+        return client
+
+    async def aclose(self) -> None:
+        """Close the gRPC channels and the watch stream (open watches end with EtcdUnavailable)."""
+        await trio.to_thread.run_sync(self._raw.close)
+
+    # -- plumbing -----------------------------------------------------------------
+
+    def _failed(self, exc: BaseException) -> EtcdError:
+        """Translate a library/gRPC failure, benching the endpoint if it did not answer."""
+        if isinstance(exc, grpc.RpcError):
+            code = exc.code()
+            if code in _UNAVAILABLE_CODES:
+                try:
+                    self._raw.endpoint_in_use.fail()
+                    self._raw._clear_old_stubs()  # the library's own failover step
+                except Exception:  # pragma: no cover - best effort bookkeeping
+                    pass
+                return EtcdUnavailable(f"etcd {code.name}: {exc.details()}")
+            return EtcdRejected(code.name, exc.details() or "")
+        if isinstance(exc, etcd3.exceptions.RevisionCompactedError):
+            return Compacted(exc.compacted_revision)
+        if isinstance(exc, etcd3.exceptions.WatchTimedOut):
+            return EtcdUnavailable("etcd did not confirm the watch in time")
+        if isinstance(exc, etcd3.exceptions.NoServerAvailableError):
+            return EtcdUnavailable("no etcd endpoint available")
+        if isinstance(exc, ValueError) and "closed channel" in str(exc):
+            return EtcdUnavailable("etcd client is closed")
+        if isinstance(exc, etcd3.exceptions.Etcd3Exception):
+            return EtcdUnavailable(f"etcd: {exc}")
+        raise exc
+
+    async def _call(self, fn: Callable[[], T]) -> T:
+        def run() -> T:
+            try:
+                return fn()
+            except (grpc.RpcError, etcd3.exceptions.Etcd3Exception, ValueError) as exc:
+                raise self._failed(exc) from None
+
+        # abandon_on_cancel: a cancelled caller returns at once; the thread ends
+        # by its own gRPC deadline and its result is dropped.
+        return await trio.to_thread.run_sync(run, abandon_on_cancel=True)
+
+    def _kv_call(self, method: str, request: Any) -> Any:
+        return getattr(self._raw.kvstub, method)(request, self.timeout)
+
+    # -- KV -----------------------------------------------------------------------
+
+    async def get(self, key: str) -> KeyValue | None:
+        """The key's current value and revisions, or ``None`` if it does not exist."""
+        resp = await self._call(lambda: self._kv_call("Range", rpc.RangeRequest(key=key.encode())))
+        return _kv(resp.kvs[0]) if resp.kvs else None
+
+    async def get_prefix(self, prefix: str) -> tuple[list[KeyValue], int]:
+        """Every key under ``prefix``, sorted by key, as of one revision (also returned).
+
+        Large ranges are read in pages pinned to the first page's revision, so
+        the result is a consistent snapshot and watching from ``revision + 1``
+        misses nothing.
+        """
+        end = prefix_end(prefix)
+
+        def list_all() -> tuple[list[KeyValue], int]:
+            out: list[KeyValue] = []
+            start = prefix.encode()
+            revision = 0
+            while True:
+                req = rpc.RangeRequest(key=start, range_end=end, limit=_PAGE, revision=revision)
+                resp = self._kv_call("Range", req)
+                if not revision:
+                    revision = resp.header.revision
+                out.extend(map(_kv, resp.kvs))
+                if not resp.more or not resp.kvs:
+                    return out, revision
+                start = resp.kvs[-1].key + b"\0"
+
+        return await self._call(list_all)
+
+    async def put(self, key: str, value: bytes, *, lease: int = 0) -> int:
+        """Unconditional write (tests and tools only: state writes go through a fenced txn)."""
+        req = rpc.PutRequest(key=key.encode(), value=value, lease=lease)
+        resp = await self._call(lambda: self._kv_call("Put", req))
+        return resp.header.revision
+
+    async def delete(self, key: str) -> bool:
+        """Delete one key unconditionally; ``True`` if it existed."""
+        req = rpc.DeleteRangeRequest(key=key.encode())
+        resp = await self._call(lambda: self._kv_call("DeleteRange", req))
+        return resp.deleted > 0
+
+    async def txn(
+        self,
+        compare: Sequence[Compare],
+        success: Sequence[Put | Delete],
+        failure: Sequence[Put | Delete] = (),
+    ) -> TxnResult:
+        """Atomically: if every compare holds apply ``success``, else ``failure``.
+
+        etcd caps the number of ops per transaction (``--max-txn-ops``) and the
+        request size (``--max-request-bytes``); exceeding either raises
+        :class:`EtcdRejected` and applies nothing.
+        """
+        req = rpc.TxnRequest(
+            compare=[_compare_msg(c) for c in compare],
+            success=[_op_msg(op) for op in success],
+            failure=[_op_msg(op) for op in failure],
+        )
+        resp = await self._call(lambda: self._kv_call("Txn", req))
+        return TxnResult(resp.succeeded, resp.header.revision)
+
+    # -- leases -------------------------------------------------------------------
+
+    async def lease_grant(self, ttl: int) -> int:
+        """A new lease of ``ttl`` whole seconds (etcd's unit); returns its id."""
+        if not isinstance(ttl, int) or ttl < 1:
+            raise ValueError(f"lease ttl must be a whole number of seconds >= 1, got {ttl!r}")
+        req = rpc.LeaseGrantRequest(TTL=ttl)
+        resp = await self._call(lambda: self._raw.leasestub.LeaseGrant(req, self.timeout))
+        if resp.error:
+            raise EtcdRejected("LEASE_GRANT", resp.error)
+        return resp.ID
+
+    async def lease_keepalive(self, lease_id: int) -> int:
+        """Refresh a lease once; returns the TTL it now has. Raises :class:`LeaseLost` if it is gone."""
+
+        def refresh() -> int:
+            stream = self._raw.leasestub.LeaseKeepAlive(
+                iter([rpc.LeaseKeepAliveRequest(ID=lease_id)]), self.timeout
+            )
+            try:
+                for resp in stream:
+                    return resp.TTL
+                raise EtcdUnavailable("lease keepalive stream ended without an answer")
+            finally:
+                stream.cancel()
+
+        ttl = await self._call(refresh)
+        if ttl <= 0:
+            raise LeaseLost(f"lease {lease_id:x} has expired or was revoked")
+        return ttl
+
+    async def lease_revoke(self, lease_id: int) -> None:
+        """Revoke a lease, deleting every key attached to it. Revoking a gone lease is not an error."""
+        req = rpc.LeaseRevokeRequest(ID=lease_id)
+        try:
+            await self._call(lambda: self._raw.leasestub.LeaseRevoke(req, self.timeout))
+        except EtcdRejected as exc:
+            if exc.code != "NOT_FOUND":
+                raise
+
+    # -- watches ------------------------------------------------------------------
+
+    @asynccontextmanager
+    async def watch_prefix(self, prefix: str, *, start_revision: int) -> AsyncIterator[WatchStream]:
+        """Watch every key under ``prefix`` from ``start_revision`` on (inclusive).
+
+        Yields a :class:`WatchStream` of event batches; the etcd watch is
+        cancelled when the block exits, however it exits. Pair it with
+        :meth:`get_prefix`: list at revision R, then watch from R + 1.
+        """
+        if start_revision < 1:
+            raise ValueError(f"start_revision must be >= 1, got {start_revision}")
+        send, receive = trio.open_memory_channel[list[WatchEvent]](_WATCH_BUFFER)
+        stream = WatchStream(receive)
+        token = trio.lowlevel.current_trio_token()
+        done = False  # set (under the GIL) once the stream has ended: later callbacks are dropped
+
+        def fail(err: EtcdError) -> None:
+            stream._error = err
+            send.close()
+
+        def callback(resp: Any) -> None:
+            # Runs on the etcd3 watcher thread.
+            nonlocal done
+            if done:
+                return
+            try:
+                if isinstance(resp, BaseException) or resp is None:
+                    done = True
+                    err = (
+                        EtcdUnavailable("etcd watch stream ended")
+                        if resp is None
+                        else self._failed_quietly(resp)
+                    )
+                    trio.from_thread.run_sync(fail, err, trio_token=token)
+                    return
+                batch = [
+                    WatchEvent(
+                        "put" if isinstance(ev, etcd3.events.PutEvent) else "delete",
+                        _kv(ev._event.kv),
+                    )
+                    for ev in resp.events
+                ]
+                if batch:
+                    trio.from_thread.run(send.send, batch, trio_token=token)
+            except (trio.BrokenResourceError, trio.ClosedResourceError, trio.RunFinishedError):
+                done = True
+
+        watch_id = await self._call(
+            lambda: self._raw.watcher.add_callback(
+                prefix.encode(), callback, range_end=prefix_end(prefix), start_revision=start_revision
+            )
+        )
+        try:
+            async with stream:
+                yield stream
+        finally:
+            done = True
+            with trio.CancelScope(shield=True), trio.move_on_after(self.timeout):
+                try:
+                    await self._call(lambda: self._raw.watcher.cancel(watch_id))
+                except EtcdError:
+                    pass  # the stream is already gone: nothing left to cancel
+            send.close()
+
+    def _failed_quietly(self, exc: BaseException) -> EtcdError:
+        """Like :meth:`_failed` but never raises (used on the watcher thread)."""
+        try:
+            return self._failed(exc)
+        except BaseException as other:
+            return EtcdUnavailable(f"etcd watch failed: {other!r}")
+
+    # -- cluster ------------------------------------------------------------------
+
+    async def members(self) -> list[Member]:
+        """The cluster's members as the answering endpoint knows them."""
+        resp = await self._call(
+            lambda: self._raw.clusterstub.MemberList(rpc.MemberListRequest(), self.timeout)
+        )
+        return [Member(m.ID, m.name, tuple(m.peerURLs), tuple(m.clientURLs)) for m in resp.members]
+
+    async def status(self) -> ServerStatus:
+        """Status of the answering member; ``leader_id == 0`` means it sees no Raft leader."""
+        resp = await self._call(
+            lambda: self._raw.maintenancestub.Status(rpc.StatusRequest(), self.timeout)
+        )
+        return ServerStatus(resp.version, resp.header.member_id, resp.leader, resp.raftTerm, resp.dbSize)
+
+    async def wait_ready(self, *, deadline: float = math.inf) -> None:
+        """Poll until a write round trip succeeds (the cluster has quorum and a leader).
+
+        ``deadline`` is a :func:`trio.current_time` value; :class:`EtcdUnavailable`
+        is raised past it. Used after starting members, before campaigning.
+        """
+        while True:
+            try:
+                await self._call(
+                    lambda: self._kv_call("Range", rpc.RangeRequest(key=b"\0", serializable=False, limit=1))
+                )
+                return
+            except EtcdUnavailable:
+                if trio.current_time() >= deadline:
+                    raise
+                await trio.sleep(0.05)
+
