@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import AsyncIterator, Callable, Sequence
-from contextlib import asynccontextmanager
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from dataclasses import dataclass
 from typing import Any, Literal, TypeVar
 from urllib.parse import urlsplit
@@ -421,6 +421,11 @@ class EtcdClient:
         resp = await self._call(lambda: self._kv_call("Range", rpc.RangeRequest(key=key.encode())))
         return _kv(resp.kvs[0]) if resp.kvs else None
 
+    async def get_with_revision(self, key: str) -> tuple[KeyValue | None, int]:
+        """Like :meth:`get`, plus the store revision the answer reflects (to watch from revision + 1)."""
+        resp = await self._call(lambda: self._kv_call("Range", rpc.RangeRequest(key=key.encode())))
+        return (_kv(resp.kvs[0]) if resp.kvs else None), resp.header.revision
+
     async def get_prefix(self, prefix: str) -> tuple[list[KeyValue], int]:
         """Every key under ``prefix``, sorted by key, as of one revision (also returned).
 
@@ -520,14 +525,21 @@ class EtcdClient:
 
     # -- watches ------------------------------------------------------------------
 
-    @asynccontextmanager
-    async def watch_prefix(self, prefix: str, *, start_revision: int) -> AsyncIterator[WatchStream]:
+    def watch_prefix(self, prefix: str, *, start_revision: int) -> AbstractAsyncContextManager[WatchStream]:
         """Watch every key under ``prefix`` from ``start_revision`` on (inclusive).
 
         Yields a :class:`WatchStream` of event batches; the etcd watch is
         cancelled when the block exits, however it exits. Pair it with
         :meth:`get_prefix`: list at revision R, then watch from R + 1.
         """
+        return self._watch(prefix, prefix_end(prefix), start_revision)
+
+    def watch_key(self, key: str, *, start_revision: int) -> AbstractAsyncContextManager[WatchStream]:
+        """Watch exactly one key from ``start_revision`` on; see :meth:`watch_prefix`."""
+        return self._watch(key, None, start_revision)
+
+    @asynccontextmanager
+    async def _watch(self, key: str, range_end: bytes | None, start_revision: int) -> AsyncIterator[WatchStream]:
         if start_revision < 1:
             raise ValueError(f"start_revision must be >= 1, got {start_revision}")
         send, receive = trio.open_memory_channel[list[WatchEvent]](_WATCH_BUFFER)
@@ -568,7 +580,7 @@ class EtcdClient:
 
         watch_id = await self._call(
             lambda: self._raw.watcher.add_callback(
-                prefix.encode(), callback, range_end=prefix_end(prefix), start_revision=start_revision
+                key.encode(), callback, range_end=range_end, start_revision=start_revision
             )
         )
         try:
@@ -591,6 +603,15 @@ class EtcdClient:
             return EtcdUnavailable(f"etcd watch failed: {other!r}")
 
     # -- cluster ------------------------------------------------------------------
+
+    async def compact(self, revision: int) -> None:
+        """Discard history before ``revision`` (watches starting earlier get :class:`Compacted`).
+
+        The embedded members compact on their own (periodic, 30 min); this is
+        for tools and tests.
+        """
+        req = rpc.CompactionRequest(revision=revision, physical=True)
+        await self._call(lambda: self._kv_call("Compact", req))
 
     async def members(self) -> list[Member]:
         """The cluster's members as the answering endpoint knows them."""
