@@ -284,8 +284,8 @@ def _parse_endpoint(endpoint: str) -> tuple[str, int]:
         raise ValueError(f"etcd endpoint {endpoint!r}: only http:// endpoints are supported")
     try:
         port = parts.port
-    except ValueError as exc:
-        raise ValueError(f"etcd endpoint {endpoint!r}: {exc}") from None
+    except ValueError:
+        raise ValueError(f"etcd endpoint {endpoint!r}: port must be a number in 0-65535") from None
     if not parts.hostname or port is None:
         raise ValueError(f"etcd endpoint {endpoint!r}: expected host:port or http://host:port")
     return parts.hostname, port
@@ -530,7 +530,9 @@ class EtcdClient:
 
         Yields a :class:`WatchStream` of event batches; the etcd watch is
         cancelled when the block exits, however it exits. Pair it with
-        :meth:`get_prefix`: list at revision R, then watch from R + 1.
+        :meth:`get_prefix`: list at revision R, then watch from R + 1. A start
+        revision etcd has compacted surfaces as :class:`Compacted` from the
+        stream's ``receive`` (etcd accepts the watch, then cancels it).
         """
         return self._watch(prefix, prefix_end(prefix), start_revision)
 
