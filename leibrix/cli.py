@@ -14,6 +14,7 @@ import sys
 #: sub-command name -> (module, one-line help)
 COMMANDS: dict[str, tuple[str, str]] = {
     "placement-demo": ("leibrix.placement._demo", "print a placement of sample workers and datasets"),
+    "master": ("leibrix._master_cmd", "run a master: embedded etcd, gRPC + HTTP endpoints, leader election"),
     "worker": ("leibrix._worker._cmd", "run a reference worker (in-memory DuckDB) that registers with the master"),
 }
 

@@ -1,0 +1,463 @@
+"""The Master: one Trio task tree that runs etcd, serves gRPC and HTTP, and leads when elected.
+
+The tree (DESIGN.md §2)::
+
+    Master.run
+    ├── etcd member supervisor        leibrix._etcd_member.run_member (none with --etcd-endpoints)
+    └── services                      cancelled first on shutdown, while etcd still runs
+        ├── mirror                    watched copy of /leibrix/<cluster>/ (leader and followers)
+        ├── rpc server                leibrix._grpc.GrpcServer
+        ├── http server               leibrix._http.HttpServer
+        ├── presence                  masters/<id> on this master's own lease
+        ├── leader observer           who leads (for redirects, status, metrics)
+        ├── health probe              etcd answering? -> Health SERVING, /healthz, etcd_up
+        └── election                  campaign; on winning, one leader nursery per term:
+            └── term                  cancelled the moment the term ends (Term.lost or Fenced)
+                ├── keepalive         leibrix._election.Election.keep_alive
+                ├── leadership probe  a fenced write every lease TTL (proclaim)
+                └── leader services   everything added with Master.add_leader_service
+
+**Extending the master.** Other areas plug in without editing this file: any
+module ``leibrix/_<area>_api.py`` or ``leibrix/_<area>_hub.py`` that defines
+``install(master)`` is imported and called once, after the etcd client exists
+and before anything serves. There it may
+
+* register mirror tables: ``master.mirror.table(Keys.TENANTS, TenantRecord.FromString)``;
+* add ManagementService RPCs: ``master.add_api_mixin(TenantApi)`` (see :mod:`leibrix._api`);
+* add a leader-only service: ``master.add_leader_service(svc)``, where ``svc``
+  has ``async def run_term(self, ctx: TermContext, *, task_status)``; it runs
+  inside the term's nursery, calls ``task_status.started()`` once ready and
+  is cancelled when the term ends. Write state only with ``ctx.writer.commit``;
+* serve the worker stream: ``master.set_control_plane(service)`` with a
+  ``ControlPlaneServiceBase`` subclass (served on both CoordinateWorker paths);
+* serve any other grpclib service: ``master.add_grpc_service(service)``.
+
+Shutdown (SIGTERM/SIGINT, :meth:`Master.shutdown`): report NOT_SERVING, resign
+the term (a follower takes over in one watch round trip), drop the presence
+key, cancel the services (open streams close), then stop the etcd member.
+"""
+
+from __future__ import annotations
+
+import errno
+import importlib
+import logging
+import os
+import pkgutil
+import socket
+from collections.abc import Callable
+from dataclasses import dataclass
+from functools import partial
+from pathlib import Path
+from typing import Any, Protocol
+
+import trio
+from google.protobuf.timestamp_pb2 import Timestamp
+
+import leibrix
+from leibrix._api import build_management_service
+from leibrix._config import ConfigError, MasterConfig, split_hostport
+from leibrix._election import Election, LeaderInfo, Term
+from leibrix._errors import Unavailable
+from leibrix._etcd import EtcdClient, EtcdError, EtcdUnavailable, LeaseLost
+from leibrix._etcd_member import EtcdBinaryError, MemberState, find_etcd_binary, run_member
+from leibrix._grpc import GrpcServer, HealthFlag
+from leibrix._http import HttpServer, Metrics
+from leibrix._proto.records import state_pb2
+from leibrix._store import Fenced, FencedWriter, Keys, Mirror, Table
+
+__all__ = ["LeaderService", "Master", "StartupError", "TermContext"]
+
+log = logging.getLogger(__name__)
+
+#: Seconds between health probes of etcd (also the staleness bound of /healthz).
+_PROBE_INTERVAL = 0.5
+#: Pause before campaigning again after a term ended by a crashed leader service.
+_CRASH_BACKOFF = 1.0
+#: How long start-up waits for the etcd cluster to have a quorum.
+_READY_TIMEOUT = 60.0
+
+
+class StartupError(Exception):
+    """The master cannot start with this configuration; nothing was started or created."""
+
+
+@dataclass(frozen=True, slots=True)
+class TermContext:
+    """What a leader service gets for one term: valid only until ``term.lost`` is set.
+
+    ``writer`` is the only way to write state (every commit is fenced by
+    ``term.token``; a :class:`~leibrix._store.Fenced` from it ends the term);
+    ``mirror`` is the watched state, already current when the term starts.
+    """
+
+    term: Term
+    writer: FencedWriter
+    mirror: Mirror
+    keys: Keys
+    config: MasterConfig
+    master: Master
+
+    @property
+    def token(self) -> int:
+        """The term's fencing token (leader key create revision)."""
+        return self.term.token
+
+
+class LeaderService(Protocol):
+    """A long-lived task that runs only while this master leads (one run per term)."""
+
+    async def run_term(self, ctx: TermContext, *, task_status: trio.TaskStatus[None]) -> None:
+        """Run for the term; call ``task_status.started()`` when ready; return or be cancelled at its end."""
+
+
+def _check_bindable(addr: tuple[str, int], what: str) -> None:
+    family = socket.AF_INET6 if ":" in addr[0] else socket.AF_INET
+    with socket.socket(family, socket.SOCK_STREAM) as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            sock.bind(addr)
+        except OSError as exc:
+            reason = "is already in use" if exc.errno == errno.EADDRINUSE else f"cannot be bound: {exc.strerror}"
+            raise StartupError(f"{what} {addr[0]}:{addr[1]} {reason}") from None
+
+
+def _check_data_dir(path: Path) -> None:
+    if path.exists():
+        if not path.is_dir():
+            raise StartupError(f"--data-dir {path} exists and is not a directory")
+        for item in (path, path / "etcd"):
+            if item.exists() and not os.access(item, os.R_OK | os.W_OK | os.X_OK):
+                raise StartupError(f"--data-dir {item} is not readable and writable by this user")
+        return
+    parent = path.parent
+    while not parent.exists():
+        parent = parent.parent
+    if not os.access(parent, os.W_OK | os.X_OK):
+        raise StartupError(f"--data-dir {path} cannot be created: {parent} is not writable by this user")
+
+
+def preflight(config: MasterConfig) -> None:
+    """Check everything that can be checked before starting anything: ports, data dir, etcd binary.
+
+    Raises :class:`StartupError` (or :class:`ConfigError`), having created nothing.
+    """
+    _check_bindable(split_hostport(config.grpc_listen, what="--grpc-listen"), "--grpc-listen")
+    _check_bindable(split_hostport(config.http_listen, what="--http-listen"), "--http-listen")
+    if not config.embedded:
+        return
+    member = config.member_config()
+    for url, what in ((member.client_url, "--etcd-client-url"), (member.peer_url, "--etcd-peer-url")):
+        host_port = url.split("://", 1)[1].rstrip("/")
+        _check_bindable(split_hostport(host_port, what=what), what)
+    _check_data_dir(config.data_dir)
+    try:
+        find_etcd_binary(member.binary)
+    except EtcdBinaryError as exc:
+        raise StartupError(str(exc)) from None
+
+
+def _extension_modules() -> list[str]:
+    return sorted(
+        f"leibrix.{m.name}"
+        for m in pkgutil.iter_modules(leibrix.__path__)
+        if m.name.startswith("_") and (m.name.endswith("_api") or m.name.endswith("_hub"))
+    )
+
+
+class Master:
+    """One master process's state and task tree; :meth:`run` it inside ``trio.run``.
+
+    Public attributes for handlers and extensions: ``config``, ``keys``,
+    ``metrics``, ``health``, ``etcd`` (the :class:`EtcdClient`, set once
+    running), ``mirror``, ``election``, ``leader`` (the last observed
+    :class:`LeaderInfo`, or None), ``member_state`` (the embedded member's pid
+    and restarts).
+    """
+
+    def __init__(self, config: MasterConfig) -> None:
+        self.config = config
+        self.keys = Keys(config.cluster)
+        self.metrics = Metrics()
+        self.health = HealthFlag()
+        self.member_state = MemberState()
+        self.etcd: EtcdClient | None = None
+        self.mirror: Mirror | None = None
+        self.election: Election | None = None
+        self.masters: Table[state_pb2.MasterRecord] | None = None
+        self.leader: LeaderInfo | None = None
+        self.etcd_up = False
+        self.started_at = Timestamp()
+        self.started_at.GetCurrentTime()
+        self._ctx: TermContext | None = None
+        self._leader_services: list[LeaderService] = []
+        self._grpc_services: list[Any] = []
+        self._api_mixins: list[type] = []
+        self._control_plane: Any = None
+        self._services_scope: trio.CancelScope | None = None
+        self._stopping = False
+        self._mirror_ready = False
+        self.serving = trio.Event()
+
+    # -- extension points -----------------------------------------------------------
+
+    def add_leader_service(self, service: LeaderService) -> None:
+        """Run ``service.run_term(ctx, task_status=...)`` in every term this master leads."""
+        self._leader_services.append(service)
+
+    def add_api_mixin(self, mixin: type) -> None:
+        """Add a class of ManagementService RPC implementations (see :mod:`leibrix._api`)."""
+        self._api_mixins.append(mixin)
+
+    def add_grpc_service(self, service: Any) -> None:
+        """Serve another grpclib servable (its RPCs use :func:`leibrix._grpc.trio_rpc`)."""
+        self._grpc_services.append(service)
+
+    def set_control_plane(self, service: Any) -> None:
+        """Serve ``service`` (a ``ControlPlaneServiceBase``) as the worker stream, on both paths."""
+        if self._control_plane is not None:
+            raise RuntimeError("a ControlPlaneService is already set")
+        self._control_plane = service
+
+    # -- what handlers ask ----------------------------------------------------------
+
+    @property
+    def is_leader(self) -> bool:
+        """True while this master holds a valid term."""
+        return self._ctx is not None and self._ctx.term.is_valid()
+
+    def leader_context(self) -> TermContext:
+        """The current term's context, or :class:`~leibrix._errors.Unavailable` naming the leader.
+
+        Every write RPC starts with this: on a follower the client gets
+        UNAVAILABLE with trailing metadata ``leibrix-leader: <host:port>``.
+        """
+        ctx = self._ctx
+        if ctx is not None and ctx.term.is_valid():
+            return ctx
+        leader = self.leader
+        if leader is not None and leader.id != self.config.name:
+            raise Unavailable(f"this master is a follower; the leader is {leader.id}", leader=leader.grpc_addr)
+        raise Unavailable("no leader is elected right now; retry shortly")
+
+    def health_report(self) -> tuple[bool, dict[str, Any]]:
+        """``(healthy, details)`` for /healthz: healthy when etcd answers and the mirror is loaded."""
+        healthy = self.etcd_up and self._mirror_ready and not self._stopping
+        leader = self.leader
+        return healthy, {
+            "id": self.config.name,
+            "etcd_up": self.etcd_up,
+            "mirror_loaded": self._mirror_ready,
+            "is_leader": self.is_leader,
+            "leader": leader.id if leader else None,
+            "term": leader.token if leader else 0,
+            "stopping": self._stopping,
+        }
+
+    # -- running --------------------------------------------------------------------
+
+    def _record(self) -> bytes:
+        return state_pb2.MasterRecord(
+            id=self.config.name,
+            grpc_addr=self.config.advertise,
+            http_addr=self.config.http_listen,
+            started_at=self.started_at,
+        ).SerializeToString()
+
+    async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+        """Run until :meth:`shutdown` (or cancellation); ``started()`` once serving.
+
+        Raises :class:`StartupError`/:class:`ConfigError` for a configuration
+        that cannot work (before anything starts), and
+        :class:`leibrix._etcd_member.MemberFailed` if the embedded etcd keeps dying.
+        """
+        cfg = self.config
+        preflight(cfg)
+        async with trio.open_nursery() as root:
+            if cfg.embedded:
+                await root.start(partial(run_member, cfg.member_config(), state=self.member_state))
+            self.etcd = await EtcdClient.connect(cfg.endpoints, timeout=max(1.0, cfg.lease_ttl))
+            try:
+                await self.etcd.wait_ready(deadline=trio.current_time() + _READY_TIMEOUT)
+                await self._run_services(task_status)
+            finally:
+                with trio.CancelScope(shield=True):
+                    await self.etcd.aclose()
+            root.cancel_scope.cancel()
+
+    async def _run_services(self, task_status: trio.TaskStatus[None]) -> None:
+        assert self.etcd is not None
+        cfg = self.config
+        self.mirror = Mirror(self.etcd, self.keys)
+        self.masters = self.mirror.table(Keys.MASTERS, state_pb2.MasterRecord.FromString)
+        self.election = Election(self.etcd, key=self.keys.leader, record=self._record(), ttl=cfg.lease_ttl)
+        for name in _extension_modules():
+            install: Callable[[Master], None] | None = getattr(importlib.import_module(name), "install", None)
+            if install is not None:
+                install(self)
+        services = [build_management_service(self, self._api_mixins), *self._grpc_services]
+        if self._control_plane is not None:
+            services.append(self._control_plane)
+        grpc_host, grpc_port = split_hostport(cfg.grpc_listen, what="--grpc-listen")
+        http_host, http_port = split_hostport(cfg.http_listen, what="--http-listen")
+        async with trio.open_nursery() as nursery:
+            self._services_scope = nursery.cancel_scope
+            await nursery.start(self.mirror.run)
+            self._mirror_ready = True
+            await nursery.start(GrpcServer(services, self.health).serve, grpc_host, grpc_port)
+            await nursery.start(HttpServer(self.metrics, self.health_report).serve, http_host, http_port)
+            await nursery.start(self._presence)
+            nursery.start_soon(self._observe_leader)
+            await nursery.start(self._probe_health)
+            nursery.start_soon(self._elect)
+            log.info(
+                "master %s serving: grpc %s, http %s, etcd %s",
+                cfg.name, cfg.grpc_listen, cfg.http_listen, ",".join(cfg.endpoints),
+            )
+            self.serving.set()
+            task_status.started()
+
+    async def shutdown(self) -> None:
+        """Leave gracefully: NOT_SERVING, resign, drop presence, cancel the services.
+
+        Safe to call more than once and before :meth:`run` is serving. The etcd
+        member is stopped by :meth:`run` after the services have ended.
+        """
+        if self._stopping:
+            return
+        self._stopping = True
+        self.health.set(False)
+        ctx = self._ctx
+        if ctx is not None and self.election is not None:
+            with trio.move_on_after(1.0):
+                try:
+                    await self.election.resign(ctx.term)
+                    log.info("resigned term %d", ctx.token)
+                except EtcdError as exc:
+                    log.warning("could not resign term %d (%s); it expires with its lease", ctx.token, exc)
+        if self._services_scope is not None:
+            self._services_scope.cancel()
+
+    # -- services ---------------------------------------------------------------------
+
+    async def _presence(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+        """Keep ``masters/<id>`` alive on this master's own lease (listed by GetClusterStatus)."""
+        assert self.etcd is not None
+        etcd, ttl = self.etcd, self.config.lease_ttl
+        key, lease, started = self.keys.master(self.config.name), 0, False
+        try:
+            while True:
+                try:
+                    if not lease:
+                        lease = await etcd.lease_grant(max(ttl, 2))
+                        await etcd.put(key, self._record(), lease=lease)
+                    if not started:
+                        task_status.started()
+                        started = True
+                    await trio.sleep(max(ttl, 2) / 3)
+                    await etcd.lease_keepalive(lease)
+                except LeaseLost:
+                    lease = 0
+                except EtcdUnavailable:
+                    if not started:
+                        raise
+                    await trio.sleep(0.1)
+        finally:
+            if lease:
+                with trio.CancelScope(shield=True), trio.move_on_after(0.5):
+                    try:
+                        await etcd.lease_revoke(lease)
+                    except EtcdError:
+                        pass  # the key goes with the lease's expiry instead
+
+    async def _observe_leader(self) -> None:
+        assert self.election is not None
+        async with self.election.observe() as changes:
+            async for info in changes:
+                self.leader = info
+                self.metrics.term.set(info.token if info else 0)
+                log.info("leader is now %s", f"{info.id} (term {info.token})" if info else "nobody")
+
+    async def _probe_health(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+        assert self.etcd is not None
+        while True:
+            try:
+                with trio.fail_after(max(1.0, self.config.lease_ttl)):
+                    status = await self.etcd.status()
+                self.etcd_up = status.leader_id != 0
+            except (EtcdError, trio.TooSlowError):
+                self.etcd_up = False
+            self.metrics.etcd_up.set(1 if self.etcd_up else 0)
+            self.health.set(self.health_report()[0])
+            task_status.started()
+            task_status = trio.TASK_STATUS_IGNORED
+            await trio.sleep(_PROBE_INTERVAL)
+
+    async def _elect(self) -> None:
+        assert self.election is not None
+        while not self._stopping:
+            term = await self.election.campaign()
+            if self._stopping:
+                await self.election.resign(term)
+                return
+            crashed = await self._lead(term)
+            if crashed:
+                with trio.move_on_after(1.0):
+                    try:
+                        await self.election.resign(term)
+                    except EtcdError:
+                        pass
+                await trio.sleep(_CRASH_BACKOFF)
+
+    async def _lead(self, term: Term) -> bool:
+        """Lead for one term; returns True if a leader service crashed (the term is then resigned)."""
+        assert self.etcd is not None and self.election is not None and self.mirror is not None
+        ctx = TermContext(term, FencedWriter(self.etcd, term, self.mirror), self.mirror, self.keys, self.config, self)
+        log.info("elected: term %d", term.token)
+        self.metrics.terms_won.inc()
+        crashed = False
+        try:
+            async with trio.open_nursery() as nursery:
+
+                async def end_with_term() -> None:
+                    await term.lost.wait()
+                    nursery.cancel_scope.cancel()
+
+                nursery.start_soon(end_with_term)
+                await nursery.start(self.election.keep_alive, term)
+                self._ctx = ctx
+                self.metrics.is_leader.set(1)
+                nursery.start_soon(self._leadership_probe_loop, ctx)
+                for service in self._leader_services:
+                    await nursery.start(service.run_term, ctx)
+        except* Fenced:
+            log.warning("term %d ended by a rejected (fenced) write", term.token)
+        except* Exception:
+            log.exception("a leader service crashed; ending term %d", term.token)
+            crashed = True
+        finally:
+            term.lost.set()
+            self._ctx = None
+            self.metrics.is_leader.set(0)
+            log.info("term %d is over", term.token)
+        return crashed
+
+    async def _probe_leadership(self, ctx: TermContext) -> None:
+        """One fenced write (proclaim our record): proves to etcd, and to observers, that we still lead."""
+        assert self.election is not None
+        if not ctx.term.is_valid() or not await self.election.proclaim(ctx.term, self._record()):
+            raise Fenced(f"term {ctx.token} is over: the leader key changed hands")
+
+    async def _leadership_probe_loop(self, ctx: TermContext) -> None:
+        """Probe at once (the term's first write), then every lease TTL.
+
+        Besides telling observers the leader is alive, the probe makes a term
+        that was silently lost (say, after a SIGSTOP) end on its first
+        rejected write even if the watch on the leader key lags.
+        """
+        while True:
+            try:
+                await self._probe_leadership(ctx)
+            except EtcdUnavailable:
+                pass  # keep_alive decides when an unreachable etcd ends the term
+            await trio.sleep(self.config.lease_ttl)
