@@ -28,13 +28,15 @@ Ids
     of ``sha256(canonical)``, the upstream Go master's id format. The hashed
     string is exactly::
 
-        {start_ms}|{end_ms}|{version}|{k1}={v1}&{k2}={v2}...
+        {scope}|{start_ms}|{end_ms}|{version}|{k1}={v1}&{k2}={v2}...
 
-    with the dimension keys sorted by code point, every ``version``, key and
-    value percent-encoded with ``urllib.parse.quote(s, safe="")`` (so ``|``,
-    ``&`` and ``=`` inside a value cannot forge another encoding), UTF-8 bytes.
-    The source ``version`` is part of the hash so that a refresh (new version)
-    produces new epochs that can be loaded beside the old ones. Six hex digits
+    with the dimension keys sorted by code point, ``scope`` = ``tenant/dataset``
+    and every ``scope``, ``version``, key and value percent-encoded with
+    ``urllib.parse.quote(s, safe="")`` (so ``|``, ``&`` and ``=`` inside a value
+    cannot forge another encoding), UTF-8 bytes. The source ``version`` is part
+    of the hash so that a refresh (new version) produces new epochs that can be
+    loaded beside the old ones; the scope makes two tenants' same-named
+    datasets get different ids (workers name tables ``{dataset}__{epoch}``). Six hex digits
     can collide inside one admission (about 3% for a thousand dimension
     combinations at one start): combinations are visited in sorted order and a
     colliding one is re-hashed with ``#1``, ``#2``... appended to the canonical
@@ -166,15 +168,16 @@ def partition_value(start_ms: int, g: Granularity) -> str:
     return d.strftime("%Y-%m")
 
 
-def canonical(start_ms: int, end_ms: int, version: str, dims: Sequence[tuple[str, str]]) -> str:
+def canonical(start_ms: int, end_ms: int, version: str, dims: Sequence[tuple[str, str]], scope: str = "") -> str:
     """The exact string whose sha256 names an epoch (``dims`` sorted by key)."""
     enc = "&".join(f"{quote(k, safe='')}={quote(v, safe='')}" for k, v in dims)
-    return f"{start_ms}|{end_ms}|{quote(version, safe='')}|{enc}"
+    return f"{quote(scope, safe='')}|{start_ms}|{end_ms}|{quote(version, safe='')}|{enc}"
 
 
-def epoch_id(start_ms: int, end_ms: int, version: str, dims: Sequence[tuple[str, str]], salt: int = 0) -> str:
+def epoch_id(start_ms: int, end_ms: int, version: str, dims: Sequence[tuple[str, str]], salt: int = 0,
+             scope: str = "") -> str:
     """``{start_ms}_{6 hex}``; ``salt`` > 0 appends ``#salt`` (only used to break a collision)."""
-    text = canonical(start_ms, end_ms, version, dims)
+    text = canonical(start_ms, end_ms, version, dims, scope)
     if salt:
         text = f"{text}#{salt}"
     return f"{start_ms}_{hashlib.sha256(text.encode()).hexdigest()[:6]}"
@@ -195,6 +198,7 @@ def generate(
     dimensions: Sequence[tuple[str, Sequence[str]]],
     *,
     version: str = "",
+    scope: str = "",
 ) -> list[EpochSlice]:
     """All epochs of an admission: windows overlapping ``[start_ms, end_ms)`` × every dimension combination.
 
@@ -213,10 +217,10 @@ def generate(
         used: set[str] = set()
         for dims in combos:
             salt = 0
-            eid = epoch_id(start, end, version, dims)
+            eid = epoch_id(start, end, version, dims, scope=scope)
             while eid in used:
                 salt += 1
-                eid = epoch_id(start, end, version, dims, salt)
+                eid = epoch_id(start, end, version, dims, salt, scope=scope)
             used.add(eid)
             out.append(EpochSlice(eid, start, end, dims, label))
     return out

@@ -31,6 +31,7 @@ from leibrix import _epochs
 from leibrix._lifecycle import CHARGED, State, Transition
 from leibrix._proto import leibrix_cp as cp
 from leibrix._proto.records import state_pb2
+from leibrix._store import Keys, Mirror, Table
 from leibrix._tenants import Quota, Usage
 
 _intern = sys.intern
@@ -339,6 +340,10 @@ class ClusterState:
                 t.usage = u
         return u
 
+    def tenant_ids(self) -> Iterable[str]:
+        """Every tenant that has a quota record or any dataset/epoch."""
+        return self._usage.keys() | self.tenants.keys()
+
     def replication(self, e: Epoch) -> int:
         """Target replica count of an epoch: its dataset's replication factor (at least 1)."""
         ds = self.datasets.get((e.tenant_id, e.dataset_id))
@@ -393,7 +398,7 @@ class ClusterState:
         old = self.epochs.get(key)
         if old is not None:
             self._unindex(old)
-            if old.heat is not None and e.heat is None:
+            if e.heat is None:  # leader-local fields survive a re-decoded record
                 e.heat = old.heat
                 e.retry_at = old.retry_at
         self.epochs[key] = e
@@ -431,7 +436,23 @@ class ClusterState:
         """The epochs of one dataset (any state)."""
         return self.by_dataset.get((tenant_id, dataset_id), {}).values()
 
-    # -- etcd keys
+    # -- feeding from etcd
+    def attach(self, mirror: Mirror) -> Table[state_pb2.RequestRecord]:
+        """Register this model's tables on the ``Mirror`` (before it runs); returns the requests table.
+
+        From then on every listed, watched or locally committed change of
+        ``tenants/``, ``datasets/`` and ``epochs/`` reaches ``put_*``/``delete_*``.
+        """
+        tenants = mirror.table(Keys.TENANTS, decode_tenant)
+        tenants.on_change(lambda k, old, new: self.put_tenant(new) if new is not None else self.delete_tenant(k))
+        datasets = mirror.table(Keys.DATASETS, decode_dataset)
+        datasets.on_change(
+            lambda k, old, new: self.put_dataset(new) if new is not None else self.delete_dataset(*k.split("/", 1)))
+        epochs = mirror.table(Keys.EPOCHS, decode_epoch)
+        epochs.on_change(
+            lambda k, old, new: self.put_epoch(new) if new is not None else self.delete_epoch(tuple(k.split("/", 2))))
+        return mirror.table(Keys.REQUESTS, state_pb2.RequestRecord.FromString)
+
     def apply(self, rest: str, raw: bytes | None) -> None:
         """Apply one watched change: ``rest`` is the key below ``/leibrix/<cluster>/``, ``raw`` None = deleted."""
         kind, _, tail = rest.partition("/")

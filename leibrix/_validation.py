@@ -101,7 +101,8 @@ class AdmissionSpec:
 
     def generate(self) -> list[_epochs.EpochSlice]:
         """The epochs of this admission (see ``leibrix._epochs.generate``)."""
-        return _epochs.generate(self.start_ms, self.end_ms, self.granularity, self.dimensions, version=self.version)
+        return _epochs.generate(self.start_ms, self.end_ms, self.granularity, self.dimensions, version=self.version,
+                                scope=f"{self.tenant_id}/{self.dataset_id}")
 
 
 def check_id(field: str, value: str) -> str:

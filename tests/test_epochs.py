@@ -76,12 +76,16 @@ def test_cross_product_of_dimensions():
 def test_id_format_and_exact_hashed_string():
     start, end = ms(2026, 11, 27), ms(2026, 11, 28)
     dims = (("app", "x|y"), ("region", "eu"))
-    text = f"{start}|{end}|v%2F1|app=x%7Cy&region=eu"
-    assert _epochs.canonical(start, end, "v/1", dims) == text
+    text = f"acme%2Forders|{start}|{end}|v%2F1|app=x%7Cy&region=eu"
+    assert _epochs.canonical(start, end, "v/1", dims, scope="acme/orders") == text
     expected = f"{start}_{hashlib.sha256(text.encode()).hexdigest()[:6]}"
-    assert _epochs.epoch_id(start, end, "v/1", dims) == expected
-    (e,) = _epochs.generate(start, end, Granularity(1, Unit.DAY), [("region", ["eu"]), ("app", ["x|y"])], version="v/1")
+    assert _epochs.epoch_id(start, end, "v/1", dims, scope="acme/orders") == expected
+    (e,) = _epochs.generate(start, end, Granularity(1, Unit.DAY), [("region", ["eu"]), ("app", ["x|y"])],
+                            version="v/1", scope="acme/orders")
     assert e.epoch_id == expected
+    (other,) = _epochs.generate(start, end, Granularity(1, Unit.DAY), [("region", ["eu"]), ("app", ["x|y"])],
+                                version="v/1", scope="globex/orders")
+    assert other.epoch_id != expected
 
 
 def test_version_changes_ids_so_a_refresh_loads_beside():
