@@ -66,3 +66,80 @@ async def test_register_heartbeat_assign_evict_round_trip(etcd, nursery) -> None
     assert hub.members["w1"].memory_used_bytes == 0
     info = hub.info("w1")
     assert info.state.name == "ACTIVE" and info.capacity.memory_bytes == 256 << 20
+
+
+async def test_kill_9_worker_dead_within_timeout_and_replicas_restored(etcd, nursery) -> None:
+    keys, hub, coord, addr = await _cluster(etcd, nursery, replicas=2)
+    procs = {w: await spawn_worker(nursery, addr, w) for w in ("w1", "w2", "w3")}
+    await coord.wait(lambda: all(len(coord.ready.get(k, ())) == 2 for k in EPOCHS))
+    victim = max(procs, key=lambda w: len(coord.replicas_on(w)))
+    lost = coord.replicas_on(victim)
+    assert lost
+    killed_at = trio.current_time()
+    procs[victim].kill()  # SIGKILL
+    await wait_state(hub, victim, WState.SUSPECT, timeout=2)  # closed stream: SUSPECT at once
+    await wait_state(hub, victim, WState.DEAD, timeout=hub.config.dead_timeout + 1)
+    assert trio.current_time() - killed_at <= hub.config.dead_timeout + 0.5
+    assert (await _record(etcd, keys, victim)).state == WState.DEAD
+    # every replica the victim held is loaded again on a survivor: 2 READY replicas each
+    await coord.wait(lambda: all(len(coord.ready.get(k, ())) == 2 and victim not in coord.ready[k]
+                                 for k in EPOCHS))
+    assert hub.last_replace_s is not None and hub.last_replace_s < 1.0
+
+
+async def test_stream_cut_and_reconnect_within_grace_moves_nothing(etcd, nursery) -> None:
+    keys, hub, coord, addr = await _cluster(etcd, nursery, rebalance_interval=60)
+    await spawn_worker(nursery, addr, "w1")
+    await spawn_worker(nursery, addr, "w2")
+    await coord.wait(lambda: all(coord.ready.get(k) for k in EPOCHS))
+    sent, evicted = len(coord.sent), len(coord.evicted)
+    rev = (await etcd.get(keys.worker("w1"))).mod_revision
+    hub.members["w1"].session.close(trio_status_unavailable(), "test cut")
+    await wait_state(hub, "w1", WState.SUSPECT, timeout=2)
+    await wait_state(hub, "w1", WState.ACTIVE, timeout=hub.config.dead_timeout)  # reconnected in time
+    await trio.sleep(0.5)
+    assert (len(coord.sent), len(coord.evicted)) == (sent, evicted)  # nothing moved or reloaded
+    assert (await etcd.get(keys.worker("w1"))).mod_revision == rev  # a blip is no state change
+
+
+async def test_frozen_worker_suspect_then_revives_without_moves(etcd, nursery) -> None:
+    import signal
+
+    keys, hub, coord, addr = await _cluster(etcd, nursery, dead_timeout=3.0, rebalance_interval=60)
+    p1 = await spawn_worker(nursery, addr, "w1")
+    await spawn_worker(nursery, addr, "w2")
+    await coord.wait(lambda: all(coord.ready.get(k) for k in EPOCHS))
+    sent = len(coord.sent)
+    p1.send_signal(signal.SIGSTOP)  # missed heartbeats, stream still open
+    try:
+        await wait_state(hub, "w1", WState.SUSPECT, timeout=2)
+        assert "w1" not in [m.worker_id for m in hub.members.values()
+                            if hub.liveness.get(m.worker_id).placeable]
+    finally:
+        p1.send_signal(signal.SIGCONT)
+    await wait_state(hub, "w1", WState.ACTIVE, timeout=2)
+    assert len(coord.sent) == sent
+
+
+def trio_status_unavailable():
+    from grpclib.const import Status
+
+    return Status.UNAVAILABLE
+
+
+async def test_join_rebalancing_is_throttled_and_make_before_break(etcd, nursery) -> None:
+    epochs = [("t1", "ds", f"e{i}") for i in range(9)]
+    keys, hub, coord, addr = await _cluster(etcd, nursery, epochs=epochs, rebalance_interval=0.5,
+                                            rebalance_max_moves=2)
+    await spawn_worker(nursery, addr, "w1")
+    await coord.wait(lambda: all(coord.ready.get(k) == {"w1"} for k in epochs))
+    await spawn_worker(nursery, addr, "w2")
+    await spawn_worker(nursery, addr, "w3")
+    await coord.wait(lambda: sorted(len(coord.replicas_on(w)) for w in ("w1", "w2", "w3")) == [3, 3, 3]
+                     and sum(hub.rebalance_moves) == 6, timeout=30)
+    await trio.sleep(1.2)  # two more intervals: balanced, so nothing else moves
+    moves = [n for n in hub.rebalance_moves if n]
+    assert sum(moves) == 6 and max(moves) <= 2  # never more than the throttle per interval
+    # make-before-break: every epoch was READY somewhere at every status we saw, and is READY now
+    assert all(len(coord.ready.get(k, ())) == 1 for k in epochs)
+    assert len(coord.evicted) == 6

@@ -41,7 +41,7 @@ import trio_asyncio
 from google.protobuf import json_format
 from grpclib.client import Channel
 from grpclib.const import Cardinality, Status
-from grpclib.exceptions import GRPCError, StreamTerminatedError
+from grpclib.exceptions import GRPCError, ProtocolError, StreamTerminatedError
 
 import leibrix
 from leibrix._proto.records import control_plane_pb2 as pb
@@ -93,6 +93,19 @@ class SessionEnd:
     status: Status | None = None
     message: str = ""
     drained: bool = False
+
+
+async def _finish(stream) -> None:
+    """After the master's last message: half-close our side and read the trailing status.
+
+    A non-OK status raises :class:`GRPCError` (with ``stream.trailing_metadata``
+    set, where ``leibrix-leader`` lives).
+    """
+    try:
+        await stream.end()
+    except (ProtocolError, StreamTerminatedError, OSError):
+        pass  # already reset by the master after a non-OK status
+    await stream.recv_trailing_metadata()
 
 
 class Agent:
@@ -183,13 +196,14 @@ class Agent:
                 first = await stream.recv_message()
                 if first is None or first.WhichOneof("payload") != "common_ack":
                     end.message = "stream ended before registration_ack"
+                    await _finish(stream)
                     return end
                 ack = first.common_ack
                 payload = json_format.MessageToDict(ack.payload)
                 if "reject" in ack.event_type:
                     end.message = str(payload.get("reason", ack.event_type))
                     end.redirect = str(payload.get("leader", ""))
-                    await stream.recv_message()  # the trailing status raises GRPCError
+                    await _finish(stream)  # raises GRPCError with the status and leader
                     return end
                 end.registered = True
                 self.sessions += 1
@@ -206,6 +220,7 @@ class Agent:
                     msg = await stream.recv_message()
                     if msg is None:
                         end.message = "master closed the stream"
+                        await _finish(stream)
                         return end
                     kind = msg.WhichOneof("payload")
                     if kind == "data_assignment":
@@ -222,7 +237,7 @@ class Agent:
             meta = stream.trailing_metadata or {}
             end.redirect = str(meta.get("leibrix-leader", "")) or end.redirect
             return end
-        except (OSError, StreamTerminatedError, asyncio.TimeoutError) as e:
+        except (OSError, StreamTerminatedError, ProtocolError, asyncio.TimeoutError) as e:
             end.message = f"{type(e).__name__}: {e}"
             return end
         finally:
