@@ -15,6 +15,8 @@ import sys
 COMMANDS: dict[str, tuple[str, str]] = {
     "placement-demo": ("leibrix.placement._demo", "print a placement of sample workers and datasets"),
     "master": ("leibrix._master_cmd", "run a master: embedded etcd, gRPC + HTTP endpoints, leader election"),
+    "local": ("leibrix._local", "run a local dev cluster: masters on embedded etcd, data under ./data"),
+    "status": ("leibrix._ctl", "show the cluster: masters, leader and term, etcd members and health"),
     "worker": ("leibrix._worker._cmd", "run a reference worker (in-memory DuckDB) that registers with the master"),
 }
 

@@ -1,0 +1,277 @@
+"""``leibrix local``: a development cluster of real master processes on this machine.
+
+:class:`LocalCluster` starts N ``python -m leibrix master`` processes, each
+with its own embedded etcd member, joined into one quorum with
+``--initial-cluster`` — exactly what a production deployment runs, only on
+loopback ports. The same class drives the multi-master tests and
+``bench.failover``, so what they measure is what ``make run`` starts. It can
+stop, kill, pause (SIGSTOP) and resume masters, and always reaps every
+process it started (each master's etcd member dies with its master through
+the parent-death signal).
+
+``leibrix local`` runs the cluster in the foreground, prints where to look
+(gRPC address, /metrics, /healthz and the ``leibrix status`` command), and on
+Ctrl-C stops every master gracefully.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import signal
+import subprocess
+import sys
+import tempfile
+import urllib.error
+import urllib.request
+from dataclasses import dataclass
+from pathlib import Path
+
+import trio
+
+from leibrix._etcd_member import PRODUCTION_TIMINGS, Timings, free_port_url
+
+__all__ = ["LocalCluster", "MasterSpec"]
+
+HELP = "run a local dev cluster: masters on embedded etcd, data under ./data (or a tmp dir)"
+
+
+def _free_hostport() -> str:
+    return free_port_url().removeprefix("http://")
+
+
+@dataclass(frozen=True, slots=True)
+class MasterSpec:
+    """Addresses and data dir of one local master (fixed for its lifetime, restarts included)."""
+
+    name: str
+    grpc: str
+    http: str
+    client_url: str
+    peer_url: str
+    data_dir: Path
+
+    @property
+    def log_path(self) -> Path:
+        """The master's combined stdout/stderr."""
+        return self.data_dir.with_name(self.data_dir.name + ".log")
+
+
+class LocalCluster:
+    """N masters on loopback forming one etcd quorum; use as ``async with LocalCluster(...)``.
+
+    ``base_port`` None picks free ports; otherwise master ``i`` uses gRPC
+    ``base_port + i``, HTTP ``8081 + i`` and etcd ``2379 + 10 i`` / ``2380 + 10 i``
+    (the single-master layout then equals ``leibrix master``'s defaults).
+    ``timings``/``lease_ttl`` are passed to every master (tests use the fast
+    test timings; the failover benchmark the production ones).
+    """
+
+    def __init__(
+        self,
+        directory: Path,
+        size: int = 1,
+        *,
+        cluster: str = "local",
+        timings: Timings = PRODUCTION_TIMINGS,
+        lease_ttl: int | None = None,
+        base_port: int | None = None,
+        extra_args: tuple[str, ...] = (),
+    ) -> None:
+        if size < 1:
+            raise ValueError(f"size must be >= 1, got {size}")
+        self.directory = Path(directory)
+        self.cluster = cluster
+        self.timings = timings
+        self.lease_ttl = lease_ttl
+        self.extra_args = extra_args
+        self.specs: dict[str, MasterSpec] = {}
+        for i in range(size):
+            name = f"m{i + 1}"
+            if base_port is None:
+                grpc, http = _free_hostport(), _free_hostport()
+                client, peer = free_port_url(), free_port_url()
+            else:
+                grpc, http = f"127.0.0.1:{base_port + i}", f"127.0.0.1:{8081 + i}"
+                client, peer = f"http://127.0.0.1:{2379 + 10 * i}", f"http://127.0.0.1:{2380 + 10 * i}"
+            self.specs[name] = MasterSpec(name, grpc, http, client, peer, self.directory / name)
+        self.processes: dict[str, trio.Process] = {}
+
+    @property
+    def names(self) -> list[str]:
+        """Master names, ``m1`` .. ``mN``."""
+        return list(self.specs)
+
+    @property
+    def etcd_endpoints(self) -> list[str]:
+        """Client URLs of every member (for an ``EtcdClient`` watching the cluster)."""
+        return [s.client_url for s in self.specs.values()]
+
+    def command(self, name: str) -> list[str]:
+        """The ``leibrix master`` command line of one master."""
+        spec = self.specs[name]
+        args = [
+            sys.executable, "-m", "leibrix", "master",
+            "--name", name,
+            "--cluster", self.cluster,
+            "--grpc-listen", spec.grpc,
+            "--http-listen", spec.http,
+            "--data-dir", str(spec.data_dir),
+            "--etcd-client-url", spec.client_url,
+            "--etcd-peer-url", spec.peer_url,
+            "--etcd-heartbeat-ms", str(self.timings.heartbeat_ms),
+            "--etcd-election-ms", str(self.timings.election_ms),
+        ]
+        if len(self.specs) > 1:
+            args += ["--initial-cluster", ",".join(f"{s.name}={s.peer_url}" for s in self.specs.values())]
+        if self.lease_ttl is not None:
+            args += ["--lease-ttl", str(self.lease_ttl)]
+        return [*args, *self.extra_args]
+
+    async def start(self, name: str) -> trio.Process:
+        """Spawn one master (output appended to its log file); does not wait for it to serve."""
+        if name in self.processes and self.processes[name].returncode is None:
+            raise RuntimeError(f"master {name} is already running")
+        spec = self.specs[name]
+        spec.data_dir.parent.mkdir(parents=True, exist_ok=True)
+        env = dict(os.environ)
+        env.pop("LEIBRIX_CONFIG", None)
+        with open(spec.log_path, "ab") as log:
+            process = await trio.lowlevel.open_process(
+                self.command(name),
+                stdin=subprocess.DEVNULL,
+                stdout=log,
+                stderr=log,
+                env=env,
+                # Its own session: a Ctrl-C on the terminal reaches only us, and
+                # we stop each master with one SIGTERM.
+                start_new_session=True,
+            )
+        self.processes[name] = process
+        return process
+
+    async def start_all(self, *, timeout: float = 60.0) -> None:
+        """Start every master and wait until each one reports healthy."""
+        for name in self.specs:
+            await self.start(name)
+        with trio.fail_after(timeout):
+            for name in self.specs:
+                await self.wait_healthy(name)
+
+    def healthz(self, name: str) -> tuple[int, bytes] | None:
+        """GET /healthz of one master: ``(status, body)``, or None if it does not answer (blocking)."""
+        try:
+            with urllib.request.urlopen(f"http://{self.specs[name].http}/healthz", timeout=1.0) as resp:
+                return resp.status, resp.read()
+        except urllib.error.HTTPError as exc:
+            return exc.code, exc.read()
+        except (OSError, ValueError):
+            return None
+
+    async def wait_healthy(self, name: str) -> None:
+        """Poll /healthz until 200; raises RuntimeError (with the log tail) if the master exits first."""
+        process = self.processes[name]
+        while True:
+            answer = await trio.to_thread.run_sync(self.healthz, name)
+            if answer is not None and answer[0] == 200:
+                return
+            if process.returncode is not None:
+                raise RuntimeError(f"master {name} exited with {process.returncode}:\n{self.log_tail(name)}")
+            await trio.sleep(0.05)
+
+    def log_tail(self, name: str, lines: int = 20) -> str:
+        """The last lines of one master's log (for failure messages)."""
+        try:
+            text = self.specs[name].log_path.read_text(errors="replace")
+        except OSError:
+            return ""
+        return "\n".join(text.splitlines()[-lines:])
+
+    def signal(self, name: str, sig: int) -> None:
+        """Send ``sig`` to a running master (SIGKILL, SIGSTOP, SIGCONT, SIGTERM...)."""
+        process = self.processes[name]
+        if process.returncode is None:
+            process.send_signal(sig)
+
+    async def stop(self, name: str, *, timeout: float = 10.0) -> int:
+        """SIGTERM one master and wait for it (SIGKILL after ``timeout``); returns its exit status."""
+        process = self.processes[name]
+        if process.returncode is None:
+            process.send_signal(signal.SIGCONT)  # a paused master cannot handle SIGTERM
+            process.send_signal(signal.SIGTERM)
+            with trio.move_on_after(timeout):
+                return await process.wait()
+            process.kill()
+        return await process.wait()
+
+    async def aclose(self) -> None:
+        """Stop every master still running (gracefully, then by force) and reap them all."""
+        with trio.CancelScope(shield=True):
+            async with trio.open_nursery() as nursery:
+                for name in self.processes:
+                    nursery.start_soon(lambda n=name: self.stop(n, timeout=6.0))
+
+    async def __aenter__(self) -> LocalCluster:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.aclose()
+
+
+def configure(parser: argparse.ArgumentParser) -> None:
+    """Options of ``leibrix local``."""
+    parser.add_argument("--masters", type=int, default=1, help="number of masters (1 or 3 make sense; default 1)")
+    place = parser.add_mutually_exclusive_group()
+    place.add_argument("--data-dir", type=Path, default=Path("data"), help="where the cluster keeps its state (default ./data)")
+    place.add_argument("--tmp", action="store_true", help="keep the state in a fresh temporary directory instead")
+
+
+async def _after_masters_ready(cluster: LocalCluster) -> None:
+    """Everything the dev cluster adds once its masters serve.
+
+    This is the one place later issues extend ``leibrix local``: start local
+    workers and load sample data here, then add them to the summary below.
+    """
+    first = cluster.specs[cluster.names[0]]
+    print(f"Leibrix local cluster '{cluster.cluster}': {len(cluster.specs)} master(s), data in {cluster.directory}")
+    for spec in cluster.specs.values():
+        print(f"  {spec.name}: gRPC {spec.grpc}   http://{spec.http}/metrics   http://{spec.http}/healthz")
+        print(f"      etcd {spec.client_url}   log {spec.log_path}")
+    print(f"Status:  leibrix status --master {first.grpc}")
+    print("Ctrl-C stops the cluster.", flush=True)
+
+
+async def _run_local(args: argparse.Namespace, directory: Path) -> int:
+    cluster = LocalCluster(directory, args.masters, base_port=50051)
+    async with cluster:
+        with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
+            try:
+                await cluster.start_all()
+            except RuntimeError as exc:
+                print(f"leibrix local: error: {exc}", file=sys.stderr)
+                return 1
+            await _after_masters_ready(cluster)
+            async with trio.open_nursery() as nursery:
+
+                async def watch(name: str) -> None:
+                    status = await cluster.processes[name].wait()
+                    print(f"master {name} exited with {status}; see {cluster.specs[name].log_path}", file=sys.stderr)
+                    nursery.cancel_scope.cancel()
+
+                for name in cluster.names:
+                    nursery.start_soon(watch, name)
+                await signals.__anext__()
+                print("stopping...", flush=True)
+                nursery.cancel_scope.cancel()
+    return 0
+
+
+def run(args: argparse.Namespace) -> int:
+    """Entry point of ``leibrix local``."""
+    if args.masters < 1:
+        print("leibrix local: error: --masters must be >= 1", file=sys.stderr)
+        return 2
+    if args.tmp:
+        with tempfile.TemporaryDirectory(prefix="leibrix-local-") as tmp:
+            return trio.run(_run_local, args, Path(tmp))
+    return trio.run(_run_local, args, args.data_dir.resolve())
