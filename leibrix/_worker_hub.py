@@ -540,11 +540,28 @@ class WorkerHub(cp.ControlPlaneServiceBase):
             if close.reject:
                 msg = self._command("", "registration_reject", {"reason": close.message, "leader": close.leader})
                 await stream.send_message(_Frame(msg.SerializeToString()))
+                await self._await_half_close(stream)
             metadata = {LEADER_METADATA: close.leader} if close.leader else None
             await stream.send_trailing_metadata(status=close.status, status_message=close.message or None,
                                                 metadata=metadata)
         except (h2.exceptions.StreamClosedError, ConnectionError, grpclib.exceptions.ProtocolError):
             pass  # the worker has gone; nothing to tell it
+
+    async def _await_half_close(self, stream: grpclib.server.Stream, timeout: float = 1.0) -> None:
+        """Give the worker a moment to read the reject ack and half-close.
+
+        grpclib resets a stream that ends non-OK while the client is still
+        sending, and a reset discards the ack the client has not read yet; a
+        worker that half-closes after the reject (ours and the Rust worker do)
+        gets both the ack and the status.
+        """
+        try:
+            async with asyncio.timeout(timeout):
+                while await stream._stream.recv_data(1 << 16):
+                    pass
+        except (TimeoutError, h2.exceptions.StreamClosedError, ConnectionError,
+                grpclib.exceptions.StreamTerminatedError):
+            pass
 
     async def _recv(self, stream: grpclib.server.Stream) -> pb.EventStreamMessage | None:
         """Read one frame ourselves: the size limit applies before the body is buffered."""
