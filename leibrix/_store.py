@@ -306,9 +306,8 @@ class Mirror:
 
     async def _load(self, kvs: list[KeyValue], revision: int) -> None:
         """Make the tables equal the listing at ``revision``, touching only what differs."""
-        present: set[str] = set()
+        relist = any(table._revisions for _, table in self._tables)
         for done, kv in enumerate(kvs, 1):
-            present.add(kv.key)
             routed = self._route(kv.key)
             if routed is not None:
                 table, rest = routed
@@ -316,14 +315,18 @@ class Mirror:
                     table._put(rest, kv.value, kv.mod_revision)
             if done % _CHUNK == 0:
                 await trio.lowlevel.checkpoint()
-        for prefix, table in self._tables:
-            for rest in [r for r, rev in table._revisions.items() if rev <= revision]:
-                if prefix + rest not in present:
-                    # Gone from the snapshot and not written by us after it.
-                    table._delete(rest, revision)
+        if relist:
+            present = {kv.key for kv in kvs}
+            for prefix, table in self._tables:
+                for rest in [r for r, rev in table._revisions.items() if rev <= revision]:
+                    if prefix + rest not in present:
+                        # Gone from the snapshot and not written by us after it.
+                        table._delete(rest, revision)
         self._advance(revision)
 
     def _is_tombstoned(self, key: str, revision: int) -> bool:
+        if not self._deleted and not self._deleted_prefixes:
+            return False
         if self._deleted.get(key, 0) >= revision:
             return True
         return any(key.startswith(p) and rev >= revision for p, rev in self._deleted_prefixes)
