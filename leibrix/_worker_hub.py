@@ -205,7 +205,6 @@ class _Session:
 @dataclass(eq=False)
 class _Term:
     ctx: Any
-    coordinator: EpochCoordinator | None
     nursery: trio.Nursery
     token: int
 
@@ -247,6 +246,8 @@ class WorkerHub(cp.ControlPlaneServiceBase):
         self.liveness = self._new_liveness()
         self.members: dict[str, Member] = {}
         self._term: _Term | None = None
+        #: the EpochCoordinator of the current term (see :meth:`run_term`)
+        self.coordinator: EpochCoordinator | None = None
         self._wake = trio.Event()
         self._joined: set[str] = set()
         self._records: Any = None  # Table[WorkerRecord] when a mirror was attached
@@ -292,15 +293,17 @@ class WorkerHub(cp.ControlPlaneServiceBase):
         """Serve workers for one leadership term: sweeper and rebalancer; sessions end with the term.
 
         ``ctx`` must carry ``writer`` (FencedWriter) and ``term`` (its
-        ``token``); ``coordinator`` (or ``services["coordinator"]``) is used
-        when present.
+        ``token``). The epoch coordinator of the term is :attr:`coordinator`:
+        taken from ``ctx.coordinator`` when the context has one, else set by
+        the coordinator's own leader service (``master.worker_hub.coordinator = c``).
         """
-        coordinator = getattr(ctx, "coordinator", None) or getattr(ctx, "services", {}).get("coordinator")
+        if getattr(ctx, "coordinator", None) is not None:
+            self.coordinator = ctx.coordinator
         try:
             async with trio.open_nursery() as nursery:
                 self.liveness = self._new_liveness()
                 self.members.clear()
-                self._term = _Term(ctx, coordinator, nursery, int(getattr(ctx.term, "token", 0)))
+                self._term = _Term(ctx, nursery, int(getattr(ctx.term, "token", 0)))
                 self._adopt_previous_members()
                 nursery.start_soon(self._sweeper)
                 nursery.start_soon(self._rebalancer)
@@ -308,6 +311,7 @@ class WorkerHub(cp.ControlPlaneServiceBase):
                 await trio.sleep_forever()
         finally:
             self._term = None
+            self.coordinator = None
             self.close_all(Status.UNAVAILABLE, "leadership moved: reconnect to the leader")
 
     def close_all(self, status: Status, message: str) -> None:
@@ -354,7 +358,7 @@ class WorkerHub(cp.ControlPlaneServiceBase):
                 continue
             used_mem, used_cpu = self.reserved_fn(m.worker_id)
             out.append(WorkerSpec(
-                worker_id=m.worker_id, memory_bytes=m.memory_bytes, cpu_cores=m.cpu_cores,
+                id=m.worker_id, memory_bytes=m.memory_bytes, cpu_cores=m.cpu_cores,
                 zone=m.zone or None, used_memory_bytes=used_mem, used_cpu_cores=used_cpu,
             ))
         return out
@@ -455,9 +459,9 @@ class WorkerHub(cp.ControlPlaneServiceBase):
         if m is not None and m.session is not None:
             m.session.close(Status.UNAVAILABLE, "declared DEAD")
         await self.persist(worker_id, WState.DEAD)
-        if term is not None and term.coordinator is not None:
+        if term is not None and self.coordinator is not None:
             started = self._clock()
-            await term.coordinator.on_worker_dead(worker_id)
+            await self.coordinator.on_worker_dead(worker_id)
             self.last_replace_s = self._clock() - started
             log.info("worker %s DEAD: replicas re-placed in %.3fs", worker_id, self.last_replace_s)
 
@@ -467,9 +471,9 @@ class WorkerHub(cp.ControlPlaneServiceBase):
         while True:
             await trio.sleep(cfg.rebalance_interval)
             term = self._term
-            if term is None or term.coordinator is None or not self._joined:
+            if term is None or self.coordinator is None or not self._joined:
                 continue
-            moved = await self._rebalance_once(term.coordinator)
+            moved = await self._rebalance_once(self.coordinator)
             self.rebalance_moves.append(moved)
             if moved == 0:
                 self._joined.clear()  # balanced: wait for the next join
@@ -660,9 +664,9 @@ class WorkerHub(cp.ControlPlaneServiceBase):
                  m.worker_id, t.old.name if t.old else "-", t.new.name, len(inventory))
         if joined:
             self._joined.add(m.worker_id)
-        if term.coordinator is not None:
-            await term.coordinator.on_registered(m.worker_id, inventory)
-            await term.coordinator.on_capacity()
+        if self.coordinator is not None:
+            await self.coordinator.on_registered(m.worker_id, inventory)
+            await self.coordinator.on_capacity()
 
     async def _serve(self, stream: grpclib.server.Stream, session: _Session) -> _Close:
         """Run reader and sender until either ends or the hub closes the session."""
@@ -724,17 +728,17 @@ class WorkerHub(cp.ControlPlaneServiceBase):
 
     async def _revived(self) -> None:
         term = self._term
-        if term is not None and term.coordinator is not None:
-            await term.coordinator.on_capacity()
+        if term is not None and self.coordinator is not None:
+            await self.coordinator.on_capacity()
 
     async def _on_status(self, worker_id: str, update: cp.DataPullStatusUpdateEvent) -> None:
         term = self._term
         if term is None:
             raise Unavailable("not the leader", leader=self.leader_hint())
-        if term.coordinator is None:
+        if self.coordinator is None:
             raise FailedPrecondition(
                 f"data_pull_status_update: epoch {update.dataset_id}/{update.epoch_id} was never assigned to {worker_id}")
-        await term.coordinator.on_status(worker_id, update)
+        await self.coordinator.on_status(worker_id, update)
 
     def _detach(self, session: _Session) -> None:
         m = self.members.get(session.worker_id)
@@ -759,7 +763,7 @@ class WorkerHub(cp.ControlPlaneServiceBase):
 
         term = self._term
         used_mem, used_cpu = self.reserved_fn(worker_id)
-        replicas = len(term.coordinator.replicas_on(worker_id)) if term and term.coordinator else 0
+        replicas = len(self.coordinator.replicas_on(worker_id)) if term and self.coordinator else 0
         return cp.WorkerInfo(
             worker_id=worker_id, addr=m.addr, labels=dict(m.labels), state=cp.WorkerState(int(w.state)),
             capacity=cp.Resources(memory_bytes=m.memory_bytes, cpu_cores=m.cpu_cores),
@@ -772,3 +776,26 @@ class WorkerHub(cp.ControlPlaneServiceBase):
     def infos(self) -> Iterable[cp.WorkerInfo]:
         """Every known worker, sorted by id."""
         return [self.info(wid) for wid in sorted(self.members)]
+
+
+def install(master: Any) -> None:
+    """Plug the hub into a :class:`leibrix._master.Master` (called by the master at start-up).
+
+    One hub per master: it serves the worker stream on both paths, keeps the
+    ``workers/`` mirror table, runs in every term this master leads, and backs
+    the ListWorkers/GetWorker/DrainWorker RPCs. It is reachable as
+    ``master.worker_hub`` (the coordinator's leader service sets
+    ``master.worker_hub.coordinator``).
+    """
+    from leibrix._api_workers import WorkerApi
+
+    def leader_hint() -> str:
+        leader = master.leader
+        return leader.grpc_addr if leader is not None and leader.id != master.config.name else ""
+
+    hub = WorkerHub(HubConfig(), master_id=master.config.name, keys=master.keys, leader_hint=leader_hint)
+    hub.register_tables(master.mirror)
+    master.worker_hub = hub
+    master.set_control_plane(hub)
+    master.add_leader_service(hub)
+    master.add_api_mixin(WorkerApi)

@@ -153,12 +153,18 @@ class TableCoordinator:
     async def move_replica(self, tenant: str, dataset: str, epoch: str, from_worker: str, *,
                            make_before_break: bool) -> bool:
         key = (tenant, dataset, epoch)
-        [dest, *_] = self._candidates(self.assigned.get(key, set()) | {from_worker}) or [None]
+        if self.ready.get(key, set()) - {from_worker} and len(self.assigned.get(key, set())) > self.replicas:
+            await self._evict(from_worker, key, "moved (already loaded elsewhere)")
+            return True  # an interrupted earlier move already completed
+        # a destination already loading it (an interrupted earlier move) is reused
+        loading = sorted(self.assigned.get(key, set()) - self.ready.get(key, set()) - {from_worker})
+        [dest, *_] = loading or self._candidates(self.assigned.get(key, set()) | {from_worker}) or [None]
         if dest is None:
             return False
         if not make_before_break:
             await self._evict(from_worker, key, "moved (break-before-make)")
-        await self._assign(dest, key)
+        if dest not in self.assigned.get(key, set()):
+            await self._assign(dest, key)
         while dest not in self.ready.get(key, set()):
             if dest not in self.assigned.get(key, set()):
                 return False
