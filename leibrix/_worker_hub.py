@@ -102,6 +102,15 @@ class WorkerDirectory(Protocol):
     """What the coordinator (issue 5) may ask about workers; implemented by :class:`WorkerHub`."""
 
     def eligible(self, pool: str | None) -> list[Any]: ...
+    def reserved(self, worker_id: str) -> tuple[int, float]:
+        """(memory bytes, CPU cores) reserved on a worker by the replicas placed there.
+
+        The coordinator owns the epochs, so it owns the sums (``Coordinator.reserved``);
+        without one nothing is reserved.
+        """
+        fn = getattr(self.coordinator, "reserved", None)
+        return fn(worker_id) if fn is not None else (0, 0.0)
+
     def state(self, worker_id: str) -> cp.WorkerState | None: ...
     def addr(self, worker_id: str) -> str | None: ...
     async def send(self, worker_id: str, msg: cp.EventStreamMessage) -> bool: ...
@@ -251,8 +260,6 @@ class WorkerHub(cp.ControlPlaneServiceBase):
         self._wake = trio.Event()
         self._joined: set[str] = set()
         self._records: Any = None  # Table[WorkerRecord] when a mirror was attached
-        #: how a worker's reserved (memory, cpu) is computed; the coordinator sets it
-        self.reserved_fn: Callable[[str], tuple[int, float]] = lambda worker_id: (0, 0.0)
         #: whether a tenant exists (pool labels must name one); None accepts any pool
         self.tenant_known_fn: Callable[[str], bool] | None = None
         # observability (also read by bench.workers)
@@ -356,12 +363,21 @@ class WorkerHub(cp.ControlPlaneServiceBase):
             w = self.liveness.get(m.worker_id)
             if w is None or not w.placeable or m.pool != want:
                 continue
-            used_mem, used_cpu = self.reserved_fn(m.worker_id)
+            used_mem, used_cpu = self.reserved(m.worker_id)
             out.append(WorkerSpec(
                 id=m.worker_id, memory_bytes=m.memory_bytes, cpu_cores=m.cpu_cores,
                 zone=m.zone or None, used_memory_bytes=used_mem, used_cpu_cores=used_cpu,
             ))
         return out
+
+    def reserved(self, worker_id: str) -> tuple[int, float]:
+        """(memory bytes, CPU cores) reserved on a worker by the replicas placed there.
+
+        The coordinator owns the epochs, so it owns the sums (``Coordinator.reserved``);
+        without one nothing is reserved.
+        """
+        fn = getattr(self.coordinator, "reserved", None)
+        return fn(worker_id) if fn is not None else (0, 0.0)
 
     def state(self, worker_id: str) -> cp.WorkerState | None:
         """The worker's state as the wire enum, or None if unknown."""
@@ -762,7 +778,7 @@ class WorkerHub(cp.ControlPlaneServiceBase):
         from datetime import datetime, timezone
 
         term = self._term
-        used_mem, used_cpu = self.reserved_fn(worker_id)
+        used_mem, used_cpu = self.reserved(worker_id)
         replicas = len(self.coordinator.replicas_on(worker_id)) if term and self.coordinator else 0
         return cp.WorkerInfo(
             worker_id=worker_id, addr=m.addr, labels=dict(m.labels), state=cp.WorkerState(int(w.state)),

@@ -1,0 +1,98 @@
+"""Workers follow leadership: real ``leibrix master`` processes (3, one etcd quorum) and real workers."""
+
+from __future__ import annotations
+
+import json
+import signal
+
+import pytest
+import trio
+import trio_asyncio
+from grpclib.client import Channel
+from grpclib.const import Status
+from grpclib.exceptions import GRPCError
+
+from leibrix._etcd_member import TEST_TIMINGS
+from leibrix._local import LocalCluster
+from leibrix._proto import leibrix_cp as cp
+from tests.test_hub_support import spawn_worker
+
+
+async def mgmt(addr: str, method: str, request) -> tuple[object | None, GRPCError | None, dict]:
+    """Call one ManagementService RPC; returns (reply, error, trailing metadata of the error)."""
+    host, port = addr.rsplit(":", 1)
+
+    async def call():
+        channel = Channel(host, int(port))
+        try:
+            return await getattr(cp.ManagementServiceStub(channel), method)(request, timeout=10), None, {}
+        except GRPCError as e:
+            return None, e, {}
+        finally:
+            channel.close()
+
+    async with trio_asyncio.open_loop():
+        return await trio_asyncio.aio_as_trio(call)()
+
+
+def leader_of(cluster: LocalCluster) -> str | None:
+    for name in cluster.names:
+        answer = cluster.healthz(name)
+        if answer and answer[0] == 200 and json.loads(answer[1]).get("is_leader"):
+            return name
+    return None
+
+
+async def wait_leader(cluster: LocalCluster, *, not_: str = "", timeout: float = 20) -> str:
+    with trio.fail_after(timeout):
+        while True:
+            name = await trio.to_thread.run_sync(leader_of, cluster)
+            if name and name != not_:
+                return name
+            await trio.sleep(0.1)
+
+
+async def active_workers(addr: str) -> set[str]:
+    reply, err, _ = await mgmt(addr, "list_workers", cp.ListWorkersRequest())
+    if err is not None:
+        return set()
+    return {w.worker_id for w in reply.workers if w.state == cp.WorkerState.ACTIVE}
+
+
+async def run_failover(tmp_path, nursery, n_masters: int, n_workers: int) -> None:
+    async with LocalCluster(tmp_path, size=n_masters, timings=TEST_TIMINGS, lease_ttl=1) as cluster:
+        await cluster.start_all()
+        leader = await wait_leader(cluster)
+        addrs = {n: cluster.specs[n].grpc for n in cluster.names}
+        masters = ",".join(addrs.values())
+        async with trio.open_nursery() as workers:
+            for i in range(n_workers):
+                await spawn_worker(workers, masters, f"w{i}")
+            ids = {f"w{i}" for i in range(n_workers)}
+            with trio.fail_after(20):
+                while await active_workers(addrs[leader]) != ids:
+                    await trio.sleep(0.2)
+            # a follower does not answer worker RPCs: it redirects to the leader
+            follower = next(n for n in cluster.names if n != leader)
+            _, err, _ = await mgmt(addrs[follower], "list_workers", cp.ListWorkersRequest())
+            assert err is not None and err.status is Status.UNAVAILABLE
+            # kill -9 the leader: every worker re-registers with the new one
+            cluster.signal(leader, signal.SIGKILL)
+            new = await wait_leader(cluster, not_=leader)
+            with trio.fail_after(30):
+                while await active_workers(addrs[new]) != ids:
+                    await trio.sleep(0.2)
+            reply, err, _ = await mgmt(addrs[new], "get_worker", cp.GetWorkerRequest(worker_id="w0"))
+            assert err is None and reply.state == cp.WorkerState.ACTIVE
+            _, err, _ = await mgmt(addrs[new], "get_worker", cp.GetWorkerRequest(worker_id="nope"))
+            assert err is not None and err.status is Status.NOT_FOUND
+            workers.cancel_scope.cancel()
+
+
+async def test_workers_follow_the_new_leader(tmp_path, nursery) -> None:
+    await run_failover(tmp_path, nursery, n_masters=3, n_workers=2)
+
+
+@pytest.mark.slow
+async def test_workers_follow_the_new_leader_3_masters_5_workers(tmp_path, nursery) -> None:
+    await run_failover(tmp_path, nursery, n_masters=3, n_workers=5)
