@@ -102,15 +102,6 @@ class WorkerDirectory(Protocol):
     """What the coordinator (issue 5) may ask about workers; implemented by :class:`WorkerHub`."""
 
     def eligible(self, pool: str | None) -> list[Any]: ...
-    def reserved(self, worker_id: str) -> tuple[int, float]:
-        """(memory bytes, CPU cores) reserved on a worker by the replicas placed there.
-
-        The coordinator owns the epochs, so it owns the sums (``Coordinator.reserved``);
-        without one nothing is reserved.
-        """
-        fn = getattr(self.coordinator, "reserved", None)
-        return fn(worker_id) if fn is not None else (0, 0.0)
-
     def state(self, worker_id: str) -> cp.WorkerState | None: ...
     def addr(self, worker_id: str) -> str | None: ...
     async def send(self, worker_id: str, msg: cp.EventStreamMessage) -> bool: ...
@@ -257,6 +248,8 @@ class WorkerHub(cp.ControlPlaneServiceBase):
         self._term: _Term | None = None
         #: the EpochCoordinator of the current term (see :meth:`run_term`)
         self.coordinator: EpochCoordinator | None = None
+        #: (memory, cpu) reserved on a worker; set by the coordinator's term (``Coordinator.reserved``)
+        self.reserved_fn: Callable[[str], tuple[int, float]] | None = None
         self._wake = trio.Event()
         self._joined: set[str] = set()
         self._records: Any = None  # Table[WorkerRecord] when a mirror was attached
@@ -318,7 +311,7 @@ class WorkerHub(cp.ControlPlaneServiceBase):
                 await trio.sleep_forever()
         finally:
             self._term = None
-            self.coordinator = None
+            self.coordinator = self.reserved_fn = None
             self.close_all(Status.UNAVAILABLE, "leadership moved: reconnect to the leader")
 
     def close_all(self, status: Status, message: str) -> None:
@@ -373,11 +366,10 @@ class WorkerHub(cp.ControlPlaneServiceBase):
     def reserved(self, worker_id: str) -> tuple[int, float]:
         """(memory bytes, CPU cores) reserved on a worker by the replicas placed there.
 
-        The coordinator owns the epochs, so it owns the sums (``Coordinator.reserved``);
-        without one nothing is reserved.
+        The coordinator owns the epochs, so it owns the sums: its term sets
+        :attr:`reserved_fn`; without one nothing is reserved.
         """
-        fn = getattr(self.coordinator, "reserved", None)
-        return fn(worker_id) if fn is not None else (0, 0.0)
+        return self.reserved_fn(worker_id) if self.reserved_fn is not None else (0, 0.0)
 
     def state(self, worker_id: str) -> cp.WorkerState | None:
         """The worker's state as the wire enum, or None if unknown."""
