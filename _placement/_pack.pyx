@@ -1,0 +1,332 @@
+# cython: language_level=3
+"""Capacity-aware vector packing: best-fit decreasing on the dominant share.
+
+Compute only; ``leibrix.placement`` validates and converts.
+
+Measure. With ``M`` and ``C`` the largest worker memory and cpu capacities, an
+item's size is its *dominant share* ``d = max(mem/M, cpu/C)`` and a worker's
+*headroom* is ``h = min(free_mem/M, free_cpu/C)``. A worker with ``h >= d`` is
+guaranteed to fit the item. Items are placed largest ``d`` first (ties: input
+order); each replica goes to the worker with the smallest headroom level that
+still covers ``d`` (best fit), headroom quantised to ``1/LEVELS``. When no
+worker is guaranteed by headroom (the item is cpu-heavy and the roomy workers
+are memory-rich, say) an exact search takes the first worker, in worker order,
+that has both resources free.
+
+Structures (all per *group*: one per zone, plus one for zoneless workers):
+a two-level bitmap over headroom levels with one intrusive list of workers
+per level (best fit = find-next-set-bit, O(1)); and one segment tree over all
+workers, ordered by group, holding the max free memory and cpu of each subtree
+for the exact search (O(log n) per probe; subtrees that cannot fit are pruned).
+A replica search costs O(groups + log n), independent of the item count.
+
+Replica rules: replicas of an item go to distinct workers; a zone not yet used
+by the item is preferred, and a used zone is accepted only when no unused zone
+has room. Items are all-or-nothing.
+"""
+
+import numpy as np
+
+from libc.math cimport ceil, floor
+from libc.stdint cimport int8_t, int32_t, int64_t, uint8_t, uint64_t
+from libc.stdlib cimport calloc, free, malloc
+
+from _placement._walk cimport ST_NO_ROOM, ST_OK, ST_TOO_FEW_WORKERS
+
+#: headroom quantisation (levels per unit of the largest capacity)
+LEVELS = 4096
+cdef enum:
+    L = 4096
+    WORDS = 64        # L / 64
+
+
+cdef extern from *:
+    """
+    static inline int lbx_ctz64(unsigned long long x) { return __builtin_ctzll(x); }
+    """
+    int ctz64 "lbx_ctz64"(uint64_t x) noexcept nogil
+
+
+cdef struct Packer:
+    Py_ssize_t n, P
+    int32_t G, zoneless
+    const int32_t* group
+    int64_t* fm
+    double* fc
+    double mhat, chat
+    int32_t* head        # G * L
+    int32_t* nxt
+    int32_t* prv
+    int32_t* lvl         # -1 = hidden
+    uint64_t* bits       # G * WORDS
+    uint64_t* summ       # G
+    int64_t* tm          # 2P
+    double* tc
+    const int64_t* gptr  # G + 1
+
+
+cdef inline int32_t level_of(Packer* p, Py_ssize_t w) noexcept nogil:
+    cdef double a = p.fm[w] / p.mhat, b = p.fc[w] / p.chat
+    cdef double k = a if a < b else b
+    if k <= 0:
+        return 0
+    k = floor(k * L)
+    if k > L - 1:
+        return L - 1
+    return <int32_t>k
+
+
+cdef inline void link(Packer* p, int32_t w) noexcept nogil:
+    cdef int32_t g = p.group[w], l = level_of(p, w)
+    cdef Py_ssize_t slot = <Py_ssize_t>g * L + l
+    p.lvl[w] = l
+    p.prv[w] = -1
+    p.nxt[w] = p.head[slot]
+    if p.head[slot] != -1:
+        p.prv[p.head[slot]] = w
+    p.head[slot] = w
+    p.bits[g * WORDS + (l >> 6)] |= (<uint64_t>1) << (l & 63)
+    p.summ[g] |= (<uint64_t>1) << (l >> 6)
+
+
+cdef inline void unlink(Packer* p, int32_t w) noexcept nogil:
+    cdef int32_t g = p.group[w], l = p.lvl[w]
+    cdef Py_ssize_t slot = <Py_ssize_t>g * L + l
+    if p.prv[w] != -1:
+        p.nxt[p.prv[w]] = p.nxt[w]
+    else:
+        p.head[slot] = p.nxt[w]
+    if p.nxt[w] != -1:
+        p.prv[p.nxt[w]] = p.prv[w]
+    if p.head[slot] == -1:
+        p.bits[g * WORDS + (l >> 6)] &= ~((<uint64_t>1) << (l & 63))
+        if p.bits[g * WORDS + (l >> 6)] == 0:
+            p.summ[g] &= ~((<uint64_t>1) << (l >> 6))
+    p.lvl[w] = -1
+
+
+cdef inline void tree_set(Packer* p, int32_t w, int64_t m, double c) noexcept nogil:
+    cdef Py_ssize_t i = p.P + w
+    p.tm[i] = m
+    p.tc[i] = c
+    i >>= 1
+    while i >= 1:
+        p.tm[i] = p.tm[2 * i] if p.tm[2 * i] > p.tm[2 * i + 1] else p.tm[2 * i + 1]
+        p.tc[i] = p.tc[2 * i] if p.tc[2 * i] > p.tc[2 * i + 1] else p.tc[2 * i + 1]
+        i >>= 1
+
+
+cdef inline void hide(Packer* p, int32_t w) noexcept nogil:
+    unlink(p, w)
+    tree_set(p, w, -1, -1.0)
+
+
+cdef inline void show(Packer* p, int32_t w) noexcept nogil:
+    link(p, w)
+    tree_set(p, w, p.fm[w], p.fc[w])
+
+
+cdef inline int32_t next_level(Packer* p, int32_t g, int32_t q) noexcept nogil:
+    """Lowest non-empty headroom level >= q in group g, or -1."""
+    cdef int32_t wi = q >> 6
+    cdef uint64_t word = p.bits[g * WORDS + wi] & ((~(<uint64_t>0)) << (q & 63))
+    if word:
+        return (wi << 6) + ctz64(word)
+    if wi + 1 >= WORDS:
+        return -1
+    cdef uint64_t s = p.summ[g] & ((~(<uint64_t>0)) << (wi + 1))
+    if not s:
+        return -1
+    wi = ctz64(s)
+    return (wi << 6) + ctz64(p.bits[g * WORDS + wi])
+
+
+cdef int32_t first_fit(Packer* p, Py_ssize_t node, Py_ssize_t nlo, Py_ssize_t nhi,
+                       Py_ssize_t lo, Py_ssize_t hi, int64_t m, double c) noexcept nogil:
+    """Leftmost worker in [lo, hi) with both resources free, or -1 (pruned DFS)."""
+    if nhi <= lo or hi <= nlo or p.tm[node] < m or p.tc[node] < c:
+        return -1
+    if nhi - nlo == 1:
+        return <int32_t>nlo
+    cdef Py_ssize_t mid = (nlo + nhi) >> 1
+    cdef int32_t r = first_fit(p, 2 * node, nlo, mid, lo, hi, m, c)
+    if r >= 0:
+        return r
+    return first_fit(p, 2 * node + 1, mid, nhi, lo, hi, m, c)
+
+
+cdef int32_t search(Packer* p, const uint8_t* zone_used, bint strict, int32_t q,
+                    int64_t m, double c) noexcept nogil:
+    """Best-fit worker for one replica among the allowed groups, or -1."""
+    cdef int32_t g, l, best_g = -1, best_l = L, w
+    if q < L:
+        for g in range(p.G):
+            if strict and g != p.zoneless and zone_used[g]:
+                continue
+            l = next_level(p, g, q)
+            if l >= 0 and l < best_l:
+                best_l = l
+                best_g = g
+        if best_g >= 0:
+            w = p.head[<Py_ssize_t>best_g * L + best_l]
+            if p.fm[w] >= m and p.fc[w] >= c:
+                return w
+    for g in range(p.G):
+        if strict and g != p.zoneless and zone_used[g]:
+            continue
+        w = first_fit(p, 1, 0, p.P, p.gptr[g], p.gptr[g + 1], m, c)
+        if w >= 0:
+            return w
+    return -1
+
+
+def pack(int64_t[::1] free_mem, double[::1] free_cpu, const int32_t[::1] group,
+         const int64_t[::1] group_ptr, int32_t zoneless_group, double mhat, double chat,
+         const int64_t[::1] mem, const double[::1] cpu, const int32_t[::1] need,
+         const int64_t[::1] excl_ptr, const int32_t[::1] excl):
+    """Place every item's missing replicas; ``free_mem``/``free_cpu`` are updated in place.
+
+    Workers must be ordered by group (``group_ptr[g]:group_ptr[g+1]`` is group
+    ``g``); ``zoneless_group`` is the group without zone anti-affinity (-1 if none).
+
+    Returns ``(out, out_ptr, status, found, max_free_mem, max_free_cpu)``:
+    item ``i``'s workers are ``out[out_ptr[i]:out_ptr[i+1]]`` (-1 when
+    unplaceable); for unplaceable items ``found`` is how many replicas had room
+    (or how many workers were eligible) and ``max_free_*`` the largest free
+    memory / cpu left on any worker.
+    """
+    cdef Py_ssize_t n = free_mem.shape[0], m_items = need.shape[0], i, k, t
+    cdef int32_t G = group_ptr.shape[0] - 1
+    out_ptr = np.zeros(m_items + 1, dtype=np.int64)
+    np.cumsum(need, out=out_ptr[1:])
+    out = np.full(out_ptr[m_items], -1, dtype=np.int32)
+    status = np.zeros(m_items, dtype=np.int8)
+    found_arr = np.zeros(m_items, dtype=np.int32)
+    mfm = np.zeros(m_items, dtype=np.int64)
+    mfc = np.zeros(m_items, dtype=np.float64)
+    dom = np.maximum(np.asarray(mem, dtype=np.float64) / mhat, np.asarray(cpu) / chat)
+    order = np.argsort(-dom, kind="stable").astype(np.int64)
+    cdef const int64_t[::1] od = order
+    cdef const double[::1] dm = dom
+    cdef int64_t[::1] optr = out_ptr
+    cdef int32_t[::1] o = out
+    cdef int8_t[::1] st = status
+    cdef int32_t[::1] fa = found_arr
+    cdef int64_t[::1] mfm_v = mfm
+    cdef double[::1] mfc_v = mfc
+    cdef Packer p
+    p.n = n
+    p.P = 1
+    while p.P < n:
+        p.P <<= 1
+    p.G = G
+    p.zoneless = zoneless_group
+    p.group = &group[0] if n else NULL
+    p.fm = &free_mem[0] if n else NULL
+    p.fc = &free_cpu[0] if n else NULL
+    p.mhat = mhat
+    p.chat = chat
+    p.gptr = &group_ptr[0]
+    p.head = <int32_t*>malloc((<Py_ssize_t>G * L + 1) * sizeof(int32_t))
+    p.nxt = <int32_t*>malloc((n + 1) * sizeof(int32_t))
+    p.prv = <int32_t*>malloc((n + 1) * sizeof(int32_t))
+    p.lvl = <int32_t*>malloc((n + 1) * sizeof(int32_t))
+    p.bits = <uint64_t*>calloc(<Py_ssize_t>G * WORDS + 1, sizeof(uint64_t))
+    p.summ = <uint64_t*>calloc(G + 1, sizeof(uint64_t))
+    p.tm = <int64_t*>malloc(2 * p.P * sizeof(int64_t))
+    p.tc = <double*>malloc(2 * p.P * sizeof(double))
+    cdef uint8_t* zone_used = <uint8_t*>calloc(G + 1, 1)
+    cdef int32_t max_need = 1
+    for i in range(m_items):
+        if need[i] > max_need:
+            max_need = need[i]
+    cdef int32_t* chosen = <int32_t*>malloc(max_need * sizeof(int32_t))
+    cdef int32_t w, q, r, nex, g
+    cdef int64_t im
+    cdef double ic, dq
+    cdef bint ok
+    try:
+        if (p.head == NULL or p.nxt == NULL or p.prv == NULL or p.lvl == NULL or p.bits == NULL
+                or p.summ == NULL or p.tm == NULL or p.tc == NULL or zone_used == NULL
+                or chosen == NULL):
+            raise MemoryError()
+        with nogil:
+            for k in range(<Py_ssize_t>G * L):
+                p.head[k] = -1
+            for k in range(2 * p.P):
+                p.tm[k] = -1
+                p.tc[k] = -1.0
+            for k in range(n):
+                link(&p, <int32_t>k)
+                p.tm[p.P + k] = p.fm[k]
+                p.tc[p.P + k] = p.fc[k]
+            for k in range(p.P - 1, 0, -1):
+                p.tm[k] = p.tm[2 * k] if p.tm[2 * k] > p.tm[2 * k + 1] else p.tm[2 * k + 1]
+                p.tc[k] = p.tc[2 * k] if p.tc[2 * k] > p.tc[2 * k + 1] else p.tc[2 * k + 1]
+            for t in range(m_items):
+                i = od[t]
+                if need[i] == 0:
+                    continue
+                im = mem[i]
+                ic = cpu[i]
+                nex = 0
+                for k in range(excl_ptr[i], excl_ptr[i + 1]):
+                    w = excl[k]
+                    hide(&p, w)
+                    nex += 1
+                    g = p.group[w]
+                    if g != p.zoneless:
+                        zone_used[g] = 1
+                if need[i] > n - nex:
+                    st[i] = ST_TOO_FEW_WORKERS
+                    fa[i] = <int32_t>(n - nex)
+                    r = 0
+                else:
+                    dq = ceil(dm[i] * L)
+                    q = L if dq > L else <int32_t>dq
+                    ok = True
+                    r = 0
+                    while r < need[i]:
+                        w = search(&p, zone_used, True, q, im, ic)
+                        if w < 0:
+                            w = search(&p, zone_used, False, q, im, ic)
+                        if w < 0:
+                            ok = False
+                            break
+                        hide(&p, w)
+                        p.fm[w] -= im
+                        p.fc[w] -= ic
+                        g = p.group[w]
+                        if g != p.zoneless:
+                            zone_used[g] = 1
+                        chosen[r] = w
+                        o[optr[i] + r] = w
+                        r += 1
+                    if not ok:
+                        st[i] = ST_NO_ROOM
+                        fa[i] = r
+                        for k in range(r):
+                            p.fm[chosen[k]] += im
+                            p.fc[chosen[k]] += ic
+                            o[optr[i] + k] = -1
+                for k in range(r):
+                    show(&p, chosen[k])
+                for k in range(excl_ptr[i], excl_ptr[i + 1]):
+                    show(&p, excl[k])
+                for g in range(G):
+                    zone_used[g] = 0
+                if st[i] != ST_OK:
+                    mfm_v[i] = p.tm[1]
+                    mfc_v[i] = p.tc[1]
+    finally:
+        free(p.head)
+        free(p.nxt)
+        free(p.prv)
+        free(p.lvl)
+        free(p.bits)
+        free(p.summ)
+        free(p.tm)
+        free(p.tc)
+        free(zone_used)
+        free(chosen)
+    return out, out_ptr, status, found_arr, mfm, mfc
