@@ -364,9 +364,17 @@ class EtcdClient:
         )
         client = cls(raw, timeout=timeout)
         try:
-            await client.status()
+            # Each failure benches that endpoint, so every endpoint gets one try.
+            for attempt in range(len(hosts)):
+                try:
+                    await client.status()
+                    break
+                except EtcdUnavailable:
+                    if attempt == len(hosts) - 1:
+                        raise
         except BaseException:
-            await client.aclose()
+            with trio.CancelScope(shield=True):
+                await client.aclose()
             raise
         return client
 
@@ -381,11 +389,13 @@ class EtcdClient:
         if isinstance(exc, grpc.RpcError):
             code = exc.code()
             if code in _UNAVAILABLE_CODES:
-                try:
+                if len(self._raw.endpoints) > 1:
+                    # The library's own failover step: bench this endpoint and
+                    # drop its stubs (open watches end and are re-established by
+                    # their consumers on the next endpoint). With one endpoint
+                    # gRPC reconnects by itself and watches are left alone.
                     self._raw.endpoint_in_use.fail()
-                    self._raw._clear_old_stubs()  # the library's own failover step
-                except Exception:  # pragma: no cover - best effort bookkeeping
-                    pass
+                    self._raw._clear_old_stubs()
                 return EtcdUnavailable(f"etcd {code.name}: {exc.details()}")
             return EtcdRejected(code.name, exc.details() or "")
         if isinstance(exc, etcd3.exceptions.RevisionCompactedError):

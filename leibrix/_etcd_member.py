@@ -23,6 +23,8 @@ than in one of Trio's worker threads, which retire after a few idle seconds.
 from __future__ import annotations
 
 import ctypes
+import logging
+import math
 import os
 import re
 import shutil
@@ -72,6 +74,8 @@ _BAD_RANGES = (((3, 5, 0), (3, 5, 5)), ((3, 4, 20), (3, 4, 21)))
 _OLDEST_SUPPORTED = (3, 4, 0)
 
 _PR_SET_PDEATHSIG = 1
+
+log = logging.getLogger(__name__)
 
 
 class EtcdBinaryError(Exception):
@@ -269,7 +273,9 @@ class MemberConfig:
     stable_after: float = 30.0
     #: seconds between SIGTERM and SIGKILL on shutdown
     stop_grace: float = 2.0
-    #: seconds a (re)started member has to answer before the start counts as failed
+    #: seconds a (re)started single-member cluster has to answer before the start
+    #: counts as failed (a member of a multi-member cluster waits for its peers
+    #: as long as its process lives)
     start_timeout: float = 30.0
 
     def __post_init__(self) -> None:
@@ -412,10 +418,10 @@ def _log_tail(cfg: MemberConfig, lines: int = 8) -> str:
 async def _wait_serving(cfg: MemberConfig, child: _Child) -> bool:
     """Poll the client URL until the member answers (True) or the process exits (False).
 
-    "Answers" means a Maintenance.Status round trip: the process is up and its
-    client port serves. It does not wait for quorum, so the members of a new
-    cluster can be started one after another; use ``EtcdClient.wait_ready``
-    before writing.
+    "Answers" means a Maintenance.Status round trip. etcd serves clients only
+    once the member has joined its cluster, so in a new multi-member cluster
+    this waits for a quorum of members to be running; meanwhile a warning is
+    logged every 10 s naming the peers it waits for.
     """
     async with trio.open_nursery() as nursery:
         exited = trio.Event()
@@ -426,10 +432,18 @@ async def _wait_serving(cfg: MemberConfig, child: _Child) -> bool:
             nursery.cancel_scope.cancel()
 
         nursery.start_soon(watch_exit)
+        next_warning = trio.current_time() + 10
         while not exited.is_set():
             try:
                 client = await EtcdClient.connect([cfg.client_url], timeout=0.5)
             except EtcdError:
+                if len(cfg.initial_cluster) > 1 and trio.current_time() >= next_warning:
+                    next_warning += 10
+                    log.warning(
+                        "etcd member %r is waiting to join its cluster (peers: %s)",
+                        cfg.name,
+                        ", ".join(f"{n}={u}" for n, u in cfg.initial_cluster.items() if n != cfg.name),
+                    )
                 await trio.sleep(0.02)
                 continue
             await client.aclose()
@@ -445,6 +459,9 @@ async def run_member(
     task_status: trio.TaskStatus[str] = trio.TASK_STATUS_IGNORED,
 ) -> None:
     """Run and supervise the member until cancelled; ``started(client_url)`` once it answers.
+
+    In a new multi-member cluster "answers" needs a quorum of members running
+    (etcd serves clients only after joining), so start the masters together.
 
     A member that exits is restarted after a backoff (0.1 s doubling to 5 s);
     after ``max_restarts`` consecutive failures (a failure is a start that never
@@ -467,7 +484,10 @@ async def run_member(
         began = trio.current_time()
         serving = False
         try:
-            with trio.move_on_after(cfg.start_timeout):
+            # A member of a multi-member cluster may legitimately wait for its
+            # peers for as long as it takes; a lone member must answer quickly.
+            alone = len(cfg.initial_cluster) <= 1
+            with trio.move_on_after(cfg.start_timeout if alone else math.inf):
                 serving = await _wait_serving(cfg, child)
             if serving:
                 if not started:

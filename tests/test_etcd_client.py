@@ -272,3 +272,13 @@ async def test_multi_endpoint_client_fails_over(etcd_cluster) -> None:
         assert (await client.get("/q")).value == b"back"
     finally:
         await client.aclose()
+
+
+async def test_connect_skips_a_dead_endpoint(etcd_server) -> None:
+    dead = free_port_url()
+    for order in ([dead, etcd_server.endpoint], [etcd_server.endpoint, dead]):
+        client = await EtcdClient.connect(order, timeout=1.0)
+        try:
+            assert (await client.put("/alive", b"")) > 0
+        finally:
+            await client.aclose()

@@ -21,6 +21,7 @@ from leibrix._etcd_member import (
     UnsafeEtcdVersion,
     check_etcd_version,
     find_etcd_binary,
+    free_port_url,
     is_known_bad,
     parse_etcd_version,
     parse_initial_cluster,
@@ -317,3 +318,32 @@ async def test_three_member_cluster_survives_one_member(etcd_cluster) -> None:
                     await trio.sleep(0.05)
     finally:
         await client.aclose()
+
+
+async def test_cluster_member_waits_for_late_peers(tmp_path: Path, nursery: trio.Nursery) -> None:
+    """A member of a new 3-member cluster started alone waits (no failure) until its peers come."""
+    peers = {name: free_port_url() for name in ("a", "b", "c")}
+    servers = [
+        EtcdServer(member_config(tmp_path, name, peer_url=url, initial_cluster=peers, start_timeout=0.5), nursery)
+        for name, url in peers.items()
+    ]
+    try:
+        first_up = trio.Event()
+
+        async def start_first() -> None:
+            await servers[0].start()
+            first_up.set()
+
+        nursery.start_soon(start_first)
+        await trio.sleep(1.5)  # three times its start_timeout: a lone member would have failed
+        assert not first_up.is_set() and servers[0].pid is not None and _alive(servers[0].pid)
+        assert servers[0].state.starts == 1
+        with trio.fail_after(20):
+            async with trio.open_nursery() as late:
+                for server in servers[1:]:
+                    late.start_soon(server.start)
+            await first_up.wait()
+    finally:
+        with trio.CancelScope(shield=True):
+            for server in servers:
+                await server.stop()
