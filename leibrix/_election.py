@@ -112,15 +112,15 @@ class Election:
         """
         while True:
             try:
-                current = await self._client.get(self.key)
+                current, revision = await self._client.get_with_revision(self.key)
                 if current is not None:
-                    await self._wait_deleted(current.mod_revision)
+                    await self._wait_deleted(revision)
                     continue
                 term = await self._try_acquire()
                 if term is not None:
                     return term
-            except EtcdUnavailable as exc:
-                log.debug("campaign: etcd unavailable (%s); retrying", exc)
+            except (EtcdUnavailable, Compacted) as exc:
+                log.debug("campaign: %s; retrying", exc)
                 await trio.sleep(_RETRY)
 
     async def _try_acquire(self) -> Term | None:
@@ -139,8 +139,10 @@ class Election:
         await self._revoke_quietly(lease_id)
         return None
 
-    async def _wait_deleted(self, seen_revision: int) -> None:
-        async with self._client.watch_key(self.key, start_revision=seen_revision + 1) as stream:
+    async def _wait_deleted(self, seen_at: int) -> None:
+        # Watch from the revision the key was seen at, not from its mod_revision:
+        # the latter may be long compacted away for a leader that held on for hours.
+        async with self._client.watch_key(self.key, start_revision=seen_at + 1) as stream:
             async for batch in stream:
                 if any(ev.kind == "delete" for ev in batch):
                     return

@@ -180,3 +180,26 @@ async def test_campaign_rides_out_an_etcd_restart(etcd: EtcdClient, etcd_server,
         while not won:
             await trio.sleep(0.05)
     assert (await b.leader()).id == "b"  # type: ignore[union-attr]
+
+
+async def test_campaign_waits_correctly_behind_a_long_held_key(etcd: EtcdClient, nursery: trio.Nursery) -> None:
+    """The leader key's last write is older than etcd's compacted history: waiting must still work."""
+    a, b = election(etcd, "a", ttl=5), election(etcd, "b", ttl=5)
+    term_a = await a.campaign()
+    await nursery.start(a.keep_alive, term_a)
+    for i in range(5):
+        latest = await etcd.put(f"/noise/{i}", b"")
+    await etcd.compact(latest)
+    won: list[Term] = []
+
+    async def run_b() -> None:
+        won.append(await b.campaign())
+
+    nursery.start_soon(run_b)
+    await trio.sleep(0.3)
+    assert not won
+    await a.resign(term_a)
+    with trio.fail_after(2):
+        while not won:
+            await trio.sleep(0.005)
+    assert won[0].token > latest
