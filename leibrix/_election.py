@@ -242,15 +242,19 @@ class Election:
 
         A follower's campaign sees the delete at once, so a graceful handover
         takes one watch round trip instead of a TTL. ``term.lost`` is set first,
-        so nothing in the term writes after we decided to leave.
+        so nothing in the term writes after we decided to leave. Never raises
+        for etcd trouble (shutdown must not fail because etcd is gone); each
+        step is bounded by the client timeout.
         """
         term.lost.set()
         try:
-            await self._client.txn(
-                [Compare(self.key, "create", "==", term.token)], [Delete(self.key)]
-            )
-        finally:
-            await self._revoke_quietly(term.lease_id)
+            with trio.move_on_after(self._client.timeout):
+                await self._client.txn([Compare(self.key, "create", "==", term.token)], [Delete(self.key)])
+        except EtcdError as exc:
+            # Best effort by design: the term is already over for us, and the
+            # lease ends it for everyone within the TTL.
+            log.info("resign of term %d could not delete the leader key (%s)", term.token, exc)
+        await self._revoke_quietly(term.lease_id)
 
     async def leader(self) -> LeaderInfo | None:
         """The current leader, or None while nobody holds the key."""

@@ -391,15 +391,19 @@ class _Child:
 
 
 def _spawn(cfg: MemberConfig, binary: str) -> _Child:
-    cfg.data_dir.parent.mkdir(parents=True, exist_ok=True)
-    with open(cfg.log_path, "ab") as log:
+    try:
+        cfg.data_dir.parent.mkdir(parents=True, exist_ok=True)
+        log_file = open(cfg.log_path, "ab")  # noqa: SIM115 - closed below, after the fork
+    except OSError as exc:
+        raise MemberFailed(f"etcd member {cfg.name!r}: cannot prepare {cfg.log_path}: {exc}") from None
+    with log_file:
         # Deliberately synchronous on the Trio thread: see the module docstring
         # (PDEATHSIG follows the forking thread). fork+exec takes a few ms.
         popen = subprocess.Popen(
             cfg.command(binary),
             stdin=subprocess.DEVNULL,
-            stdout=log,
-            stderr=log,
+            stdout=log_file,
+            stderr=log_file,
             preexec_fn=_die_with_parent,
             start_new_session=True,  # a Ctrl-C to the master's terminal is the master's to handle
         )

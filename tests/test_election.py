@@ -203,3 +203,12 @@ async def test_campaign_waits_correctly_behind_a_long_held_key(etcd: EtcdClient,
         while not won:
             await trio.sleep(0.005)
     assert won[0].token > latest
+
+
+async def test_resign_never_fails_when_etcd_is_gone(etcd: EtcdClient, etcd_server) -> None:
+    a = election(etcd, "a")
+    term = await a.campaign()
+    await etcd_server.stop()
+    with trio.fail_after(3 * etcd.timeout):
+        await a.resign(term)
+    assert term.lost.is_set()

@@ -347,3 +347,11 @@ async def test_cluster_member_waits_for_late_peers(tmp_path: Path, nursery: trio
         with trio.CancelScope(shield=True):
             for server in servers:
                 await server.stop()
+
+
+async def test_unwritable_location_is_a_clear_failure(tmp_path: Path) -> None:
+    blocker = tmp_path / "file"
+    blocker.write_text("not a directory")
+    cfg = member_config(blocker / "sub")  # data dir under a regular file
+    with pytest.raises(MemberFailed, match="cannot prepare"):
+        await run_member(cfg)
