@@ -125,7 +125,7 @@ class RouteTable:
         """``EpochRoute`` for a route (worker addresses looked up now)."""
         return cp.EpochRoute(
             dataset_id=r.dataset_id,
-            epoch=epoch_info(e),
+            epoch=epoch_info(e.epoch_id, e.start_ms, e.end_ms, e.dims),
             table_name=f"{r.dataset_id}__{r.epoch_id}",
             worker_ids=list(r.workers),
             worker_addrs=[self.addr(w) or "" for w in r.workers],

@@ -276,7 +276,7 @@ def epoch_to_wire(e: Epoch, addr: Callable[[str], str | None] = lambda w: None, 
                   benefit: float = 0.0) -> cp.EpochStatus:
     """The ``EpochStatus`` shown by ``ListEpochs``: state, history, replicas and estimates."""
     return cp.EpochStatus(
-        info=epoch_info(e),
+        info=epoch_info(e.epoch_id, e.start_ms, e.end_ms, e.dims),
         state=cp.EpochState(int(e.state)),
         history=[
             cp.EpochTransition(from_state=cp.EpochState(int(t.from_state)), to_state=cp.EpochState(int(t.to_state)),
@@ -294,15 +294,15 @@ def epoch_to_wire(e: Epoch, addr: Callable[[str], str | None] = lambda w: None, 
     )
 
 
-def epoch_info(e: Epoch) -> cp.EpochInfo:
+def epoch_info(epoch_id: str, start_ms: int, end_ms: int, dims: tuple[tuple[str, str], ...]) -> cp.EpochInfo:
     """The upstream ``EpochInfo``: id, window, dimension values."""
     return cp.EpochInfo(
-        epoch_id=e.epoch_id,
+        epoch_id=epoch_id,
         time_range=cp.TimeRange(
-            start_inclusive=datetime.fromtimestamp(e.start_ms / 1000, tz=timezone.utc),
-            end_exclusive=datetime.fromtimestamp(e.end_ms / 1000, tz=timezone.utc),
+            start_inclusive=datetime.fromtimestamp(start_ms / 1000, tz=timezone.utc),
+            end_exclusive=datetime.fromtimestamp(end_ms / 1000, tz=timezone.utc),
         ),
-        dimension_values=dict(e.dims),
+        dimension_values=dict(dims),
     )
 
 
@@ -327,6 +327,8 @@ class ClusterState:
         self.by_dataset: dict[tuple[str, str], dict[str, Epoch]] = {}
         self.by_worker: dict[str, set[EpochKey]] = {}
         self._usage: dict[str, Usage] = {}
+        #: worker id -> [memory bytes, CPU cores] reserved by replicas of charged epochs
+        self.reserved: dict[str, list[float]] = {}
         self.listeners: list[EpochListener] = []
 
     # -- usage
@@ -360,7 +362,10 @@ class ClusterState:
             mem, cpu = self.charge_of(e)
             u.charge(sign * mem, sign * cpu, sign)
         elif e.state is State.PENDING:
+            mem, cpu = self.charge_of(e)
             u.pending += sign
+            u.pending_memory_bytes += sign * mem
+            u.pending_cpu_cores += sign * cpu
 
     # -- tenants
     def put_tenant(self, t: Tenant) -> None:
@@ -403,8 +408,13 @@ class ClusterState:
                 e.retry_at = old.retry_at
         self.epochs[key] = e
         self.by_dataset.setdefault((e.tenant_id, e.dataset_id), {})[e.epoch_id] = e
+        charged = e.state in CHARGED
         for r in e.replicas:
             self.by_worker.setdefault(r.worker_id, set()).add(key)
+            if charged and r.state != EVICTING:
+                res = self.reserved.setdefault(r.worker_id, [0, 0.0])
+                res[0] += e.memory_bytes
+                res[1] += e.cpu_cores
         self._account(e, +1)
         for listener in self.listeners:
             listener(old, e)
@@ -425,7 +435,12 @@ class ClusterState:
 
     def _unindex(self, e: Epoch) -> None:
         self._account(e, -1)
+        charged = e.state in CHARGED
         for r in e.replicas:
+            if charged and r.state != EVICTING:
+                res = self.reserved[r.worker_id]
+                res[0] -= e.memory_bytes
+                res[1] -= e.cpu_cores
             keys = self.by_worker.get(r.worker_id)
             if keys is not None:
                 keys.discard(e.key)

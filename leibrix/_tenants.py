@@ -99,9 +99,11 @@ class Quota:
 
 
 class Usage:
-    """What a tenant holds now: datasets, charged epochs, their memory/CPU (all replicas), pending epochs."""
+    """What a tenant holds now: datasets, charged epochs and their memory/CPU (all replicas), and the
+    PENDING queue with the memory/CPU it would charge once loaded."""
 
-    __slots__ = ("datasets", "epochs", "memory_bytes", "cpu_cores", "pending")
+    __slots__ = ("datasets", "epochs", "memory_bytes", "cpu_cores", "pending", "pending_memory_bytes",
+                 "pending_cpu_cores")
 
     def __init__(self) -> None:
         self.datasets = 0
@@ -109,6 +111,8 @@ class Usage:
         self.memory_bytes = 0
         self.cpu_cores = 0.0
         self.pending = 0
+        self.pending_memory_bytes = 0
+        self.pending_cpu_cores = 0.0
 
     def charge(self, memory_bytes: int, cpu_cores: float, epochs: int = 1) -> None:
         """Add (or with negative numbers, release) charged epochs and their resources."""
@@ -130,7 +134,7 @@ class Usage:
 _CPU_EPS = 1e-9
 
 
-def budget_shortfall(quota: Quota, usage: Usage, *, memory_bytes: int, cpu_cores: float, epochs: int) -> str | None:
+def budget_shortfall(quota: Quota, usage: Usage | Amount, *, memory_bytes: int, cpu_cores: float, epochs: int) -> str | None:
     """None if charging this demand keeps the tenant within every budget, else the first excess with numbers.
 
     The comparison is ``charged + demand <= budget``: a demand that lands
@@ -155,9 +159,27 @@ def budget_shortfall(quota: Quota, usage: Usage, *, memory_bytes: int, cpu_cores
     return None
 
 
-def dataset_shortfall(quota: Quota, usage: Usage) -> str | None:
-    """None if one more dataset fits ``max_datasets``, else the message with the numbers."""
-    if quota.max_datasets and usage.datasets + 1 > quota.max_datasets:
-        return f"tenant {quota.tenant_id!r} dataset budget: {quota.max_datasets} datasets, {usage.datasets} admitted"
+@dataclass(frozen=True, slots=True)
+class Amount:
+    """A quantity checked against budgets: epochs, memory bytes, CPU cores."""
+
+    epochs: int
+    memory_bytes: int
+    cpu_cores: float
+
+
+def committed(u: Usage) -> Amount:
+    """Charged usage plus the PENDING queue: what REJECT-policy admissions are checked against.
+
+    Counting the queue keeps two admissions racing toward the same budget from
+    both being accepted before either is loaded.
+    """
+    return Amount(u.epochs + u.pending, u.memory_bytes + u.pending_memory_bytes, u.cpu_cores + u.pending_cpu_cores)
+
+
+def dataset_shortfall(quota: Quota, datasets: int) -> str | None:
+    """None if one more dataset fits ``max_datasets`` next to ``datasets`` admitted ones, else the numbers."""
+    if quota.max_datasets and datasets + 1 > quota.max_datasets:
+        return f"tenant {quota.tenant_id!r} dataset budget: {quota.max_datasets} datasets, {datasets} admitted"
     return None
 

@@ -49,9 +49,8 @@ def test_zero_means_unlimited_and_datasets_are_counted():
     u.charge(10**15, 10**6, 10**6)
     assert budget_shortfall(q, u, memory_bytes=10**15, cpu_cores=10**6, epochs=10**6) is None
     q = Quota("acme", max_datasets=1)
-    assert dataset_shortfall(q, u) is None
-    u.datasets = 1
-    assert dataset_shortfall(q, u) == "tenant 'acme' dataset budget: 1 datasets, 1 admitted"
+    assert dataset_shortfall(q, 0) is None
+    assert dataset_shortfall(q, 1) == "tenant 'acme' dataset budget: 1 datasets, 1 admitted"
 
 
 def test_quota_from_wire_storage_mb_and_default_policy():

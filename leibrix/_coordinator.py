@@ -1,0 +1,670 @@
+"""The epoch coordinator: drives every epoch from PENDING to READY and back out, on the leader.
+
+It is the ``EpochCoordinator`` half of the seam with the worker hub
+(``leibrix._worker_hub``): the hub tells it what workers report (status,
+registration inventories, capacity, deaths) and it answers with commands on
+their streams (``data_assignment`` with a LoadPlan, ``common_ack``
+``evict_epoch``). Everything it changes is a fenced etcd write made *before*
+the command is sent, so a new leader that reads etcd knows every command the
+old one could have sent.
+
+One scheduling pass (``schedule``), run whenever something changed and on
+retry timers:
+
+1. **Repair**: charged epochs with fewer live replicas than their replication
+   factor (a worker died, a load failed) get the missing replicas, placed with
+   the epoch's strategy and ``existing=`` the survivors (minimal movement).
+2. **Residency by benefit**: PENDING epochs, highest benefit first (tenant
+   priority breaks ties), are loaded when their tenant's hard budget has room
+   and the strategy finds workers in the tenant's pool. When the cluster is
+   full, a candidate may displace resident epochs (of any tenant sharing the
+   pool) whose benefit is lower by at least the hysteresis factor; displaced
+   epochs go back to PENDING and are evicted. Budgets are never loosened for
+   this: benefit decides *among* tenants, quotas bound *each* tenant.
+
+Loads: PENDING → LOADING (replicas ASSIGNED) → VALIDATING (first replica
+reports COMPLETED) → READY once ``replication_factor`` replicas are LOADED and
+each matched its plan (rows exactly when the plan knows them and the worker
+reports them, bytes at most ``bytes_tolerance`` × the estimate). A failed or
+invalid load evicts that replica and counts an attempt; after
+``RetryPolicy.max_attempts`` the epoch is FAILED and every replica evicted. A
+refresh epoch that becomes READY retires the epoch it replaces in the same
+write (make-before-break: routes switch, never vanish).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import math
+import time
+import uuid
+from collections.abc import Awaitable, Callable, Iterable, Sequence
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from typing import Protocol
+
+import numpy as np
+import trio
+
+from leibrix import _epochs
+from leibrix import placement as pl
+from leibrix._errors import FailedPrecondition
+from leibrix._etcd import Delete, Put
+from leibrix._heat import Heat, HeatModel
+from leibrix._lifecycle import CHARGED, RetryPolicy, State, transition
+from leibrix._proto import leibrix_cp as cp
+from leibrix._state import (
+    ASSIGNED,
+    EVICTING,
+    LOADED,
+    ClusterState,
+    Dataset,
+    Epoch,
+    EpochKey,
+    Replica,
+    encode_epoch,
+    now_ms,
+)
+from leibrix._store import Keys
+from leibrix._tenants import Amount, budget_shortfall
+
+log = logging.getLogger(__name__)
+
+_STRATEGY_NAMES = {1: "round_robin", 2: "hash", 3: "capacity"}
+
+
+class WorkerDirectory(Protocol):
+    """What the coordinator needs from the worker hub (implemented in ``leibrix._worker_hub``)."""
+
+    def eligible(self, pool: str | None) -> list[pl.WorkerSpec]: ...
+    def addr(self, worker_id: str) -> str | None: ...
+    async def send(self, worker_id: str, msg: cp.EventStreamMessage) -> bool: ...
+    async def evict(self, worker_id: str, tenant: str, dataset: str, epoch: str, reason: str) -> bool: ...
+
+
+@dataclass(frozen=True, slots=True)
+class CoordinatorConfig:
+    """Tunables of placement and residency (defaults suit a small cluster)."""
+
+    default_strategy: int = 3  # CAPACITY
+    default_replication: int = 1
+    hysteresis: float = 1.5
+    bytes_tolerance: float = 2.0
+    retry: RetryPolicy = RetryPolicy()
+    heat: HeatModel = HeatModel()
+    #: Ops per fenced transaction (etcd's --max-txn-ops must be at least this).
+    max_txn_ops: int = 1000
+    #: Most PENDING epochs considered per scheduling pass (the rest wait for the next).
+    max_candidates: int = 5000
+    #: Residents one candidate may displace.
+    max_displace: int = 4
+    move_timeout_s: float = 60.0
+
+
+class Coordinator:
+    """The leader's epoch coordinator for one term (see the module docstring)."""
+
+    def __init__(self, *, state: ClusterState, commit: Callable[[Sequence[Put | Delete]], Awaitable[int]], keys: Keys, hub: WorkerDirectory | None,
+                 config: CoordinatorConfig = CoordinatorConfig(),
+                 clock: Callable[[], float] = time.monotonic) -> None:
+        self.state = state
+        self._commit = commit
+        self.keys = keys
+        self.hub = hub
+        self.config = config
+        self.clock = clock
+        self._kick = trio.Event()
+        self._strategies: dict[str, pl.Strategy] = {}
+        self.pending: set[EpochKey] = set()
+        self.repair: set[EpochKey] = set()
+        self._waiters: dict[EpochKey, list[trio.Event]] = {}
+        #: Serialises every read-modify-write of epoch records (scheduling, worker events, admissions):
+        #: without it two writers could each commit a copy of the same epoch and lose the other's change.
+        self.lock = trio.Lock()
+        for e in state.epochs.values():
+            self._track(None, e)
+        state.listeners.append(self._track)
+
+    def close(self) -> None:
+        """Stop following state changes (end of term)."""
+        if self._track in self.state.listeners:
+            self.state.listeners.remove(self._track)
+
+    # ------------------------------------------------------------ bookkeeping
+
+    def _track(self, old: Epoch | None, new: Epoch | None) -> None:
+        e = new or old
+        assert e is not None
+        key = e.key
+        if new is not None and new.state is State.PENDING:
+            self.pending.add(key)
+        else:
+            self.pending.discard(key)
+        if new is None or new.state not in CHARGED or new.state is State.RETIRING:
+            self.repair.discard(key)
+        elif len(self._live(new)) < self.state.replication(new):
+            self.repair.add(key)
+        else:
+            self.repair.discard(key)
+        for ev in self._waiters.pop(key, ()):
+            ev.set()
+
+    @staticmethod
+    def _live(e: Epoch) -> list[Replica]:
+        return [r for r in e.replicas if r.state != EVICTING]
+
+    def kick(self) -> None:
+        """Ask for a scheduling pass soon (cheap; passes coalesce)."""
+        self._kick.set()
+
+    def heat(self, e: Epoch, now: float | None = None) -> Heat:
+        """The epoch's heat object (created at the prior on first use; leader-local)."""
+        if e.heat is None:
+            e.heat = Heat(self.config.heat, self.clock() if now is None else now)
+        return e.heat
+
+    def benefits(self, epochs: Sequence[Epoch], now: float) -> list[float]:
+        """``scan_cost × heat ÷ memory`` of many epochs in one ``leibrix.placement.benefit`` call."""
+        if not epochs:
+            return []
+        model = self.config.heat
+        heats = [self.heat(e, now) for e in epochs]
+        scan = np.fromiter((h.scan_cost(e.scan_cost) for h, e in zip(heats, epochs)), float, len(epochs))
+        heat = np.fromiter((h.get(model, now) for h in heats), float, len(epochs))
+        mem = np.fromiter((max(1, e.memory_bytes) for e in epochs), float, len(epochs))
+        return pl.benefit(scan, heat, mem).tolist()
+
+    def benefit(self, e: Epoch, now: float) -> float:
+        """One epoch's benefit (see ``benefits``)."""
+        return self.benefits([e], now)[0]
+
+    def report_access(self, e: Epoch, count: int, scanned_bytes: int) -> None:
+        """Feed an access report into the epoch's heat; a hotter PENDING epoch may now be loaded."""
+        now = self.clock()
+        self.heat(e, now).feed(self.config.heat, now, count, scanned_bytes)
+        if e.state is State.PENDING:
+            self.kick()
+
+    def reserved(self, worker_id: str) -> tuple[int, float]:
+        """(memory bytes, CPU cores) reserved on a worker by replicas of charged epochs (the hub's ``reserved_fn``)."""
+        mem, cpu = self.state.reserved.get(worker_id, (0, 0.0))
+        return int(mem), max(0.0, cpu)
+
+    def replicas_on(self, worker_id: str) -> list[tuple[str, str, str]]:
+        """``(tenant, dataset, epoch)`` of every replica held or assigned on ``worker_id``."""
+        return sorted(self.state.by_worker.get(worker_id, ()))
+
+    def dataset_of(self, e: Epoch) -> Dataset | None:
+        """The epoch's dataset record."""
+        return self.state.datasets.get((e.tenant_id, e.dataset_id))
+
+    def strategy_for(self, e: Epoch) -> pl.Strategy:
+        """The placement strategy of the epoch's dataset, else its tenant's default, else the cluster's."""
+        ds = self.dataset_of(e)
+        tenant = self.state.tenants.get(e.tenant_id)
+        code = (ds.strategy if ds else 0) or (tenant.quota.default_strategy if tenant else 0) or \
+            self.config.default_strategy
+        name = _STRATEGY_NAMES.get(code, "capacity")
+        s = self._strategies.get(name)
+        if s is None:
+            s = self._strategies[name] = pl.make_strategy(name)
+        return s
+
+    def pool_of(self, tenant_id: str) -> str | None:
+        """The tenant's worker pool (None = the shared pool)."""
+        t = self.state.tenants.get(tenant_id)
+        return (t.quota.pool or None) if t else None
+
+    # ------------------------------------------------------------ writes and commands
+
+    async def write(self, epochs: Sequence[Epoch], extra: Sequence[Put | Delete] = ()) -> None:
+        """Commit epoch records (plus ``extra`` ops) in fenced transactions of bounded size."""
+        ops: list[Put | Delete] = list(extra)
+        ops.extend(Put(self.keys.epoch(*e.key), encode_epoch(e)) for e in epochs)
+        step = self.config.max_txn_ops
+        for i in range(0, len(ops), step):
+            await self._commit(ops[i:i + step])
+
+    def _move(self, e: Epoch, to: State, reason: str, **changes: object) -> Epoch:
+        history = transition(e.state, to, e.history, now_ms(), reason, what="/".join(e.key))
+        return e.evolve(state=to, history=history, **changes)
+
+    def load_plan(self, e: Epoch) -> cp.LoadPlan:
+        """The LoadPlan a worker executes to load ``e`` (destination table ``{dataset}__{epoch}``)."""
+        ds = self.dataset_of(e)
+        source = cp.DataSource().parse(ds.request.source.SerializeToString()) if ds else cp.DataSource()
+        g = ds.granularity if ds else _epochs.Granularity(1, _epochs.Unit.DAY)
+        start, end = _dt(e.start_ms), _dt(e.end_ms)
+        return cp.LoadPlan(
+            plan_id=e.plan_id,
+            source=source,
+            destination_table_name=f"{e.dataset_id}__{e.epoch_id}",
+            resolved_partition=cp.ResolvedPartition(
+                time_range=cp.TimeRange(start_inclusive=start, end_exclusive=end),
+                time_column_name=ds.time_column if ds else "",
+                time_partition_value=_epochs.partition_value(e.start_ms, g),
+                dimension_values=dict(e.dims),
+            ),
+            expected_rows=e.rows,
+            expected_bytes=e.memory_bytes,
+            tenant_id=e.tenant_id,
+        )
+
+    async def _send(self, worker_id: str, msg: cp.EventStreamMessage) -> bool:
+        if self.hub is None:
+            return False
+        msg.event_id = uuid.uuid4().hex
+        msg.worker_id = worker_id
+        return await self.hub.send(worker_id, msg)
+
+    async def send_assignment(self, e: Epoch, worker_id: str) -> bool:
+        """Push ``data_assignment`` for ``e`` to one worker."""
+        return await self._send(worker_id, cp.EventStreamMessage(
+            tenant_id=e.tenant_id,
+            data_assignment=cp.DataAssignmentEvent(dataset_id=e.dataset_id, epoch_id=e.epoch_id,
+                                                   load_plan=self.load_plan(e))))
+
+    async def send_evict(self, tenant_id: str, dataset_id: str, epoch_id: str, worker_id: str, reason: str) -> bool:
+        """Push ``common_ack`` ``evict_epoch`` (payload dataset_id, epoch_id, reason) to one worker."""
+        if self.hub is None:
+            return False
+        return await self.hub.evict(worker_id, tenant_id, dataset_id, epoch_id, reason)
+
+    # ------------------------------------------------------------ the loop
+
+    async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+        """Schedule on every kick and whenever a retry backoff expires (until cancelled)."""
+        task_status.started()
+        while True:
+            timeout = self._next_retry_in()
+            with trio.move_on_after(timeout):
+                await self._kick.wait()
+            self._kick = trio.Event()
+            await self.schedule()
+
+    def _next_retry_in(self) -> float:
+        now = self.clock()
+        waits = [self.state.epochs[k].retry_at - now for k in (*self.pending, *self.repair)
+                 if k in self.state.epochs and self.state.epochs[k].retry_at > now]
+        return max(0.01, min(waits)) if waits else math.inf
+
+    async def schedule(self) -> None:
+        """One pass: repair under-replicated epochs, then load PENDING ones by benefit (see module doc)."""
+        async with self.lock:
+            await self._schedule()
+
+    async def _schedule(self) -> None:
+        now = self.clock()
+        rounds = _Round(self)
+        changed: list[Epoch] = []
+        sends: list[tuple[Epoch, str]] = []
+        evicts: list[tuple[Epoch, str, str]] = []
+        # 1. repair
+        for key in sorted(self.repair):
+            e = self.state.epochs.get(key)
+            if e is None or e.retry_at > now:
+                continue
+            placed = rounds.place(e, existing=[r.worker_id for r in self._live(e)])
+            if placed:
+                reps = e.replicas + tuple(Replica(w, ASSIGNED, e.plan_id) for w in placed)
+                new = e.evolve(replicas=reps)
+                changed.append(new)
+                sends.extend((new, w) for w in placed)
+        # 2. residency by benefit
+        candidates = [self.state.epochs[k] for k in self.pending if k in self.state.epochs]
+        candidates = [e for e in candidates if e.retry_at <= now]
+        prio = {t: ten.quota.priority for t, ten in self.state.tenants.items()}
+        order = sorted(zip(candidates, self.benefits(candidates, now)),
+                       key=lambda eb: (-prio.get(eb[0].tenant_id, 0), -eb[1], eb[0].key))
+        candidates = [e for e, _ in order]
+        charged: dict[str, list[int | float]] = {}
+        displaced: set[EpochKey] = set()
+        for e in candidates[: self.config.max_candidates]:
+            tenant = self.state.tenants.get(e.tenant_id)
+            if tenant is None or self.dataset_of(e) is None:
+                continue
+            mem, cpu = self.state.charge_of(e)
+            extra = charged.setdefault(e.tenant_id, [0, 0.0, 0])
+            u = tenant.usage
+            probe = Amount(u.epochs + extra[2], u.memory_bytes + extra[0], u.cpu_cores + extra[1])
+            if budget_shortfall(tenant.quota, probe, memory_bytes=mem, cpu_cores=cpu, epochs=1):
+                continue
+            plan_id = f"{e.epoch_id}.{e.attempts}"
+            placed = rounds.place(e, existing=[])
+            if not placed:
+                placed = self._displace_for(e, now, rounds, displaced, changed, evicts)
+            if not placed:
+                continue
+            extra[0] += mem
+            extra[1] += cpu
+            extra[2] += 1
+            new = self._move(e, State.LOADING, f"placed on {', '.join(placed)}", plan_id=plan_id,
+                             replicas=tuple(Replica(w, ASSIGNED, plan_id) for w in placed))
+            changed.append(new)
+            sends.extend((new, w) for w in placed)
+        if not changed:
+            return
+        await self.write(changed)
+        for e, w, reason in evicts:
+            await self.send_evict(e.tenant_id, e.dataset_id, e.epoch_id, w, reason)
+        for e, w in sends:
+            await self.send_assignment(e, w)
+
+    def _displace_for(self, cand: Epoch, now: float, rounds: _Round, displaced: set[EpochKey],
+                      changed: list[Epoch], evicts: list[tuple[Epoch, str, str]]) -> tuple[str, ...]:
+        """Evict lower-benefit residents (by ≥ hysteresis) from the candidate's pool until it fits."""
+        pool = self.pool_of(cand.tenant_id)
+        workers = {w.id for w in rounds.workers(pool)}
+        bar = self.benefit(cand, now) / self.config.hysteresis
+        ready = [e for w in workers for key in self.state.by_worker.get(w, ())
+                 if key not in displaced and (e := self.state.epochs.get(key)) is not None and e.state is State.READY]
+        ready = list({e.key: e for e in ready}.values())
+        residents = sorted((b, e.key, e) for e, b in zip(ready, self.benefits(ready, now)) if b < bar)
+        for _, _, victim in residents[: self.config.max_displace]:
+            displaced.add(victim.key)
+            holders = victim.worker_ids()
+            reason = f"displaced by higher-benefit {'/'.join(cand.key)}"
+            changed.append(self._move(victim, State.PENDING, reason, replicas=()))
+            evicts.extend((victim, w, reason) for w in holders)
+            rounds.release(victim, holders)
+            placed = rounds.place(cand, existing=[])
+            if placed:
+                return placed
+        return ()
+
+    # ------------------------------------------------------------ seam: worker events
+
+    def _find(self, worker_id: str, dataset_id: str, epoch_id: str) -> tuple[Epoch, Replica] | None:
+        for tenant_id in self.state.tenant_ids():
+            e = self.state.epochs.get((tenant_id, dataset_id, epoch_id))
+            if e is not None:
+                for r in e.replicas:
+                    if r.worker_id == worker_id:
+                        return e, r
+        return None
+
+    async def on_status(self, worker_id: str, update: cp.DataPullStatusUpdateEvent) -> None:
+        """A worker reported load progress; raises ``FailedPrecondition`` if the epoch is not assigned there."""
+        async with self.lock:
+            await self._status(worker_id, update)
+
+    async def _status(self, worker_id: str, update: cp.DataPullStatusUpdateEvent) -> None:
+        found = self._find(worker_id, update.dataset_id, update.epoch_id)
+        if found is None:
+            raise FailedPrecondition(
+                f"epoch {update.dataset_id}/{update.epoch_id} was never assigned to worker {worker_id!r}")
+        e, replica = found
+        status = cp.DataPullStatusUpdateEventStatus
+        if update.status == status.IN_PROGRESS or replica.state != ASSIGNED:
+            return
+        if update.plan_id and update.plan_id != replica.plan_id:
+            log.info("stale status for %s on %s (plan %s, current %s)", e.key, worker_id, update.plan_id,
+                     replica.plan_id)
+            return
+        if update.status == status.COMPLETED:
+            problem = self._validate(e, update)
+            if problem is None:
+                await self._loaded(e, worker_id)
+                return
+        else:
+            problem = f"load failed on {worker_id}: {update.error_message or 'no reason given'}"
+        await self._failed(e, worker_id, problem)
+
+    def _validate(self, e: Epoch, u: cp.DataPullStatusUpdateEvent) -> str | None:
+        if u.plan_id and e.rows and u.rows != e.rows:
+            return f"validation failed: loaded {u.rows} rows, the plan expects {e.rows}"
+        limit = e.memory_bytes * self.config.bytes_tolerance
+        if u.bytes > limit:
+            return f"validation failed: loaded {u.bytes} bytes, the plan allows at most {int(limit)}"
+        return None
+
+    async def _loaded(self, e: Epoch, worker_id: str) -> None:
+        reps = tuple(Replica(r.worker_id, LOADED, r.plan_id) if r.worker_id == worker_id else r for r in e.replicas)
+        new = e.evolve(replicas=reps)
+        if new.state is State.LOADING:
+            new = self._move(new, State.VALIDATING, f"replica on {worker_id} loaded; validating")
+        out = [new]
+        loaded = sum(1 for r in reps if r.state == LOADED)
+        old = None
+        if new.state is State.VALIDATING and loaded >= self.state.replication(new):
+            new = self._move(new, State.READY, f"{loaded} replica(s) loaded and validated")
+            out = [new]
+            if new.replaces:
+                old = self.state.epochs.get((e.tenant_id, e.dataset_id, new.replaces))
+                if old is not None and old.state is State.READY:
+                    out.append(self._move(old, State.RETIRING, f"replaced by refresh {new.epoch_id}"))
+                else:
+                    old = None
+        await self.write(out)
+        if old is not None:
+            await self._finish_retire(old.key, f"replaced by {new.epoch_id}")
+
+    async def _failed(self, e: Epoch, worker_id: str, problem: str) -> None:
+        attempts = e.attempts + 1
+        keep = tuple(r for r in e.replicas if r.worker_id != worker_id)
+        if self.config.retry.after_failure(attempts) is State.FAILED and e.state is not State.READY:
+            new = self._move(e, State.FAILED, f"{problem}; gave up after {attempts} attempts", replicas=(),
+                             attempts=attempts)
+            victims = e.worker_ids()
+        else:
+            new = e.evolve(replicas=keep, attempts=attempts)
+            victims = [worker_id]
+            if e.state is State.VALIDATING and not any(r.state == LOADED for r in keep):
+                new = self._move(new, State.PENDING, problem, replicas=())
+                victims = e.worker_ids()
+        await self.write([new])
+        stored = self.state.epochs.get(e.key)
+        if stored is not None:
+            stored.retry_at = self.clock() + self.config.retry.backoff_s(attempts)
+        for w in victims:
+            await self.send_evict(e.tenant_id, e.dataset_id, e.epoch_id, w, problem)
+        self.kick()
+
+    async def on_registered(self, worker_id: str, inventory: list[cp.InventoryEntry]) -> None:
+        """Reconcile a (re)registered worker: keep valid holdings, evict the rest, (re)send missing plans."""
+        async with self.lock:
+            held = {(i.dataset_id, i.epoch_id): i for i in inventory}
+            changed: list[Epoch] = []
+            resend: list[Epoch] = []
+            completed: list[cp.InventoryEntry] = []
+            evicts: list[tuple[Epoch, str]] = []
+            for key in sorted(self.state.by_worker.get(worker_id, ())):
+                e = self.state.epochs[key]
+                replica = next(r for r in e.replicas if r.worker_id == worker_id)
+                entry = held.pop(key[1:], None)
+                if entry is None and replica.state == LOADED:
+                    # It lost the data: reload it there (other LOADED replicas keep serving meanwhile).
+                    reps = tuple(Replica(worker_id, ASSIGNED, e.plan_id) if r.worker_id == worker_id else r
+                                 for r in e.replicas)
+                    if e.state is State.READY and not any(r.state == LOADED for r in reps):
+                        changed.append(self._move(e, State.PENDING, f"worker {worker_id} lost the last replica",
+                                                  replicas=()))
+                        evicts.extend((e, w) for w in e.worker_ids() if w != worker_id)
+                    else:
+                        changed.append(e.evolve(replicas=reps))
+                        resend.append(changed[-1])
+                elif entry is None and replica.state == ASSIGNED:
+                    resend.append(e)
+                elif entry is not None and replica.state == ASSIGNED:
+                    completed.append(entry)
+            await self.write(changed)
+            for e, w in evicts:
+                await self.send_evict(e.tenant_id, e.dataset_id, e.epoch_id, w, "reloading")
+            for e in resend:
+                await self.send_assignment(e, worker_id)
+            for (d, ep), entry in held.items():
+                await self.send_evict(entry.tenant_id, d, ep, worker_id, "not assigned to this worker")
+            for entry in completed:
+                await self._status(worker_id, cp.DataPullStatusUpdateEvent(
+                    dataset_id=entry.dataset_id, epoch_id=entry.epoch_id,
+                    status=cp.DataPullStatusUpdateEventStatus.COMPLETED, plan_id=entry.plan_id, rows=entry.rows,
+                    bytes=entry.bytes))
+        self.kick()
+
+    async def on_capacity(self) -> None:
+        """A worker became ACTIVE or freed capacity: try to place PENDING epochs now."""
+        self.kick()
+
+    async def on_worker_dead(self, worker_id: str) -> None:
+        """Drop a dead worker's replicas and re-place them at once (``existing=`` the survivors)."""
+        async with self.lock:
+            changed: list[Epoch] = []
+            evicts: list[tuple[Epoch, str]] = []
+            for key in sorted(self.state.by_worker.get(worker_id, ())):
+                e = self.state.epochs[key]
+                reps = tuple(r for r in e.replicas if r.worker_id != worker_id)
+                if e.state is State.READY and not any(r.state == LOADED for r in reps):
+                    changed.append(self._move(e, State.PENDING, f"worker {worker_id} died with the last replica",
+                                              replicas=()))
+                    evicts.extend((e, r.worker_id) for r in reps)
+                else:
+                    changed.append(e.evolve(replicas=reps))
+            await self.write(changed)
+            for e, w in evicts:
+                await self.send_evict(e.tenant_id, e.dataset_id, e.epoch_id, w, "reloading")
+            await self._schedule()
+
+    async def move_replica(self, tenant: str, dataset: str, epoch: str, from_worker: str, *,
+                           make_before_break: bool) -> bool:
+        """Move one replica off ``from_worker`` (drain / rebalance); True once the new replica is LOADED.
+
+        Make-before-break places and loads the new replica first, then evicts
+        the old one; break-before-make evicts first (the epoch may serve from
+        fewer replicas meanwhile, or none for a single replica).
+        """
+        key = (tenant, dataset, epoch)
+        async with self.lock:
+            e = self.state.epochs.get(key)
+            if e is None or from_worker not in e.worker_ids():
+                return False
+            before = set(e.worker_ids())
+            if make_before_break:
+                live = [r.worker_id for r in self._live(e)]
+                placed = _Round(self).place(e, existing=live, extra=1, exclude={from_worker})
+                if not placed:
+                    return False
+                new = e.evolve(replicas=e.replicas + tuple(Replica(w, ASSIGNED, e.plan_id) for w in placed))
+                await self.write([new])
+                for w in placed:
+                    await self.send_assignment(new, w)
+            else:
+                await self._drop_replica(e, from_worker, "moved off (break-before-make)")
+                await self._schedule()
+            cur = self.state.epochs.get(key)
+            target = [w for w in (cur.worker_ids() if cur else ()) if w not in before]
+            if not target:
+                return False
+        with trio.move_on_after(self.config.move_timeout_s):
+            while True:
+                cur = self.state.epochs.get(key)
+                states = {r.worker_id: r.state for r in cur.replicas} if cur else {}
+                if any(w not in states for w in target):
+                    return False
+                if all(states[w] == LOADED for w in target):
+                    break
+                ev = trio.Event()
+                self._waiters.setdefault(key, []).append(ev)
+                await ev.wait()
+            if make_before_break:
+                async with self.lock:
+                    cur = self.state.epochs.get(key)
+                    if cur is not None and from_worker in cur.worker_ids():
+                        await self._drop_replica(cur, from_worker, "moved off (make-before-break)")
+            return True
+        return False
+
+    async def _drop_replica(self, e: Epoch, worker_id: str, reason: str) -> None:
+        await self.write([e.evolve(replicas=tuple(r for r in e.replicas if r.worker_id != worker_id))])
+        await self.send_evict(e.tenant_id, e.dataset_id, e.epoch_id, worker_id, reason)
+
+    # ------------------------------------------------------------ retirement
+
+    async def retire(self, keys: Iterable[EpochKey], reason: str, *, delete: bool = False) -> int:
+        """Withdraw routes first (→ RETIRING in one fenced write), then evict, then RETIRED (or delete).
+
+        Returns how many epochs were retired. PENDING/FAILED epochs hold
+        nothing and go straight to RETIRED. ``delete`` removes the records
+        afterwards (``DropDataset``).
+        """
+        async with self.lock:
+            first: list[Epoch] = []
+            for key in keys:
+                e = self.state.epochs.get(key)
+                if e is None or e.state is State.RETIRED or (e.state is State.RETIRING and not delete):
+                    continue
+                if e.state is State.RETIRING:
+                    first.append(e)
+                    continue
+                to = State.RETIRING if e.replicas else State.RETIRED
+                first.append(self._move(e, to, reason))
+            await self.write(first)
+            for e in first:
+                await self._finish_retire(e.key, reason, delete=delete)
+            if delete:
+                await self.write([], [Delete(self.keys.epoch(*e.key)) for e in first])
+            return len(first)
+
+    async def _finish_retire(self, key: EpochKey, reason: str, *, delete: bool = False) -> None:
+        """Send evictions for a RETIRING epoch, then record it RETIRED (its routes are already gone)."""
+        e = self.state.epochs.get(key)
+        if e is None or e.state is not State.RETIRING:
+            return
+        for w in e.worker_ids():
+            await self.send_evict(e.tenant_id, e.dataset_id, e.epoch_id, w, reason)
+        if not delete:
+            await self.write([self._move(e, State.RETIRED, "evictions sent", replicas=())])
+        self.kick()
+
+
+class _Round:
+    """Worker capacity as seen during one scheduling pass: the hub's view plus this pass's placements."""
+
+    def __init__(self, coord: Coordinator) -> None:
+        self.c = coord
+        self._pools: dict[str | None, list[pl.WorkerSpec]] = {}
+        self._extra: dict[str, list[float]] = {}
+
+    def workers(self, pool: str | None) -> list[pl.WorkerSpec]:
+        ws = self._pools.get(pool)
+        if ws is None:
+            hub = self.c.hub
+            ws = self._pools[pool] = hub.eligible(pool) if hub else []
+        return [dataclasses.replace(w, used_memory_bytes=w.used_memory_bytes + int(self._extra.get(w.id, (0, 0))[0]),
+                                    used_cpu_cores=w.used_cpu_cores + self._extra.get(w.id, (0, 0.0))[1])
+                if w.id in self._extra else w for w in ws]
+
+    def _add(self, worker_id: str, mem: float, cpu: float) -> None:
+        x = self._extra.setdefault(worker_id, [0, 0.0])
+        x[0] += mem
+        x[1] += cpu
+
+    def release(self, e: Epoch, workers: Iterable[str]) -> None:
+        """Credit back an evicted epoch's replicas within this pass."""
+        for w in workers:
+            self._add(w, -e.memory_bytes, -e.cpu_cores)
+
+    def place(self, e: Epoch, *, existing: Sequence[str], extra: int = 0,
+              exclude: set[str] = frozenset()) -> tuple[str, ...]:
+        """New workers for ``e``'s missing replicas (or ``extra`` more), () if they cannot all be placed."""
+        want = self.c.state.replication(e) + extra
+        if len(existing) >= want:
+            return ()
+        ws = [w for w in self.workers(self.c.pool_of(e.tenant_id)) if w.id not in exclude]
+        if len({*existing} | {w.id for w in ws}) < want:
+            return ()
+        key = "/".join(e.key)
+        item = pl.ItemSpec(key=key, memory_bytes=e.memory_bytes, cpu_cores=e.cpu_cores, replicas=want)
+        result = self.c.strategy_for(e).place([item], ws, existing={key: tuple(existing)} if existing else {})
+        got = result.assignments.get(key)
+        if not got:
+            return ()
+        new = tuple(w for w in got if w not in existing)
+        for w in new:
+            self._add(w, e.memory_bytes, e.cpu_cores)
+        return new
+
+
+
+def _dt(ms: int) -> datetime:
+    return datetime.fromtimestamp(ms / 1000, tz=timezone.utc)
