@@ -154,7 +154,9 @@ class Election:
         except EtcdError as exc:
             log.debug("revoking lease %x failed (%s); it expires on its own", lease_id, exc)
 
-    async def keep_alive(self, term: Term, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+    async def keep_alive(
+        self, term: Term, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED
+    ) -> None:
         """Keep the term's lease alive until the term is lost, then set ``term.lost`` and return.
 
         Refreshes every TTL/3. A failed refresh is retried until the local
@@ -295,7 +297,9 @@ class Election:
                         async for batch in stream:
                             ev = batch[-1]
                             current = (
-                                None if ev.kind == "delete" else _leader_info(ev.kv.value, ev.kv.create_revision)
+                                None
+                                if ev.kind == "delete"
+                                else _leader_info(ev.kv.value, ev.kv.create_revision)
                             )
                             if current != last:
                                 await send.send(current)

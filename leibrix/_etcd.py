@@ -356,9 +356,7 @@ class EtcdClient:
         # with several, a failed one rests briefly so the next call tries another.
         rest = 0.0 if len(hosts) == 1 else 1.0
         raw = etcd3.MultiEndpointEtcd3Client(
-            endpoints=[
-                etcd3.Endpoint(h, p, secure=False, time_retry=rest, opts=options) for h, p in hosts
-            ],
+            endpoints=[etcd3.Endpoint(h, p, secure=False, time_retry=rest, opts=options) for h, p in hosts],
             timeout=timeout,
             failover=True,
         )
@@ -551,7 +549,9 @@ class EtcdClient:
         return self._watch(key, None, start_revision)
 
     @asynccontextmanager
-    async def _watch(self, key: str, range_end: bytes | None, start_revision: int) -> AsyncIterator[WatchStream]:
+    async def _watch(
+        self, key: str, range_end: bytes | None, start_revision: int
+    ) -> AsyncIterator[WatchStream]:
         if start_revision < 1:
             raise ValueError(f"start_revision must be >= 1, got {start_revision}")
         send, receive = trio.open_memory_channel[list[WatchEvent]](_WATCH_BUFFER)
@@ -634,9 +634,7 @@ class EtcdClient:
 
     async def status(self) -> ServerStatus:
         """Status of the answering member; ``leader_id == 0`` means it sees no Raft leader."""
-        resp = await self._call(
-            lambda: self._raw.maintenancestub.Status(rpc.StatusRequest(), self.timeout)
-        )
+        resp = await self._call(lambda: self._raw.maintenancestub.Status(rpc.StatusRequest(), self.timeout))
         return ServerStatus(resp.version, resp.header.member_id, resp.leader, resp.raftTerm, resp.dbSize)
 
     async def wait_ready(self, *, deadline: float = math.inf) -> None:
@@ -655,4 +653,3 @@ class EtcdClient:
                 if trio.current_time() >= deadline:
                     raise
                 await trio.sleep(0.05)
-

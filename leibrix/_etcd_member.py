@@ -500,8 +500,10 @@ async def run_member(
                 status = await child.wait()
                 how = f"exited with status {status}"
             else:
-                how = "did not start serving" if child.popen.returncode is None else (
-                    f"exited with status {child.popen.returncode} before serving"
+                how = (
+                    "did not start serving"
+                    if child.popen.returncode is None
+                    else (f"exited with status {child.popen.returncode} before serving")
                 )
         finally:
             with trio.CancelScope(shield=True):
@@ -528,4 +530,3 @@ def free_port_url(host: str = "127.0.0.1") -> str:
     with socket.socket() as sock:
         sock.bind((host, 0))
         return f"http://{host}:{sock.getsockname()[1]}"
-

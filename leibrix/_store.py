@@ -106,7 +106,12 @@ class Keys:
     def epochs_of(self, tenant_id: str, dataset_id: str) -> str:
         """Prefix of every epoch of one dataset (a prefix delete drops them all)."""
         return (
-            self.root + self.EPOCHS + _part("tenant_id", tenant_id) + "/" + _part("dataset_id", dataset_id) + "/"
+            self.root
+            + self.EPOCHS
+            + _part("tenant_id", tenant_id)
+            + "/"
+            + _part("dataset_id", dataset_id)
+            + "/"
         )
 
     def worker(self, worker_id: str) -> str:
@@ -208,7 +213,9 @@ class Table(Mapping[str, T], Generic[T]):
         try:
             value = self._decode(raw)
         except Exception:
-            log.exception("cannot decode %s%s at revision %d; keeping the previous value", self.prefix, key, revision)
+            log.exception(
+                "cannot decode %s%s at revision %d; keeping the previous value", self.prefix, key, revision
+            )
             return False
         old = self._values.get(key)
         self._values[key] = value
@@ -284,7 +291,9 @@ class Mirror:
         task_status.started()
         while True:
             try:
-                async with self._client.watch_prefix(self.keys.root, start_revision=self.revision + 1) as stream:
+                async with self._client.watch_prefix(
+                    self.keys.root, start_revision=self.revision + 1
+                ) as stream:
                     async for batch in stream:
                         await self._apply_events(batch)
             except Compacted:

@@ -38,7 +38,9 @@ def test_ttl_below_one_second_is_refused() -> None:
         Election(None, key=KEY, record=b"", ttl=0.5)  # type: ignore[arg-type]
 
 
-async def test_second_candidate_waits_then_takes_over_on_resign(etcd: EtcdClient, nursery: trio.Nursery) -> None:
+async def test_second_candidate_waits_then_takes_over_on_resign(
+    etcd: EtcdClient, nursery: trio.Nursery
+) -> None:
     a, b = election(etcd, "a", ttl=5), election(etcd, "b", ttl=5)
     term_a = await a.campaign()
     await nursery.start(a.keep_alive, term_a)
@@ -165,7 +167,9 @@ async def test_proclaim_fails_for_a_lost_term(etcd: EtcdClient) -> None:
     assert await etcd.get(KEY) is None
 
 
-async def test_campaign_rides_out_an_etcd_restart(etcd: EtcdClient, etcd_server, nursery: trio.Nursery) -> None:
+async def test_campaign_rides_out_an_etcd_restart(
+    etcd: EtcdClient, etcd_server, nursery: trio.Nursery
+) -> None:
     a, b = election(etcd, "a"), election(etcd, "b")
     await a.campaign()  # a never keeps alive: its lease lapses
     won: list[Term] = []
@@ -182,7 +186,9 @@ async def test_campaign_rides_out_an_etcd_restart(etcd: EtcdClient, etcd_server,
     assert (await b.leader()).id == "b"  # type: ignore[union-attr]
 
 
-async def test_campaign_waits_correctly_behind_a_long_held_key(etcd: EtcdClient, nursery: trio.Nursery) -> None:
+async def test_campaign_waits_correctly_behind_a_long_held_key(
+    etcd: EtcdClient, nursery: trio.Nursery
+) -> None:
     """The leader key's last write is older than etcd's compacted history: waiting must still work."""
     a, b = election(etcd, "a", ttl=5), election(etcd, "b", ttl=5)
     term_a = await a.campaign()

@@ -26,7 +26,13 @@ async def test_put_get_delete_roundtrip(etcd: EtcdClient) -> None:
     rev = await etcd.put("/t/a", b"one")
     kv = await etcd.get("/t/a")
     assert kv is not None
-    assert (kv.key, kv.value, kv.create_revision, kv.mod_revision, kv.version) == ("/t/a", b"one", rev, rev, 1)
+    assert (kv.key, kv.value, kv.create_revision, kv.mod_revision, kv.version) == (
+        "/t/a",
+        b"one",
+        rev,
+        rev,
+        1,
+    )
     rev2 = await etcd.put("/t/a", b"two")
     kv2 = await etcd.get("/t/a")
     assert kv2 is not None and (kv2.value, kv2.create_revision, kv2.mod_revision, kv2.version) == (
@@ -42,7 +48,9 @@ async def test_put_get_delete_roundtrip(etcd: EtcdClient) -> None:
     assert kv3 is None and header > rev2
 
 
-async def test_get_prefix_is_sorted_consistent_and_paged(etcd: EtcdClient, monkeypatch: pytest.MonkeyPatch) -> None:
+async def test_get_prefix_is_sorted_consistent_and_paged(
+    etcd: EtcdClient, monkeypatch: pytest.MonkeyPatch
+) -> None:
     monkeypatch.setattr(_etcd, "_PAGE", 7)  # force many pages over 50 keys
     names = [f"/p/{i:03d}" for i in range(50)]
     await etcd.txn([], [Put(k, k.encode()) for k in reversed(names)])
@@ -181,7 +189,9 @@ async def test_cancelled_consumer_releases_the_watch(etcd: EtcdClient, etcd_serv
             assert (await stream.receive())[0].kv.key == "/c/0"
 
 
-async def test_slow_consumer_gets_every_event_in_order(etcd: EtcdClient, monkeypatch: pytest.MonkeyPatch) -> None:
+async def test_slow_consumer_gets_every_event_in_order(
+    etcd: EtcdClient, monkeypatch: pytest.MonkeyPatch
+) -> None:
     monkeypatch.setattr(_etcd, "_WATCH_BUFFER", 2)  # back-pressure after two batches
     start = await etcd.put("/s/start", b"")
     async with etcd.watch_prefix("/s/n", start_revision=start) as stream:
@@ -235,7 +245,12 @@ async def test_connect_validates_endpoints(endpoints: list[str], error: str) -> 
 async def test_calls_on_a_dead_server_raise_unavailable(etcd: EtcdClient, etcd_server) -> None:
     await etcd_server.stop()
     with trio.fail_after(10):
-        for call in (etcd.get("/x"), etcd.put("/x", b""), etcd.txn([], [Put("/x", b"")]), etcd.lease_grant(5)):
+        for call in (
+            etcd.get("/x"),
+            etcd.put("/x", b""),
+            etcd.txn([], [Put("/x", b"")]),
+            etcd.lease_grant(5),
+        ):
             with pytest.raises(EtcdUnavailable):
                 await call
 

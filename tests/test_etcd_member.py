@@ -254,8 +254,7 @@ async def test_member_dies_with_its_parent_even_on_sigkill(tmp_path: Path, linge
     worker thread would kill etcd too early; the member must still be alive.
     """
     cfg = member_config(tmp_path)
-    program = textwrap.dedent(
-        f"""\
+    program = textwrap.dedent(f"""\
         import sys, trio
         from pathlib import Path
         from leibrix._etcd_member import MemberConfig, MemberState, TEST_TIMINGS, run_member
@@ -272,8 +271,7 @@ async def test_member_dies_with_its_parent_even_on_sigkill(tmp_path: Path, linge
                 await trio.sleep_forever()
 
         trio.run(main)
-        """
-    )
+        """)
     parent = await trio.lowlevel.open_process(
         [sys.executable, "-c", program], stdout=subprocess.PIPE, stderr=subprocess.DEVNULL
     )
@@ -324,7 +322,9 @@ async def test_cluster_member_waits_for_late_peers(tmp_path: Path, nursery: trio
     """A member of a new 3-member cluster started alone waits (no failure) until its peers come."""
     peers = {name: free_port_url() for name in ("a", "b", "c")}
     servers = [
-        EtcdServer(member_config(tmp_path, name, peer_url=url, initial_cluster=peers, start_timeout=0.5), nursery)
+        EtcdServer(
+            member_config(tmp_path, name, peer_url=url, initial_cluster=peers, start_timeout=0.5), nursery
+        )
         for name, url in peers.items()
     ]
     try:

@@ -121,8 +121,7 @@ async def test_past_the_local_deadline_nothing_is_sent(etcd: EtcdClient) -> None
     assert (await etcd.get(KEYS.leader)).create_revision == term.token  # type: ignore[union-attr]
 
 
-_FROZEN_LEADER = textwrap.dedent(
-    """\
+_FROZEN_LEADER = textwrap.dedent("""\
     import sys, trio
     from leibrix._etcd import EtcdClient, EtcdUnavailable, Put
     from leibrix._election import Election
@@ -154,8 +153,7 @@ _FROZEN_LEADER = textwrap.dedent(
         await client.aclose()
 
     trio.run(main, sys.argv[1])
-    """
-)
+    """)
 
 
 @pytest.mark.parametrize("successor", [True, False], ids=["with-successor", "alone"])
@@ -327,7 +325,9 @@ async def test_mirror_rides_out_an_etcd_crash(etcd: EtcdClient, etcd_server, nur
     assert "after" in tenants
 
 
-async def test_mirror_relists_after_compaction_and_decodes_only_changes(etcd_cluster, nursery: trio.Nursery) -> None:
+async def test_mirror_relists_after_compaction_and_decodes_only_changes(
+    etcd_cluster, nursery: trio.Nursery
+) -> None:
     servers = await etcd_cluster(3)
     follower_client = await EtcdClient.connect([servers[0].endpoint])
     writer = await EtcdClient.connect([servers[1].endpoint])
