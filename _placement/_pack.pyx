@@ -256,8 +256,10 @@ def pack(int64_t[::1] free_mem, double[::1] free_cpu, const int32_t[::1] group,
             for k in range(2 * p.P):
                 p.tm[k] = -1
                 p.tc[k] = -1.0
-            for k in range(n):
+            for k in range(n - 1, -1, -1):
+                # reverse order: the list head (taken first) is the lowest worker index
                 link(&p, <int32_t>k)
+            for k in range(n):
                 p.tm[p.P + k] = p.fm[k]
                 p.tc[p.P + k] = p.fc[k]
             for k in range(p.P - 1, 0, -1):
