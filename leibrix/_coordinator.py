@@ -587,6 +587,7 @@ class Coordinator:
         nothing and go straight to RETIRED. ``delete`` removes the records
         afterwards (``DropDataset``).
         """
+        keys = list(keys)
         async with self.lock:
             first: list[Epoch] = []
             for key in keys:
@@ -602,7 +603,7 @@ class Coordinator:
             for e in first:
                 await self._finish_retire(e.key, reason, delete=delete)
             if delete:
-                await self.write([], [Delete(self.keys.epoch(*e.key)) for e in first])
+                await self.write([], [Delete(self.keys.epoch(*key)) for key in keys if key in self.state.epochs])
             return len(first)
 
     async def _finish_retire(self, key: EpochKey, reason: str, *, delete: bool = False) -> None:

@@ -97,7 +97,7 @@ def quota(tenant: str = "acme", **kw: Any) -> cp.TenantQuota:
 
 def admission(tenant: str = "acme", dataset: str = "orders", *, days: int = 1, regions: tuple[str, ...] = ("eu",),
               start: datetime = T0, version: str | None = None, bytes_per_epoch: int = 16 * MiB, rows: int = 100,
-              **kw: Any) -> cp.AdmitDatasetRequest:
+              hints: cp.EstimateHints | None = None, **kw: Any) -> cp.AdmitDatasetRequest:
     dims = [cp.DimensionPartition(column=cp.PartitionColumn(name="region"),
                                   values=cp.PartitionValues(values=list(regions)))] if regions else []
     return cp.AdmitDatasetRequest(
@@ -117,10 +117,46 @@ def admission(tenant: str = "acme", dataset: str = "orders", *, days: int = 1, r
             ),
         ),
         epoch_granularity=cp.EpochGranularity(value=1, unit=cp.EpochGranularityTimeUnit.DAY),
-        hints=cp.EstimateHints(bytes_per_epoch=bytes_per_epoch, rows_per_epoch=rows),
+        hints=hints or cp.EstimateHints(bytes_per_epoch=bytes_per_epoch, rows_per_epoch=rows),
         **kw,
     )
 
 
 def states(master: Master, tenant: str = "acme", dataset: str = "orders") -> dict[str, str]:
     return {e.epoch_id: e.state.name for e in service_of(master).state.dataset_epochs(tenant, dataset)}
+
+
+async def watch_routes(master: Master | str, tenant: str, until: Callable[[list[cp.RouteUpdate]], bool],
+                       timeout: float = 30.0) -> list[cp.RouteUpdate]:
+    """Stream ``WatchRoutes`` until ``until(updates)`` holds; returns every update received.
+
+    The stream is consumed inside one asyncio coroutine that ends by itself
+    (DESIGN.md §4: never cancel an ``aio_as_trio`` iterator from Trio).
+    """
+    updates: list[cp.RouteUpdate] = []
+
+    async def consume(stub: cp.ManagementServiceStub) -> list[cp.RouteUpdate]:
+        async for update in stub.watch_routes(cp.WatchRoutesRequest(tenant_id=tenant), timeout=timeout):
+            updates.append(update)
+            if until(updates):
+                break
+        return updates
+
+    addr = master if isinstance(master, str) else master.config.grpc_listen
+    reply, _ = await call(addr, consume, timeout=timeout)
+    return reply
+
+
+def routed(master: Master, tenant: str = "acme", dataset: str = "orders") -> set[str]:
+    """Epoch ids the master's route table serves for one dataset right now."""
+    return {e for (d, e) in service_of(master).routes.routes(tenant) if d == dataset}
+
+
+async def workers(nursery: trio.Nursery, master: Master, *ids: str, memory: str = "256MiB") -> None:
+    """Start real worker processes and wait until the leader sees them ACTIVE."""
+    from tests.test_hub_support import _run_worker, worker_cmd
+
+    for wid in ids:
+        await nursery.start(_run_worker, worker_cmd(master.config.grpc_listen, wid, memory=memory))
+    hub = master.worker_hub
+    await wait_for(lambda: len(hub.eligible(None)) >= len(ids), timeout=30, what="workers")

@@ -1,0 +1,246 @@
+"""The gRPC surface of in-process masters on a real etcd: errors, redirects, Health, Reflection, both stream paths."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from typing import Any
+
+import grpclib.const
+import pytest
+import trio
+import trio_asyncio
+from google.protobuf import descriptor_pb2
+from grpclib.client import Channel
+from grpclib.events import RecvTrailingMetadata, listen
+from grpclib.exceptions import GRPCError
+from grpclib.health.v1.health_grpc import HealthStub
+from grpclib.health.v1.health_pb2 import HealthCheckRequest, HealthCheckResponse
+from grpclib.reflection.v1.reflection_grpc import ServerReflectionStub
+from grpclib.reflection.v1.reflection_pb2 import ServerReflectionRequest
+
+from leibrix._api import ApiMixin, ClusterApi, build_management_service
+from leibrix._config import MasterConfig
+from leibrix._ctl import call
+from leibrix._errors import InvalidArgument
+from leibrix._etcd import EtcdClient, EtcdUnavailable, Put
+from leibrix._etcd_member import free_port_url
+from leibrix._grpc import LEADER_METADATA, trio_rpc
+from leibrix._master import Master
+from leibrix._proto import leibrix_cp as cp
+from leibrix._proto.records import management_pb2
+
+
+def _addr() -> str:
+    return free_port_url().removeprefix("http://")
+
+
+class QuotaWriteApi(ApiMixin):
+    """A minimal fenced write for these tests: store the quota under tenants/<id>."""
+
+    @trio_rpc
+    async def upsert_tenant_quota(self, request: cp.TenantQuota) -> cp.CommonResponse:
+        if not request.tenant_id:
+            raise InvalidArgument("tenant_id", "must not be empty")
+        if request.tenant_id == "etcd-down":
+            raise EtcdUnavailable("simulated: no endpoint answered")
+        ctx = self.master.leader_context()
+        value = management_pb2.TenantQuota(tenant_id=request.tenant_id, max_datasets=request.max_datasets)
+        await ctx.writer.commit([Put(ctx.keys.tenant(request.tenant_id), value.SerializeToString())])
+        return cp.CommonResponse(status=cp.ResponseStatus.SUCCESS, message=ctx.master.config.name)
+
+
+class EchoControlPlane(cp.ControlPlaneServiceBase):
+    """Echoes every worker message back (proves the stream is routed, on either path).
+
+    Runs on grpclib's asyncio side: a bidi handler consumes grpclib's request iterator.
+    """
+
+    async def coordinate_worker(self, messages: Any) -> AsyncIterator[cp.EventStreamMessage]:
+        async for message in messages:
+            yield cp.EventStreamMessage(event_id="echo:" + message.event_id)
+
+
+async def start_master(
+    nursery: trio.Nursery, etcd_endpoint: str, name: str, *, mixins: tuple[type, ...] = (), control: Any = None
+) -> Master:
+    config = MasterConfig(
+        name=name,
+        cluster="grpc-test",
+        grpc_listen=_addr(),
+        http_listen=_addr(),
+        etcd_endpoints=[etcd_endpoint],
+        lease_ttl=1,
+    ).validate()
+    master = Master(config)
+    for mixin in mixins:
+        master.add_api_mixin(mixin)
+    if control is not None:
+        master.set_control_plane(control)
+    await nursery.start(master.run)
+    return master
+
+
+async def wait_leader(*masters: Master) -> tuple[Master, list[Master]]:
+    with trio.fail_after(10):
+        while True:
+            leaders = [m for m in masters if m.is_leader]
+            if len(leaders) == 1 and all(m.leader is not None and m.leader.id == leaders[0].config.name for m in masters):
+                return leaders[0], [m for m in masters if m is not leaders[0]]
+            await trio.sleep(0.02)
+
+
+async def raw_unary(addr: str, path: str, request: Any, reply: type) -> tuple[Any, GRPCError | None, dict[str, str]]:
+    """One unary call; returns (reply or None, error or None, trailing metadata)."""
+    host, port = addr.rsplit(":", 1)
+    trailers: dict[str, str] = {}
+
+    async def once() -> Any:
+        channel = Channel(host, int(port))
+
+        async def keep(event: RecvTrailingMetadata) -> None:
+            trailers.update(event.metadata)
+
+        listen(channel, RecvTrailingMetadata, keep)
+        try:
+            async with channel.request(path, grpclib.const.Cardinality.UNARY_UNARY, type(request), reply) as stream:
+                await stream.send_message(request, end=True)
+                try:
+                    return await stream.recv_message(), None
+                except GRPCError as exc:
+                    return None, exc
+        finally:
+            channel.close()
+
+    async with trio_asyncio.open_loop():
+        response, error = await trio_asyncio.aio_as_trio(once)()
+    return response, error, trailers
+
+
+async def test_follower_write_is_unavailable_with_leader_metadata_and_ctl_follows_it(
+    etcd_server: Any, etcd: EtcdClient, nursery: trio.Nursery
+) -> None:
+    a = await start_master(nursery, etcd_server.endpoint, "a", mixins=(QuotaWriteApi,))
+    b = await start_master(nursery, etcd_server.endpoint, "b", mixins=(QuotaWriteApi,))
+    leader, (follower,) = await wait_leader(a, b)
+
+    _, error, trailers = await raw_unary(
+        follower.config.grpc_listen,
+        "/leibrix_cp.ManagementService/UpsertTenantQuota",
+        cp.TenantQuota(tenant_id="t1", max_datasets=3),
+        cp.CommonResponse,
+    )
+    assert error is not None and error.status is grpclib.const.Status.UNAVAILABLE
+    assert trailers.get(LEADER_METADATA) == leader.config.grpc_listen
+    assert await etcd.get(follower.keys.tenant("t1")) is None, "a follower must not write"
+
+    response, answered = await call(
+        follower.config.grpc_listen, lambda stub: stub.upsert_tenant_quota(cp.TenantQuota(tenant_id="t1", max_datasets=3))
+    )
+    assert answered == leader.config.grpc_listen
+    assert response.status == cp.ResponseStatus.SUCCESS and response.message == leader.config.name
+    kv = await etcd.get(leader.keys.tenant("t1"))
+    assert kv is not None and management_pb2.TenantQuota.FromString(kv.value).max_datasets == 3
+
+
+async def test_api_errors_keep_their_status_and_etcd_outage_is_unavailable(etcd_server: Any, nursery: trio.Nursery) -> None:
+    master = await start_master(nursery, etcd_server.endpoint, "solo", mixins=(QuotaWriteApi,))
+    await wait_leader(master)
+    path = "/leibrix_cp.ManagementService/UpsertTenantQuota"
+    _, error, _ = await raw_unary(master.config.grpc_listen, path, cp.TenantQuota(), cp.CommonResponse)
+    assert error is not None and error.status is grpclib.const.Status.INVALID_ARGUMENT
+    assert error.message == "tenant_id: must not be empty"
+    _, error, trailers = await raw_unary(master.config.grpc_listen, path, cp.TenantQuota(tenant_id="etcd-down"), cp.CommonResponse)
+    assert error is not None and error.status is grpclib.const.Status.UNAVAILABLE
+    assert "state store is unreachable" in (error.message or "")
+    assert LEADER_METADATA not in trailers
+    # An RPC nobody implemented is UNIMPLEMENTED, not an internal error.
+    _, error, _ = await raw_unary(
+        master.config.grpc_listen, "/leibrix_cp.ManagementService/NoSuchRpc", cp.GetClusterStatusRequest(), cp.ClusterStatus
+    )
+    assert error is not None and error.status is grpclib.const.Status.UNIMPLEMENTED
+
+
+async def test_cluster_status_health_and_reflection(etcd_server: Any, nursery: trio.Nursery) -> None:
+    master = await start_master(nursery, etcd_server.endpoint, "solo")
+    await wait_leader(master)
+    status, answered = await call(master.config.grpc_listen, lambda stub: stub.get_cluster_status(cp.GetClusterStatusRequest()))
+    assert answered == master.config.grpc_listen
+    assert status.self_id == "solo" and status.cluster == "grpc-test" and status.healthy
+    assert status.leader.id == "solo" and status.leader.grpc_addr == master.config.grpc_listen
+    assert status.term == master.leader.token > 0
+    assert [(m.id, m.is_leader) for m in status.masters] == [("solo", True)]
+    assert len(status.etcd_members) == 1 and status.etcd_members[0].is_leader
+    assert status.etcd_version.startswith("3.")
+
+    host, port = master.config.grpc_listen.rsplit(":", 1)
+
+    async def probe() -> tuple[int, list[str], list[str]]:
+        channel = Channel(host, int(port))
+        try:
+            health = await HealthStub(channel).Check(HealthCheckRequest(service="leibrix_cp.ManagementService"))
+            async with ServerReflectionStub(channel).ServerReflectionInfo.open() as stream:
+                await stream.send_message(ServerReflectionRequest(list_services=""))
+                listed = await stream.recv_message()
+                await stream.send_message(ServerReflectionRequest(file_containing_symbol="leibrix_cp.ManagementService"))
+                files = await stream.recv_message()
+                await stream.end()
+            services = [s.name for s in listed.list_services_response.service]
+            methods = []
+            for raw in files.file_descriptor_response.file_descriptor_proto:
+                proto = descriptor_pb2.FileDescriptorProto.FromString(raw)
+                methods += [m.name for s in proto.service if s.name == "ManagementService" for m in s.method]
+            return health.status, services, methods
+        finally:
+            channel.close()
+
+    async with trio_asyncio.open_loop():
+        health, services, methods = await trio_asyncio.aio_as_trio(probe)()
+    assert health == HealthCheckResponse.SERVING
+    assert "leibrix_cp.ManagementService" in services and "grpc.health.v1.Health" in services
+    assert {"AdmitDataset", "UpsertTenantQuota", "GetClusterStatus"} <= set(methods)
+
+
+async def test_health_is_not_serving_while_shutting_down(etcd_server: Any, nursery: trio.Nursery) -> None:
+    master = await start_master(nursery, etcd_server.endpoint, "solo")
+    await wait_leader(master)
+    with trio.fail_after(5):
+        while not master.health.serving:
+            await trio.sleep(0.02)
+    await master.shutdown()
+    assert not master.health.serving
+    assert master.health_report()[0] is False
+
+
+async def test_control_plane_is_served_on_both_paths(etcd_server: Any, nursery: trio.Nursery) -> None:
+    master = await start_master(nursery, etcd_server.endpoint, "solo", control=EchoControlPlane())
+    host, port = master.config.grpc_listen.rsplit(":", 1)
+
+    async def exchange(path: str) -> str:
+        channel = Channel(host, int(port))
+        try:
+            async with channel.request(
+                path, grpclib.const.Cardinality.STREAM_STREAM, cp.EventStreamMessage, cp.EventStreamMessage
+            ) as stream:
+                await stream.send_message(cp.EventStreamMessage(event_id="e1"))
+                reply = await stream.recv_message()
+                await stream.end()
+                return reply.event_id
+        finally:
+            channel.close()
+
+    async with trio_asyncio.open_loop():
+        for path in ("/leibrix_cp.ControlPlaneService/CoordinateWorker", "/control_plane.ControlPlaneService/CoordinateWorker"):
+            assert await trio_asyncio.aio_as_trio(exchange)(path) == "echo:e1"
+
+
+def test_two_mixins_implementing_one_rpc_is_an_error() -> None:
+    class Again(ApiMixin):
+        async def get_cluster_status(self, request: Any) -> Any:
+            raise AssertionError
+
+    with pytest.raises(TypeError, match="get_cluster_status is implemented by both"):
+        build_management_service(None, [Again])  # type: ignore[arg-type]
+    with pytest.raises(TypeError, match="not an ApiMixin"):
+        build_management_service(None, [object])  # type: ignore[arg-type]
+    service = build_management_service(None, [QuotaWriteApi])  # type: ignore[arg-type]
+    assert isinstance(service, (QuotaWriteApi, ClusterApi, cp.ManagementServiceBase))
