@@ -57,6 +57,7 @@ from dataclasses import dataclass, field
 import trio
 
 from leibrix import _epochs
+from leibrix import placement as pl
 from leibrix._coordinator import Coordinator, CoordinatorConfig, WorkerDirectory
 from leibrix._errors import ApiError, InvalidArgument, NotFound, ResourceExhausted, Unavailable
 from leibrix._estimates import HintEstimator
@@ -345,23 +346,31 @@ class Admissions:
 
     def _evict_for(self, tenant_id: str, quota, have: Amount, demand: Amount, new_benefit: float,
                    retire: list[tuple[tuple[str, str, str], str]]) -> tuple[Amount, int]:
-        """Retire the tenant's lowest-benefit residents below ``new_benefit / hysteresis`` until ``demand`` fits."""
-        now = self.coord.clock()
-        bar = new_benefit * self.coord.config.heat.prior / self.coord.config.hysteresis
+        """Retire the tenant's residents that the new epochs beat by the hysteresis, until the memory and
+        CPU budgets take ``demand`` (``leibrix.placement.eviction_candidates`` picks the cheapest)."""
+        coord = self.coord
+        now = coord.clock()
         residents = [e for (t, _), per in self.state.by_dataset.items() if t == tenant_id for e in per.values()
                      if e.state in (State.READY, State.LOADING, State.VALIDATING)]
-        scored = sorted(((b, e.key, e) for e, b in zip(residents, self.coord.benefits(residents, now))),
-                        key=lambda x: (x[0], x[1]))
-        victims = 0
-        for b, _, e in scored:
-            if b >= bar or not budget_shortfall(quota, have, memory_bytes=demand.memory_bytes,
-                                                cpu_cores=demand.cpu_cores, epochs=demand.epochs):
-                break
-            mem, cpu = self.state.charge_of(e)
+        if not residents:
+            return have, 0
+        charges = {e.key: self.state.charge_of(e) for e in residents}
+        free_mem = quota.max_memory_bytes - have.memory_bytes if quota.max_memory_bytes else 1 << 62
+        free_cpu = quota.max_cpu_cores - have.cpu_cores if quota.max_cpu_cores else 1e18
+        choice = pl.eviction_candidates(
+            [pl.Candidate("/".join(e.key), b, charges[e.key][0], charges[e.key][1])
+             for e, b in zip(residents, coord.benefits(residents, now))],
+            [pl.Candidate("new", new_benefit * coord.config.heat.prior, demand.memory_bytes, demand.cpu_cores)],
+            coord.config.hysteresis, free_memory_bytes=max(0, free_mem), free_cpu_cores=max(0.0, free_cpu),
+        )
+        if not choice.admit:
+            return have, 0
+        for k in choice.evict:
+            key = tuple(k.split("/", 2))
+            mem, cpu = charges[key]
             have = Amount(have.epochs - 1, have.memory_bytes - mem, have.cpu_cores - cpu)
-            retire.append((e.key, f"evicted for higher-benefit admission (benefit {b:.3g} < {bar:.3g})"))
-            victims += 1
-        return have, victims
+            retire.append((key, "evicted for a higher-benefit admission of the same tenant"))
+        return have, len(choice.evict)
 
 
 # ---------------------------------------------------------------- the leader service and its wiring

@@ -97,8 +97,6 @@ class CoordinatorConfig:
     max_txn_ops: int = 1000
     #: Most PENDING epochs considered per scheduling pass (the rest wait for the next).
     max_candidates: int = 5000
-    #: Residents one candidate may displace.
-    max_displace: int = 4
     move_timeout_s: float = 60.0
 
 
@@ -353,25 +351,44 @@ class Coordinator:
 
     def _displace_for(self, cand: Epoch, now: float, rounds: _Round, displaced: set[EpochKey],
                       changed: list[Epoch], evicts: list[tuple[Epoch, str, str]]) -> tuple[str, ...]:
-        """Evict lower-benefit residents (by ≥ hysteresis) from the candidate's pool until it fits."""
+        """Make room for ``cand`` by evicting READY residents of its pool that it beats by the hysteresis.
+
+        ``leibrix.placement.eviction_candidates`` picks the cheapest residents
+        to evict (each must be worse than the candidate by ≥ the hysteresis
+        factor); the eviction happens only if the candidate can then really be
+        placed, so no resident is evicted for nothing.
+        """
         pool = self.pool_of(cand.tenant_id)
         workers = {w.id for w in rounds.workers(pool)}
-        bar = self.benefit(cand, now) / self.config.hysteresis
-        ready = [e for w in workers for key in self.state.by_worker.get(w, ())
-                 if key not in displaced and (e := self.state.epochs.get(key)) is not None and e.state is State.READY]
-        ready = list({e.key: e for e in ready}.values())
-        residents = sorted((b, e.key, e) for e, b in zip(ready, self.benefits(ready, now)) if b < bar)
-        for _, _, victim in residents[: self.config.max_displace]:
-            displaced.add(victim.key)
-            holders = victim.worker_ids()
-            reason = f"displaced by higher-benefit {'/'.join(cand.key)}"
-            changed.append(self._move(victim, State.PENDING, reason, replicas=()))
-            evicts.extend((victim, w, reason) for w in holders)
-            rounds.release(victim, holders)
-            placed = rounds.place(cand, existing=[])
-            if placed:
-                return placed
-        return ()
+        ready = {e.key: e for w in workers for key in self.state.by_worker.get(w, ())
+                 if key not in displaced and (e := self.state.epochs.get(key)) is not None
+                 and e.state is State.READY}
+        if not ready:
+            return ()
+        residents = list(ready.values())
+        n = self.state.replication(cand)
+        choice = pl.eviction_candidates(
+            [pl.Candidate("/".join(e.key), b, e.memory_bytes * len(e.replicas), e.cpu_cores * len(e.replicas))
+             for e, b in zip(residents, self.benefits(residents, now))],
+            [pl.Candidate("/".join(cand.key), self.benefit(cand, now), cand.memory_bytes * n, cand.cpu_cores * n)],
+            self.config.hysteresis,
+        )
+        if not choice.admit:
+            return ()
+        victims = [ready[tuple(k.split("/", 2))] for k in choice.evict]
+        for v in victims:
+            rounds.release(v, v.worker_ids())
+        placed = rounds.place(cand, existing=[])
+        if not placed:
+            for v in victims:
+                rounds.release(v, v.worker_ids(), sign=-1)
+            return ()
+        reason = f"displaced by higher-benefit {'/'.join(cand.key)}"
+        for v in victims:
+            displaced.add(v.key)
+            changed.append(self._move(v, State.PENDING, reason, replicas=()))
+            evicts.extend((v, w, reason) for w in v.worker_ids())
+        return placed
 
     # ------------------------------------------------------------ seam: worker events
 
@@ -640,10 +657,10 @@ class _Round:
         x[0] += mem
         x[1] += cpu
 
-    def release(self, e: Epoch, workers: Iterable[str]) -> None:
-        """Credit back an evicted epoch's replicas within this pass."""
+    def release(self, e: Epoch, workers: Iterable[str], sign: int = 1) -> None:
+        """Credit back an evicted epoch's replicas within this pass (``sign=-1`` undoes it)."""
         for w in workers:
-            self._add(w, -e.memory_bytes, -e.cpu_cores)
+            self._add(w, -sign * e.memory_bytes, -sign * e.cpu_cores)
 
     def place(self, e: Epoch, *, existing: Sequence[str], extra: int = 0,
               exclude: set[str] = frozenset()) -> tuple[str, ...]:

@@ -122,7 +122,7 @@ async def test_queue_policy_waits_as_pending_and_loads_when_room_appears(etcd_se
 
 async def test_evict_lower_benefit_policy_with_hysteresis(etcd_server: Any, nursery: trio.Nursery) -> None:
     m = await cluster(etcd_server, nursery, "w1")
-    await rpc(m, "upsert_tenant_quota", quota(admission_policy=EVICT, max_epochs=2))
+    await rpc(m, "upsert_tenant_quota", quota(admission_policy=EVICT, max_memory_bytes=32 * MiB))
     await rpc(m, "admit_dataset", admission(dataset="cold", days=2, hints=cp.EstimateHints(
         bytes_per_epoch=16 * MiB, scan_cost=100.0)))
     await all_ready(m, dataset="cold", n=2)
