@@ -25,6 +25,14 @@ def _fmt_bytes(n: int) -> str:
     return f"{n} B"
 
 
+def _remap(out: np.ndarray, table: np.ndarray) -> np.ndarray:
+    """``table[out]`` where ``out >= 0`` (unplaced entries stay -1)."""
+    mapped = np.full(len(out), -1, dtype=np.int64)
+    ok = out >= 0
+    mapped[ok] = table[out[ok]]
+    return mapped
+
+
 def _collect(p: Problem, b, out, out_ptr, status, reason_of) -> Placement:
     """Turn the core's arrays into a ``Placement`` (ids, not indices)."""
     assignments: dict[str, tuple[str, ...]] = {}
@@ -165,7 +173,7 @@ class HashStrategy:
         )
         index_of_slot = np.full(ring.slots, -1, dtype=np.int64)
         index_of_slot[slot] = np.arange(len(p.workers))
-        out = index_of_slot[out] if len(out) else out
+        out = _remap(out, index_of_slot)
         return _collect(p, b, out, out_ptr, status,
                         _walk_reason(p, b, status, counts, capped=load is not None))
 
@@ -209,7 +217,7 @@ class CapacityStrategy:
             free_mem, free_cpu, np.ascontiguousarray(group[order]), group_ptr, zoneless, mhat, chat,
             p.mem, p.cpu, p.need, p.excl_ptr, inv[p.excl].astype(np.int32) if len(p.excl) else p.excl,
         )
-        out = np.where(out >= 0, order[np.maximum(out, 0)], -1)
+        out = _remap(out, order)
 
         def reason(i: int) -> str:
             item, need = p.items[i], int(p.need[i])
