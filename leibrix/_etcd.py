@@ -402,13 +402,13 @@ class EtcdClient:
             return EtcdUnavailable("etcd did not confirm the watch in time")
         if isinstance(exc, etcd3.exceptions.NoServerAvailableError):
             return EtcdUnavailable("no etcd endpoint available")
-        if isinstance(exc, ValueError) and "closed channel" in str(exc):
+        if isinstance(exc, ValueError) and "closed" in str(exc).lower() and "channel" in str(exc).lower():
             return EtcdUnavailable("etcd client is closed")
         if isinstance(exc, etcd3.exceptions.Etcd3Exception):
             return EtcdUnavailable(f"etcd: {exc}")
         raise exc
 
-    async def _call(self, fn: Callable[[], T]) -> T:
+    async def _call(self, fn: Callable[[], T], *, abandon_on_cancel: bool = True) -> T:
         def run() -> T:
             try:
                 return fn()
@@ -416,8 +416,9 @@ class EtcdClient:
                 raise self._failed(exc) from None
 
         # abandon_on_cancel: a cancelled caller returns at once; the thread ends
-        # by its own gRPC deadline and its result is dropped.
-        return await trio.to_thread.run_sync(run, abandon_on_cancel=True)
+        # by its own gRPC deadline and its result is dropped. Calls that create
+        # something we must undo (a watch) pass False and wait for the answer.
+        return await trio.to_thread.run_sync(run, abandon_on_cancel=abandon_on_cancel)
 
     def _kv_call(self, method: str, request: Any) -> Any:
         return getattr(self._raw.kvstub, method)(request, self.timeout)
@@ -590,10 +591,13 @@ class EtcdClient:
             except (trio.BrokenResourceError, trio.ClosedResourceError, trio.RunFinishedError):
                 done = True
 
+        # Not abandoned on cancel: a watch created after its caller left would
+        # never be cancelled (bounded by the client timeout).
         watch_id = await self._call(
             lambda: self._raw.watcher.add_callback(
                 key.encode(), callback, range_end=range_end, start_revision=start_revision
-            )
+            ),
+            abandon_on_cancel=False,
         )
         try:
             async with stream:
