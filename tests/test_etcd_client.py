@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import signal
 import urllib.request
 
 import pytest
@@ -297,3 +298,20 @@ async def test_connect_skips_a_dead_endpoint(etcd_server) -> None:
             assert (await client.put("/alive", b"")) > 0
         finally:
             await client.aclose()
+
+
+async def test_hung_server_hits_the_deadline_and_cancellation_is_prompt(etcd_server) -> None:
+    client = await EtcdClient.connect([etcd_server.endpoint], timeout=0.5)
+    etcd_server.kill(signal.SIGSTOP)  # accepts TCP, answers nothing
+    try:
+        start = trio.current_time()
+        with pytest.raises(EtcdUnavailable, match="DEADLINE_EXCEEDED"):
+            await client.get("/x")
+        assert 0.4 <= trio.current_time() - start < 2.0
+        start = trio.current_time()
+        with trio.move_on_after(0.1):
+            await client.txn([], [Put("/x", b"")])
+        assert trio.current_time() - start < 0.3  # the caller is not held by the thread
+    finally:
+        etcd_server.kill(signal.SIGCONT)
+        await client.aclose()

@@ -286,6 +286,8 @@ async def test_undecodable_value_is_skipped_not_fatal(etcd: EtcdClient, nursery:
     epochs = mirror.table(Keys.EPOCHS, state_pb2.EpochRecord.FromString)
     await nursery.start(mirror.run)
     assert set(epochs) == {"t/d/good"}
+    with pytest.raises(RuntimeError, match="before Mirror.run"):
+        mirror.table(Keys.WORKERS, bytes)
 
 
 def test_table_registration_rules(etcd_server=None) -> None:
