@@ -450,7 +450,14 @@ class EtcdClient:
             revision = 0
             while True:
                 req = rpc.RangeRequest(key=start, range_end=end, limit=_PAGE, revision=revision)
-                resp = self._kv_call("Range", req)
+                try:
+                    resp = self._kv_call("Range", req)
+                except grpc.RpcError as exc:
+                    if exc.code() != grpc.StatusCode.OUT_OF_RANGE or not revision:
+                        raise
+                    # Our pinned revision was compacted between pages: start over.
+                    out, start, revision = [], prefix.encode(), 0
+                    continue
                 if not revision:
                     revision = resp.header.revision
                 out.extend(map(_kv, resp.kvs))

@@ -361,3 +361,29 @@ async def test_mirror_relists_after_compaction_and_decodes_only_changes(
     finally:
         await follower_client.aclose()
         await writer.aclose()
+
+
+async def test_mirror_follows_across_endpoint_failover(etcd_cluster, nursery: trio.Nursery) -> None:
+    """A mirror on a multi-endpoint client keeps up while each member in turn goes away."""
+    servers = await etcd_cluster(3)
+    client = await EtcdClient.connect([s.endpoint for s in servers], timeout=1.0)
+    writer = await EtcdClient.connect([s.endpoint for s in servers], timeout=1.0)
+    try:
+        mirror = Mirror(client, KEYS)
+        tenants = mirror.table(Keys.TENANTS, state_pb2.TenantRecord.FromString)
+        await nursery.start(mirror.run)
+        for i, server in enumerate(servers):
+            await server.stop()
+            with trio.fail_after(20):
+                while True:
+                    try:
+                        revision = await writer.put(KEYS.tenant(f"t{i}"), b"")
+                        break
+                    except EtcdUnavailable:
+                        await trio.sleep(0.05)
+                await mirror.wait_for(revision)
+            await server.start()
+        assert sorted(tenants) == ["t0", "t1", "t2"]
+    finally:
+        await client.aclose()
+        await writer.aclose()
