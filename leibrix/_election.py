@@ -228,8 +228,12 @@ class Election:
     async def proclaim(self, term: Term, record: bytes) -> bool:
         """Replace our leader record (e.g. new addresses) without ending the term.
 
-        Returns False, and marks the term lost, if the key is no longer ours.
+        Returns False, and marks the term lost, if the key is no longer ours
+        (or our own clock already says the lease may have lapsed: then nothing
+        is sent).
         """
+        if not term.is_valid():
+            return False
         result = await self._client.txn(
             [Compare(self.key, "create", "==", term.token)], [Put(self.key, record, term.lease_id)]
         )
