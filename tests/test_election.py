@@ -131,8 +131,8 @@ async def test_keep_alive_gives_up_by_its_own_clock_when_etcd_is_gone(etcd: Etcd
         with trio.fail_after(3):
             await term.lost.wait()
         # Never later than the deadline (plus scheduling slack).
-        assert trio.current_time() <= term.deadline + 0.2
-        assert trio.current_time() - stopped <= 1.2
+        assert trio.current_time() <= term.deadline + 0.3
+        assert trio.current_time() - stopped <= 1.3
 
 
 async def test_observe_reports_every_leadership_change(etcd: EtcdClient) -> None:
