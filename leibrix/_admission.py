@@ -168,6 +168,7 @@ class Admissions:
         batch = _Batch()
         deferred: list[_Job] = []
         async with self.coord.lock:
+            await self.coord.flush_locked()
             for job in jobs:
                 spec = job.spec
                 if (spec.tenant_id, spec.dataset_id) in batch.datasets or (spec.request_id and spec.request_id in batch.requests):

@@ -120,6 +120,14 @@ class Coordinator:
         #: Serialises every read-modify-write of epoch records (scheduling, worker events, admissions):
         #: without it two writers could each commit a copy of the same epoch and lose the other's change.
         self.lock = trio.Lock()
+        # Worker status reports are group-committed: each report's change is staged here (under the
+        # lock), a flusher writes every staged epoch in one fenced transaction, then runs the follow-up
+        # commands; the reporter waits for that batch. Lock holders flush first, so they never read
+        # a stale copy of a staged epoch.
+        self._staged: dict[EpochKey, Epoch] = {}
+        self._after: list[Callable[[], Awaitable[None]]] = []
+        self._batch_done = trio.Event()
+        self._dirty = trio.Event()
         for e in state.epochs.values():
             self._track(None, e)
         state.listeners.append(self._track)
@@ -272,14 +280,49 @@ class Coordinator:
     # ------------------------------------------------------------ the loop
 
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
-        """Schedule on every kick and whenever a retry backoff expires (until cancelled)."""
-        task_status.started()
+        """Schedule on every kick and whenever a retry backoff expires; flush staged reports (until cancelled)."""
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(self._flusher)
+            task_status.started()
+            while True:
+                timeout = self._next_retry_in()
+                with trio.move_on_after(timeout):
+                    await self._kick.wait()
+                self._kick = trio.Event()
+                await self.schedule()
+
+    async def _flusher(self) -> None:
         while True:
-            timeout = self._next_retry_in()
-            with trio.move_on_after(timeout):
-                await self._kick.wait()
-            self._kick = trio.Event()
-            await self.schedule()
+            await self._dirty.wait()
+            self._dirty = trio.Event()
+            async with self.lock:
+                await self.flush_locked()
+
+    def _stage(self, epochs: Iterable[Epoch], after: Callable[[], Awaitable[None]] | None = None) -> trio.Event:
+        """Stage epoch records for the next group commit; returns the event set once they are written."""
+        for e in epochs:
+            self._staged[e.key] = e
+        if after is not None:
+            self._after.append(after)
+        self._dirty.set()
+        return self._batch_done
+
+    def current(self, key: EpochKey) -> Epoch | None:
+        """The newest copy of an epoch: staged for the next commit, else the stored one."""
+        return self._staged.get(key) or self.state.epochs.get(key)
+
+    async def flush_locked(self) -> None:
+        """Write every staged epoch (one batch) and run the follow-ups; call with ``lock`` held."""
+        if not self._staged and not self._after:
+            return
+        staged, after, done = self._staged, self._after, self._batch_done
+        self._staged, self._after, self._batch_done = {}, [], trio.Event()
+        try:
+            await self.write(list(staged.values()))
+            for fn in after:
+                await fn()
+        finally:
+            done.set()
 
     def _next_retry_in(self) -> float:
         now = self.clock()
@@ -293,6 +336,7 @@ class Coordinator:
             await self._schedule()
 
     async def _schedule(self) -> None:
+        await self.flush_locked()
         now = self.clock()
         rounds = _Round(self)
         changed: list[Epoch] = []
@@ -394,7 +438,7 @@ class Coordinator:
 
     def _find(self, worker_id: str, dataset_id: str, epoch_id: str) -> tuple[Epoch, Replica] | None:
         for tenant_id in self.state.tenant_ids():
-            e = self.state.epochs.get((tenant_id, dataset_id, epoch_id))
+            e = self.current((tenant_id, dataset_id, epoch_id))
             if e is not None:
                 for r in e.replicas:
                     if r.worker_id == worker_id:
@@ -404,9 +448,12 @@ class Coordinator:
     async def on_status(self, worker_id: str, update: cp.DataPullStatusUpdateEvent) -> None:
         """A worker reported load progress; raises ``FailedPrecondition`` if the epoch is not assigned there."""
         async with self.lock:
-            await self._status(worker_id, update)
+            done = await self._status(worker_id, update)
+        if done is not None:
+            await done.wait()
 
-    async def _status(self, worker_id: str, update: cp.DataPullStatusUpdateEvent) -> None:
+    async def _status(self, worker_id: str, update: cp.DataPullStatusUpdateEvent) -> trio.Event | None:
+        """Stage the effect of one status report; returns the event of the batch that writes it."""
         found = self._find(worker_id, update.dataset_id, update.epoch_id)
         if found is None:
             raise FailedPrecondition(
@@ -414,19 +461,18 @@ class Coordinator:
         e, replica = found
         status = cp.DataPullStatusUpdateEventStatus
         if update.status == status.IN_PROGRESS or replica.state != ASSIGNED:
-            return
+            return None
         if update.plan_id and update.plan_id != replica.plan_id:
             log.info("stale status for %s on %s (plan %s, current %s)", e.key, worker_id, update.plan_id,
                      replica.plan_id)
-            return
+            return None
         if update.status == status.COMPLETED:
             problem = self._validate(e, update)
             if problem is None:
-                await self._loaded(e, worker_id)
-                return
+                return self._loaded(e, worker_id)
         else:
             problem = f"load failed on {worker_id}: {update.error_message or 'no reason given'}"
-        await self._failed(e, worker_id, problem)
+        return self._failed(e, worker_id, problem)
 
     def _validate(self, e: Epoch, u: cp.DataPullStatusUpdateEvent) -> str | None:
         if u.plan_id and e.rows and u.rows != e.rows:
@@ -436,7 +482,7 @@ class Coordinator:
             return f"validation failed: loaded {u.bytes} bytes, the plan allows at most {int(limit)}"
         return None
 
-    async def _loaded(self, e: Epoch, worker_id: str) -> None:
+    def _loaded(self, e: Epoch, worker_id: str) -> trio.Event:
         reps = tuple(Replica(r.worker_id, LOADED, r.plan_id) if r.worker_id == worker_id else r for r in e.replicas)
         new = e.evolve(replicas=reps)
         if new.state is State.LOADING:
@@ -448,16 +494,17 @@ class Coordinator:
             new = self._move(new, State.READY, f"{loaded} replica(s) loaded and validated")
             out = [new]
             if new.replaces:
-                old = self.state.epochs.get((e.tenant_id, e.dataset_id, new.replaces))
+                old = self.current((e.tenant_id, e.dataset_id, new.replaces))
                 if old is not None and old.state is State.READY:
                     out.append(self._move(old, State.RETIRING, f"replaced by refresh {new.epoch_id}"))
                 else:
                     old = None
-        await self.write(out)
-        if old is not None:
-            await self._finish_retire(old.key, f"replaced by {new.epoch_id}")
+        if old is None:
+            return self._stage(out)
+        key, reason = old.key, f"replaced by {new.epoch_id}"
+        return self._stage(out, lambda: self._finish_retire(key, reason))
 
-    async def _failed(self, e: Epoch, worker_id: str, problem: str) -> None:
+    def _failed(self, e: Epoch, worker_id: str, problem: str) -> trio.Event:
         attempts = e.attempts + 1
         keep = tuple(r for r in e.replicas if r.worker_id != worker_id)
         if self.config.retry.after_failure(attempts) is State.FAILED and e.state is not State.READY:
@@ -470,17 +517,21 @@ class Coordinator:
             if e.state is State.VALIDATING and not any(r.state == LOADED for r in keep):
                 new = self._move(new, State.PENDING, problem, replicas=())
                 victims = e.worker_ids()
-        await self.write([new])
-        stored = self.state.epochs.get(e.key)
-        if stored is not None:
-            stored.retry_at = self.clock() + self.config.retry.backoff_s(attempts)
-        for w in victims:
-            await self.send_evict(e.tenant_id, e.dataset_id, e.epoch_id, w, problem)
-        self.kick()
+
+        async def after() -> None:
+            stored = self.state.epochs.get(e.key)
+            if stored is not None:
+                stored.retry_at = self.clock() + self.config.retry.backoff_s(attempts)
+            for w in victims:
+                await self.send_evict(e.tenant_id, e.dataset_id, e.epoch_id, w, problem)
+            self.kick()
+
+        return self._stage([new], after)
 
     async def on_registered(self, worker_id: str, inventory: list[cp.InventoryEntry]) -> None:
         """Reconcile a (re)registered worker: keep valid holdings, evict the rest, (re)send missing plans."""
         async with self.lock:
+            await self.flush_locked()
             held = {(i.dataset_id, i.epoch_id): i for i in inventory}
             changed: list[Epoch] = []
             resend: list[Epoch] = []
@@ -517,6 +568,7 @@ class Coordinator:
                     dataset_id=entry.dataset_id, epoch_id=entry.epoch_id,
                     status=cp.DataPullStatusUpdateEventStatus.COMPLETED, plan_id=entry.plan_id, rows=entry.rows,
                     bytes=entry.bytes))
+            await self.flush_locked()
         self.kick()
 
     async def on_capacity(self) -> None:
@@ -526,6 +578,7 @@ class Coordinator:
     async def on_worker_dead(self, worker_id: str) -> None:
         """Drop a dead worker's replicas and re-place them at once (``existing=`` the survivors)."""
         async with self.lock:
+            await self.flush_locked()
             changed: list[Epoch] = []
             evicts: list[tuple[Epoch, str]] = []
             for key in sorted(self.state.by_worker.get(worker_id, ())):
@@ -552,6 +605,7 @@ class Coordinator:
         """
         key = (tenant, dataset, epoch)
         async with self.lock:
+            await self.flush_locked()
             e = self.state.epochs.get(key)
             if e is None or from_worker not in e.worker_ids():
                 return False
@@ -585,6 +639,7 @@ class Coordinator:
                 await ev.wait()
             if make_before_break:
                 async with self.lock:
+                    await self.flush_locked()
                     cur = self.state.epochs.get(key)
                     if cur is not None and from_worker in cur.worker_ids():
                         await self._drop_replica(cur, from_worker, "moved off (make-before-break)")
@@ -606,6 +661,7 @@ class Coordinator:
         """
         keys = list(keys)
         async with self.lock:
+            await self.flush_locked()
             first: list[Epoch] = []
             for key in keys:
                 e = self.state.epochs.get(key)
