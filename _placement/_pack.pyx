@@ -7,17 +7,20 @@ Measure. With ``M`` and ``C`` the largest worker memory and cpu capacities, an
 item's size is its *dominant share* ``d = max(mem/M, cpu/C)`` and a worker's
 *headroom* is ``h = min(free_mem/M, free_cpu/C)``. A worker with ``h >= d`` is
 guaranteed to fit the item. Items are placed largest ``d`` first (ties: input
-order); each replica goes to the worker with the smallest headroom level that
-still covers ``d`` (best fit), headroom quantised to ``1/LEVELS``. When no
-worker is guaranteed by headroom (the item is cpu-heavy and the roomy workers
-are memory-rich, say) an exact search takes the first worker, in worker order,
-that has both resources free.
+order). Workers already in use are *open*, untouched ones *closed*, as bins in
+bin packing: a replica goes to an open worker whenever one fits and a closed
+worker is opened only when none does. Within a pool the replica goes to the
+worker with the smallest headroom level that still covers ``d`` (best fit,
+headroom quantised to ``1/LEVELS``); when no worker of the pool is guaranteed
+by headroom (a cpu-heavy item and memory-rich workers, say) an exact search
+takes the first worker of the pool, in worker order, with both resources free.
 
-Structures (all per *group*: one per zone, plus one for zoneless workers):
-a two-level bitmap over headroom levels with one intrusive list of workers
-per level (best fit = find-next-set-bit, O(1)); and one segment tree over all
-workers, ordered by group, holding the max free memory and cpu of each subtree
-for the exact search (O(log n) per probe; subtrees that cannot fit are pruned).
+Structures (per pool, and per *group*: one per zone plus one for zoneless
+workers): a two-level bitmap over headroom levels with one intrusive list of
+workers per level (best fit = find-next-set-bit, O(1)); and per pool one
+segment tree over all workers, ordered by group, holding the max free memory
+and cpu of each subtree for the exact search (O(log n) per probe; subtrees
+that cannot fit are pruned).
 A replica search costs O(groups + log n), independent of the item count.
 
 Replica rules: replicas of an item go to distinct workers; a zone not yet used
@@ -54,13 +57,14 @@ cdef struct Packer:
     int64_t* fm
     double* fc
     double mhat, chat
-    int32_t* head        # G * L
+    uint8_t* pool        # 0 = open (in use), 1 = closed (untouched)
+    int32_t* head        # 2 * G * L
     int32_t* nxt
     int32_t* prv
     int32_t* lvl         # -1 = hidden
-    uint64_t* bits       # G * WORDS
-    uint64_t* summ       # G
-    int64_t* tm          # 2P
+    uint64_t* bits       # 2 * G * WORDS
+    uint64_t* summ       # 2 * G
+    int64_t* tm          # 2 * 2P
     double* tc
     const int64_t* gptr  # G + 1
 
@@ -77,7 +81,7 @@ cdef inline int32_t level_of(Packer* p, Py_ssize_t w) noexcept nogil:
 
 
 cdef inline void link(Packer* p, int32_t w) noexcept nogil:
-    cdef int32_t g = p.group[w], l = level_of(p, w)
+    cdef int32_t g = p.group[w] + p.pool[w] * p.G, l = level_of(p, w)
     cdef Py_ssize_t slot = <Py_ssize_t>g * L + l
     p.lvl[w] = l
     p.prv[w] = -1
@@ -90,7 +94,7 @@ cdef inline void link(Packer* p, int32_t w) noexcept nogil:
 
 
 cdef inline void unlink(Packer* p, int32_t w) noexcept nogil:
-    cdef int32_t g = p.group[w], l = p.lvl[w]
+    cdef int32_t g = p.group[w] + p.pool[w] * p.G, l = p.lvl[w]
     cdef Py_ssize_t slot = <Py_ssize_t>g * L + l
     if p.prv[w] != -1:
         p.nxt[p.prv[w]] = p.nxt[w]
@@ -107,12 +111,14 @@ cdef inline void unlink(Packer* p, int32_t w) noexcept nogil:
 
 cdef inline void tree_set(Packer* p, int32_t w, int64_t m, double c) noexcept nogil:
     cdef Py_ssize_t i = p.P + w
-    p.tm[i] = m
-    p.tc[i] = c
+    cdef int64_t* tm = p.tm + 2 * p.P * p.pool[w]
+    cdef double* tc = p.tc + 2 * p.P * p.pool[w]
+    tm[i] = m
+    tc[i] = c
     i >>= 1
     while i >= 1:
-        p.tm[i] = p.tm[2 * i] if p.tm[2 * i] > p.tm[2 * i + 1] else p.tm[2 * i + 1]
-        p.tc[i] = p.tc[2 * i] if p.tc[2 * i] > p.tc[2 * i + 1] else p.tc[2 * i + 1]
+        tm[i] = tm[2 * i] if tm[2 * i] > tm[2 * i + 1] else tm[2 * i + 1]
+        tc[i] = tc[2 * i] if tc[2 * i] > tc[2 * i + 1] else tc[2 * i + 1]
         i >>= 1
 
 
@@ -127,7 +133,7 @@ cdef inline void show(Packer* p, int32_t w) noexcept nogil:
 
 
 cdef inline int32_t next_level(Packer* p, int32_t g, int32_t q) noexcept nogil:
-    """Lowest non-empty headroom level >= q in group g, or -1."""
+    """Lowest non-empty headroom level >= q in list set g (= group + pool * G), or -1."""
     cdef int32_t wi = q >> 6
     cdef uint64_t word = p.bits[g * WORDS + wi] & ((~(<uint64_t>0)) << (q & 63))
     if word:
@@ -141,53 +147,59 @@ cdef inline int32_t next_level(Packer* p, int32_t g, int32_t q) noexcept nogil:
     return (wi << 6) + ctz64(p.bits[g * WORDS + wi])
 
 
-cdef int32_t first_fit(Packer* p, Py_ssize_t node, Py_ssize_t nlo, Py_ssize_t nhi,
-                       Py_ssize_t lo, Py_ssize_t hi, int64_t m, double c) noexcept nogil:
-    """Leftmost worker in [lo, hi) with both resources free, or -1 (pruned DFS)."""
-    if nhi <= lo or hi <= nlo or p.tm[node] < m or p.tc[node] < c:
+cdef int32_t first_fit(const int64_t* tm, const double* tc, Py_ssize_t node, Py_ssize_t nlo,
+                       Py_ssize_t nhi, Py_ssize_t lo, Py_ssize_t hi, int64_t m, double c) noexcept nogil:
+    """Leftmost worker in [lo, hi) with both resources free, or -1 (pruned DFS on one pool's tree)."""
+    if nhi <= lo or hi <= nlo or tm[node] < m or tc[node] < c:
         return -1
     if nhi - nlo == 1:
         return <int32_t>nlo
     cdef Py_ssize_t mid = (nlo + nhi) >> 1
-    cdef int32_t r = first_fit(p, 2 * node, nlo, mid, lo, hi, m, c)
+    cdef int32_t r = first_fit(tm, tc, 2 * node, nlo, mid, lo, hi, m, c)
     if r >= 0:
         return r
-    return first_fit(p, 2 * node + 1, mid, nhi, lo, hi, m, c)
+    return first_fit(tm, tc, 2 * node + 1, mid, nhi, lo, hi, m, c)
 
 
 cdef int32_t search(Packer* p, const uint8_t* zone_used, bint strict, int32_t q,
                     int64_t m, double c) noexcept nogil:
-    """Best-fit worker for one replica among the allowed groups, or -1."""
-    cdef int32_t g, l, best_g = -1, best_l = L, w
-    if q < L:
+    """Best-fit worker for one replica among the allowed groups, open pool first; or -1."""
+    cdef int32_t g, l, best_g, best_l, w, pool
+    for pool in range(2):
+        best_g = -1
+        best_l = L
+        if q < L:
+            for g in range(p.G):
+                if strict and g != p.zoneless and zone_used[g]:
+                    continue
+                l = next_level(p, g + pool * p.G, q)
+                if l >= 0 and l < best_l:
+                    best_l = l
+                    best_g = g
+            if best_g >= 0:
+                w = p.head[<Py_ssize_t>(best_g + pool * p.G) * L + best_l]
+                if p.fm[w] >= m and p.fc[w] >= c:
+                    return w
         for g in range(p.G):
             if strict and g != p.zoneless and zone_used[g]:
                 continue
-            l = next_level(p, g, q)
-            if l >= 0 and l < best_l:
-                best_l = l
-                best_g = g
-        if best_g >= 0:
-            w = p.head[<Py_ssize_t>best_g * L + best_l]
-            if p.fm[w] >= m and p.fc[w] >= c:
+            w = first_fit(p.tm + 2 * p.P * pool, p.tc + 2 * p.P * pool, 1, 0, p.P,
+                          p.gptr[g], p.gptr[g + 1], m, c)
+            if w >= 0:
                 return w
-    for g in range(p.G):
-        if strict and g != p.zoneless and zone_used[g]:
-            continue
-        w = first_fit(p, 1, 0, p.P, p.gptr[g], p.gptr[g + 1], m, c)
-        if w >= 0:
-            return w
     return -1
 
 
-def pack(int64_t[::1] free_mem, double[::1] free_cpu, const int32_t[::1] group,
-         const int64_t[::1] group_ptr, int32_t zoneless_group, double mhat, double chat,
+def pack(int64_t[::1] free_mem, double[::1] free_cpu, const uint8_t[::1] in_use,
+         const int32_t[::1] group, const int64_t[::1] group_ptr, int32_t zoneless_group,
+         double mhat, double chat,
          const int64_t[::1] mem, const double[::1] cpu, const int32_t[::1] need,
          const int64_t[::1] excl_ptr, const int32_t[::1] excl):
     """Place every item's missing replicas; ``free_mem``/``free_cpu`` are updated in place.
 
     Workers must be ordered by group (``group_ptr[g]:group_ptr[g+1]`` is group
-    ``g``); ``zoneless_group`` is the group without zone anti-affinity (-1 if none).
+    ``g``); ``zoneless_group`` is the group without zone anti-affinity (-1 if
+    none); ``in_use[w]`` marks the workers that start open.
 
     Returns ``(out, out_ptr, status, found, max_free_mem, max_free_cpu)``:
     item ``i``'s workers are ``out[out_ptr[i]:out_ptr[i+1]]`` (-1 when
@@ -227,14 +239,17 @@ def pack(int64_t[::1] free_mem, double[::1] free_cpu, const int32_t[::1] group,
     p.mhat = mhat
     p.chat = chat
     p.gptr = &group_ptr[0]
-    p.head = <int32_t*>malloc((<Py_ssize_t>G * L + 1) * sizeof(int32_t))
+    pool_arr = np.where(np.asarray(in_use, dtype=bool), 0, 1).astype(np.uint8)
+    cdef uint8_t[::1] pool_v = pool_arr
+    p.pool = &pool_v[0] if n else NULL
+    p.head = <int32_t*>malloc((2 * <Py_ssize_t>G * L + 1) * sizeof(int32_t))
     p.nxt = <int32_t*>malloc((n + 1) * sizeof(int32_t))
     p.prv = <int32_t*>malloc((n + 1) * sizeof(int32_t))
     p.lvl = <int32_t*>malloc((n + 1) * sizeof(int32_t))
-    p.bits = <uint64_t*>calloc(<Py_ssize_t>G * WORDS + 1, sizeof(uint64_t))
-    p.summ = <uint64_t*>calloc(G + 1, sizeof(uint64_t))
-    p.tm = <int64_t*>malloc(2 * p.P * sizeof(int64_t))
-    p.tc = <double*>malloc(2 * p.P * sizeof(double))
+    p.bits = <uint64_t*>calloc(2 * <Py_ssize_t>G * WORDS + 1, sizeof(uint64_t))
+    p.summ = <uint64_t*>calloc(2 * G + 1, sizeof(uint64_t))
+    p.tm = <int64_t*>malloc(4 * p.P * sizeof(int64_t))
+    p.tc = <double*>malloc(4 * p.P * sizeof(double))
     cdef uint8_t* zone_used = <uint8_t*>calloc(G + 1, 1)
     cdef int32_t max_need = 1
     for i in range(m_items):
@@ -251,20 +266,22 @@ def pack(int64_t[::1] free_mem, double[::1] free_cpu, const int32_t[::1] group,
                 or chosen == NULL):
             raise MemoryError()
         with nogil:
-            for k in range(<Py_ssize_t>G * L):
+            for k in range(2 * <Py_ssize_t>G * L):
                 p.head[k] = -1
-            for k in range(2 * p.P):
+            for k in range(4 * p.P):
                 p.tm[k] = -1
                 p.tc[k] = -1.0
             for k in range(n - 1, -1, -1):
                 # reverse order: the list head (taken first) is the lowest worker index
                 link(&p, <int32_t>k)
             for k in range(n):
-                p.tm[p.P + k] = p.fm[k]
-                p.tc[p.P + k] = p.fc[k]
-            for k in range(p.P - 1, 0, -1):
-                p.tm[k] = p.tm[2 * k] if p.tm[2 * k] > p.tm[2 * k + 1] else p.tm[2 * k + 1]
-                p.tc[k] = p.tc[2 * k] if p.tc[2 * k] > p.tc[2 * k + 1] else p.tc[2 * k + 1]
+                p.tm[2 * p.P * p.pool[k] + p.P + k] = p.fm[k]
+                p.tc[2 * p.P * p.pool[k] + p.P + k] = p.fc[k]
+            for t in range(2):
+                for k in range(p.P - 1, 0, -1):
+                    i = 2 * p.P * t + k
+                    p.tm[i] = p.tm[i + k] if p.tm[i + k] > p.tm[i + k + 1] else p.tm[i + k + 1]
+                    p.tc[i] = p.tc[i + k] if p.tc[i + k] > p.tc[i + k + 1] else p.tc[i + k + 1]
             for t in range(m_items):
                 i = od[t]
                 if need[i] == 0:
@@ -311,6 +328,9 @@ def pack(int64_t[::1] free_mem, double[::1] free_cpu, const int32_t[::1] group,
                             p.fm[chosen[k]] += im
                             p.fc[chosen[k]] += ic
                             o[optr[i] + k] = -1
+                    else:
+                        for k in range(r):
+                            p.pool[chosen[k]] = 0  # now in use: open
                 for k in range(r):
                     show(&p, chosen[k])
                 for k in range(excl_ptr[i], excl_ptr[i + 1]):
@@ -318,8 +338,8 @@ def pack(int64_t[::1] free_mem, double[::1] free_cpu, const int32_t[::1] group,
                 for g in range(G):
                     zone_used[g] = 0
                 if st[i] != ST_OK:
-                    mfm_v[i] = p.tm[1]
-                    mfc_v[i] = p.tc[1]
+                    mfm_v[i] = p.tm[1] if p.tm[1] > p.tm[2 * p.P + 1] else p.tm[2 * p.P + 1]
+                    mfc_v[i] = p.tc[1] if p.tc[1] > p.tc[2 * p.P + 1] else p.tc[2 * p.P + 1]
     finally:
         free(p.head)
         free(p.nxt)

@@ -241,3 +241,9 @@ def test_validation_names_the_argument() -> None:
         make_strategy("hash", bounded_load_epsilon=0.0)
     with pytest.raises(ValueError, match="cursor must be >= 0"):
         make_strategy("round_robin", cursor=-1)
+
+
+def test_capacity_fills_workers_in_use_before_opening_idle_ones() -> None:
+    workers = [WorkerSpec("idle", 64 * GiB, 16.0), WorkerSpec("busy", 64 * GiB, 16.0, used_memory_bytes=60 * GiB)]
+    got = make_strategy("capacity").place([ItemSpec("small", GiB, 1.0), ItemSpec("big", 8 * GiB, 1.0)], workers)
+    assert got.assignments == {"small": ("busy",), "big": ("idle",)}

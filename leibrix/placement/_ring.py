@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
+from fractions import Fraction
 
 import numpy as np
 
@@ -237,9 +238,17 @@ class HashRing:
         return a["ids"][out]
 
     def load_caps(self, epsilon: float, total: int) -> np.ndarray:
-        """Per-slot bounded-load caps ``ceil((1+eps) * total * vnode share)``."""
+        """Per-slot bounded-load caps ``ceil((1+eps) * total * vnode share)``.
+
+        Computed in exact rationals with ``eps`` read as the decimal it was
+        written as (0.1, not 0.1000000000000000055...), so that 10% of 100 keys
+        caps at 110, not 111.
+        """
         vn = self._arrays()["vnodes"]
-        return np.ceil((1.0 + epsilon) * total * vn / max(1, int(vn.sum()))).astype(np.int64)
+        factor = 1 + Fraction(repr(float(epsilon)))
+        den = factor.denominator * max(1, int(vn.sum()))
+        num = factor.numerator * total
+        return np.array([-(-(num * int(v)) // den) for v in vn], dtype=np.int64)
 
     def replicas(self, key: str | bytes, r: int) -> tuple[str, ...]:
         """``r`` distinct workers for ``key``, walking clockwise from its point.

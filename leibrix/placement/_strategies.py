@@ -183,10 +183,12 @@ class CapacityStrategy:
 
     An item's size is ``d = max(mem / M, cpu / C)`` (``M``, ``C``: the largest
     worker capacities); a worker's headroom is ``min(free_mem / M, free_cpu / C)``.
-    Items go largest first; each replica goes to the worker whose headroom is
-    the smallest that still covers ``d`` (1/4096 steps), or, failing that, the
-    first worker (by zone, then id) with both resources free. Packs tightly,
-    leaving whole workers free for big items. O(zones + log workers) per replica.
+    Items go largest first. Workers already in use are filled before an idle
+    one is opened (as bins in bin packing); among them each replica goes to the
+    worker whose headroom is the smallest that still covers ``d`` (1/4096
+    steps), or, failing that, the first worker (by zone, then id) with both
+    resources free. Packs tightly, leaving whole workers free for big items.
+    O(zones + log workers) per replica.
     """
 
     name = "capacity"
@@ -213,8 +215,10 @@ class CapacityStrategy:
         chat = float(max((w.cpu_cores for w in p.workers), default=0.0)) or 1.0
         free_mem = p.free_mem[order].copy()
         free_cpu = p.free_cpu[order].copy()
+        in_use = np.array([w.used_memory_bytes > 0 or w.used_cpu_cores > 0 for w in p.workers],
+                          dtype=np.uint8)[order]
         out, out_ptr, status, found, max_mem, max_cpu = self._b.pack(
-            free_mem, free_cpu, np.ascontiguousarray(group[order]), group_ptr, zoneless, mhat, chat,
+            free_mem, free_cpu, in_use, np.ascontiguousarray(group[order]), group_ptr, zoneless, mhat, chat,
             p.mem, p.cpu, p.need, p.excl_ptr, inv[p.excl].astype(np.int32) if len(p.excl) else p.excl,
         )
         out = _remap(out, order)

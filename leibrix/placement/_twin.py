@@ -220,16 +220,18 @@ def place_walk(seq, starts, cursor, zone, member, mem, cpu, need, excl_ptr, excl
 # -- packing -------------------------------------------------------------------------------------
 
 
-def pack(free_mem, free_cpu, group, group_ptr, zoneless_group, mhat, chat, mem, cpu, need,
+def pack(free_mem, free_cpu, in_use, group, group_ptr, zoneless_group, mhat, chat, mem, cpu, need,
          excl_ptr, excl):
     """Best-fit decreasing on the dominant share, as ``_placement._pack.pack``.
 
-    Workers sit in per-group lists by headroom level; a worker is appended to
-    its level's list when it becomes visible and the *last* one is taken
-    (the compiled code links at the head of an intrusive list: same order).
+    Workers sit in lists by (pool, group, headroom level); pool 0 holds the
+    open workers (in use), pool 1 the untouched ones. A worker is appended to
+    its list when it becomes visible and the *last* one is taken (the compiled
+    code links at the head of an intrusive list: same order).
     """
     n, n_groups = len(free_mem), len(group_ptr) - 1
-    levels = [dict() for _ in range(n_groups)]  # group -> level -> [workers]
+    pool = [0 if in_use[w] else 1 for w in range(n)]
+    levels = {(pl, g): {} for pl in (0, 1) for g in range(n_groups)}  # -> level -> [workers]
     level_of_worker = [-1] * n
     visible = [False] * n
 
@@ -240,29 +242,33 @@ def pack(free_mem, free_cpu, group, group_ptr, zoneless_group, mhat, chat, mem, 
     def show(w: int) -> None:
         lv = level_of(w)
         level_of_worker[w] = lv
-        levels[group[w]].setdefault(lv, []).append(w)
+        levels[pool[w], group[w]].setdefault(lv, []).append(w)
         visible[w] = True
 
     def hide(w: int) -> None:
-        levels[group[w]][level_of_worker[w]].remove(w)
+        levels[pool[w], group[w]][level_of_worker[w]].remove(w)
         visible[w] = False
+
+    def fits(w: int, m: int, c: float) -> bool:
+        return free_mem[w] >= m and free_cpu[w] >= c
 
     def search(strict: bool, q: int, m: int, c: float, zone_used: set[int]) -> int:
         allowed = [g for g in range(n_groups) if not (strict and g != zoneless_group and g in zone_used)]
-        if q < LEVELS:
-            best = None
+        for pl in (0, 1):
+            if q < LEVELS:
+                best = None
+                for g in allowed:
+                    ok = [lv for lv, ws in levels[pl, g].items() if ws and lv >= q]
+                    if ok and (best is None or min(ok) < best[0]):
+                        best = (min(ok), g)
+                if best is not None:
+                    w = levels[pl, best[1]][best[0]][-1]
+                    if fits(w, m, c):
+                        return w
             for g in allowed:
-                fits = [lv for lv, ws in levels[g].items() if ws and lv >= q]
-                if fits and (best is None or min(fits) < best[0]):
-                    best = (min(fits), g)
-            if best is not None:
-                w = levels[best[1]][best[0]][-1]
-                if free_mem[w] >= m and free_cpu[w] >= c:
-                    return w
-        for g in allowed:
-            for w in range(group_ptr[g], group_ptr[g + 1]):
-                if visible[w] and free_mem[w] >= m and free_cpu[w] >= c:
-                    return w
+                for w in range(group_ptr[g], group_ptr[g + 1]):
+                    if visible[w] and pool[w] == pl and fits(w, m, c):
+                        return w
         return -1
 
     for w in reversed(range(n)):
@@ -308,6 +314,8 @@ def pack(free_mem, free_cpu, group, group_ptr, zoneless_group, mhat, chat, mem, 
                     free_cpu[w] += c
             else:
                 out[out_ptr[i]: out_ptr[i + 1]] = chosen
+                for w in chosen:
+                    pool[w] = 0
         for w in chosen + holders:
             show(w)
         if status[i] != OK:
