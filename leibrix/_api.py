@@ -32,6 +32,7 @@ from typing import TYPE_CHECKING
 from leibrix._etcd import EtcdError
 from leibrix._grpc import trio_rpc
 from leibrix._proto import leibrix_cp as cp
+from leibrix._proto.records import state_pb2
 
 if TYPE_CHECKING:
     from leibrix._master import Master
@@ -65,19 +66,23 @@ class ClusterApi(ApiMixin):
         """Masters (``masters/<id>``, present while each master's lease lives), leader and term,
         etcd members and health, etcd version.
 
-        Answered by any master, leader or not. The etcd parts are best effort:
-        when etcd does not answer the reply still lists what this master
-        knows, with ``healthy = false`` and no etcd members, because "etcd is
+        Answered by any master, leader or not, from a fresh etcd read. The etcd
+        parts are best effort: when etcd does not answer, the reply still lists
+        what this master knows (its mirror of ``masters/``, the last leader it
+        saw), with ``healthy = false`` and no etcd members, because "etcd is
         down" is exactly when an operator runs ``leibrix status``.
         """
         master = self.master
         assert master.etcd is not None and master.election is not None and master.masters is not None
         leader = master.leader
+        records = list(master.masters.values())
         members: list[cp.EtcdMember] = []
         version = ""
         healthy = master.health.serving
         try:
             leader = await master.election.leader()
+            kvs, _ = await master.etcd.get_prefix(master.keys.root + master.keys.MASTERS)
+            records = [state_pb2.MasterRecord.FromString(kv.value) for kv in kvs]
             status = await master.etcd.status()
             version = status.version
             members = [
@@ -100,7 +105,7 @@ class ClusterApi(ApiMixin):
                 http_addr=record.http_addr,
                 is_leader=leader is not None and record.id == leader.id,
             )
-            for _, record in sorted(master.masters.items())
+            for record in sorted(records, key=lambda r: r.id)
         ]
         return cp.ClusterStatus(
             cluster=master.config.cluster,

@@ -18,9 +18,9 @@ The tree (DESIGN.md §2)::
                 └── leader services   everything added with Master.add_leader_service
 
 **Extending the master.** Other areas plug in without editing this file: any
-module ``leibrix/_<area>_api.py`` or ``leibrix/_<area>_hub.py`` that defines
-``install(master)`` is imported and called once, after the etcd client exists
-and before anything serves. There it may
+module ``leibrix/_api_<area>.py`` or ``leibrix/_<area>_hub.py`` that defines
+``install(master)`` is imported and called once (in name order), after the
+etcd client exists and before anything serves. There it may
 
 * register mirror tables: ``master.mirror.table(Keys.TENANTS, TenantRecord.FromString)``;
 * add ManagementService RPCs: ``master.add_api_mixin(TenantApi)`` (see :mod:`leibrix._api`);
@@ -161,7 +161,7 @@ def _extension_modules() -> list[str]:
     return sorted(
         f"leibrix.{m.name}"
         for m in pkgutil.iter_modules(leibrix.__path__)
-        if m.name.startswith("_") and (m.name.endswith("_api") or m.name.endswith("_hub"))
+        if m.name.startswith("_api_") or (m.name.startswith("_") and m.name.endswith("_hub"))
     )
 
 
@@ -175,8 +175,10 @@ class Master:
     and restarts).
     """
 
-    def __init__(self, config: MasterConfig) -> None:
+    def __init__(self, config: MasterConfig, *, load_extensions: bool = True) -> None:
+        """``load_extensions=False`` runs the bare shell (tests of the shell itself)."""
         self.config = config
+        self._load_extensions = load_extensions
         self.keys = Keys(config.cluster)
         self.metrics = Metrics()
         self.health = HealthFlag()
@@ -291,7 +293,7 @@ class Master:
         self.mirror = Mirror(self.etcd, self.keys)
         self.masters = self.mirror.table(Keys.MASTERS, state_pb2.MasterRecord.FromString)
         self.election = Election(self.etcd, key=self.keys.leader, record=self._record(), ttl=cfg.lease_ttl)
-        for name in _extension_modules():
+        for name in _extension_modules() if self._load_extensions else ():
             install: Callable[[Master], None] | None = getattr(importlib.import_module(name), "install", None)
             if install is not None:
                 install(self)
