@@ -86,6 +86,8 @@ class AdmissionConfig:
     estimator: HintEstimator = HintEstimator()
     #: Admissions decided and written together.
     max_batch: int = 512
+    #: Epochs created by one batch, at most (a bigger admission still goes alone in its batch).
+    max_batch_epochs: int = 5000
     #: Admissions waiting for the batcher before callers wait to enqueue.
     queue_size: int = 10_000
 
@@ -169,15 +171,22 @@ class Admissions:
         deferred: list[_Job] = []
         async with self.coord.lock:
             await self.coord.flush_locked()
+            epochs = 0
             for job in jobs:
                 spec = job.spec
-                if (spec.tenant_id, spec.dataset_id) in batch.datasets or (spec.request_id and spec.request_id in batch.requests):
-                    deferred.append(job)  # the same dataset or request twice: decide after this batch is written
+                if ((spec.tenant_id, spec.dataset_id) in batch.datasets
+                        or (spec.request_id and spec.request_id in batch.requests)
+                        or (epochs and epochs + spec.epoch_count > self.config.max_batch_epochs)):
+                    # The same dataset or request twice, or a full batch: decide after this batch is written.
+                    deferred.append(job)
                     continue
+                epochs += spec.epoch_count
                 try:
                     self._decide(job, batch)
                 except ApiError as exc:
                     job.error = exc
+                # Deciding thousands of epochs takes a while: let the lease keepalive and the RPCs run.
+                await trio.lowlevel.checkpoint()
             try:
                 await self._write(batch)
             except Fenced:

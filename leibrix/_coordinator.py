@@ -362,7 +362,9 @@ class Coordinator:
         candidates = [e for e, _ in order]
         charged: dict[str, list[int | float]] = {}
         displaced: set[EpochKey] = set()
-        for e in candidates[: self.config.max_candidates]:
+        for i, e in enumerate(candidates[: self.config.max_candidates]):
+            if i % 100 == 99:
+                await trio.lowlevel.checkpoint()  # keep the loop (lease keepalive, RPCs) responsive
             tenant = self.state.tenants.get(e.tenant_id)
             if tenant is None or self.dataset_of(e) is None:
                 continue
