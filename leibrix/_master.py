@@ -133,6 +133,8 @@ def _check_data_dir(path: Path) -> None:
     parent = path.parent
     while not parent.exists():
         parent = parent.parent
+    if not parent.is_dir():
+        raise StartupError(f"--data-dir {path} cannot be created: {parent} is not a directory")
     if not os.access(parent, os.W_OK | os.X_OK):
         raise StartupError(f"--data-dir {path} cannot be created: {parent} is not writable by this user")
 
