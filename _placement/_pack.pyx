@@ -1,23 +1,28 @@
 # cython: language_level=3
-"""Capacity-aware vector packing: best-fit decreasing on the dominant share.
+"""Capacity-aware vector packing: best-fit decreasing in two dimensions.
 
 Compute only; ``leibrix.placement`` validates and converts.
 
 Measure. With ``M`` and ``C`` the largest worker memory and cpu capacities, an
-item's size is its *dominant share* ``d = max(mem/M, cpu/C)`` and a worker's
-*headroom* is ``h = min(free_mem/M, free_cpu/C)``. A worker with ``h >= d`` is
-guaranteed to fit the item. Items are placed largest ``d`` first (ties: input
+item is the vector ``(x, y) = (mem/M, cpu/C)`` and its size is its *dominant
+share* ``d = max(x, y)``; a worker's free vector is ``(a, b) = (free_mem/M,
+free_cpu/C)``. Best fit is the worker that fits with the least free capacity
+``a + b`` (L1), so a cpu-heavy item lands where cpu is what is left over, and
+both resources fill together. Items are placed largest ``d`` first (ties: input
 order). Workers already in use are *open*, untouched ones *closed*, as bins in
 bin packing: a replica goes to an open worker whenever one fits and a closed
 worker is opened only when none does. Within a pool the replica goes to the
-worker with the smallest headroom level that still covers ``d`` (best fit,
-headroom quantised to ``1/LEVELS``); when no worker of the pool is guaranteed
-by headroom (a cpu-heavy item and memory-rich workers, say) an exact search
-takes the first worker of the pool, in worker order, with both resources free.
+best-fit worker on a ``GRID x GRID`` grid of quantised free vectors (cell
+``(floor(sqrt(a)*GRID), floor(sqrt(b)*GRID))``; cells at or above
+``(ceil(sqrt(x)*GRID), ceil(sqrt(y)*GRID))`` are guaranteed to fit; the least ``A + B``, then the least
+``A``, wins); when no cell is guaranteed (the item is within one grid step of
+what is left) an exact search takes the first worker of the pool, in worker
+order, with both resources free.
 
 Structures (per pool, and per *group*: one per zone plus one for zoneless
-workers): a two-level bitmap over headroom levels with one intrusive list of
-workers per level (best fit = find-next-set-bit, O(1)); and per pool one
+workers): one intrusive list of workers per grid cell, a 64-bit occupancy
+mask per grid row and one mask of non-empty rows (best fit = at most GRID
+find-next-set-bit steps, usually a few); and per pool one
 segment tree over all workers, ordered by group, holding the max free memory
 and cpu of each subtree for the exact search (O(log n) per probe; subtrees
 that cannot fit are pruned).
@@ -30,17 +35,18 @@ has room. Items are all-or-nothing.
 
 import numpy as np
 
-from libc.math cimport ceil, floor
+from libc.math cimport ceil, floor, sqrt
 from libc.stdint cimport int8_t, int32_t, int64_t, uint8_t, uint64_t
 from libc.stdlib cimport calloc, free, malloc
 
 from _placement._walk cimport ST_NO_ROOM, ST_OK, ST_TOO_FEW_WORKERS
 
-#: headroom quantisation (levels per unit of the largest capacity)
-LEVELS = 4096
+#: grid steps per unit of the largest capacity, per resource
+GRID = 64
 cdef enum:
-    L = 4096
-    WORDS = 64        # L / 64
+    G_STEPS = 64         # grid steps per dimension (one row = one 64-bit mask)
+    L = 4096             # cells per (pool, group) = G_STEPS * G_STEPS
+    WORDS = 64           # row masks per (pool, group)
 
 
 cdef extern from *:
@@ -69,15 +75,23 @@ cdef struct Packer:
     const int64_t* gptr  # G + 1
 
 
-cdef inline int32_t level_of(Packer* p, Py_ssize_t w) noexcept nogil:
-    cdef double a = p.fm[w] / p.mhat, b = p.fc[w] / p.chat
-    cdef double k = a if a < b else b
-    if k <= 0:
+cdef inline int32_t step(double v) noexcept nogil:
+    """Grid step of a free share: ``floor(sqrt(v) * GRID)``, clamped.
+
+    The square root makes the grid fine where little is free (a step is
+    1/4096 of the largest capacity near empty, 1/32 near full): tight fits
+    are what best fit must tell apart. Any increasing map keeps the
+    guarantee that a cell at or above the item's cell fits it.
+    """
+    if v <= 0:
         return 0
-    k = floor(k * L)
-    if k > L - 1:
-        return L - 1
-    return <int32_t>k
+    v = floor(sqrt(v) * G_STEPS)
+    return G_STEPS - 1 if v > G_STEPS - 1 else <int32_t>v
+
+
+cdef inline int32_t level_of(Packer* p, Py_ssize_t w) noexcept nogil:
+    """Grid cell ``A * 64 + B`` of the worker's free vector."""
+    return step(p.fm[w] / p.mhat) * G_STEPS + step(p.fc[w] / p.chat)
 
 
 cdef inline void link(Packer* p, int32_t w) noexcept nogil:
@@ -132,19 +146,28 @@ cdef inline void show(Packer* p, int32_t w) noexcept nogil:
     tree_set(p, w, p.fm[w], p.fc[w])
 
 
-cdef inline int32_t next_level(Packer* p, int32_t g, int32_t q) noexcept nogil:
-    """Lowest non-empty headroom level >= q in list set g (= group + pool * G), or -1."""
-    cdef int32_t wi = q >> 6
-    cdef uint64_t word = p.bits[g * WORDS + wi] & ((~(<uint64_t>0)) << (q & 63))
-    if word:
-        return (wi << 6) + ctz64(word)
-    if wi + 1 >= WORDS:
-        return -1
-    cdef uint64_t s = p.summ[g] & ((~(<uint64_t>0)) << (wi + 1))
-    if not s:
-        return -1
-    wi = ctz64(s)
-    return (wi << 6) + ctz64(p.bits[g * WORDS + wi])
+cdef inline bint grid_best(Packer* p, int32_t gg, int32_t qx, int32_t qy, int32_t* best_sum,
+                           int32_t* best_a, int32_t* best_cell) noexcept nogil:
+    """Improve (best_sum, best_a) with list set gg's best cell at or above (qx, qy); True if improved."""
+    cdef uint64_t rows = p.summ[gg] & ((~(<uint64_t>0)) << qx)
+    cdef uint64_t mask
+    cdef int32_t a, b
+    cdef bint improved = False
+    while rows:
+        a = ctz64(rows)
+        # every cell of this row and later rows is no better than (a + qy, a)
+        if a + qy > best_sum[0] or (a + qy == best_sum[0] and a >= best_a[0]):
+            break
+        mask = p.bits[<Py_ssize_t>gg * WORDS + a] & ((~(<uint64_t>0)) << qy)
+        if mask:
+            b = ctz64(mask)
+            if a + b < best_sum[0] or (a + b == best_sum[0] and a < best_a[0]):
+                best_sum[0] = a + b
+                best_a[0] = a
+                best_cell[0] = a * G_STEPS + b
+                improved = True
+        rows &= rows - 1
+    return improved
 
 
 cdef int32_t first_fit(const int64_t* tm, const double* tc, Py_ssize_t node, Py_ssize_t nlo,
@@ -161,23 +184,23 @@ cdef int32_t first_fit(const int64_t* tm, const double* tc, Py_ssize_t node, Py_
     return first_fit(tm, tc, 2 * node + 1, mid, nhi, lo, hi, m, c)
 
 
-cdef int32_t search(Packer* p, const uint8_t* zone_used, bint strict, int32_t q,
+cdef int32_t search(Packer* p, const uint8_t* zone_used, bint strict, int32_t qx, int32_t qy,
                     int64_t m, double c) noexcept nogil:
     """Best-fit worker for one replica among the allowed groups, open pool first; or -1."""
-    cdef int32_t g, l, best_g, best_l, w, pool
+    cdef int32_t g, best_g, best_sum, best_a, best_cell, w, pool
     for pool in range(2):
         best_g = -1
-        best_l = L
-        if q < L:
+        best_sum = 2 * G_STEPS
+        best_a = G_STEPS
+        best_cell = -1
+        if qx < G_STEPS and qy < G_STEPS:
             for g in range(p.G):
                 if strict and g != p.zoneless and zone_used[g]:
                     continue
-                l = next_level(p, g + pool * p.G, q)
-                if l >= 0 and l < best_l:
-                    best_l = l
+                if grid_best(p, g + pool * p.G, qx, qy, &best_sum, &best_a, &best_cell):
                     best_g = g
             if best_g >= 0:
-                w = p.head[<Py_ssize_t>(best_g + pool * p.G) * L + best_l]
+                w = p.head[<Py_ssize_t>(best_g + pool * p.G) * L + best_cell]
                 if p.fm[w] >= m and p.fc[w] >= c:
                     return w
         for g in range(p.G):
@@ -219,7 +242,6 @@ def pack(int64_t[::1] free_mem, double[::1] free_cpu, const uint8_t[::1] in_use,
     dom = np.maximum(np.asarray(mem, dtype=np.float64) / mhat, np.asarray(cpu) / chat)
     order = np.argsort(-dom, kind="stable").astype(np.int64)
     cdef const int64_t[::1] od = order
-    cdef const double[::1] dm = dom
     cdef int64_t[::1] optr = out_ptr
     cdef int32_t[::1] o = out
     cdef int8_t[::1] st = status
@@ -256,7 +278,7 @@ def pack(int64_t[::1] free_mem, double[::1] free_cpu, const uint8_t[::1] in_use,
         if need[i] > max_need:
             max_need = need[i]
     cdef int32_t* chosen = <int32_t*>malloc(max_need * sizeof(int32_t))
-    cdef int32_t w, q, r, nex, g
+    cdef int32_t w, qx, qy, r, nex, g
     cdef int64_t im
     cdef double ic, dq
     cdef bint ok
@@ -301,14 +323,16 @@ def pack(int64_t[::1] free_mem, double[::1] free_cpu, const uint8_t[::1] in_use,
                     fa[i] = <int32_t>(n - nex)
                     r = 0
                 else:
-                    dq = ceil(dm[i] * L)
-                    q = L if dq > L else <int32_t>dq
+                    dq = ceil(sqrt(im / mhat) * G_STEPS)
+                    qx = G_STEPS if dq > G_STEPS else <int32_t>dq
+                    dq = ceil(sqrt(ic / chat) * G_STEPS)
+                    qy = G_STEPS if dq > G_STEPS else <int32_t>dq
                     ok = True
                     r = 0
                     while r < need[i]:
-                        w = search(&p, zone_used, True, q, im, ic)
+                        w = search(&p, zone_used, True, qx, qy, im, ic)
                         if w < 0:
-                            w = search(&p, zone_used, False, q, im, ic)
+                            w = search(&p, zone_used, False, qx, qy, im, ic)
                         if w < 0:
                             ok = False
                             break

@@ -179,16 +179,19 @@ class HashStrategy:
 
 
 class CapacityStrategy:
-    """Capacity-aware vector packing: best-fit decreasing on the dominant share.
+    """Capacity-aware vector packing: best-fit decreasing in (memory, cpu).
 
-    An item's size is ``d = max(mem / M, cpu / C)`` (``M``, ``C``: the largest
-    worker capacities); a worker's headroom is ``min(free_mem / M, free_cpu / C)``.
-    Items go largest first. Workers already in use are filled before an idle
-    one is opened (as bins in bin packing); among them each replica goes to the
-    worker whose headroom is the smallest that still covers ``d`` (1/4096
-    steps), or, failing that, the first worker (by zone, then id) with both
-    resources free. Packs tightly, leaving whole workers free for big items.
-    O(zones + log workers) per replica.
+    Shares are relative to the largest worker capacities ``M`` and ``C``: an
+    item is ``(mem / M, cpu / C)`` and its size the larger of the two (its
+    dominant share); items go largest first. Workers already in use are filled
+    before an idle one is opened (as bins in bin packing). Among them each
+    replica goes to the worker that fits it with the least free capacity
+    ``free_mem / M + free_cpu / C`` (best fit, on a 64 x 64 square-root grid
+    whose cells are guaranteed to fit), or, when the item is within one grid
+    step of what is left, to the first worker (by zone, then id) with both
+    resources free. Packs tightly and fills memory and cpu together, leaving
+    whole workers free for big items. O(zones x grid rows + log workers) per
+    replica, independent of the number of items.
     """
 
     name = "capacity"

@@ -18,7 +18,7 @@ from collections.abc import Sequence
 import numpy as np
 
 OK, TOO_FEW_WORKERS, NO_ROOM = 0, 1, 2
-LEVELS = 4096
+GRID = 64
 
 _M64 = (1 << 64) - 1
 _P1, _P2, _P3 = 0x9E3779B185EBCA87, 0xC2B2AE3D27D4EB4F, 0x165667B19E3779F9
@@ -222,47 +222,47 @@ def place_walk(seq, starts, cursor, zone, member, mem, cpu, need, excl_ptr, excl
 
 def pack(free_mem, free_cpu, in_use, group, group_ptr, zoneless_group, mhat, chat, mem, cpu, need,
          excl_ptr, excl):
-    """Best-fit decreasing on the dominant share, as ``_placement._pack.pack``.
+    """Best-fit decreasing in two dimensions, as ``_placement._pack.pack``.
 
-    Workers sit in lists by (pool, group, headroom level); pool 0 holds the
-    open workers (in use), pool 1 the untouched ones. A worker is appended to
-    its list when it becomes visible and the *last* one is taken (the compiled
-    code links at the head of an intrusive list: same order).
+    Workers sit in lists by (pool, group, grid cell of their free vector, on a
+    square-root scale);
+    pool 0 holds the open workers (in use), pool 1 the untouched ones. A
+    worker is appended to its cell's list when it becomes visible and the
+    *last* one is taken (the compiled code links at the head of an intrusive
+    list: same order). Best fit: among cells guaranteed to fit, the least
+    ``A + B``, then the least ``A``, then the lowest group.
     """
     n, n_groups = len(free_mem), len(group_ptr) - 1
     pool = [0 if in_use[w] else 1 for w in range(n)]
-    levels = {(pl, g): {} for pl in (0, 1) for g in range(n_groups)}  # -> level -> [workers]
-    level_of_worker = [-1] * n
+    cells = {(pl, g): {} for pl in (0, 1) for g in range(n_groups)}  # -> (A, B) -> [workers]
+    cell_of_worker: list[tuple[int, int]] = [(-1, -1)] * n
     visible = [False] * n
 
-    def level_of(w: int) -> int:
-        k = min(free_mem[w] / mhat, free_cpu[w] / chat)
-        return 0 if k <= 0 else min(LEVELS - 1, math.floor(k * LEVELS))
+    def step(v: float) -> int:
+        return 0 if v <= 0 else min(GRID - 1, math.floor(math.sqrt(v) * GRID))
 
     def show(w: int) -> None:
-        lv = level_of(w)
-        level_of_worker[w] = lv
-        levels[pool[w], group[w]].setdefault(lv, []).append(w)
+        cell = (step(free_mem[w] / mhat), step(free_cpu[w] / chat))
+        cell_of_worker[w] = cell
+        cells[pool[w], group[w]].setdefault(cell, []).append(w)
         visible[w] = True
 
     def hide(w: int) -> None:
-        levels[pool[w], group[w]][level_of_worker[w]].remove(w)
+        cells[pool[w], group[w]][cell_of_worker[w]].remove(w)
         visible[w] = False
 
     def fits(w: int, m: int, c: float) -> bool:
         return free_mem[w] >= m and free_cpu[w] >= c
 
-    def search(strict: bool, q: int, m: int, c: float, zone_used: set[int]) -> int:
+    def search(strict: bool, qx: int, qy: int, m: int, c: float, zone_used: set[int]) -> int:
         allowed = [g for g in range(n_groups) if not (strict and g != zoneless_group and g in zone_used)]
         for pl in (0, 1):
-            if q < LEVELS:
-                best = None
-                for g in allowed:
-                    ok = [lv for lv, ws in levels[pl, g].items() if ws and lv >= q]
-                    if ok and (best is None or min(ok) < best[0]):
-                        best = (min(ok), g)
-                if best is not None:
-                    w = levels[pl, best[1]][best[0]][-1]
+            if qx < GRID and qy < GRID:
+                guaranteed = [(a + b, a, g, (a, b)) for g in allowed
+                              for (a, b), ws in cells[pl, g].items() if ws and a >= qx and b >= qy]
+                if guaranteed:
+                    _, _, g, cell = min(guaranteed)
+                    w = cells[pl, g][cell][-1]
                     if fits(w, m, c):
                         return w
             for g in allowed:
@@ -294,11 +294,12 @@ def pack(free_mem, free_cpu, in_use, group, group_ptr, zoneless_group, mhat, cha
         if r_need > n - len(holders):
             status[i], found[i] = TOO_FEW_WORKERS, n - len(holders)
         else:
-            q = min(LEVELS, math.ceil(dominant[i] * LEVELS))
+            qx = min(GRID, math.ceil(math.sqrt(m / mhat) * GRID))
+            qy = min(GRID, math.ceil(math.sqrt(c / chat) * GRID))
             while len(chosen) < r_need:
-                w = search(True, q, m, c, zone_used)
+                w = search(True, qx, qy, m, c, zone_used)
                 if w < 0:
-                    w = search(False, q, m, c, zone_used)
+                    w = search(False, qx, qy, m, c, zone_used)
                 if w < 0:
                     break
                 hide(w)
