@@ -351,6 +351,15 @@ class EtcdClient:
         options = [
             ("grpc.max_receive_message_length", _MAX_MESSAGE),
             ("grpc.max_send_message_length", _MAX_MESSAGE),
+            # Detect a silently dead connection (peer frozen or its host gone,
+            # no RST ever arrives) even under an idle watch: ping after 10 s of
+            # silence (etcd refuses pings more often than every 5 s, its
+            # --grpc-keepalive-min-time) and drop the connection if a ping goes
+            # unanswered for 5 s. keepalive_timeout_ms alone does not do it in
+            # grpcio 1.85; ping_timeout_ms is what closes the transport.
+            ("grpc.keepalive_time_ms", 10_000),
+            ("grpc.keepalive_timeout_ms", 5_000),
+            ("grpc.http2.ping_timeout_ms", 5_000),
         ]
         # One endpoint must never be benched (there is nothing to fail over to);
         # with several, a failed one rests briefly so the next call tries another.

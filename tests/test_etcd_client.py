@@ -315,3 +315,18 @@ async def test_hung_server_hits_the_deadline_and_cancellation_is_prompt(etcd_ser
     finally:
         etcd_server.kill(signal.SIGCONT)
         await client.aclose()
+
+
+@pytest.mark.slow
+async def test_idle_watch_on_a_frozen_server_ends_by_keepalive(etcd: EtcdClient, etcd_server) -> None:
+    """No RST ever arrives from a frozen (or partitioned) member: gRPC keepalive must end the watch."""
+    start = await etcd.put("/frozen", b"")
+    try:
+        with trio.fail_after(25):
+            async with etcd.watch_prefix("/frozen", start_revision=start + 1) as stream:
+                etcd_server.kill(signal.SIGSTOP)
+                with pytest.raises(EtcdUnavailable):
+                    async for _ in stream:
+                        pass
+    finally:
+        etcd_server.kill(signal.SIGCONT)
