@@ -241,42 +241,30 @@ def _parse_bool(text: str, *, what: str) -> bool:
 
 
 def _from_text(opt: Option, text: str, *, what: str) -> Any:
-    """Parse a string (environment variable) into the option's type."""
+    """Parse a string (flag or environment variable) into the option's type."""
     if opt.kind is bool:
         return _parse_bool(text, what=what)
     if opt.kind is list:
         return [part.strip() for part in text.split(",") if part.strip()]
-    return _coerce(opt, text, what=what)
+    try:
+        return opt.kind(text)
+    except ValueError:
+        raise ConfigError(f"{what}: {text!r} is not a valid {opt.kind.__name__}") from None
 
 
 def _coerce(opt: Option, value: Any, *, what: str) -> Any:
-    """Check/convert a typed value (from TOML or parsed text) to the option's type."""
-    try:
-        if opt.kind is bool:
-            if not isinstance(value, bool):
-                raise TypeError
-            return value
-        if opt.kind is list:
-            if isinstance(value, str):
-                return _from_text(opt, value, what=what)
-            if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
-                raise TypeError
-            return list(value)
-        if opt.kind is int:
-            if isinstance(value, bool):
-                raise TypeError
-            return int(value)
-        if opt.kind is float:
-            if isinstance(value, bool):
-                raise TypeError
-            return float(value)
-        if opt.kind is Path:
-            return Path(str(value))
-        if not isinstance(value, str):
-            raise TypeError
-        return value
-    except (TypeError, ValueError):
-        raise ConfigError(f"{what}: {value!r} is not a valid {opt.kind.__name__}") from None
+    """Check a TOML value's type strictly (``"3"`` is not an int) and convert it."""
+    if opt.kind is list and isinstance(value, str):
+        return _from_text(opt, value, what=what)
+    accepted: dict[type, tuple[type, ...]] = {
+        bool: (bool,), int: (int,), float: (int, float), str: (str,), Path: (str,), list: (list,)
+    }
+    ok = isinstance(value, accepted[opt.kind]) and (opt.kind is bool or not isinstance(value, bool))
+    if opt.kind is list:
+        ok = ok and all(isinstance(v, str) for v in value)
+    if not ok:
+        raise ConfigError(f"{what}: {value!r} is not a valid {opt.kind.__name__}")
+    return list(value) if opt.kind is list else opt.kind(value)
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
