@@ -7,6 +7,8 @@ end of the test; the etcd member is the master's own child.
 
 from __future__ import annotations
 
+import os
+import signal
 import socket
 import subprocess
 import sys
@@ -16,7 +18,7 @@ import pytest
 import trio
 
 from leibrix._ctl import call
-from leibrix._etcd import EtcdClient
+from leibrix._etcd import EtcdClient, EtcdUnavailable
 from leibrix._etcd_member import TEST_TIMINGS, free_port_url
 from leibrix._local import LocalCluster
 from leibrix._proto import leibrix_cp as cp
@@ -107,8 +109,8 @@ async def test_sigkill_of_the_master_takes_its_etcd_member_with_it(tmp_path: Pat
         await cluster.start_all()
         master = cluster.processes["m1"]
         (member_pid,) = children(master.pid)
-        cluster.signal("m1", 9)
-        assert await master.wait() == -9
+        cluster.signal("m1", signal.SIGKILL)
+        assert await master.wait() == -signal.SIGKILL
         await wait_gone(member_pid)
 
 
@@ -172,3 +174,41 @@ def test_missing_or_unsafe_etcd_binary_is_refused(tmp_path: Path) -> None:
     result = run_master("--data-dir", str(tmp_path / "d"), "--etcd-binary", str(fake))
     assert result.returncode == 1 and "known-bad" in result.stderr and "--allow-unsafe-etcd" in result.stderr
     assert not (tmp_path / "d").exists()
+
+
+async def test_a_crashed_etcd_member_is_restarted_and_the_master_leads_again(tmp_path: Path) -> None:
+    async with LocalCluster(tmp_path, 1, timings=TEST_TIMINGS) as cluster:
+        await cluster.start_all()
+        master = cluster.processes["m1"]
+        (member_pid,) = children(master.pid)
+        etcd = await EtcdClient.connect(cluster.etcd_endpoints)
+        try:
+            await leader_record(etcd)
+            kv = await etcd.get(LEADER_KEY)
+            assert kv is not None
+            os.kill(member_pid, signal.SIGKILL)  # the member, not the master
+            await wait_gone(member_pid)
+            with trio.fail_after(15):
+                while True:
+                    try:
+                        now = await etcd.get(LEADER_KEY)
+                    except EtcdUnavailable:
+                        now = None
+                    if now is not None and now.mod_revision > kv.mod_revision:
+                        break
+                    await trio.sleep(0.05)
+            assert master.returncode is None
+            assert children(master.pid) != [member_pid]
+        finally:
+            await etcd.aclose()
+
+
+async def test_master_exits_nonzero_when_its_etcd_member_keeps_dying(tmp_path: Path) -> None:
+    async with LocalCluster(tmp_path, 1, timings=TEST_TIMINGS, extra_args=("--etcd-max-restarts", "0")) as cluster:
+        await cluster.start_all()
+        master = cluster.processes["m1"]
+        (member_pid,) = children(master.pid)
+        os.kill(member_pid, signal.SIGKILL)
+        with trio.fail_after(10):
+            assert await master.wait() == 1
+        assert "leibrix master: error: etcd member 'm1'" in cluster.log_tail("m1")
