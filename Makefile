@@ -25,7 +25,7 @@ ifeq ($(ETCD),)
 endif
 
 run: install
-	$(VENV)/bin/leibrix placement-demo
+	$(VENV)/bin/leibrix local
 
 test: install
 	$(PY) -m pytest -q $(PYTEST_ARGS)
