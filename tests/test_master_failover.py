@@ -10,7 +10,9 @@ from __future__ import annotations
 
 import json
 import signal
+import sys
 from collections.abc import AsyncIterator
+from functools import partial
 from pathlib import Path
 
 import grpclib.const
@@ -22,7 +24,7 @@ from grpclib.events import RecvTrailingMetadata, listen
 from grpclib.exceptions import GRPCError
 
 from leibrix._etcd import EtcdClient, EtcdUnavailable, WatchEvent
-from leibrix._etcd_member import TEST_TIMINGS
+from leibrix._etcd_member import PRODUCTION_TIMINGS, TEST_TIMINGS
 from leibrix._grpc import LEADER_METADATA
 from leibrix._local import LocalCluster
 from leibrix._proto import leibrix_cp as cp
@@ -178,6 +180,25 @@ async def test_repeated_kill9_failovers(tmp_path: Path, round_: int) -> None:
             c.signal(new, signal.SIGKILL)
             third, _ = await leader_with_write(client, not_token=token)
             assert third != new
+        finally:
+            with trio.CancelScope(shield=True):
+                await client.aclose()
+
+
+@pytest.mark.slow
+async def test_no_false_failover_under_cpu_load_with_production_settings(tmp_path: Path) -> None:
+    """The production lease (1 s) and etcd timings hold a term while every core is saturated for 20 s."""
+    async with LocalCluster(tmp_path, 3, timings=PRODUCTION_TIMINGS) as c:
+        await c.start_all()
+        client = await EtcdClient.connect(c.etcd_endpoints)
+        try:
+            _, token = await leader_with_write(client)
+            burn = "import time\nend = time.time() + 20\nwhile time.time() < end: pass\n"
+            async with trio.open_nursery() as nursery:
+                for _ in range(3):  # more burners than cores
+                    nursery.start_soon(partial(trio.run_process, [sys.executable, "-c", burn]))
+            kv = await client.get(LEADER_KEY)
+            assert kv is not None and kv.create_revision == token, "the leader lost its term under load"
         finally:
             with trio.CancelScope(shield=True):
                 await client.aclose()
