@@ -140,6 +140,20 @@ class HubConfig:
     rebalance_max_moves: int = 4
 
 
+    @classmethod
+    def from_config(cls, config: Any) -> HubConfig:
+        """Build from a master configuration: each field ``f`` is read from ``config.worker_<f>`` when present.
+
+        The master's option table owns flags/env/TOML; this only maps names,
+        so an option added there (``worker_heartbeat_interval`` ...) takes
+        effect without touching the hub.
+        """
+        from dataclasses import fields
+
+        values = {f.name: getattr(config, "worker_" + f.name) for f in fields(cls) if hasattr(config, "worker_" + f.name)}
+        return cls(**values)
+
+
 class _Frame(bytes):
     """An already-serialized message: grpclib's codec passes it through untouched."""
 
@@ -801,7 +815,7 @@ def install(master: Any) -> None:
         leader = master.leader
         return leader.grpc_addr if leader is not None and leader.id != master.config.name else ""
 
-    hub = WorkerHub(HubConfig(), master_id=master.config.name, keys=master.keys, leader_hint=leader_hint)
+    hub = WorkerHub(HubConfig.from_config(master.config), master_id=master.config.name, keys=master.keys, leader_hint=leader_hint)
     hub.register_tables(master.mirror)
     master.worker_hub = hub
     master.set_control_plane(hub)

@@ -1,0 +1,469 @@
+"""``python -m bench.workers [--quick] [--json PATH]``: one master under thousands of worker streams.
+
+Processes (all on loopback):
+
+* **master**: a real :class:`leibrix._master.Master` (embedded etcd, gRPC,
+  election, the worker hub) with the heartbeat interval under test;
+* **load generators** (``--load``): plain-asyncio processes, each simulating
+  many workers multiplexed as HTTP/2 streams, 90 per connection (the
+  server's HTTP/2 limit is 100 concurrent streams per connection) — they
+  register, heartbeat at the interval with a random phase, and answer
+  assignments with COMPLETED at once (the load generator must be cheap);
+* **victim** (``--load`` with one worker): killed with SIGKILL to measure
+  detection and re-placement.
+
+Measured:
+
+* ``workers.streams``: streams registered and ACTIVE on the master;
+* ``workers.heartbeats_per_s``: heartbeats the generators sent per second at steady state;
+* ``workers.master_cpu_fraction``: master process CPU seconds ÷ wall seconds over
+  the steady-state window (1.0 = one core), from ``/proc/<pid>/stat``;
+* ``workers.master_rss_mb``: the master's resident memory at the end of the window;
+* ``workers.detect_dead_s``: SIGKILL of the victim → the master reports it DEAD
+  (polled with GetWorker every 20 ms; the configured dead timeout dominates);
+* ``workers.replace_s``: DEAD → the last replacement assignment received by a
+  surviving worker (needs the epoch coordinator: a tenant pool of 10 workers,
+  one dataset admitted through the API; ``null`` with the reason when admission
+  is unavailable).
+
+Goals (issue 4): 5,000 streams at 5 s heartbeats with the master ≤ 50% of one
+core and ≤ 512 MiB resident; re-placement sent within 1 s of DEAD.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import random
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+from leibrix._proto import leibrix_cp as cp
+
+HEARTBEAT_S = 5.0
+DEAD_S = 10.0
+PATH = "/leibrix_cp.ControlPlaneService/CoordinateWorker"
+#: children's stderr (set LEIBRIX_BENCH_LOG=path to keep it)
+_LOG = open(os.environ["LEIBRIX_BENCH_LOG"], "a") if os.environ.get("LEIBRIX_BENCH_LOG") else subprocess.DEVNULL
+
+
+def _free() -> str:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return f"127.0.0.1:{s.getsockname()[1]}"
+
+
+# ---------------------------------------------------------------- master process
+
+
+def serve_master(spec: dict) -> None:
+    """Child: run a real Master with the worker options under test (``worker_*`` config fields)."""
+    from dataclasses import dataclass
+
+    import trio
+
+    from leibrix._config import MasterConfig
+    from leibrix._etcd_member import TEST_TIMINGS
+    from leibrix._master_cmd import serve
+
+    @dataclass(frozen=True, slots=True)
+    class BenchConfig(MasterConfig):
+        worker_heartbeat_interval: float = HEARTBEAT_S
+        worker_dead_timeout: float = DEAD_S
+
+    cfg = BenchConfig(
+        name="bench", cluster="bench", grpc_listen=spec["grpc"], http_listen=spec["http"],
+        data_dir=Path(spec["dir"]), etcd_client_url="http://" + spec["etcd_client"],
+        etcd_peer_url="http://" + spec["etcd_peer"], etcd_heartbeat_ms=TEST_TIMINGS.heartbeat_ms,
+        etcd_election_ms=TEST_TIMINGS.election_ms, log_level="warning",
+        worker_heartbeat_interval=spec["heartbeat"], worker_dead_timeout=spec["dead"],
+    ).validate()
+    import logging
+
+    logging.basicConfig(level=logging.WARNING)
+    trio.run(serve, cfg)
+
+
+# ---------------------------------------------------------------- load generator process
+
+
+async def _load(spec: dict) -> None:
+    """Child: simulate ``count`` workers over ``conns`` connections; report on stdout as JSON lines."""
+    from grpclib.client import Channel
+    from grpclib.const import Cardinality
+
+    from leibrix._proto.records import control_plane_pb2 as pb
+
+    host, port = spec["master"].rsplit(":", 1)
+    channels = [Channel(host, int(port)) for _ in range(spec["conns"])]
+    hb_count = 0
+    registered = 0
+    out = sys.stdout
+
+    def emit(**kv) -> None:
+        out.write(json.dumps(kv) + "\n")
+        out.flush()
+
+    def heartbeat() -> pb.EventStreamMessage:
+        m = pb.EventStreamMessage()
+        m.heartbeat_event.memory_used_bytes = 1 << 20
+        m.heartbeat_event.loads_in_flight = 0
+        return m
+
+    async def worker(i: int) -> None:
+        nonlocal hb_count, registered
+        wid = f"{spec['prefix']}{i}"
+        stream = channels[i % len(channels)].request(PATH, Cardinality.STREAM_STREAM,
+                                                    pb.EventStreamMessage, pb.EventStreamMessage)
+        lock = asyncio.Lock()
+        async with stream:
+            reg = pb.EventStreamMessage(worker_id=wid)
+            reg.register_event.worker.node_id = wid
+            reg.register_event.worker.addr = f"10.0.{i // 250}.{i % 250}:9000"
+            reg.register_event.worker.labels["zone"] = f"z{i % 3}"
+            if spec.get("pool"):
+                reg.register_event.worker.labels["pool"] = spec["pool"]
+            reg.register_event.capacity.memory_bytes = 64 << 30
+            reg.register_event.capacity.cpu_cores = 16
+            await stream.send_message(reg)
+            ack = await stream.recv_message()
+            if ack is None or "reject" in ack.common_ack.event_type:
+                emit(event="rejected", worker=wid)
+                return
+            registered += 1
+
+            async def beat() -> None:
+                nonlocal hb_count
+                await asyncio.sleep(random.random() * spec["heartbeat"])
+                while True:
+                    async with lock:
+                        await stream.send_message(heartbeat())
+                    hb_count += 1
+                    await asyncio.sleep(spec["heartbeat"])
+
+            task = asyncio.ensure_future(beat())
+            try:
+                while (msg := await stream.recv_message()) is not None:
+                    if msg.WhichOneof("payload") == "data_assignment":
+                        a = msg.data_assignment
+                        emit(event="assignment", worker=wid, t=time.monotonic(), epoch=a.epoch_id)
+                        st = pb.EventStreamMessage()
+                        u = st.data_pull_status_update
+                        u.dataset_id, u.epoch_id, u.status = a.dataset_id, a.epoch_id, 2
+                        u.plan_id, u.rows, u.bytes = a.load_plan.plan_id, a.load_plan.expected_rows, 1 << 20
+                        async with lock:
+                            await stream.send_message(st)
+            finally:
+                task.cancel()
+
+    async def report() -> None:
+        last, last_t = 0, time.monotonic()
+        while True:
+            await asyncio.sleep(1.0)
+            now = time.monotonic()
+            emit(event="stats", registered=registered, hb_per_s=(hb_count - last) / (now - last_t))
+            last, last_t = hb_count, now
+
+    tasks = []
+    for i in range(spec["count"]):
+        tasks.append(asyncio.ensure_future(worker(i)))
+        if i % 200 == 199:
+            await asyncio.sleep(0.05)  # do not stampede the master's accept path
+    rep = asyncio.ensure_future(report())
+    try:
+        await asyncio.gather(*tasks, return_exceptions=True)
+    finally:
+        rep.cancel()
+        for c in channels:
+            c.close()
+
+
+# ---------------------------------------------------------------- orchestration
+
+
+class Child:
+    """A child process whose JSON-line stdout is read by a thread into ``lines``."""
+
+    def __init__(self, args: list[str]) -> None:
+        import threading
+
+        self.proc = subprocess.Popen([sys.executable, "-m", "bench.workers", *args], stdout=subprocess.PIPE,
+                                     stderr=_LOG, text=True, start_new_session=True)
+        self.lines: list[dict] = []
+        self._t = threading.Thread(target=self._read, daemon=True)
+        self._t.start()
+
+    def _read(self) -> None:
+        for line in self.proc.stdout:
+            try:
+                self.lines.append(json.loads(line))
+            except ValueError:
+                pass
+
+    def last(self, event: str) -> dict | None:
+        return next((x for x in reversed(self.lines) if x.get("event") == event), None)
+
+    def stop(self, sig: int = signal.SIGTERM) -> None:
+        if self.proc.poll() is None:
+            self.proc.send_signal(sig)
+            try:
+                self.proc.wait(10)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+
+
+def _proc_cpu_rss(pid: int) -> tuple[float, float]:
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    ticks = os.sysconf("SC_CLK_TCK")
+    cpu = (int(fields[11]) + int(fields[12])) / ticks
+    rss = int(fields[21]) * os.sysconf("SC_PAGE_SIZE") / (1 << 20)
+    return cpu, rss
+
+
+def _mgmt(addr: str, method: str, request, timeout: float = 30):
+    from grpclib.client import Channel
+
+
+    host, port = addr.rsplit(":", 1)
+
+    async def call():
+        ch = Channel(host, int(port))
+        try:
+            return await getattr(cp.ManagementServiceStub(ch), method)(request, timeout=timeout)
+        finally:
+            ch.close()
+
+    return asyncio.run(call())
+
+
+def _say(text: str) -> None:
+    print(f"[{time.strftime('%H:%M:%S')}] {text}", file=sys.stderr, flush=True)
+
+
+def _poll_dead(addr: str, worker_id: str, timeout: float) -> tuple[float, float]:
+    """Poll GetWorker on one connection until DEAD: (send time of the last not-DEAD poll, time DEAD was seen).
+
+    The master turned the worker DEAD between the two, so times measured from
+    the first are upper bounds (conservative).
+    """
+    from grpclib.client import Channel
+
+
+    host, port = addr.rsplit(":", 1)
+
+    async def poll() -> tuple[float, float]:
+        ch = Channel(host, int(port))
+        stub = cp.ManagementServiceStub(ch)
+        last_alive = time.monotonic()
+        try:
+            while time.monotonic() - last_alive < timeout:
+                sent = time.monotonic()
+                info = await stub.get_worker(cp.GetWorkerRequest(worker_id=worker_id), timeout=5)
+                if info.state == cp.WorkerState.DEAD:
+                    return last_alive, time.monotonic()
+                last_alive = sent
+                await asyncio.sleep(0.005)
+            raise TimeoutError(f"{worker_id} not DEAD within {timeout} s")
+        finally:
+            ch.close()
+
+    _say(f"polling {worker_id} until DEAD")
+    return asyncio.run(poll())
+
+
+def _wait(pred, timeout: float, what: str, step: float = 0.2):
+    _say(f"waiting for {what}")
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        v = pred()
+        if v:
+            return v
+        time.sleep(step)
+    raise TimeoutError(f"timed out waiting for {what}")
+
+
+def _tenant(addr: str) -> str:
+    """Create the tenant whose pool the victim serves; '' on success, else why not."""
+
+    try:
+        _mgmt(addr, "upsert_tenant_quota", cp.TenantQuota(
+            tenant_id="pool", worker_pool="pool", max_datasets=10, max_epochs=1000, max_storage_mb=1 << 20,
+            default_replication=2, default_strategy=cp.PlacementStrategy.ROUND_ROBIN))
+        return ""
+    except Exception as e:  # the bench reports why replace_s is missing instead of failing
+        return f"{type(e).__name__}: {e}"
+
+
+def _admit(addr: str) -> str:
+    """Give the pool (victim included) replicas through the real admission path; '' on success, else why not."""
+    from datetime import datetime, timedelta, timezone
+
+
+    start = datetime(2026, 1, 1, tzinfo=timezone.utc)
+    req = cp.AdmitDatasetRequest(
+        tenant_id="pool", dataset_id="events",
+        source=cp.DataSource(
+            catalog=cp.Catalog(iceberg=cp.IcebergCatalog(uri="file:///bench")), database="db", table="events",
+            partition=cp.Partition(time_partition=cp.TimePartition(
+                column=cp.PartitionColumn(name="ts", type=cp.PartitionColumnType.TIMESTAMP),
+                filter=cp.TimeRangeFilter(start_inclusive=start, end_exclusive=start + timedelta(days=40))))),
+        epoch_granularity=cp.EpochGranularity(value=1, unit=cp.EpochGranularityTimeUnit.DAY),
+    )
+    try:
+        resp = _mgmt(addr, "admit_dataset", req)
+    except Exception as e:
+        return f"{type(e).__name__}: {e}"
+    if resp.status != cp.AdmitDatasetResponseStatus.ACCEPTED:
+        return f"admission rejected: {resp.message}"
+    _say(f"admitted {len(resp.epochs.epochs)} epochs: {resp.message}")
+    return ""
+
+
+def run(quick: bool) -> dict:
+    streams = 500 if quick else 5000
+    loaders = 1 if quick else 2
+    # grpclib's server (h2) allows 100 concurrent streams per connection: 90 per connection
+    conns = -(-streams // loaders // 90)
+    window = 10.0 if quick else 30.0
+    tmp = tempfile.mkdtemp(prefix="bench-workers-")
+    spec = {"grpc": _free(), "http": _free(), "etcd_client": _free(), "etcd_peer": _free(), "dir": tmp,
+            "heartbeat": HEARTBEAT_S, "dead": DEAD_S}
+    children: list[Child] = []
+    master = Child(["--serve-master", json.dumps(spec)])
+    children.append(master)
+    result: dict = {"workers.quick": quick, "workers.heartbeat_s": HEARTBEAT_S, "workers.dead_timeout_s": DEAD_S}
+    notes: list[str] = []
+    try:
+        import urllib.request
+
+        def healthy() -> bool:
+            try:
+                with urllib.request.urlopen(f"http://{spec['http']}/healthz", timeout=1) as r:
+                    return r.status == 200 and json.loads(r.read()).get("is_leader")
+            except Exception:
+                return False
+
+        _wait(healthy, 60, "the master to lead")
+        # a tenant pool of 10 (one the victim) to measure re-placement, and the bulk load
+        refusal = _tenant(spec["grpc"])
+        pool = Child(["--load", json.dumps({"master": spec["grpc"], "count": 9, "conns": 1, "prefix": "pool-",
+                                             "heartbeat": HEARTBEAT_S, "pool": "pool"})])
+        victim = Child(["--load", json.dumps({"master": spec["grpc"], "count": 1, "conns": 1, "prefix": "victim-",
+                                               "heartbeat": HEARTBEAT_S, "pool": "pool"})])
+        children += [pool, victim]
+        per = streams // loaders
+        gens = [Child(["--load", json.dumps({"master": spec["grpc"], "count": per, "conns": conns,
+                                              "prefix": f"g{k}-", "heartbeat": HEARTBEAT_S})])
+                for k in range(loaders)]
+        children += gens
+
+        def registered() -> int:
+            return sum((g.last("stats") or {}).get("registered", 0) for g in gens)
+
+        _wait(lambda: registered() >= per * loaders, 300, f"{streams} streams to register", step=0.5)
+        _say("admitting a dataset for the tenant pool")
+        refusal = refusal or _admit(spec["grpc"])
+        _say(f"steady state: measuring for {window:g} s")
+        time.sleep(HEARTBEAT_S + 1)  # every stream past its first heartbeat: steady state
+        pid = master.proc.pid
+        cpu0, _ = _proc_cpu_rss(pid)
+        t0 = time.monotonic()
+        hb_samples: list[float] = []
+        while time.monotonic() - t0 < window:
+            time.sleep(1.0)
+            hb_samples.append(sum((g.last("stats") or {}).get("hb_per_s", 0.0) for g in gens))
+        cpu1, rss = _proc_cpu_rss(pid)
+        wall = time.monotonic() - t0
+        workers = _mgmt(spec["grpc"], "list_workers", cp.ListWorkersRequest()).workers
+        active = sum(1 for w in workers if w.state == 1 and w.worker_id.startswith("g"))
+        result.update({
+            "workers.streams": active,
+            "workers.heartbeats_per_s": round(sum(hb_samples[1:]) / max(1, len(hb_samples) - 1), 1),
+            "workers.master_cpu_fraction": round((cpu1 - cpu0) / wall, 3),
+            "workers.master_rss_mb": round(rss, 1),
+        })
+        # kill -9 the victim: detection, then re-placement of what it held
+
+        held_before = len([x for x in victim.lines if x.get("event") == "assignment"])
+        killed = time.monotonic()
+        victim.stop(signal.SIGKILL)
+
+        not_dead_sent, dead_seen = _poll_dead(spec["grpc"], "victim-0", DEAD_S + 10)
+        # the master declared it DEAD after it answered the last poll that said otherwise
+        result["workers.detect_dead_s"] = round(dead_seen - killed, 3)
+        dead_at = not_dead_sent
+        if refusal:
+            result["workers.replace_s"] = None
+            notes.append(f"replace_s: no epochs to re-place ({refusal})")
+        elif not held_before:
+            result["workers.replace_s"] = None
+            notes.append("replace_s: the victim held no replica")
+        else:
+            time.sleep(3.0)
+            arrivals = [x["t"] for x in pool.lines if x.get("event") == "assignment" and x["t"] > killed]
+            if len(arrivals) < held_before:
+                notes.append(f"replace_s: only {len(arrivals)} of {held_before} replicas re-sent within 3 s")
+            result["workers.replace_s"] = round(max(arrivals) - dead_at, 3) if arrivals else None
+            result["workers.replaced_replicas"] = len(arrivals)
+    finally:
+        for c in reversed(children):
+            c.stop(signal.SIGKILL if c is not master else signal.SIGTERM)
+    result["workers.notes"] = notes
+    return result
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run the benchmark (or, internally, one of its child processes)."""
+    p = argparse.ArgumentParser(prog="python -m bench.workers", description=__doc__.splitlines()[0])
+    p.add_argument("--quick", action="store_true", help="500 streams, 10 s window (CI)")
+    p.add_argument("--json", metavar="PATH", help="also write the results as JSON")
+    p.add_argument("--serve-master", metavar="SPEC", help=argparse.SUPPRESS)
+    p.add_argument("--load", metavar="SPEC", help=argparse.SUPPRESS)
+    args = p.parse_args(argv)
+    if args.serve_master:
+        serve_master(json.loads(args.serve_master))
+        return 0
+    if args.load:
+        asyncio.run(_load(json.loads(args.load)))
+        return 0
+    result = run(args.quick)
+    _print(result)
+    if args.json:
+        Path(args.json).write_text(json.dumps(result, indent=2) + "\n")
+    return 0
+
+
+def _print(result: dict) -> None:
+    goals = {
+        "workers.streams": ">= 5000 (full run)",
+        "workers.master_cpu_fraction": "<= 0.50",
+        "workers.master_rss_mb": "<= 512",
+        "workers.replace_s": "<= 1.0 (upper bound)",
+        "workers.detect_dead_s": f"<= dead timeout ({DEAD_S:g} s) since last contact",
+    }
+    try:
+        from bench._report import print_table  # the shared table printer, once it exists
+    except ImportError:
+        print_table = None
+    rows = [(k, v, goals.get(k, "")) for k, v in result.items() if k != "workers.notes"]
+    if print_table is not None:
+        print_table("bench.workers" + (" (--quick: 500 streams)" if result["workers.quick"] else ""), rows)
+    else:
+        print("bench.workers" + (" (--quick: 500 streams, shorter window)" if result["workers.quick"] else ""))
+        print(f"{'key':32} {'value':>12}  goal")
+        for k, v, g in rows:
+            print(f"{k:32} {str(v):>12}  {g}")
+    for n in result["workers.notes"]:
+        print("note:", n)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
