@@ -123,6 +123,7 @@ OPTIONS: tuple[Option, ...] = (
     Option("shutdown_timeout", float, 4.0,
            "seconds a SIGTERM/SIGINT shutdown may take before remaining tasks are abandoned", "S"),
     Option("log_level", str, "info", "log level: debug, info, warning or error", "LEVEL"),
+    Option("log_format", str, "text", "log lines as human 'text' or one JSON object per line ('json')", "FORMAT"),
 )
 
 _BY_NAME = {o.name: o for o in OPTIONS}
@@ -156,6 +157,7 @@ class MasterConfig:
     lease_ttl: int = _BY_NAME["lease_ttl"].default
     shutdown_timeout: float = _BY_NAME["shutdown_timeout"].default
     log_level: str = _BY_NAME["log_level"].default
+    log_format: str = _BY_NAME["log_format"].default
     sources: Mapping[str, str] = field(default_factory=dict, compare=False)
 
     @property
@@ -220,6 +222,8 @@ class MasterConfig:
             )
         if self.log_level not in _LOG_LEVELS:
             raise ConfigError(f"{self._where('log_level')}: {self.log_level!r} is not one of {', '.join(_LOG_LEVELS)}")
+        if self.log_format not in ("text", "json"):
+            raise ConfigError(f"{self._where('log_format')}: {self.log_format!r} is not one of text, json")
         for endpoint in self.etcd_endpoints:
             url = endpoint if "://" in endpoint else f"http://{endpoint}"
             try:

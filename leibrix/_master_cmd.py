@@ -9,9 +9,11 @@ binary) or its embedded etcd member keeps dying. Every failure prints one
 from __future__ import annotations
 
 import argparse
+import json
 import logging
 import signal
 import sys
+import time
 
 import trio
 
@@ -31,13 +33,32 @@ def configure(parser: argparse.ArgumentParser) -> None:
     add_arguments(parser)
 
 
-def setup_logging(level: str) -> None:
+class JsonFormatter(logging.Formatter):
+    """One JSON object per line (``ts``, ``level``, ``logger``, ``msg``, ``exc``) for log shippers."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        """Render ``record`` as a JSON line."""
+        entry = {
+            "ts": self.formatTime(record, "%Y-%m-%dT%H:%M:%S") + f".{int(record.msecs):03d}Z",
+            "level": record.levelname.lower(),
+            "logger": record.name,
+            "msg": record.getMessage(),
+        }
+        if record.exc_info:
+            entry["exc"] = self.formatException(record.exc_info)
+        return json.dumps(entry)
+
+
+def setup_logging(level: str, fmt: str) -> None:
     """One line per event on stderr, with the logger name (the module) for grepping."""
-    logging.basicConfig(
-        level=getattr(logging, level.upper()),
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-        stream=sys.stderr,
-    )
+    handler = logging.StreamHandler(sys.stderr)
+    if fmt == "json":
+        formatter: logging.Formatter = JsonFormatter()
+        formatter.converter = time.gmtime
+    else:
+        formatter = logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s")
+    handler.setFormatter(formatter)
+    logging.basicConfig(level=getattr(logging, level.upper()), handlers=[handler])
 
 
 async def serve(config: MasterConfig, *, task_status: trio.TaskStatus[object] = trio.TASK_STATUS_IGNORED) -> None:
@@ -101,7 +122,7 @@ def run(args: argparse.Namespace) -> int:
     except ConfigError as exc:
         print(f"leibrix master: error: {exc}", file=sys.stderr)
         return 2
-    setup_logging(config.log_level)
+    setup_logging(config.log_level, config.log_format)
     try:
         trio.run(serve, config)
     except BaseException as exc:  # noqa: BLE001 - every failure gets one clear line and a status

@@ -69,6 +69,7 @@ def test_env_lists_and_booleans_are_parsed() -> None:
         (["--name", "a/b"], {}, "--name (flag): 'a/b' may only use"),
         (["--cluster", ""], {}, "--cluster (flag): '' may only use"),
         (["--log-level", "loud"], {}, "--log-level (flag): 'loud' is not one of"),
+        ([], {"LEIBRIX_LOG_FORMAT": "xml"}, "--log-format (env LEIBRIX_LOG_FORMAT): 'xml' is not one of text, json"),
         (["--etcd-endpoints", "ftp://x:1"], {}, "expected http://host:port"),
         (["--etcd-heartbeat-ms", "100", "--etcd-election-ms", "200"], {}, "must be >= 5 x heartbeat_ms"),
         (["--initial-cluster", "a=http://127.0.0.1:1"], {}, "does not name this member 'default'"),
