@@ -4,29 +4,36 @@
 Compute only; ``leibrix.placement`` validates and converts.
 
 Measure. With ``M`` and ``C`` the largest worker memory and cpu capacities, an
-item is the vector ``(x, y) = (mem/M, cpu/C)`` and its size is its *dominant
-share* ``d = max(x, y)``; a worker's free vector is ``(a, b) = (free_mem/M,
-free_cpu/C)``. Best fit is the worker that fits with the least free capacity
-``a + b`` (L1), so a cpu-heavy item lands where cpu is what is left over, and
-both resources fill together. Items are placed largest ``d`` first (ties: input
-order). Workers already in use are *open*, untouched ones *closed*, as bins in
-bin packing: a replica goes to an open worker whenever one fits and a closed
-worker is opened only when none does. Within a pool the replica goes to the
-best-fit worker on a ``GRID x GRID`` grid of quantised free vectors (cell
-``(floor(sqrt(a)*GRID), floor(sqrt(b)*GRID))``; cells at or above
-``(ceil(sqrt(x)*GRID), ceil(sqrt(y)*GRID))`` are guaranteed to fit; the least ``A + B``, then the least
-``A``, wins); when no cell is guaranteed (the item is within one grid step of
-what is left) an exact search takes the first worker of the pool, in worker
-order, with both resources free.
+item is the vector ``(x, y) = (mem/M, cpu/C)``; its size is its *dominant
+share* ``d = max(x, y)`` and it is *cpu-heavy* when ``y > x``. A worker's free
+vector is ``(a, b) = (free_mem/M, free_cpu/C)``.
+
+Order (``item_order``): large items first, by size class of ``d``; within a
+class memory-heavy and cpu-heavy items are interleaved, so that the two
+resources are consumed together.
+
+Choice. Workers already in use are *open*, untouched ones *closed*, as bins in
+bin packing: a replica goes to an open worker whenever one fits, and a closed
+worker is opened only when none does. Within a pool the choice is
+*complementary best fit* on a ``GRID x GRID`` grid of free vectors (cell
+``(A, B) = (floor(sqrt(a)*GRID), floor(sqrt(b)*GRID))``; the square root makes
+cells fine where little is free; cells at or above ``(ceil(sqrt(x)*GRID),
+ceil(sqrt(y)*GRID))`` are guaranteed to fit): a cpu-heavy item goes to the
+worker with the least memory left (least ``(A, B)``), a memory-heavy one to
+the worker with the least cpu left (least ``(B, A)``). Each item thus finishes
+off the resource its host has in excess, and workers fill in both dimensions.
+When no cell is guaranteed (the item is within one grid step of what is left),
+an exact search takes the first worker of the pool, in worker order, with
+both resources free.
 
 Structures (per pool, and per *group*: one per zone plus one for zoneless
-workers): one intrusive list of workers per grid cell, a 64-bit occupancy
-mask per grid row and one mask of non-empty rows (best fit = at most GRID
-find-next-set-bit steps, usually a few); and per pool one
-segment tree over all workers, ordered by group, holding the max free memory
-and cpu of each subtree for the exact search (O(log n) per probe; subtrees
-that cannot fit are pruned).
-A replica search costs O(groups + log n), independent of the item count.
+workers): one intrusive list of workers per grid cell, 64-bit occupancy masks
+per grid row and per grid column plus a mask of non-empty rows and one of
+non-empty columns (a best-fit probe is at most GRID find-next-set-bit steps,
+usually one); and per pool a segment tree over all workers, ordered by group,
+holding the max free memory and cpu of each subtree for the exact search
+(O(log n) per probe; subtrees that cannot fit are pruned). A replica search
+costs O(groups x GRID + log n), independent of the item count.
 
 Replica rules: replicas of an item go to distinct workers; a zone not yet used
 by the item is preferred, and a used zone is accepted only when no unused zone
@@ -69,7 +76,9 @@ cdef struct Packer:
     int32_t* prv
     int32_t* lvl         # -1 = hidden
     uint64_t* bits       # 2 * G * WORDS
-    uint64_t* summ       # 2 * G
+    uint64_t* summ       # 2 * G: non-empty rows
+    uint64_t* cbits      # 2 * G * WORDS: column masks (bit A of column B)
+    uint64_t* csumm      # 2 * G: non-empty columns
     int64_t* tm          # 2 * 2P
     double* tc
     const int64_t* gptr  # G + 1
@@ -105,6 +114,8 @@ cdef inline void link(Packer* p, int32_t w) noexcept nogil:
     p.head[slot] = w
     p.bits[g * WORDS + (l >> 6)] |= (<uint64_t>1) << (l & 63)
     p.summ[g] |= (<uint64_t>1) << (l >> 6)
+    p.cbits[g * WORDS + (l & 63)] |= (<uint64_t>1) << (l >> 6)
+    p.csumm[g] |= (<uint64_t>1) << (l & 63)
 
 
 cdef inline void unlink(Packer* p, int32_t w) noexcept nogil:
@@ -120,6 +131,9 @@ cdef inline void unlink(Packer* p, int32_t w) noexcept nogil:
         p.bits[g * WORDS + (l >> 6)] &= ~((<uint64_t>1) << (l & 63))
         if p.bits[g * WORDS + (l >> 6)] == 0:
             p.summ[g] &= ~((<uint64_t>1) << (l >> 6))
+        p.cbits[g * WORDS + (l & 63)] &= ~((<uint64_t>1) << (l >> 6))
+        if p.cbits[g * WORDS + (l & 63)] == 0:
+            p.csumm[g] &= ~((<uint64_t>1) << (l & 63))
     p.lvl[w] = -1
 
 
@@ -146,28 +160,24 @@ cdef inline void show(Packer* p, int32_t w) noexcept nogil:
     tree_set(p, w, p.fm[w], p.fc[w])
 
 
-cdef inline bint grid_best(Packer* p, int32_t gg, int32_t qx, int32_t qy, int32_t* best_sum,
-                           int32_t* best_a, int32_t* best_cell) noexcept nogil:
-    """Improve (best_sum, best_a) with list set gg's best cell at or above (qx, qy); True if improved."""
-    cdef uint64_t rows = p.summ[gg] & ((~(<uint64_t>0)) << qx)
-    cdef uint64_t mask
-    cdef int32_t a, b
-    cdef bint improved = False
-    while rows:
-        a = ctz64(rows)
-        # every cell of this row and later rows is no better than (a + qy, a)
-        if a + qy > best_sum[0] or (a + qy == best_sum[0] and a >= best_a[0]):
-            break
-        mask = p.bits[<Py_ssize_t>gg * WORDS + a] & ((~(<uint64_t>0)) << qy)
-        if mask:
-            b = ctz64(mask)
-            if a + b < best_sum[0] or (a + b == best_sum[0] and a < best_a[0]):
-                best_sum[0] = a + b
-                best_a[0] = a
-                best_cell[0] = a * G_STEPS + b
-                improved = True
-        rows &= rows - 1
-    return improved
+cdef inline int32_t grid_first(const uint64_t* masks, uint64_t nonempty, int32_t q1,
+                               int32_t q2) noexcept nogil:
+    """Least (major, minor) cell with major >= q1 and minor >= q2, as major * 64 + minor; or -1.
+
+    ``masks[major]`` has bit ``minor`` set for non-empty cells; ``nonempty``
+    has bit ``major`` set when ``masks[major]`` is non-zero. Used on rows
+    (major = memory step) or on columns (major = cpu step).
+    """
+    cdef uint64_t lines = nonempty & ((~(<uint64_t>0)) << q1)
+    cdef uint64_t hit
+    cdef int32_t major
+    while lines:
+        major = ctz64(lines)
+        hit = masks[major] & ((~(<uint64_t>0)) << q2)
+        if hit:
+            return major * G_STEPS + ctz64(hit)
+        lines &= lines - 1
+    return -1
 
 
 cdef int32_t first_fit(const int64_t* tm, const double* tc, Py_ssize_t node, Py_ssize_t nlo,
@@ -185,19 +195,27 @@ cdef int32_t first_fit(const int64_t* tm, const double* tc, Py_ssize_t node, Py_
 
 
 cdef int32_t search(Packer* p, const uint8_t* zone_used, bint strict, int32_t qx, int32_t qy,
-                    int64_t m, double c) noexcept nogil:
+                    bint cpu_heavy, int64_t m, double c) noexcept nogil:
     """Best-fit worker for one replica among the allowed groups, open pool first; or -1."""
-    cdef int32_t g, best_g, best_sum, best_a, best_cell, w, pool
+    cdef int32_t g, gg, best_g, best_key, key, cell, best_cell, w, pool
     for pool in range(2):
         best_g = -1
-        best_sum = 2 * G_STEPS
-        best_a = G_STEPS
+        best_key = 1 << 30
         best_cell = -1
         if qx < G_STEPS and qy < G_STEPS:
             for g in range(p.G):
                 if strict and g != p.zoneless and zone_used[g]:
                     continue
-                if grid_best(p, g + pool * p.G, qx, qy, &best_sum, &best_a, &best_cell):
+                gg = g + pool * p.G
+                if cpu_heavy:  # least memory left, then least cpu
+                    key = grid_first(&p.bits[<Py_ssize_t>gg * WORDS], p.summ[gg], qx, qy)
+                    cell = key
+                else:          # least cpu left, then least memory
+                    key = grid_first(&p.cbits[<Py_ssize_t>gg * WORDS], p.csumm[gg], qy, qx)
+                    cell = (key & 63) * G_STEPS + (key >> 6) if key >= 0 else -1
+                if key >= 0 and key < best_key:
+                    best_key = key
+                    best_cell = cell
                     best_g = g
             if best_g >= 0:
                 w = p.head[<Py_ssize_t>(best_g + pool * p.G) * L + best_cell]
@@ -211,6 +229,35 @@ cdef int32_t search(Packer* p, const uint8_t* zone_used, bint strict, int32_t qx
             if w >= 0:
                 return w
     return -1
+
+
+def item_order(mem, cpu, double mhat, double chat):
+    """The order items are placed in: large first, memory- and cpu-heavy items interleaved.
+
+    Items fall into size classes ``floor(sqrt(d) * GRID)`` of their dominant
+    share ``d``, largest class first. Within a class, memory-heavy and
+    cpu-heavy items (``cpu/C > mem/M``) are each sorted by ``d`` descending and
+    merged in proportion (by rank / count), so a run of same-sized cpu-heavy
+    epochs cannot fill fresh workers with cpu alone while their memory idles.
+    Ties: input order.
+    """
+    n = len(mem)
+    x = np.asarray(mem, dtype=np.float64) / mhat
+    y = np.asarray(cpu, dtype=np.float64) / chat
+    d = np.maximum(x, y)
+    size_class = np.floor(np.sqrt(d) * G_STEPS)
+    heavy = (y > x).astype(np.int64)
+    idx = np.arange(n)
+    first = np.lexsort((idx, -d, heavy, -size_class))
+    group = (size_class * 2 + heavy)[first]
+    change = np.ones(n, dtype=bool)
+    change[1:] = group[1:] != group[:-1]
+    starts = np.flatnonzero(change)
+    sizes = np.diff(np.append(starts, n))
+    start_of = np.repeat(starts, sizes)
+    frac = (np.arange(n) - start_of) / np.repeat(sizes, sizes).astype(np.float64)
+    final = np.lexsort((idx[first], heavy[first], frac, -size_class[first]))
+    return first[final].astype(np.int64)
 
 
 def pack(int64_t[::1] free_mem, double[::1] free_cpu, const uint8_t[::1] in_use,
@@ -239,8 +286,7 @@ def pack(int64_t[::1] free_mem, double[::1] free_cpu, const uint8_t[::1] in_use,
     found_arr = np.zeros(m_items, dtype=np.int32)
     mfm = np.zeros(m_items, dtype=np.int64)
     mfc = np.zeros(m_items, dtype=np.float64)
-    dom = np.maximum(np.asarray(mem, dtype=np.float64) / mhat, np.asarray(cpu) / chat)
-    order = np.argsort(-dom, kind="stable").astype(np.int64)
+    order = item_order(mem, cpu, mhat, chat)
     cdef const int64_t[::1] od = order
     cdef int64_t[::1] optr = out_ptr
     cdef int32_t[::1] o = out
@@ -270,6 +316,8 @@ def pack(int64_t[::1] free_mem, double[::1] free_cpu, const uint8_t[::1] in_use,
     p.lvl = <int32_t*>malloc((n + 1) * sizeof(int32_t))
     p.bits = <uint64_t*>calloc(2 * <Py_ssize_t>G * WORDS + 1, sizeof(uint64_t))
     p.summ = <uint64_t*>calloc(2 * G + 1, sizeof(uint64_t))
+    p.cbits = <uint64_t*>calloc(2 * <Py_ssize_t>G * WORDS + 1, sizeof(uint64_t))
+    p.csumm = <uint64_t*>calloc(2 * G + 1, sizeof(uint64_t))
     p.tm = <int64_t*>malloc(4 * p.P * sizeof(int64_t))
     p.tc = <double*>malloc(4 * p.P * sizeof(double))
     cdef uint8_t* zone_used = <uint8_t*>calloc(G + 1, 1)
@@ -281,10 +329,10 @@ def pack(int64_t[::1] free_mem, double[::1] free_cpu, const uint8_t[::1] in_use,
     cdef int32_t w, qx, qy, r, nex, g
     cdef int64_t im
     cdef double ic, dq
-    cdef bint ok
+    cdef bint ok, heavy
     try:
         if (p.head == NULL or p.nxt == NULL or p.prv == NULL or p.lvl == NULL or p.bits == NULL
-                or p.summ == NULL or p.tm == NULL or p.tc == NULL or zone_used == NULL
+                or p.summ == NULL or p.cbits == NULL or p.csumm == NULL or p.tm == NULL or p.tc == NULL or zone_used == NULL
                 or chosen == NULL):
             raise MemoryError()
         with nogil:
@@ -323,6 +371,7 @@ def pack(int64_t[::1] free_mem, double[::1] free_cpu, const uint8_t[::1] in_use,
                     fa[i] = <int32_t>(n - nex)
                     r = 0
                 else:
+                    heavy = ic / chat > im / mhat
                     dq = ceil(sqrt(im / mhat) * G_STEPS)
                     qx = G_STEPS if dq > G_STEPS else <int32_t>dq
                     dq = ceil(sqrt(ic / chat) * G_STEPS)
@@ -330,9 +379,9 @@ def pack(int64_t[::1] free_mem, double[::1] free_cpu, const uint8_t[::1] in_use,
                     ok = True
                     r = 0
                     while r < need[i]:
-                        w = search(&p, zone_used, True, qx, qy, im, ic)
+                        w = search(&p, zone_used, True, qx, qy, heavy, im, ic)
                         if w < 0:
-                            w = search(&p, zone_used, False, qx, qy, im, ic)
+                            w = search(&p, zone_used, False, qx, qy, heavy, im, ic)
                         if w < 0:
                             ok = False
                             break
@@ -371,6 +420,8 @@ def pack(int64_t[::1] free_mem, double[::1] free_cpu, const uint8_t[::1] in_use,
         free(p.lvl)
         free(p.bits)
         free(p.summ)
+        free(p.cbits)
+        free(p.csumm)
         free(p.tm)
         free(p.tc)
         free(zone_used)

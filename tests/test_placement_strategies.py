@@ -247,3 +247,19 @@ def test_capacity_fills_workers_in_use_before_opening_idle_ones() -> None:
     workers = [WorkerSpec("idle", 64 * GiB, 16.0), WorkerSpec("busy", 64 * GiB, 16.0, used_memory_bytes=60 * GiB)]
     got = make_strategy("capacity").place([ItemSpec("small", GiB, 1.0), ItemSpec("big", 8 * GiB, 1.0)], workers)
     assert got.assignments == {"small": ("busy",), "big": ("idle",)}
+
+
+def test_capacity_mixes_memory_and_cpu_heavy_items() -> None:
+    """Runs of equal cpu estimates (they are coarse) must not fill fresh workers with cpu alone."""
+    import random
+
+    rng = random.Random(11)
+    workers = [WorkerSpec(f"w{i:03d}", 128 * GiB, 32.0, zone=f"z{i % 4}") for i in range(500)]
+    items = [ItemSpec(f"t/d/{i}", rng.randrange(GiB // 5, 2 * GiB), round(rng.uniform(0.02, 0.5), 2), replicas=3)
+             for i in range(12000)]
+    got = make_strategy("capacity").place(items, workers)
+    assert not got.unplaceable
+    used = {w for ws in got.assignments.values() for w in ws}
+    bound = max(math.ceil(sum(3 * it.memory_bytes for it in items) / (128 * GiB)),
+                math.ceil(sum(3 * it.cpu_cores for it in items) / 32.0))
+    assert len(used) <= 1.03 * bound

@@ -11,6 +11,10 @@ from . import _check
 from ._types import ItemSpec, WorkerSpec
 
 
+#: replicas per item above this are refused (a typo, not a placement request)
+MAX_REPLICAS = 1 << 20
+
+
 def zone_ids(zones: Sequence[str | None]) -> np.ndarray:
     """Dense zone ids: named zones get ``0..Z-1`` (sorted by name); each zoneless entry its own id.
 
@@ -30,37 +34,78 @@ def zone_ids(zones: Sequence[str | None]) -> np.ndarray:
     return out
 
 
+def _sequence(name: str, value: object, cls: type) -> list:
+    if isinstance(value, (str, bytes)) or not isinstance(value, Sequence):
+        raise TypeError(f"{name} must be a sequence of {cls.__name__}, got {type(value).__name__}")
+    return list(value)
+
+
+def _plain(values: list, types: tuple[type, ...]) -> bool:
+    return all(type(v) in types for v in values)
+
+
+def _columns_ok(ids: list, ints: list[list], reals: list[list]) -> bool:
+    """Vectorised fast path: True when every value is already valid (the common case)."""
+    if not (_plain(ids, (str,)) and all(ids) and len(set(ids)) == len(ids)):
+        return False
+    try:
+        "".join(ids).encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    for col in ints:
+        if not _plain(col, (int,)) or (col and (min(col) < 0 or max(col) > _check.INT64_MAX)):
+            return False
+    for col in reals:
+        if not _plain(col, (int, float)):
+            return False
+        arr = np.array(col, dtype=np.float64)
+        if arr.size and not (np.isfinite(arr).all() and arr.min() >= 0):
+            return False
+    return True
+
+
 def check_workers(workers: Sequence[WorkerSpec]) -> list[WorkerSpec]:
-    """Validated workers sorted by id (so results do not depend on the caller's order)."""
-    if isinstance(workers, (str, bytes)) or not isinstance(workers, Sequence):
-        raise TypeError(f"workers must be a sequence of WorkerSpec, got {type(workers).__name__}")
-    for i, w in enumerate(workers):
-        _check.instance(f"workers[{i}]", w, WorkerSpec)
-        _check.text(f"workers[{i}].id", w.id)
-        _check.integer(f"workers[{i}].memory_bytes", w.memory_bytes)
-        _check.real(f"workers[{i}].cpu_cores", w.cpu_cores)
-        _check.integer(f"workers[{i}].used_memory_bytes", w.used_memory_bytes)
-        _check.real(f"workers[{i}].used_cpu_cores", w.used_cpu_cores)
-        if w.zone is not None:
-            _check.text(f"workers[{i}].zone", w.zone)
-        if w.weight is not None:
-            _check.real(f"workers[{i}].weight", w.weight)
-    _check.unique("workers", [w.id for w in workers])
-    return sorted(workers, key=lambda w: w.id)
+    """Validated workers sorted by id (so results do not depend on the caller's order).
+
+    A vectorised pass accepts valid input quickly; only when it objects does
+    the per-worker pass run, to raise the precise error naming the field.
+    """
+    ws = _sequence("workers", workers, WorkerSpec)
+    fast = _plain(ws, (WorkerSpec,)) and _plain([w.zone for w in ws], (str, type(None))) and all(
+        w.zone != "" for w in ws) and _plain([w.weight for w in ws], (int, float, type(None)))
+    if not (fast and _columns_ok([w.id for w in ws], [[w.memory_bytes for w in ws], [w.used_memory_bytes for w in ws]],
+                                 [[w.cpu_cores for w in ws], [w.used_cpu_cores for w in ws],
+                                  [w.weight for w in ws if w.weight is not None]])):
+        for i, w in enumerate(ws):
+            _check.instance(f"workers[{i}]", w, WorkerSpec)
+            _check.text(f"workers[{i}].id", w.id)
+            _check.integer(f"workers[{i}].memory_bytes", w.memory_bytes)
+            _check.real(f"workers[{i}].cpu_cores", w.cpu_cores)
+            _check.integer(f"workers[{i}].used_memory_bytes", w.used_memory_bytes)
+            _check.real(f"workers[{i}].used_cpu_cores", w.used_cpu_cores)
+            if w.zone is not None:
+                _check.text(f"workers[{i}].zone", w.zone)
+            if w.weight is not None:
+                _check.real(f"workers[{i}].weight", w.weight)
+        _check.unique("workers", [w.id for w in ws])
+    return sorted(ws, key=lambda w: w.id)
 
 
 def check_items(items: Sequence[ItemSpec]) -> list[ItemSpec]:
-    """Validated items, in the caller's order."""
-    if isinstance(items, (str, bytes)) or not isinstance(items, Sequence):
-        raise TypeError(f"items must be a sequence of ItemSpec, got {type(items).__name__}")
-    for i, it in enumerate(items):
-        _check.instance(f"items[{i}]", it, ItemSpec)
-        _check.text(f"items[{i}].key", it.key)
-        _check.integer(f"items[{i}].memory_bytes", it.memory_bytes)
-        _check.real(f"items[{i}].cpu_cores", it.cpu_cores)
-        _check.integer(f"items[{i}].replicas", it.replicas, minimum=1, maximum=1 << 20)
-    _check.unique("items", [it.key for it in items])
-    return list(items)
+    """Validated items, in the caller's order (vectorised fast path, precise slow path)."""
+    its = _sequence("items", items, ItemSpec)
+    reps = [it.replicas for it in its] if _plain(its, (ItemSpec,)) else None
+    if reps is None or not (_columns_ok([it.key for it in its], [[it.memory_bytes for it in its], reps],
+                                        [[it.cpu_cores for it in its]])
+                            and (not reps or (min(reps) >= 1 and max(reps) <= MAX_REPLICAS))):
+        for i, it in enumerate(its):
+            _check.instance(f"items[{i}]", it, ItemSpec)
+            _check.text(f"items[{i}].key", it.key)
+            _check.integer(f"items[{i}].memory_bytes", it.memory_bytes)
+            _check.real(f"items[{i}].cpu_cores", it.cpu_cores)
+            _check.integer(f"items[{i}].replicas", it.replicas, minimum=1, maximum=MAX_REPLICAS)
+        _check.unique("items", [it.key for it in its])
+    return its
 
 
 def check_existing(existing: Mapping[str, Sequence[str]] | None) -> dict[str, list[str]]:
@@ -109,12 +154,16 @@ def problem(items, workers, existing) -> Problem:
     index = {w.id: i for i, w in enumerate(ws)}
     free_mem = np.array([max(0, w.memory_bytes - w.used_memory_bytes) for w in ws], dtype=np.int64)
     free_cpu = np.array([max(0.0, w.cpu_cores - w.used_cpu_cores) for w in ws], dtype=np.float64)
-    holders = [ex.get(it.key, []) for it in its]
-    need = np.array([max(0, it.replicas - len(h)) for it, h in zip(its, holders)], dtype=np.int32)
-    known = [[index[h] for h in hs if h in index] for hs in holders]
+    none: list[str] = []  # shared and never mutated: most items have no holders
+    holders = [ex.get(it.key, none) for it in its] if ex else [none] * len(its)
+    need = np.array([it.replicas for it in its], dtype=np.int32)
     excl_ptr = np.zeros(len(its) + 1, dtype=np.int64)
-    np.cumsum([len(k) for k in known], out=excl_ptr[1:])
-    excl = np.array([i for k in known for i in k], dtype=np.int32)
+    excl = np.zeros(0, dtype=np.int32)
+    if ex:
+        need = np.maximum(0, need - np.array([len(h) for h in holders], dtype=np.int32))
+        known = [[index[h] for h in hs if h in index] for hs in holders]
+        np.cumsum([len(k) for k in known], out=excl_ptr[1:])
+        excl = np.array([i for k in known for i in k], dtype=np.int32)
     return Problem(
         workers=ws,
         items=its,

@@ -37,13 +37,18 @@ def _collect(p: Problem, b, out, out_ptr, status, reason_of) -> Placement:
     """Turn the core's arrays into a ``Placement`` (ids, not indices)."""
     assignments: dict[str, tuple[str, ...]] = {}
     unplaceable: dict[str, str] = {}
+    ids = np.array([w.id for w in p.workers] + [""], dtype=object)
+    new_ids = ids[out].tolist() if out is not None and len(out) else []  # -1 -> ""
+    bounds = out_ptr.tolist() if out_ptr is not None else [0] * (len(p.items) + 1)
+    need = p.need.tolist()
+    ok = (status == b.OK).tolist()
     for i, item in enumerate(p.items):
         holders = p.holders[i]
-        if p.need[i] == 0:
+        if need[i] == 0:
             assignments[item.key] = tuple(holders[: item.replicas])
-        elif status[i] == b.OK:
-            new = out[out_ptr[i]: out_ptr[i + 1]]
-            assignments[item.key] = tuple(holders) + tuple(p.workers[w].id for w in new)
+        elif ok[i]:
+            new = new_ids[bounds[i]: bounds[i + 1]]
+            assignments[item.key] = tuple(holders + new) if holders else tuple(new)
         else:
             unplaceable[item.key] = reason_of(i)
     return Placement(assignments=assignments, unplaceable=unplaceable)
@@ -182,16 +187,18 @@ class CapacityStrategy:
     """Capacity-aware vector packing: best-fit decreasing in (memory, cpu).
 
     Shares are relative to the largest worker capacities ``M`` and ``C``: an
-    item is ``(mem / M, cpu / C)`` and its size the larger of the two (its
-    dominant share); items go largest first. Workers already in use are filled
-    before an idle one is opened (as bins in bin packing). Among them each
-    replica goes to the worker that fits it with the least free capacity
-    ``free_mem / M + free_cpu / C`` (best fit, on a 64 x 64 square-root grid
-    whose cells are guaranteed to fit), or, when the item is within one grid
-    step of what is left, to the first worker (by zone, then id) with both
-    resources free. Packs tightly and fills memory and cpu together, leaving
-    whole workers free for big items. O(zones x grid rows + log workers) per
-    replica, independent of the number of items.
+    item is ``(mem / M, cpu / C)``, its size the larger of the two (its
+    dominant share), and it is cpu-heavy when the cpu share is the larger.
+    Items go largest first, memory- and cpu-heavy ones interleaved. Workers
+    already in use are filled before an idle one is opened (as bins in bin
+    packing). Among them a cpu-heavy replica goes to the worker with the
+    least memory left that fits it, a memory-heavy one to the worker with the
+    least cpu left (complementary best fit, on a 64 x 64 square-root grid whose
+    cells are guaranteed to fit); when the item is within one grid step of
+    what is left, the first worker (by zone, then id) with both resources free
+    takes it. Memory and cpu fill together, whole workers stay free for big
+    items. O(zones x 64 + log workers) per replica, independent of the number
+    of items.
     """
 
     name = "capacity"

@@ -220,6 +220,20 @@ def place_walk(seq, starts, cursor, zone, member, mem, cpu, need, excl_ptr, excl
 # -- packing -------------------------------------------------------------------------------------
 
 
+def item_order(mem, cpu, mhat: float, chat: float) -> list[int]:
+    """Size classes of the dominant share, largest first; memory- and cpu-heavy merged in proportion."""
+    classes: dict[tuple[float, bool], list[tuple[float, int]]] = {}
+    for i in range(len(mem)):
+        x, y = int(mem[i]) / mhat, float(cpu[i]) / chat
+        d = max(x, y)
+        classes.setdefault((math.floor(math.sqrt(d) * GRID), y > x), []).append((d, i))
+    entries = []
+    for (size_class, heavy), members in classes.items():
+        members.sort(key=lambda di: (-di[0], di[1]))
+        entries += [(-size_class, rank / len(members), heavy, i) for rank, (_, i) in enumerate(members)]
+    return [i for *_, i in sorted(entries)]
+
+
 def pack(free_mem, free_cpu, in_use, group, group_ptr, zoneless_group, mhat, chat, mem, cpu, need,
          excl_ptr, excl):
     """Best-fit decreasing in two dimensions, as ``_placement._pack.pack``.
@@ -229,8 +243,9 @@ def pack(free_mem, free_cpu, in_use, group, group_ptr, zoneless_group, mhat, cha
     pool 0 holds the open workers (in use), pool 1 the untouched ones. A
     worker is appended to its cell's list when it becomes visible and the
     *last* one is taken (the compiled code links at the head of an intrusive
-    list: same order). Best fit: among cells guaranteed to fit, the least
-    ``A + B``, then the least ``A``, then the lowest group.
+    list: same order). Best fit: among cells guaranteed to fit, a cpu-heavy
+    item takes the least (A, B), a memory-heavy one the least (B, A); then the
+    lowest group.
     """
     n, n_groups = len(free_mem), len(group_ptr) - 1
     pool = [0 if in_use[w] else 1 for w in range(n)]
@@ -254,14 +269,16 @@ def pack(free_mem, free_cpu, in_use, group, group_ptr, zoneless_group, mhat, cha
     def fits(w: int, m: int, c: float) -> bool:
         return free_mem[w] >= m and free_cpu[w] >= c
 
-    def search(strict: bool, qx: int, qy: int, m: int, c: float, zone_used: set[int]) -> int:
+    def search(strict: bool, qx: int, qy: int, cpu_heavy: bool, m: int, c: float, zone_used: set[int]) -> int:
         allowed = [g for g in range(n_groups) if not (strict and g != zoneless_group and g in zone_used)]
         for pl in (0, 1):
             if qx < GRID and qy < GRID:
-                guaranteed = [(a + b, a, g, (a, b)) for g in allowed
+                # complementary best fit: a cpu-heavy item goes where the least memory is left
+                # (then the least cpu), a memory-heavy one where the least cpu is left
+                guaranteed = [((a, b) if cpu_heavy else (b, a), g, (a, b)) for g in allowed
                               for (a, b), ws in cells[pl, g].items() if ws and a >= qx and b >= qy]
                 if guaranteed:
-                    _, _, g, cell = min(guaranteed)
+                    _, g, cell = min(guaranteed)
                     w = cells[pl, g][cell][-1]
                     if fits(w, m, c):
                         return w
@@ -281,8 +298,7 @@ def pack(free_mem, free_cpu, in_use, group, group_ptr, zoneless_group, mhat, cha
     found = np.zeros(m_items, dtype=np.int32)
     max_free_mem = np.zeros(m_items, dtype=np.int64)
     max_free_cpu = np.zeros(m_items, dtype=np.float64)
-    dominant = [max(int(mem[i]) / mhat, float(cpu[i]) / chat) for i in range(m_items)]
-    for i in sorted(range(m_items), key=lambda i: -dominant[i]):
+    for i in item_order(mem, cpu, mhat, chat):
         r_need, m, c = int(need[i]), int(mem[i]), float(cpu[i])
         if r_need == 0:
             continue
@@ -296,10 +312,11 @@ def pack(free_mem, free_cpu, in_use, group, group_ptr, zoneless_group, mhat, cha
         else:
             qx = min(GRID, math.ceil(math.sqrt(m / mhat) * GRID))
             qy = min(GRID, math.ceil(math.sqrt(c / chat) * GRID))
+            heavy = c / chat > m / mhat
             while len(chosen) < r_need:
-                w = search(True, qx, qy, m, c, zone_used)
+                w = search(True, qx, qy, heavy, m, c, zone_used)
                 if w < 0:
-                    w = search(False, qx, qy, m, c, zone_used)
+                    w = search(False, qx, qy, heavy, m, c, zone_used)
                 if w < 0:
                     break
                 hide(w)
