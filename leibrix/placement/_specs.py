@@ -41,7 +41,7 @@ def _sequence(name: str, value: object, cls: type) -> list:
 
 
 def _plain(values: list, types: tuple[type, ...]) -> bool:
-    return all(type(v) in types for v in values)
+    return set(map(type, values)).issubset(types)
 
 
 def _columns_ok(ids: list, ints: list[list], reals: list[list]) -> bool:

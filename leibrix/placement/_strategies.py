@@ -42,6 +42,9 @@ def _collect(p: Problem, b, out, out_ptr, status, reason_of) -> Placement:
     bounds = out_ptr.tolist() if out_ptr is not None else [0] * (len(p.items) + 1)
     need = p.need.tolist()
     ok = (status == b.OK).tolist()
+    if all(ok) and all(need) and not any(p.holders):  # the common case, in bulk
+        rows = [tuple(new_ids[a:z]) for a, z in zip(bounds, bounds[1:])]
+        return Placement(assignments=dict(zip([it.key for it in p.items], rows)), unplaceable={})
     for i, item in enumerate(p.items):
         holders = p.holders[i]
         if need[i] == 0:
