@@ -113,7 +113,7 @@ def test_set_weight_moves_keys_only_to_that_worker() -> None:
     ring.set_weight("w3", 3.0)
     after = ring.lookup_batch(KEYS)
     assert set(after[before != after]) == {"w3"}
-    assert ring.vnodes("w3") == 3 * 160
+    assert ring.vnodes("w3") == 3 * 160 and ring.weight("w3") == 3.0
     ring.set_weight("w3", 0.5)
     lower = ring.lookup_batch(KEYS)
     assert set(after[after != lower]) == {"w3"}
@@ -170,6 +170,7 @@ def test_edge_cases() -> None:
     zero = HashRing([spec("a", 0.0), spec("b", 1.0)])
     assert set(zero.lookup_batch(KEYS)) == {"b"}
     assert zero.vnodes("a") == 0
+    assert HashRing([spec("a", 0.0)]).empty and not zero.empty
     with pytest.raises(ValueError, match="ring is empty"):
         HashRing([spec("a", 0.0)]).lookup("k")
     with pytest.raises(ValueError, match="ring is empty"):

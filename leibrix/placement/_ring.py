@@ -188,8 +188,13 @@ class HashRing:
             )
         return self._cache
 
+    @property
+    def empty(self) -> bool:
+        """True when no worker has a positive weight: every lookup would fail."""
+        return len(self._ring.points) == 0
+
     def _nonempty(self) -> None:
-        if len(self._ring.points) == 0:
+        if self.empty:
             raise ValueError("the ring is empty (no worker with a positive weight)")
 
     def _hashes(self, keys: object) -> np.ndarray:

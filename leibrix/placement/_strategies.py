@@ -159,7 +159,7 @@ class HashStrategy:
         p = problem(items, workers, existing)
         b = core(self._backend)
         ring = self._sync(p.workers)
-        if len(ring._ring.points) == 0:
+        if ring.empty:
             # no worker with a positive weight: nothing is eligible
             counts = np.zeros((len(p.items), 4), dtype=np.int32)
             status = np.where(p.need > 0, b.TOO_FEW_WORKERS, b.OK).astype(np.int8)

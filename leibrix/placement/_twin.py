@@ -89,11 +89,6 @@ def hash_keys(keys: list, seed: int = 0) -> np.ndarray:
 # -- ring ----------------------------------------------------------------------------------------
 
 
-def vnode_points(name: bytes, first: int, stop: int) -> np.ndarray:
-    """Points of vnodes ``first..stop-1``: vnode ``j`` sits at ``hash64(name, seed=j)``."""
-    return np.array([hash64(name, j) for j in range(first, stop)], dtype=np.uint64)
-
-
 class Ring:
     """The ring as a sorted list of (point, slot), rebuilt from scratch on every change."""
 
