@@ -43,11 +43,12 @@ from grpclib.health.check import ServiceStatus
 from grpclib.health.service import Health
 from grpclib.reflection.service import ServerReflection
 
-# Imported for their side effect: registering our file descriptors in protobuf's
-# default pool, which is what server reflection serves.
 from leibrix._errors import ApiError, Unavailable
 from leibrix._etcd import EtcdUnavailable
-from leibrix._proto.records import control_plane_pb2, management_pb2  # noqa: F401
+
+# Imported for their side effect: registering our file descriptors in protobuf's
+# default pool, which is what server reflection serves.
+from leibrix._proto.records import control_plane_pb2, management_pb2  # noqa: F401  # isort: skip
 
 __all__ = ["LEADER_METADATA", "GrpcServer", "HealthFlag", "trio_rpc"]
 

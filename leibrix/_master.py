@@ -56,7 +56,7 @@ from google.protobuf.timestamp_pb2 import Timestamp
 
 import leibrix
 from leibrix._api import build_management_service
-from leibrix._config import ConfigError, MasterConfig, split_hostport
+from leibrix._config import MasterConfig, split_hostport
 from leibrix._election import Election, LeaderInfo, Term
 from leibrix._errors import Unavailable
 from leibrix._etcd import EtcdClient, EtcdError, EtcdUnavailable, LeaseLost
@@ -142,7 +142,7 @@ def _check_data_dir(path: Path) -> None:
 def preflight(config: MasterConfig) -> None:
     """Check everything that can be checked before starting anything: ports, data dir, etcd binary.
 
-    Raises :class:`StartupError` (or :class:`ConfigError`), having created nothing.
+    Raises :class:`StartupError` (or ``ConfigError``), having created nothing.
     """
     _check_bindable(split_hostport(config.grpc_listen, what="--grpc-listen"), "--grpc-listen")
     _check_bindable(split_hostport(config.http_listen, what="--http-listen"), "--http-listen")
@@ -201,7 +201,6 @@ class Master:
         self._services_scope: trio.CancelScope | None = None
         self._stopping = False
         self._mirror_ready = False
-        self.serving = trio.Event()
 
     # -- extension points -----------------------------------------------------------
 
@@ -271,7 +270,7 @@ class Master:
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
         """Run until :meth:`shutdown` (or cancellation); ``started()`` once serving.
 
-        Raises :class:`StartupError`/:class:`ConfigError` for a configuration
+        Raises :class:`StartupError`/``ConfigError`` for a configuration
         that cannot work (before anything starts), and
         :class:`leibrix._etcd_member.MemberFailed` if the embedded etcd keeps dying.
         """
@@ -318,7 +317,6 @@ class Master:
                 "master %s serving: grpc %s, http %s, etcd %s",
                 cfg.name, cfg.grpc_listen, cfg.http_listen, ",".join(cfg.endpoints),
             )
-            self.serving.set()
             task_status.started()
 
     async def shutdown(self) -> None:
