@@ -51,3 +51,13 @@ def test_quick_benchmark_writes_every_key(tmp_path: Path) -> None:
     assert data["rank"]["same_result"] == 1.0
     assert data["ring"]["bounded_max_over_mean"] <= 1 + data["ring"]["bounded_epsilon"] + 1e-9
     assert data["pack"]["workers_used"] >= data["pack"]["lower_bound_workers"]
+
+
+@pytest.mark.parametrize("module", ["leibrix.placement", "leibrix.placement._hashing", "leibrix.placement._ring",
+                                    "leibrix.placement._strategies", "leibrix.placement._ranking"])
+def test_docstring_examples_run(module: str) -> None:
+    import doctest
+    import importlib
+
+    result = doctest.testmod(importlib.import_module(module))
+    assert result.attempted > 0 and result.failed == 0
