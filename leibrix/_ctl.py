@@ -49,6 +49,22 @@ async def call(
     Returns ``(response, address that answered)``. Raises ``GRPCError`` for
     any other failure, ``OSError`` if no master listens at the address.
     """
+    try:
+        return await _call(addr, rpc, timeout)
+    except BaseExceptionGroup as group:
+        # trio-asyncio's loop nursery wraps the call's own error; callers want that error.
+        raise _single(group) from None
+
+
+def _single(exc: BaseException) -> BaseException:
+    while isinstance(exc, BaseExceptionGroup) and len(exc.exceptions) == 1:
+        exc = exc.exceptions[0]
+    return exc
+
+
+async def _call(
+    addr: str, rpc: Callable[[cp.ManagementServiceStub], Awaitable[R]], timeout: float
+) -> tuple[R, str]:
     async with trio_asyncio.open_loop():
         for _ in range(_MAX_HOPS + 1):
             host, port = split_hostport(addr, what="--master")

@@ -224,6 +224,11 @@ def configure(parser: argparse.ArgumentParser) -> None:
     place = parser.add_mutually_exclusive_group()
     place.add_argument("--data-dir", type=Path, default=Path("data"), help="where the cluster keeps its state (default ./data)")
     place.add_argument("--tmp", action="store_true", help="keep the state in a fresh temporary directory instead")
+    parser.add_argument(
+        "--free-ports",
+        action="store_true",
+        help="pick free ports instead of the fixed layout (gRPC 50051+i, HTTP 8081+i, etcd 2379+10i/2380+10i)",
+    )
 
 
 async def _after_masters_ready(cluster: LocalCluster) -> None:
@@ -242,7 +247,7 @@ async def _after_masters_ready(cluster: LocalCluster) -> None:
 
 
 async def _run_local(args: argparse.Namespace, directory: Path) -> int:
-    cluster = LocalCluster(directory, args.masters, base_port=50051)
+    cluster = LocalCluster(directory, args.masters, base_port=None if args.free_ports else 50051)
     async with cluster:
         with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
             try:

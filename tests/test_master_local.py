@@ -1,0 +1,63 @@
+"""``leibrix local`` and ``leibrix status`` as an operator runs them (real processes end to end)."""
+
+from __future__ import annotations
+
+import re
+import signal
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+import trio
+
+
+async def test_leibrix_local_serves_status_and_stops_everything_on_ctrl_c(tmp_path: Path) -> None:
+    out = tmp_path / "local.out"
+    with open(out, "wb") as sink:
+        local = await trio.lowlevel.open_process(
+            [sys.executable, "-m", "leibrix", "local", "--data-dir", str(tmp_path / "data"), "--free-ports"],
+            stdout=sink,
+            stderr=subprocess.STDOUT,
+        )
+    try:
+        with trio.fail_after(60):
+            while "Ctrl-C stops the cluster." not in out.read_text():
+                assert local.returncode is None, out.read_text()
+                await trio.sleep(0.05)
+        text = out.read_text()
+        grpc_addr = re.search(r"leibrix status --master (\S+)", text).group(1)  # type: ignore[union-attr]
+        assert "/metrics" in text and "/healthz" in text
+        status = await trio.run_process(
+            [sys.executable, "-m", "leibrix", "status", "--master", grpc_addr], capture_stdout=True, check=False
+        )
+        table = status.stdout.decode()
+        assert status.returncode == 0, table
+        assert "LEADER" in table and "healthy" in table and "m1" in table
+        # Children of any thread (trio spawns processes from a worker thread).
+        master_pids = [
+            int(p) for task in Path(f"/proc/{local.pid}/task").iterdir() for p in (task / "children").read_text().split()
+        ]
+        assert len(master_pids) == 1
+        local.send_signal(signal.SIGINT)
+        with trio.fail_after(10):
+            assert await local.wait() == 0
+        assert all(not Path(f"/proc/{pid}").exists() for pid in master_pids)
+        assert (tmp_path / "data" / "m1" / "etcd" / "member").is_dir()
+    finally:
+        if local.returncode is None:
+            local.kill()
+            await local.wait()
+
+
+async def test_status_against_nothing_is_a_clear_error() -> None:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))  # bound, not listening: connections are refused
+        port = sock.getsockname()[1]
+        result = await trio.run_process(
+            [sys.executable, "-m", "leibrix", "status", "--master", f"127.0.0.1:{port}", "--timeout", "2"],
+            capture_stderr=True,
+            check=False,
+        )
+    assert result.returncode == 1
+    assert result.stderr.decode().startswith(f"leibrix status: error: cannot reach a master at 127.0.0.1:{port}")
