@@ -44,6 +44,10 @@ __all__ = ["ConfigError", "MasterConfig", "OPTIONS", "add_arguments", "load_conf
 DEFAULT_LEASE_TTL = 1
 
 
+#: Seconds the embedded member gets between SIGTERM and SIGKILL when the master stops.
+_MEMBER_STOP_GRACE = 1.0
+
+
 class ConfigError(ValueError):
     """The configuration is unusable; the message says which option, from where, and why."""
 
@@ -120,8 +124,9 @@ OPTIONS: tuple[Option, ...] = (
            "start even on an etcd release known to lose data (3.5.0-3.5.5, 3.4.20-3.4.21)"),
     Option("lease_ttl", int, DEFAULT_LEASE_TTL,
            "leader lease TTL in whole seconds: a dead leader is replaced after about this long", "S"),
-    Option("shutdown_timeout", float, 4.0,
-           "seconds a SIGTERM/SIGINT shutdown may take before remaining tasks are abandoned", "S"),
+    Option("shutdown_timeout", float, 3.0,
+           "seconds a SIGTERM/SIGINT shutdown may take before the rest is cancelled (the etcd member "
+           "then gets 1 s more before SIGKILL)", "S"),
     Option("log_level", str, "info", "log level: debug, info, warning or error", "LEVEL"),
     Option("log_format", str, "text", "log lines as human 'text' or one JSON object per line ('json')", "FORMAT"),
 )
@@ -198,6 +203,8 @@ class MasterConfig:
                 binary=self.etcd_binary or None,
                 allow_unsafe=self.allow_unsafe_etcd,
                 max_restarts=self.etcd_max_restarts,
+                # shutdown_timeout + this stays under the 5 s a supervisor waits
+                stop_grace=_MEMBER_STOP_GRACE,
             )
         except ValueError as exc:
             raise ConfigError(f"embedded etcd: {exc}") from None
