@@ -119,6 +119,13 @@ def test_set_weight_moves_keys_only_to_that_worker() -> None:
     assert set(after[after != lower]) == {"w3"}
 
 
+def test_empty_ring_takes_its_reference_weight_from_the_first_worker() -> None:
+    ring = HashRing(vnodes=100)
+    ring.add(WorkerSpec("w1", 64 << 30, 8.0))
+    ring.add(WorkerSpec("w2", 128 << 30, 8.0))
+    assert (ring.vnodes("w1"), ring.vnodes("w2")) == (100, 200)
+
+
 def test_weight_proportional_to_memory_by_default() -> None:
     ring = HashRing([WorkerSpec("small", 16 << 30, 4), WorkerSpec("big", 48 << 30, 4)], vnodes=400)
     assert ring.vnodes("big") == 3 * ring.vnodes("small")

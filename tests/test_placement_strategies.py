@@ -158,6 +158,13 @@ def test_edge_cases(name) -> None:
     assert uni.assignments == {"租户/数据/🙂": ("wörker",)}
 
 
+def test_hash_strategy_starting_with_no_workers() -> None:
+    s = make_strategy("hash")
+    assert s.place([ItemSpec("k", 1, 0.0)], []).unplaceable
+    got = s.place([ItemSpec("k", 1, 0.0)], [WorkerSpec("w1", 512 * GiB, 64.0), WorkerSpec("w2", 64 * GiB, 8.0)])
+    assert got.assignments["k"][0] in {"w1", "w2"}
+
+
 def test_hash_skips_zero_weight_workers() -> None:
     workers = [WorkerSpec("zero", GiB, 4.0, weight=0.0), WorkerSpec("one", GiB, 4.0, weight=1.0)]
     got = make_strategy("hash").place([ItemSpec(f"k{i}", 1, 0.0) for i in range(50)], workers)

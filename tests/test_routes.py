@@ -26,7 +26,7 @@ def dataset(cs: ClusterState, tenant="acme", name="orders") -> None:
                                                         values=cp.PartitionValues(values=["eu", "us"]))])),
         epoch_granularity=cp.EpochGranularity(value=1, unit=cp.EpochGranularityTimeUnit.HOUR),
     )
-    cs.put_dataset(_state.decode_dataset(_state.encode_dataset(req, 1, 1, 0, "")))
+    cs.put_dataset(_state.decode_dataset(_state.encode_dataset(bytes(req), 1, 1, 0, "")))
 
 
 def epoch(eid, state, replicas, start=0, region="eu", tenant="acme", replaces="") -> Epoch:

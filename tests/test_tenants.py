@@ -28,7 +28,7 @@ def dataset_record(tenant="acme", dataset="orders", rf=1) -> bytes:
             column=cp.PartitionColumn(name="ts")))),
         epoch_granularity=cp.EpochGranularity(value=2, unit=cp.EpochGranularityTimeUnit.DAY),
     )
-    return _state.encode_dataset(req, rf, 1, 1000, "v1")
+    return _state.encode_dataset(bytes(req), rf, 1, 1000, "v1")
 
 
 def test_budget_boundary_is_inclusive():

@@ -26,8 +26,8 @@ class HashRing:
     Adding a worker moves only the keys that now fall on its points — about
     ``weight / total_weight`` of them — and removing one moves only its own.
     ``reference_weight`` is fixed for the ring's life (default: the mean
-    weight of the initial workers), so membership changes never re-scale the
-    other workers.
+    weight of the initial workers, or the first positive weight added to a
+    ring that had none), so membership changes never re-scale the other workers.
 
     Parameters
     ----------
@@ -66,8 +66,11 @@ class HashRing:
         self._vnodes = _check.integer("vnodes", vnodes, minimum=1, maximum=MAX_VNODES_PER_WORKER)
         specs = check_workers(list(workers))
         weights = [_weight_of(w) for w in specs]
+        positive = [w for w in weights if w > 0]
+        # With no explicit reference and no positive weight yet, the first
+        # positive weight added later becomes the reference.
+        self._ref_fixed = reference_weight is not None or bool(positive)
         if reference_weight is None:
-            positive = [w for w in weights if w > 0]
             reference_weight = sum(positive) / len(positive) if positive else 1.0
         self._ref = _check.real("reference_weight", reference_weight)
         if self._ref <= 0:
@@ -93,6 +96,8 @@ class HashRing:
     def _count(self, name: str, weight: float) -> int:
         if weight == 0:
             return 0
+        if not self._ref_fixed:
+            self._ref, self._ref_fixed = weight, True
         count = max(1, round(self._vnodes * weight / self._ref))
         if count > MAX_VNODES_PER_WORKER:
             raise ValueError(
