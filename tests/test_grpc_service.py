@@ -240,3 +240,59 @@ def test_two_mixins_implementing_one_rpc_is_an_error() -> None:
         build_management_service(None, [object])  # type: ignore[arg-type]
     service = build_management_service(None, [QuotaWriteApi])  # type: ignore[arg-type]
     assert isinstance(service, (QuotaWriteApi, ClusterApi, cp.ManagementServiceBase))
+
+
+class StreamingApi(ApiMixin):
+    """A Trio async-generator RPC: three updates, then waits until the client leaves."""
+
+    closed = trio.Event()
+
+    @trio_rpc
+    async def watch_routes(self, request: cp.WatchRoutesRequest) -> AsyncIterator[cp.RouteUpdate]:
+        if not request.tenant_id:
+            raise InvalidArgument("tenant_id", "must not be empty")
+        try:
+            for revision in range(1, 4):
+                await trio.sleep(0.01)
+                yield cp.RouteUpdate(kind=cp.RouteUpdateKind.UPSERT, revision=revision)
+            await trio.sleep_forever()
+        finally:
+            StreamingApi.closed.set()
+
+
+async def test_trio_server_streaming_rpc_streams_maps_errors_and_is_cancelled_when_the_client_leaves(
+    etcd_server: Any, nursery: trio.Nursery
+) -> None:
+    StreamingApi.closed = trio.Event()
+    master = await start_master(nursery, etcd_server.endpoint, "solo", mixins=(StreamingApi,))
+    host, port = master.config.grpc_listen.rsplit(":", 1)
+
+    async def watch(tenant: str) -> list[int] | GRPCError:
+        channel = Channel(host, int(port))
+        try:
+            async with cp.ManagementServiceStub(channel).channel.request(
+                "/leibrix_cp.ManagementService/WatchRoutes",
+                grpclib.const.Cardinality.UNARY_STREAM,
+                cp.WatchRoutesRequest,
+                cp.RouteUpdate,
+            ) as stream:
+                await stream.send_message(cp.WatchRoutesRequest(tenant_id=tenant), end=True)
+                revisions = []
+                try:
+                    while len(revisions) < 3:
+                        update = await stream.recv_message()
+                        assert update is not None
+                        revisions.append(update.revision)
+                except GRPCError as exc:
+                    return exc
+                await stream.cancel()
+                return revisions
+        finally:
+            channel.close()
+
+    async with trio_asyncio.open_loop():
+        assert await trio_asyncio.aio_as_trio(watch)("t1") == [1, 2, 3]
+        error = await trio_asyncio.aio_as_trio(watch)("")
+    assert isinstance(error, GRPCError) and error.status is grpclib.const.Status.INVALID_ARGUMENT
+    with trio.fail_after(5):
+        await StreamingApi.closed.wait()
