@@ -279,7 +279,9 @@ class Master:
         async with trio.open_nursery() as root:
             if cfg.embedded:
                 await root.start(partial(run_member, cfg.member_config(), state=self.member_state))
-            self.etcd = await EtcdClient.connect(cfg.endpoints, timeout=max(1.0, cfg.lease_ttl))
+            # The client's per-call deadline (5 s) suits large listings; leadership does
+            # not depend on it: keepalives and writes are bounded by the term's own deadline.
+            self.etcd = await EtcdClient.connect(cfg.endpoints)
             try:
                 await self.etcd.wait_ready(deadline=trio.current_time() + _READY_TIMEOUT)
                 await self._run_services(task_status)
