@@ -234,6 +234,12 @@ class HashRing:
         -------
         numpy.ndarray of object (worker ids), shape (len(keys),)
         """
+        prehashed = isinstance(keys, np.ndarray) and keys.dtype == np.uint64
+        if bounded_load_epsilon is None and not prehashed:
+            key_list = as_key_list(keys)
+            self._nonempty()
+            # fused: hashing and search in one blocked pass without the GIL
+            return self._arrays()["ids"][self._ring.lookup_keys(key_list, 0)]
         hashes = self._hashes(keys)
         self._nonempty()
         a = self._arrays()
