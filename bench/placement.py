@@ -64,6 +64,9 @@ def ring_section(report: Report, n_workers: int, n_keys: int) -> None:
     report.add("ring.moved_fraction_add", moved, "", f"{added} workers (+1%) join")
     report.add("ring.ideal_moved_fraction_add", ideal, "", "their share of the total weight")
     report.add("ring.moved_over_ideal", moved / ideal, "x", "target <= 1.10")
+    share = ring.owned_fraction()
+    arc = sum(share[f"new-{i:05d}"] for i in range(added))
+    report.add("ring.arc_moved_over_ideal", arc / ideal, "x", "same, from the circle share (no key sampling noise)")
     for i in range(added):
         ring.remove(f"new-{i:05d}")
 
