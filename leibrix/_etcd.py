@@ -332,6 +332,9 @@ class EtcdClient:
         """Wrap an already-built ``etcd3`` client; use :meth:`connect` instead."""
         self._raw = raw
         self.timeout = timeout
+        self._closed = False
+        self._creating = 0  # watch creations in flight (each in a worker thread)
+        self._created = trio.Event()  # set when the last in-flight creation ends
 
     @classmethod
     async def connect(cls, endpoints: Sequence[str], *, timeout: float = 5.0) -> EtcdClient:
@@ -386,7 +389,15 @@ class EtcdClient:
         return client
 
     async def aclose(self) -> None:
-        """Close the gRPC channels and the watch stream (open watches end with EtcdUnavailable)."""
+        """Close the gRPC channels and the watch stream (open watches end with EtcdUnavailable).
+
+        Waits for watch creations already in flight (bounded by ``timeout``):
+        the library would otherwise start its watch thread on a closed channel.
+        Later calls raise :class:`EtcdUnavailable`.
+        """
+        self._closed = True
+        if self._creating:
+            await self._created.wait()
         await trio.to_thread.run_sync(self._raw.close)
 
     # -- plumbing -----------------------------------------------------------------
@@ -607,14 +618,23 @@ class EtcdClient:
             except (trio.BrokenResourceError, trio.ClosedResourceError, trio.RunFinishedError):
                 done = True
 
+        if self._closed:
+            raise EtcdUnavailable("etcd client is closed")
         # Not abandoned on cancel: a watch created after its caller left would
         # never be cancelled (bounded by the client timeout).
-        watch_id = await self._call(
-            lambda: self._raw.watcher.add_callback(
-                key.encode(), callback, range_end=range_end, start_revision=start_revision
-            ),
-            abandon_on_cancel=False,
-        )
+        self._creating += 1
+        try:
+            watch_id = await self._call(
+                lambda: self._raw.watcher.add_callback(
+                    key.encode(), callback, range_end=range_end, start_revision=start_revision
+                ),
+                abandon_on_cancel=False,
+            )
+        finally:
+            self._creating -= 1
+            if not self._creating:
+                self._created.set()
+                self._created = trio.Event()
         try:
             async with stream:
                 yield stream

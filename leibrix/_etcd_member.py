@@ -12,17 +12,23 @@ also a three-member etcd quorum and needs nothing else installed. This module
   bounded backoff if it dies, give up (raise) after repeated failures so the
   master exits non-zero, and on cancellation SIGTERM then SIGKILL, always reaping.
 
-"Never outlives its master" is enforced by the kernel, not by us: the child is
-forked with ``PR_SET_PDEATHSIG=SIGKILL``, so a master killed with SIGKILL (which
-runs no cleanup at all) still takes its member with it. The parent-death signal
-fires when the *thread* that forked the child exits, which is why the fork
-happens on the Trio thread (the main thread, alive as long as the master) rather
-than in one of Trio's worker threads, which retire after a few idle seconds.
+"Never outlives its master" is enforced by the kernel, not by us: the child
+runs with ``PR_SET_PDEATHSIG=SIGKILL``, so a master killed with SIGKILL (which
+runs no cleanup at all) still takes its member with it. Two details matter:
+
+* The signal fires when the *thread* that spawned the child exits, so the spawn
+  happens on the Trio thread (the main thread, alive as long as the master), not
+  in one of Trio's worker threads, which retire after 10 idle seconds.
+* The prctl is made by a tiny exec shim (``python -I -S -c ...``: prctl, check
+  the parent is still there, exec etcd) rather than a ``preexec_fn``: a
+  ``preexec_fn`` forces a real ``fork()`` whose at-fork handlers restart gRPC's
+  event engine in the child, where ``close_fds`` has just closed its epoll fd, and
+  the child aborts (seen under load). Without ``preexec_fn`` the spawn is a
+  ``vfork``+``exec`` that runs no handlers and takes about a millisecond.
 """
 
 from __future__ import annotations
 
-import ctypes
 import logging
 import math
 import os
@@ -31,6 +37,7 @@ import shutil
 import signal
 import socket
 import subprocess
+import sys
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -339,14 +346,15 @@ class MemberConfig:
         return args
 
 
-_libc = ctypes.CDLL(None, use_errno=True)
-
-
-def _die_with_parent() -> None:  # pragma: no cover - runs in the forked child
-    # Between fork and exec only async-signal-safe work: one prctl, one getppid.
-    _libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
-    if os.getppid() == 1:  # the parent died before prctl took effect
-        os._exit(1)
+#: Runs in the child before etcd: set PDEATHSIG (it survives exec), make sure the
+#: parent did not die before that took effect, then become etcd (same pid).
+_EXEC_SHIM = (
+    "import ctypes, os, sys\n"
+    f"ctypes.CDLL(None).prctl({_PR_SET_PDEATHSIG}, {int(signal.SIGKILL)}, 0, 0, 0)\n"
+    "if os.getppid() != int(sys.argv[1]):\n"
+    "    os._exit(70)\n"
+    "os.execv(sys.argv[2], sys.argv[2:])\n"
+)
 
 
 class _Child:
@@ -398,13 +406,12 @@ def _spawn(cfg: MemberConfig, binary: str) -> _Child:
         raise MemberFailed(f"etcd member {cfg.name!r}: cannot prepare {cfg.log_path}: {exc}") from None
     with log_file:
         # Deliberately synchronous on the Trio thread: see the module docstring
-        # (PDEATHSIG follows the forking thread). fork+exec takes a few ms.
+        # (PDEATHSIG follows the spawning thread). vfork+exec takes ~1 ms.
         popen = subprocess.Popen(
-            cfg.command(binary),
+            [sys.executable, "-I", "-S", "-c", _EXEC_SHIM, str(os.getpid()), *cfg.command(binary)],
             stdin=subprocess.DEVNULL,
             stdout=log_file,
             stderr=log_file,
-            preexec_fn=_die_with_parent,
             start_new_session=True,  # a Ctrl-C to the master's terminal is the master's to handle
         )
     return _Child(popen)
