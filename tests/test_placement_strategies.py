@@ -138,9 +138,10 @@ def test_unplaceable_reasons_name_the_resource() -> None:
         assert "memory" in got.unplaceable["too-big"].split(":")[0]
         assert "cpu" in got.unplaceable["too-hot"].split(":")[0]
         assert "cpu" in got.unplaceable["both"]
-    cap = make_strategy("capacity").place(items, workers).unplaceable
-    assert cap["too-big"] == f"memory: needs {11 * GiB} B per replica, the most free on any worker is {10 * GiB} B"
-    assert cap["too-hot"] == "cpu: needs 5.0 cores per replica, the most free on any worker is 4.0"
+        # hopeless items are reported precisely (and without walking the ring/worker list)
+        assert got.unplaceable["too-big"] == \
+            f"memory: needs {11 * GiB} B per replica, the most free on any worker is {10 * GiB} B"
+        assert got.unplaceable["too-hot"] == "cpu: needs 5.0 cores per replica, the most free on any worker is 4.0"
 
 
 @pytest.mark.parametrize("name", STRATEGY_NAMES)

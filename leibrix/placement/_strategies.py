@@ -57,11 +57,42 @@ def _collect(p: Problem, b, out, out_ptr, status, reason_of) -> Placement:
     return Placement(assignments=assignments, unplaceable=unplaceable)
 
 
-def _walk_reason(p: Problem, b, status, counts, *, capped: bool):
+def _too_big_reason(item: ItemSpec, max_mem: int, max_cpu: float) -> str | None:
+    """The reason when one replica exceeds the free memory or cpu of every worker, else None."""
+    if max_mem < item.memory_bytes:
+        return (f"memory: needs {_fmt_bytes(item.memory_bytes)} per replica, "
+                f"the most free on any worker is {_fmt_bytes(max(int(max_mem), 0))}")
+    if max_cpu < item.cpu_cores:
+        return (f"cpu: needs {item.cpu_cores} cores per replica, "
+                f"the most free on any worker is {max(float(max_cpu), 0.0)}")
+    return None
+
+
+def _screen(p: Problem, eligible: np.ndarray) -> tuple[np.ndarray, np.ndarray, int, float]:
+    """Items no eligible worker can ever hold (one replica is larger than any free space).
+
+    Free space only shrinks during a call, so such items are reported up front
+    instead of walking the whole ring (or worker list) for each of them: with
+    a full cluster that is the difference between O(items) and O(items x vnodes).
+    Returns ``(need for the core, hopeless mask, max free memory, max free cpu)``.
+    """
+    max_mem = int(p.free_mem[eligible].max()) if eligible.any() else -1
+    max_cpu = float(p.free_cpu[eligible].max()) if eligible.any() else -1.0
+    item_of = np.repeat(np.arange(len(p.items)), np.diff(p.excl_ptr))
+    held = np.bincount(item_of, weights=eligible[p.excl], minlength=len(p.items)) if len(p.excl) else 0
+    too_few = p.need > int(eligible.sum()) - held
+    hopeless = (p.need > 0) & ~too_few & ((p.mem > max_mem) | (p.cpu > max_cpu))
+    return np.where(hopeless, 0, p.need).astype(np.int32), hopeless, max_mem, max_cpu
+
+
+def _walk_reason(p: Problem, b, status, counts, screened, *, capped: bool):
     """Reasons for the walk-based strategies (round-robin, hash)."""
+    _, hopeless, max_mem, max_cpu = screened
 
     def reason(i: int) -> str:
         item, need = p.items[i], int(p.need[i])
+        if hopeless[i]:
+            return _too_big_reason(item, max_mem, max_cpu)  # type: ignore[return-value]
         if status[i] == b.TOO_FEW_WORKERS:
             return too_few_reason(item, len(p.holders[i]), need, int(counts[i, 0]))
         found, n_mem, n_cpu, n_cap = (int(x) for x in counts[i])
@@ -99,13 +130,16 @@ class RoundRobinStrategy:
         """Place the items' missing replicas in rotation (see the class docstring)."""
         p = problem(items, workers, existing)
         n = len(p.workers)
+        screened = _screen(p, np.ones(n, dtype=bool))
         out, out_ptr, status, counts, cursor = self._b.place_walk(
             np.arange(n, dtype=np.int32), np.zeros(0, dtype=np.int64), self.cursor % n if n else 0,
             zone_ids([w.zone for w in p.workers]), np.zeros(0, dtype=np.uint8),
-            p.mem, p.cpu, p.need, p.excl_ptr, p.excl, p.free_mem, p.free_cpu, None, None,
+            p.mem, p.cpu, screened[0], p.excl_ptr, p.excl, p.free_mem, p.free_cpu, None, None,
         )
         self.cursor = int(cursor)
-        return _collect(p, self._b, out, out_ptr, status, _walk_reason(p, self._b, status, counts, capped=False))
+        status[screened[1]] = self._b.NO_ROOM
+        return _collect(p, self._b, out, out_ptr, status,
+                        _walk_reason(p, self._b, status, counts, screened, capped=False))
 
 
 class HashStrategy:
@@ -159,11 +193,12 @@ class HashStrategy:
         p = problem(items, workers, existing)
         b = core(self._backend)
         ring = self._sync(p.workers)
+        screened = _screen(p, np.array([ring.vnodes(w.id) > 0 for w in p.workers], dtype=bool))
         if ring.empty:
             # no worker with a positive weight: nothing is eligible
             counts = np.zeros((len(p.items), 4), dtype=np.int32)
             status = np.where(p.need > 0, b.TOO_FEW_WORKERS, b.OK).astype(np.int8)
-            return _collect(p, b, None, None, status, _walk_reason(p, b, status, counts, capped=False))
+            return _collect(p, b, None, None, status, _walk_reason(p, b, status, counts, screened, capped=False))
         # per-worker arrays re-indexed by ring slot
         slot = np.array([ring.slot_of(w.id) for w in p.workers], dtype=np.int64)
         free_mem = np.zeros(ring.slots, dtype=np.int64)
@@ -173,17 +208,18 @@ class HashStrategy:
         load = cap = None
         if self.bounded_load_epsilon is not None:
             load = np.bincount(excl, minlength=ring.slots).astype(np.int64)
-            cap = ring.load_caps(self.bounded_load_epsilon, int(load.sum() + p.need.sum()))
+            cap = ring.load_caps(self.bounded_load_epsilon, int(load.sum() + screened[0].sum()))
         hashes = b.hash_keys([it.key for it in p.items], 0)
         out, out_ptr, status, counts, _ = ring._walk(
-            hashes, p.need, mem=p.mem, cpu=p.cpu, free_mem=free_mem, free_cpu=free_cpu,
+            hashes, screened[0], mem=p.mem, cpu=p.cpu, free_mem=free_mem, free_cpu=free_cpu,
             load=load, cap=cap, excl_ptr=p.excl_ptr, excl=excl,
         )
         index_of_slot = np.full(ring.slots, -1, dtype=np.int64)
         index_of_slot[slot] = np.arange(len(p.workers))
         out = _remap(out, index_of_slot)
+        status[screened[1]] = b.NO_ROOM
         return _collect(p, b, out, out_ptr, status,
-                        _walk_reason(p, b, status, counts, capped=load is not None))
+                        _walk_reason(p, b, status, counts, screened, capped=load is not None))
 
 
 class CapacityStrategy:
@@ -240,12 +276,9 @@ class CapacityStrategy:
             item, need = p.items[i], int(p.need[i])
             if status[i] == self._b.TOO_FEW_WORKERS:
                 return too_few_reason(item, len(p.holders[i]), need, int(found[i]))
-            if max_mem[i] < item.memory_bytes:
-                return (f"memory: needs {_fmt_bytes(item.memory_bytes)} per replica, "
-                        f"the most free on any worker is {_fmt_bytes(int(max(max_mem[i], 0)))}")
-            if max_cpu[i] < item.cpu_cores:
-                return (f"cpu: needs {item.cpu_cores} cores per replica, "
-                        f"the most free on any worker is {max(float(max_cpu[i]), 0.0)}")
+            too_big = _too_big_reason(item, int(max_mem[i]), float(max_cpu[i]))
+            if too_big:
+                return too_big
             return (f"memory+cpu: needs {_fmt_bytes(item.memory_bytes)} and {item.cpu_cores} cores on "
                     f"{need} distinct worker(s), only {int(found[i])} have both free")
 
