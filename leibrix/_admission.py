@@ -92,7 +92,7 @@ class AdmissionConfig:
     queue_size: int = 10_000
 
 
-@dataclass(slots=True)
+@dataclass(slots=True, eq=False)
 class _Job:
     spec: AdmissionSpec
     done: trio.Event = field(default_factory=trio.Event)
@@ -169,36 +169,37 @@ class Admissions:
         """Decide and write one batch; returns the jobs deferred to the next batch."""
         batch = _Batch()
         deferred: list[_Job] = []
-        async with self.coord.lock:
-            await self.coord.flush_locked()
-            epochs = 0
-            for job in jobs:
-                spec = job.spec
-                if ((spec.tenant_id, spec.dataset_id) in batch.datasets
-                        or (spec.request_id and spec.request_id in batch.requests)
-                        or (epochs and epochs + spec.epoch_count > self.config.max_batch_epochs)):
-                    # The same dataset or request twice, or a full batch: decide after this batch is written.
-                    deferred.append(job)
-                    continue
-                epochs += spec.epoch_count
-                try:
-                    self._decide(job, batch)
-                except ApiError as exc:
-                    job.error = exc
-                # Deciding thousands of epochs takes a while: let the lease keepalive and the RPCs run.
-                await trio.lowlevel.checkpoint()
+        # Admissions only create epochs and datasets (changes to existing epochs go through the
+        # coordinator), so the batch does not hold the coordinator's lock: its etcd round trip overlaps
+        # with the coordinator's placements and status writes instead of queueing behind them.
+        epochs = 0
+        for job in jobs:
+            spec = job.spec
+            if ((spec.tenant_id, spec.dataset_id) in batch.datasets
+                    or (spec.request_id and spec.request_id in batch.requests)
+                    or (epochs and epochs + spec.epoch_count > self.config.max_batch_epochs)):
+                # The same dataset or request twice, or a full batch: decide after this batch is written.
+                deferred.append(job)
+                continue
+            epochs += spec.epoch_count
             try:
-                await self._write(batch)
-            except Fenced:
-                for job in [*batch.accepted, *deferred]:
-                    job.response = None
-                    job.error = Unavailable("leadership was lost before this admission was stored; retry")
-                self._finish(jobs, ())
-                raise
-            except EtcdUnavailable as exc:
-                for job in batch.accepted:
-                    job.response = None
-                    job.error = Unavailable(f"the state store did not answer; retry with the same request_id: {exc}")
+                self._decide(job, batch)
+            except ApiError as exc:
+                job.error = exc
+            # Deciding thousands of epochs takes a while: let the lease keepalive and the RPCs run.
+            await trio.lowlevel.checkpoint()
+        try:
+            await self._write(batch)
+        except Fenced:
+            for job in [*batch.accepted, *deferred]:
+                job.response = None
+                job.error = Unavailable("leadership was lost before this admission was stored; retry")
+            self._finish(jobs, ())
+            raise
+        except EtcdUnavailable as exc:
+            for job in batch.accepted:
+                job.response = None
+                job.error = Unavailable(f"the state store did not answer; retry with the same request_id: {exc}")
         self._finish(jobs, deferred)
         if batch.retire:
             by_reason: dict[str, list[tuple[str, str, str]]] = {}
@@ -211,8 +212,9 @@ class Admissions:
 
     @staticmethod
     def _finish(jobs: Sequence[_Job], deferred: Sequence[_Job]) -> None:
+        later = {id(job) for job in deferred}
         for job in jobs:
-            if job not in deferred:
+            if id(job) not in later:
                 job.done.set()
 
     async def _write(self, batch: _Batch) -> None:
@@ -265,7 +267,7 @@ class Admissions:
         if quota.policy is not Policy.QUEUE and new:
             self._check_room(spec, quota, demand, est.scan_cost / max(1, est.memory_bytes), batch, retire)
         now = now_ms()
-        ds_bytes = encode_dataset(spec.request, rf, strategy, ds.admitted_ms if ds else now, spec.version)
+        ds_bytes = encode_dataset(spec.raw, rf, strategy, ds.admitted_ms if ds else now, spec.version)
         batch.ops.append(Put(self.keys.dataset(t, d), ds_bytes))
         for s in new:
             old = replaced.get(s.epoch_id)

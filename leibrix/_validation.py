@@ -37,6 +37,7 @@ import betterproto
 from leibrix import _epochs
 from leibrix._errors import InvalidArgument
 from leibrix._proto import leibrix_cp as cp
+from leibrix._proto.records import management_pb2
 
 ID_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]{0,63}")
 REQUEST_ID_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.:-]{0,127}")
@@ -96,6 +97,7 @@ class AdmissionSpec:
     retention_epochs: int
     hints: cp.EstimateHints
     request: cp.AdmitDatasetRequest
+    raw: bytes
     fingerprint: str
     epoch_count: int
 
@@ -204,11 +206,16 @@ def _check_finite_non_negative(field: str, value: float) -> None:
         raise InvalidArgument(field, f"must be a finite number >= 0, got {value}")
 
 
-def fingerprint(req: cp.AdmitDatasetRequest) -> str:
-    """sha256 of the request without its request id: equal for identical admissions."""
-    clone = cp.AdmitDatasetRequest().parse(bytes(req))
-    clone.request_id = ""
-    return hashlib.sha256(bytes(clone)).hexdigest()
+def fingerprint(raw: bytes) -> str:
+    """sha256 of a serialized ``AdmitDatasetRequest`` without its request id: equal for identical admissions.
+
+    Computed on the upb message's deterministic serialization, so the
+    fingerprint of a stored request (``DatasetRecord.request``) and of a new
+    wire request compare equal when their content is equal.
+    """
+    req = management_pb2.AdmitDatasetRequest.FromString(raw)
+    req.request_id = ""
+    return hashlib.sha256(req.SerializeToString(deterministic=True)).hexdigest()
 
 
 def validate_admission(req: cp.AdmitDatasetRequest, limits: AdmissionLimits = AdmissionLimits()) -> AdmissionSpec:
@@ -263,6 +270,7 @@ def validate_admission(req: cp.AdmitDatasetRequest, limits: AdmissionLimits = Ad
         raise InvalidArgument("hints.rows_per_epoch", f"must be >= 0, got {hints.rows_per_epoch}")
     _check_finite_non_negative("hints.cpu_cores_per_epoch", hints.cpu_cores_per_epoch)
     _check_finite_non_negative("hints.scan_cost", hints.scan_cost)
+    raw = bytes(req)
     return AdmissionSpec(
         tenant_id=tenant,
         dataset_id=dataset,
@@ -278,7 +286,8 @@ def validate_admission(req: cp.AdmitDatasetRequest, limits: AdmissionLimits = Ad
         retention_epochs=req.retention_epochs,
         hints=hints,
         request=req,
-        fingerprint=fingerprint(req),
+        raw=raw,
+        fingerprint=fingerprint(raw),
         epoch_count=count,
     )
 
