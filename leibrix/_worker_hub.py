@@ -72,10 +72,12 @@ from google.protobuf.message import DecodeError
 from grpclib.const import Status
 
 from leibrix._errors import ApiError, FailedPrecondition, InvalidArgument, NotFound, Unavailable
+from leibrix._etcd import EtcdError, Put
 from leibrix._liveness import Liveness, Transition, WState
 from leibrix._proto import leibrix_cp as cp
 from leibrix._proto.records import control_plane_pb2 as pb
 from leibrix._proto.records import state_pb2
+from leibrix._store import Fenced
 
 __all__ = [
     "CONTROL_PLANE_PATH",
@@ -93,6 +95,8 @@ CONTROL_PLANE_PATH = "/leibrix_cp.ControlPlaneService/CoordinateWorker"
 LEADER_METADATA = "leibrix-leader"
 _WORKER_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._:-]{0,127}")
 _PAYLOAD_FROM_MASTER = {"data_assignment", "common_ack"}
+#: Worker records per fenced transaction (etcd's --max-txn-ops is larger).
+_MAX_BATCH = 500
 
 
 # ---------------------------------------------------------------- the seam
@@ -136,6 +140,8 @@ class HubConfig:
     max_message_bytes: int = 4 << 20
     outbound_queue: int = 4096
     register_timeout: float = 10.0
+    #: Registrations processed at once; the rest of a reconnect storm waits its turn.
+    max_registering: int = 32
     rebalance_interval: float = 10.0
     rebalance_max_moves: int = 4
 
@@ -217,10 +223,21 @@ class _Session:
 
 
 @dataclass(eq=False)
+class _Batch:
+    """Worker records waiting for one group commit."""
+
+    ops: dict[str, bytes] = field(default_factory=dict)
+    done: trio.Event = field(default_factory=trio.Event)
+    error: BaseException | None = None
+
+
+@dataclass(eq=False)
 class _Term:
     ctx: Any
     nursery: trio.Nursery
     token: int
+    batch: _Batch = field(default_factory=_Batch)
+    batch_ready: trio.Event = field(default_factory=trio.Event)
 
 
 # ---------------------------------------------------------------- the hub
@@ -265,6 +282,8 @@ class WorkerHub(cp.ControlPlaneServiceBase):
         #: (memory, cpu) reserved on a worker; set by the coordinator's term (``Coordinator.reserved``)
         self.reserved_fn: Callable[[str], tuple[int, float]] | None = None
         self._wake = trio.Event()
+        self._capacity = trio.Event()
+        self._registering: asyncio.Semaphore | None = None
         self._joined: set[str] = set()
         self._records: Any = None  # Table[WorkerRecord] when a mirror was attached
         #: whether a tenant exists (pool labels must name one); None accepts any pool
@@ -319,6 +338,8 @@ class WorkerHub(cp.ControlPlaneServiceBase):
                 self.members.clear()
                 self._term = _Term(ctx, nursery, int(getattr(ctx.term, "token", 0)))
                 self._adopt_previous_members()
+                nursery.start_soon(self._record_writer)
+                nursery.start_soon(self._capacity_notifier)
                 nursery.start_soon(self._sweeper)
                 nursery.start_soon(self._rebalancer)
                 task_status.started()
@@ -421,22 +442,53 @@ class WorkerHub(cp.ControlPlaneServiceBase):
     # ---- state changes (Trio side) ------------------------------------------
 
     async def persist(self, worker_id: str, state: WState) -> None:
-        """Write ``workers/<w>`` with ``state`` through the fenced writer (a transition, never a tick)."""
+        """Write ``workers/<w>`` with ``state`` through the fenced writer (a transition, never a tick).
+
+        Writes are group-committed by the term's record writer: thousands of
+        workers re-registering with a new leader become a few transactions,
+        not thousands, so the storm cannot starve the lease keepalive.
+        """
         term = self._term
         m = self.members.get(worker_id)
         if term is None or m is None:
             raise Unavailable("not the leader", leader=self.leader_hint())
         if m.persisted is state:
             return
-        from leibrix._etcd import Put
-
         rec = state_pb2.WorkerRecord(software_version=m.software_version, state=int(state))
         rec.worker.node_id, rec.worker.addr = m.worker_id, m.addr
         rec.worker.labels.update(m.labels)
         rec.capacity.memory_bytes, rec.capacity.cpu_cores = m.memory_bytes, m.cpu_cores
         rec.registered_at.FromSeconds(int(m.registered_wall or time.time()))
-        await term.ctx.writer.commit([Put(self.keys.worker(worker_id), rec.SerializeToString())])
+        batch = term.batch
+        batch.ops[self.keys.worker(worker_id)] = rec.SerializeToString()
+        term.batch_ready.set()
+        await batch.done.wait()
+        if batch.error is not None:
+            raise batch.error
         m.persisted = state
+
+    async def _record_writer(self) -> None:
+        """Commit pending worker records, one fenced transaction per batch (group commit)."""
+        term = self._term
+        assert term is not None
+        while True:
+            await term.batch_ready.wait()
+            term.batch_ready = trio.Event()
+            batch, term.batch = term.batch, _Batch()
+            items = list(batch.ops.items())
+            try:
+                for i in range(0, len(items), _MAX_BATCH):
+                    await term.ctx.writer.commit([Put(k, v) for k, v in items[i:i + _MAX_BATCH]])
+            except Fenced as e:
+                batch.error = e
+                raise  # the term is over: the master ends it
+            except EtcdError as e:
+                batch.error = e  # these registrations fail (UNAVAILABLE); workers retry
+            except BaseException:
+                batch.error = Unavailable("leadership ended", leader=self.leader_hint())
+                raise
+            finally:
+                batch.done.set()
 
     async def set_drain(self, worker_id: str, state: WState | None) -> None:
         """Mark a worker DRAINING/DRAINED (no new placements), persisted; None cancels a drain."""
@@ -456,6 +508,17 @@ class WorkerHub(cp.ControlPlaneServiceBase):
 
     def _wake_sweeper(self) -> None:
         self._wake.set()
+
+    def _capacity_changed(self) -> None:
+        """A worker became placeable: tell the coordinator, coalesced (one call per burst, not per worker)."""
+        self._capacity.set()
+
+    async def _capacity_notifier(self) -> None:
+        while True:
+            await self._capacity.wait()
+            self._capacity = trio.Event()
+            if self.coordinator is not None:
+                await self.coordinator.on_capacity()
 
     async def _sweeper(self) -> None:
         """Apply liveness deadlines as they come due; handle DEAD workers."""
@@ -552,13 +615,19 @@ class WorkerHub(cp.ControlPlaneServiceBase):
                              f"no register_event within {self.config.register_timeout:g}s") from None
             if first is None:
                 return
-            session = await self._register(stream, first)
+            if self._registering is None:
+                self._registering = asyncio.Semaphore(self.config.max_registering)
+            async with self._registering:  # a reconnect storm queues here, not in the event loop
+                session = await self._register(stream, first)
             close = await self._serve(stream, session)
         except _Close as c:
             close = c
         except ApiError as e:
             close = _Close(e.status, e.message, reject=session is None,
                            leader=getattr(e, "leader", ""))
+        except (Fenced, EtcdError) as e:  # not the worker's fault: retry (elsewhere)
+            close = _Close(Status.UNAVAILABLE, f"cannot record the worker now, retry: {e}",
+                           reject=session is None, leader=self.leader_hint())
         finally:
             if session is not None:
                 self._detach(session)
@@ -688,7 +757,7 @@ class WorkerHub(cp.ControlPlaneServiceBase):
             self._joined.add(m.worker_id)
         if self.coordinator is not None:
             await self.coordinator.on_registered(m.worker_id, inventory)
-            await self.coordinator.on_capacity()
+        self._capacity_changed()
 
     async def _serve(self, stream: grpclib.server.Stream, session: _Session) -> _Close:
         """Run reader and sender until either ends or the hub closes the session."""
@@ -721,7 +790,7 @@ class WorkerHub(cp.ControlPlaneServiceBase):
             if msg is None:
                 return
             if live.seen(wid) is not None:
-                await trio_asyncio.trio_as_aio(self._revived)()
+                self._capacity_changed()  # SUSPECT -> ACTIVE: placeable again
             m.last_seen_wall = time.time()
             kind = msg.WhichOneof("payload")
             if kind == "heartbeat_event":
@@ -747,11 +816,6 @@ class WorkerHub(cp.ControlPlaneServiceBase):
                 session.close(Status.INVALID_ARGUMENT,
                               "payload: none of register_event, heartbeat_event, data_pull_status_update is set")
                 return
-
-    async def _revived(self) -> None:
-        term = self._term
-        if term is not None and self.coordinator is not None:
-            await self.coordinator.on_capacity()
 
     async def _on_status(self, worker_id: str, update: cp.DataPullStatusUpdateEvent) -> None:
         term = self._term

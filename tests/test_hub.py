@@ -71,6 +71,8 @@ async def test_register_heartbeat_assign_evict_round_trip(etcd, nursery) -> None
 async def test_kill_9_worker_dead_within_timeout_and_replicas_restored(etcd, nursery) -> None:
     keys, hub, coord, addr = await _cluster(etcd, nursery, replicas=2)
     procs = {w: await spawn_worker(nursery, addr, w) for w in ("w1", "w2", "w3")}
+    for w in procs:
+        await wait_state(hub, w, WState.ACTIVE)
     await coord.wait(lambda: all(len(coord.ready.get(k, ())) == 2 for k in EPOCHS))
     victim = max(procs, key=lambda w: len(coord.replicas_on(w)))
     lost = coord.replicas_on(victim)
@@ -91,6 +93,8 @@ async def test_stream_cut_and_reconnect_within_grace_moves_nothing(etcd, nursery
     keys, hub, coord, addr = await _cluster(etcd, nursery, rebalance_interval=60)
     await spawn_worker(nursery, addr, "w1")
     await spawn_worker(nursery, addr, "w2")
+    for w in ("w1", "w2"):
+        await wait_state(hub, w, WState.ACTIVE)
     await coord.wait(lambda: all(coord.ready.get(k) for k in EPOCHS))
     sent, evicted = len(coord.sent), len(coord.evicted)
     rev = (await etcd.get(keys.worker("w1"))).mod_revision
@@ -108,6 +112,8 @@ async def test_frozen_worker_suspect_then_revives_without_moves(etcd, nursery) -
     keys, hub, coord, addr = await _cluster(etcd, nursery, dead_timeout=3.0, rebalance_interval=60)
     p1 = await spawn_worker(nursery, addr, "w1")
     await spawn_worker(nursery, addr, "w2")
+    for w in ("w1", "w2"):
+        await wait_state(hub, w, WState.ACTIVE)
     await coord.wait(lambda: all(coord.ready.get(k) for k in EPOCHS))
     sent = len(coord.sent)
     p1.send_signal(signal.SIGSTOP)  # missed heartbeats, stream still open

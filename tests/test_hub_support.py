@@ -203,9 +203,13 @@ async def _run_worker(cmd: list[str], *, task_status) -> None:
 
 
 async def wait_state(hub: WorkerHub, wid: str, state: WState, timeout: float = 15.0) -> None:
-    with trio.fail_after(timeout):
+    with trio.move_on_after(timeout):
         while hub.liveness.state(wid) is not state:
             await trio.sleep(0.02)
+        return
+    w = hub.liveness.get(wid)
+    raise AssertionError(f"{wid} not {state.name} within {timeout}s: {w}, now={hub._clock()}, "
+                         f"next deadline={hub.liveness.next_deadline()}")
 
 
 def fast_config(**overrides: Any) -> HubConfig:
