@@ -290,7 +290,7 @@ async def test_undecodable_value_is_skipped_not_fatal(etcd: EtcdClient, nursery:
         mirror.table(Keys.WORKERS, bytes)
 
 
-def test_table_registration_rules(etcd_server=None) -> None:
+def test_table_registration_rules() -> None:
     mirror = Mirror(None, KEYS)  # type: ignore[arg-type]
     mirror.table(Keys.EPOCHS, bytes)
     with pytest.raises(ValueError, match="overlaps"):
