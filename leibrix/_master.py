@@ -74,6 +74,8 @@ log = logging.getLogger(__name__)
 _PROBE_INTERVAL = 0.5
 #: Pause before campaigning again after a term ended by a crashed leader service.
 _CRASH_BACKOFF = 1.0
+#: Longest a leaving leader waits for its successor's first write (inside the shutdown budget).
+_HANDOVER_WAIT = 1.5
 #: How long start-up waits for the etcd cluster to have a quorum.
 _READY_TIMEOUT = 60.0
 
@@ -322,10 +324,14 @@ class Master:
             task_status.started()
 
     async def shutdown(self) -> None:
-        """Leave gracefully: NOT_SERVING, resign, drop presence, cancel the services.
+        """Leave gracefully: NOT_SERVING, resign, wait for the handover, cancel the services.
 
-        Safe to call more than once and before :meth:`run` is serving. The etcd
-        member is stopped by :meth:`run` after the services have ended.
+        Waiting (at most ``_HANDOVER_WAIT``) until the next leader has made its
+        first fenced write matters with an embedded member: stopping our member
+        right away could take etcd's Raft leader down in the middle of the
+        successor's campaign and stall it for seconds (measured by
+        bench.failover). Safe to call more than once and before :meth:`run` is
+        serving. The etcd member is stopped by :meth:`run` after the services end.
         """
         if self._stopping:
             return
@@ -339,8 +345,26 @@ class Master:
                     log.info("resigned term %d", ctx.token)
                 except EtcdError as exc:
                     log.warning("could not resign term %d (%s); it expires with its lease", ctx.token, exc)
+            await self._await_handover(ctx.token)
         if self._services_scope is not None:
             self._services_scope.cancel()
+
+    async def _await_handover(self, token: int) -> None:
+        """Return once another master leads and has written (or after ``_HANDOVER_WAIT``)."""
+        assert self.etcd is not None and self.masters is not None
+        if not any(name != self.config.name for name in self.masters):
+            return  # nobody to hand over to
+        with trio.move_on_after(_HANDOVER_WAIT):
+            while True:
+                try:
+                    kv = await self.etcd.get(self.keys.leader)
+                except EtcdError:
+                    return
+                # version >= 2: the successor's first leadership probe has been applied
+                if kv is not None and kv.create_revision != token and kv.version >= 2:
+                    log.info("handed over to %s", state_pb2.MasterRecord.FromString(kv.value).id)
+                    return
+                await trio.sleep(0.01)
 
     # -- services ---------------------------------------------------------------------
 
