@@ -458,24 +458,3 @@ class ClusterState:
         epochs.on_change(
             lambda k, old, new: self.put_epoch(new) if new is not None else self.delete_epoch(tuple(k.split("/", 2))))
         return mirror.table(Keys.REQUESTS, state_pb2.RequestRecord.FromString)
-
-    def apply(self, rest: str, raw: bytes | None) -> None:
-        """Apply one watched change: ``rest`` is the key below ``/leibrix/<cluster>/``, ``raw`` None = deleted."""
-        kind, _, tail = rest.partition("/")
-        if kind == "epochs":
-            t, d, e = tail.split("/", 2)
-            if raw is None:
-                self.delete_epoch((t, d, e))
-            else:
-                self.put_epoch(decode_epoch(raw))
-        elif kind == "datasets":
-            t, d = tail.split("/", 1)
-            if raw is None:
-                self.delete_dataset(t, d)
-            else:
-                self.put_dataset(decode_dataset(raw))
-        elif kind == "tenants":
-            if raw is None:
-                self.delete_tenant(tail)
-            else:
-                self.put_tenant(decode_tenant(raw))

@@ -10,6 +10,7 @@ from leibrix import _state
 from leibrix._lifecycle import State, Transition
 from leibrix._proto import leibrix_cp as cp
 from leibrix._state import ClusterState, Epoch, Replica
+from leibrix._store import Keys, Mirror
 from leibrix._tenants import Policy, Quota, Usage, budget_shortfall, dataset_shortfall
 
 
@@ -108,20 +109,29 @@ def test_replication_change_recharges_and_indices_follow_replicas():
     assert cs.by_worker == {"w2": {("acme", "orders", "1_abcdef")}}
 
 
-def test_apply_dispatches_watched_keys_and_listeners_see_changes():
+async def test_state_follows_etcd_through_the_mirror(etcd, nursery):
+    """``ClusterState.attach``: listed, watched and deleted records reach the model and its listeners."""
+    keys = Keys("st")
     cs = ClusterState()
     seen = []
     cs.listeners.append(lambda old, new: seen.append((old and old.state, new and new.state)))
-    cs.apply("tenants/acme", _state.encode_tenant(cp.TenantQuota(tenant_id="acme", max_epochs=9), 1))
-    cs.apply("datasets/acme/orders", dataset_record())
-    cs.apply("epochs/acme/orders/1_abcdef", _state.encode_epoch(epoch(state=State.LOADING)))
-    cs.apply("epochs/acme/orders/1_abcdef", _state.encode_epoch(epoch(state=State.READY)))
-    assert cs.tenants["acme"].usage is cs.usage("acme") and cs.tenants["acme"].usage.epochs == 1
-    cs.apply("epochs/acme/orders/1_abcdef", None)
-    cs.apply("datasets/acme/orders", None)
-    cs.apply("tenants/acme", None)
+    mirror = Mirror(etcd, keys)
+    requests = cs.attach(mirror)
+    await etcd.put(keys.tenant("acme"), _state.encode_tenant(cp.TenantQuota(tenant_id="acme", max_epochs=9), 1))
+    await nursery.start(mirror.run)  # the listing brings the tenant
+    assert cs.tenants["acme"].quota.max_epochs == 9
+    await etcd.put(keys.dataset("acme", "orders"), dataset_record())
+    await etcd.put(keys.epoch("acme", "orders", "1_abcdef"), _state.encode_epoch(epoch(state=State.LOADING)))
+    rev = await etcd.put(keys.epoch("acme", "orders", "1_abcdef"), _state.encode_epoch(epoch(state=State.READY)))
+    await etcd.put(keys.request("r1"), b"")
+    await mirror.wait_for(rev + 1)
+    assert cs.tenants["acme"].usage is cs.usage("acme") and cs.usage("acme").epochs == 1 and "r1" in requests
+    await etcd.delete(keys.epoch("acme", "orders", "1_abcdef"))
+    await etcd.delete(keys.dataset("acme", "orders"))
+    rev = await etcd.put(keys.tenant("other"), _state.encode_tenant(cp.TenantQuota(tenant_id="other"), 1))
+    await mirror.wait_for(rev)
     assert seen == [(None, State.LOADING), (State.LOADING, State.READY), (State.READY, None)]
-    assert not cs.epochs and not cs.datasets and not cs.tenants and not cs.by_dataset
+    assert not cs.epochs and not cs.datasets and not cs.by_dataset and set(cs.tenants) == {"acme", "other"}
 
 
 def test_wire_views():
