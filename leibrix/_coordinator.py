@@ -514,12 +514,15 @@ class Coordinator:
             new = self._move(e, State.FAILED, f"{problem}; gave up after {attempts} attempts", replicas=(),
                              attempts=attempts)
             victims = e.worker_ids()
+        elif e.state is not State.READY and not keep:
+            # Nothing else is loading or loaded: back to the queue, retried after the backoff.
+            new = self._move(e, State.PENDING, f"{problem}; attempt {attempts}, retrying", replicas=(),
+                             attempts=attempts)
+            victims = [worker_id]
         else:
+            # Other replicas carry on; the failed one is re-placed by repair after the backoff.
             new = e.evolve(replicas=keep, attempts=attempts)
             victims = [worker_id]
-            if e.state is State.VALIDATING and not any(r.state == LOADED for r in keep):
-                new = self._move(new, State.PENDING, problem, replicas=())
-                victims = e.worker_ids()
 
         async def after() -> None:
             stored = self.state.epochs.get(e.key)

@@ -15,7 +15,7 @@ from leibrix._etcd import EtcdClient
 from leibrix._proto import leibrix_cp as cp
 from leibrix._proto.records import state_pb2
 from leibrix._store import Keys
-from tests.test_admission_support import admission, installed, leading, quota, rpc, start_master, states
+from tests.test_admission_support import MiB, admission, installed, leading, quota, rpc, start_master, states
 
 __all__ = ["installed"]
 
@@ -162,3 +162,44 @@ async def test_follower_refuses_writes_but_answers_reads(etcd_server: Any, nurse
     resp = await rpc(b.config.grpc_listen, "admit_dataset", admission(dataset="other"))
     assert resp.status == cp.AdmitDatasetResponseStatus.ACCEPTED
     assert ("acme", "other") in service_of(a).state.datasets
+
+
+async def test_delete_tenant_is_refused_while_it_has_datasets_unless_forced(
+        etcd_server: Any, etcd: EtcdClient, nursery: trio.Nursery) -> None:
+    m = await start_master(nursery, etcd_server.endpoint)
+    await leading(m)
+    await rpc(m, "upsert_tenant_quota", quota(admission_policy=cp.AdmissionPolicy.QUEUE))
+    await rpc(m, "admit_dataset", admission(days=2))
+    err = await error_of(m, "delete_tenant", cp.DeleteTenantRequest(tenant_id="acme"))
+    assert err.status == Status.FAILED_PRECONDITION and "1 dataset(s) with 2 live epoch(s)" in err.message
+    r = await rpc(m, "delete_tenant", cp.DeleteTenantRequest(tenant_id="acme", force=True))
+    assert "1 dataset(s) dropped" in r.message
+    kvs, _ = await etcd.get_prefix(Keys("adm").root)
+    assert [kv.key for kv in kvs if "/acme" in kv.key] == []
+    err = await error_of(m, "delete_tenant", cp.DeleteTenantRequest(tenant_id="acme"))
+    assert err.status == Status.NOT_FOUND
+
+
+async def test_report_access_feeds_heat_and_checks_its_arguments(etcd_server: Any, nursery: trio.Nursery) -> None:
+    m = await start_master(nursery, etcd_server.endpoint)
+    await leading(m)
+    await rpc(m, "upsert_tenant_quota", quota(admission_policy=cp.AdmissionPolicy.QUEUE))
+    resp = await rpc(m, "admit_dataset", admission(days=2))
+    hot = resp.epochs.epochs[0].epoch_id
+    await rpc(m, "report_access", cp.ReportAccessRequest(tenant_id="acme", dataset_id="orders", epoch_id=hot,
+                                                         count=9, scanned_bytes=9 * 32 * MiB))
+    listed = await rpc(m, "list_epochs", cp.ListEpochsRequest(tenant_id="acme", dataset_id="orders"))
+    by_id = {e.info.epoch_id: e for e in listed.epochs}
+    assert by_id[hot].heat == pytest.approx(10.0, rel=0.01)  # prior 1 + 9 accesses, barely decayed
+    cold = next(e for e in by_id if e != hot)
+    # benefit = scan cost x heat / memory: the observed 28.8 MiB per access x 10 / 16 MiB, vs 16 MiB x 1 / 16 MiB.
+    assert by_id[hot].benefit == pytest.approx(9 * 32 / 10 * 10 / 16, rel=0.01)
+    assert by_id[cold].benefit == pytest.approx(1.0, rel=0.01)
+    for field, req in [("count", cp.ReportAccessRequest(tenant_id="acme", dataset_id="orders", count=-1)),
+                       ("scanned_bytes", cp.ReportAccessRequest(tenant_id="acme", dataset_id="orders",
+                                                                scanned_bytes=-5))]:
+        err = await error_of(m, "report_access", req)
+        assert err.status == Status.INVALID_ARGUMENT and err.message.startswith(field + ":")
+    err = await error_of(m, "report_access", cp.ReportAccessRequest(tenant_id="acme", dataset_id="orders",
+                                                                    epoch_id="1_ffffff"))
+    assert err.status == Status.NOT_FOUND

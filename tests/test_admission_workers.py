@@ -246,3 +246,21 @@ async def test_two_tenants_cannot_touch_each_others_budgets(etcd_server: Any, nu
     await all_ready(m, "b", n=4)
     ua, ub = service_of(m).state.usage("a"), service_of(m).state.usage("b")
     assert (ua.memory_bytes, ub.memory_bytes) == (16 * MiB, 64 * MiB)
+
+
+async def test_invalid_loads_retry_with_backoff_then_fail_and_never_route(etcd_server: Any, nursery: trio.Nursery) -> None:
+    m = await cluster(etcd_server, nursery, "w1")
+    await rpc(m, "upsert_tenant_quota", quota(admission_policy=QUEUE))
+    # The plan allows 2 x 1,000 bytes; DuckDB holds any table in far more: every load fails validation.
+    await rpc(m, "admit_dataset", admission(bytes_per_epoch=1000))
+    (eid,) = states(m)
+    with trio.fail_after(30):
+        while states(m)[eid] != "FAILED":
+            assert routed(m) == set(), "a load that failed validation was routed"
+            await trio.sleep(0.02)
+    e = service_of(m).state.epochs[("acme", "orders", eid)]
+    assert e.attempts == 3 and e.replicas == ()
+    assert "validation failed: loaded" in e.history[-1].reason and "gave up after 3 attempts" in e.history[-1].reason
+    retries = [t.at_ms for t in e.history if t.to_state.name == "LOADING"]
+    assert len(retries) == 3 and retries[2] - retries[1] >= 1500  # backoff 1 s, then 2 s
+    assert service_of(m).state.usage("acme").epochs == 0  # a FAILED epoch charges nothing
