@@ -124,7 +124,7 @@ OPTIONS: tuple[Option, ...] = (
            "start even on an etcd release known to lose data (3.5.0-3.5.5, 3.4.20-3.4.21)"),
     Option("lease_ttl", int, DEFAULT_LEASE_TTL,
            "leader lease TTL in whole seconds: a dead leader is replaced after about this long", "S"),
-    Option("shutdown_timeout", float, 3.0,
+    Option("shutdown_timeout", float, 2.5,
            "seconds a SIGTERM/SIGINT shutdown may take before the rest is cancelled (the etcd member "
            "then gets 1 s more before SIGKILL)", "S"),
     Option("log_level", str, "info", "log level: debug, info, warning or error", "LEVEL"),
