@@ -29,11 +29,50 @@ from pathlib import Path
 
 import trio
 
-from leibrix._etcd_member import PRODUCTION_TIMINGS, Timings, free_port_url
+from leibrix._etcd_member import PRODUCTION_TIMINGS, Timings, _Child, free_port_url
 
-__all__ = ["LocalCluster", "MasterSpec"]
+__all__ = ["LocalCluster", "MasterProcess", "MasterSpec"]
 
 HELP = "run a local dev cluster: masters on embedded etcd, data under ./data (or a tmp dir)"
+
+
+#: Runs in each master child before the master itself: ask the kernel for SIGTERM
+#: when our spawning thread dies (a master whose launcher was killed shuts down
+#: gracefully instead of lingering), check the launcher is still there, then exec
+#: the master (same pid). The technique of leibrix._etcd_member's member spawn.
+_PARENT_DEATH_SHIM = (
+    "import ctypes, os, signal, sys\n"
+    "ctypes.CDLL(None).prctl(1, int(signal.SIGTERM), 0, 0, 0)\n"  # PR_SET_PDEATHSIG
+    "if os.getppid() != int(sys.argv[1]):\n"
+    "    os._exit(70)\n"
+    "os.execv(sys.argv[2], sys.argv[2:])\n"
+)
+
+
+class MasterProcess:
+    """One running master child: ``pid``, ``returncode`` (None while running), signals, ``wait()``.
+
+    Waited on through a pidfd, so the Trio loop never blocks.
+    """
+
+    def __init__(self, popen: subprocess.Popen[bytes]) -> None:
+        self._child = _Child(popen)
+        self.pid = popen.pid
+
+    @property
+    def returncode(self) -> int | None:
+        """The exit status once the master has exited (negative: killed by that signal)."""
+        return self._child.popen.poll()
+
+    def send_signal(self, sig: int) -> None:
+        """Send ``sig`` unless the master has already been reaped."""
+        self._child.signal(sig)
+
+    async def wait(self) -> int:
+        """Wait until the master exits and reap it; returns its exit status."""
+        status = await self._child.wait()
+        self._child.close()
+        return status
 
 
 def _free_hostport() -> str:
@@ -95,7 +134,7 @@ class LocalCluster:
                 grpc, http = f"127.0.0.1:{base_port + i}", f"127.0.0.1:{8081 + i}"
                 client, peer = f"http://127.0.0.1:{2379 + 10 * i}", f"http://127.0.0.1:{2380 + 10 * i}"
             self.specs[name] = MasterSpec(name, grpc, http, client, peer, self.directory / name)
-        self.processes: dict[str, trio.Process] = {}
+        self.processes: dict[str, MasterProcess] = {}
 
     @property
     def names(self) -> list[str]:
@@ -128,8 +167,13 @@ class LocalCluster:
             args += ["--lease-ttl", str(self.lease_ttl)]
         return [*args, *self.extra_args]
 
-    async def start(self, name: str) -> trio.Process:
-        """Spawn one master (output appended to its log file); does not wait for it to serve."""
+    async def start(self, name: str) -> MasterProcess:
+        """Spawn one master (output appended to its log file); does not wait for it to serve.
+
+        The master gets SIGTERM if this process dies, so it never outlives its
+        launcher; the spawn runs on the Trio thread because the parent-death
+        signal follows the spawning *thread*.
+        """
         if name in self.processes and self.processes[name].returncode is None:
             raise RuntimeError(f"master {name} is already running")
         spec = self.specs[name]
@@ -137,8 +181,8 @@ class LocalCluster:
         env = dict(os.environ)
         env.pop("LEIBRIX_CONFIG", None)
         with open(spec.log_path, "ab") as log:
-            process = await trio.lowlevel.open_process(
-                self.command(name),
+            popen = subprocess.Popen(
+                [sys.executable, "-I", "-S", "-c", _PARENT_DEATH_SHIM, str(os.getpid()), *self.command(name)],
                 stdin=subprocess.DEVNULL,
                 stdout=log,
                 stderr=log,
@@ -147,7 +191,8 @@ class LocalCluster:
                 # we stop each master with one SIGTERM.
                 start_new_session=True,
             )
-        self.processes[name] = process
+        self.processes[name] = process = MasterProcess(popen)
+        await trio.lowlevel.checkpoint()
         return process
 
     async def start_all(self, *, timeout: float = 60.0) -> None:
@@ -201,7 +246,7 @@ class LocalCluster:
             process.send_signal(signal.SIGTERM)
             with trio.move_on_after(timeout):
                 return await process.wait()
-            process.kill()
+            process.send_signal(signal.SIGKILL)
         return await process.wait()
 
     async def aclose(self) -> None:

@@ -11,6 +11,8 @@ from pathlib import Path
 
 import trio
 
+from tests.test_master_process import children, wait_gone
+
 
 async def test_leibrix_local_serves_status_and_stops_everything_on_ctrl_c(tmp_path: Path) -> None:
     out = tmp_path / "local.out"
@@ -61,3 +63,38 @@ async def test_status_against_nothing_is_a_clear_error() -> None:
         )
     assert result.returncode == 1
     assert result.stderr.decode().startswith(f"leibrix status: error: cannot reach a master at 127.0.0.1:{port}")
+
+
+LAUNCHER = """
+import sys, trio
+from pathlib import Path
+from leibrix._etcd_member import TEST_TIMINGS
+from leibrix._local import LocalCluster
+
+async def main():
+    cluster = LocalCluster(Path(sys.argv[1]), 1, timings=TEST_TIMINGS)
+    await cluster.start_all()
+    print(cluster.processes["m1"].pid, flush=True)
+    await trio.sleep_forever()
+
+trio.run(main)
+"""
+
+
+async def test_masters_do_not_outlive_a_killed_launcher(tmp_path: Path) -> None:
+    launcher = await trio.lowlevel.open_process(
+        [sys.executable, "-c", LAUNCHER, str(tmp_path)], stdout=subprocess.PIPE
+    )
+    try:
+        assert launcher.stdout is not None
+        with trio.fail_after(60):
+            line = await launcher.stdout.receive_some()
+        master_pid = int(line.split()[0])
+        pids = [master_pid, *children(master_pid)]  # the master and its etcd member
+        assert len(pids) == 2
+    finally:
+        launcher.kill()  # no cleanup runs in the launcher
+        await launcher.wait()
+        await launcher.stdout.aclose()  # type: ignore[union-attr]
+    for pid in pids:  # the master gets SIGTERM, shuts down, and takes its member with it
+        await wait_gone(pid)
