@@ -95,8 +95,10 @@ class CoordinatorConfig:
     heat: HeatModel = HeatModel()
     #: Ops per fenced transaction (etcd's --max-txn-ops must be at least this).
     max_txn_ops: int = 1000
-    #: Most PENDING epochs considered per scheduling pass (the rest wait for the next).
+    #: Most PENDING epochs placed per scheduling pass (the rest wait for the next).
     max_candidates: int = 5000
+    #: Candidates per pass that may try to displace residents when their pool is full.
+    max_displacements: int = 16
     move_timeout_s: float = 60.0
 
 
@@ -205,13 +207,16 @@ class Coordinator:
         """The epoch's dataset record."""
         return self.state.datasets.get((e.tenant_id, e.dataset_id))
 
-    def strategy_for(self, e: Epoch) -> pl.Strategy:
+    def strategy_name(self, e: Epoch) -> str:
         """The placement strategy of the epoch's dataset, else its tenant's default, else the cluster's."""
         ds = self.dataset_of(e)
         tenant = self.state.tenants.get(e.tenant_id)
         code = (ds.strategy if ds else 0) or (tenant.quota.default_strategy if tenant else 0) or \
             self.config.default_strategy
-        name = _STRATEGY_NAMES.get(code, "capacity")
+        return _STRATEGY_NAMES.get(code, "capacity")
+
+    def strategy(self, name: str) -> pl.Strategy:
+        """One strategy instance per name for the term (round-robin keeps its cursor across passes)."""
         s = self._strategies.get(name)
         if s is None:
             s = self._strategies[name] = pl.make_strategy(name)
@@ -343,29 +348,27 @@ class Coordinator:
         changed: list[Epoch] = []
         sends: list[tuple[Epoch, str]] = []
         evicts: list[tuple[Epoch, str, str]] = []
-        # 1. repair
-        for key in sorted(self.repair):
-            e = self.state.epochs.get(key)
-            if e is None or e.retry_at > now:
-                continue
-            placed = rounds.place(e, existing=[r.worker_id for r in self._live(e)])
-            if placed:
-                reps = e.replicas + tuple(Replica(w, ASSIGNED, e.plan_id) for w in placed)
-                new = e.evolve(replicas=reps)
+        # 1. repair: every under-replicated epoch, in one placement call per (pool, strategy)
+        repairs = [(e, [r.worker_id for r in self._live(e)]) for key in sorted(self.repair)
+                   if (e := self.state.epochs.get(key)) is not None and e.retry_at <= now]
+        placed = rounds.place_many(repairs)
+        for e, _ in repairs:
+            got = placed.get(e.key)
+            if got:
+                new = e.evolve(replicas=e.replicas + tuple(Replica(w, ASSIGNED, e.plan_id) for w in got))
                 changed.append(new)
-                sends.extend((new, w) for w in placed)
-        # 2. residency by benefit
-        candidates = [self.state.epochs[k] for k in self.pending if k in self.state.epochs]
-        candidates = [e for e in candidates if e.retry_at <= now]
+                sends.extend((new, w) for w in got)
+        await trio.lowlevel.checkpoint()
+        # 2. residency by benefit: budgets first (in benefit order), then one placement call per group
+        candidates = [e for k in self.pending if (e := self.state.epochs.get(k)) is not None and e.retry_at <= now]
         prio = {t: ten.quota.priority for t, ten in self.state.tenants.items()}
         order = sorted(zip(candidates, self.benefits(candidates, now)),
                        key=lambda eb: (-prio.get(eb[0].tenant_id, 0), -eb[1], eb[0].key))
-        candidates = [e for e, _ in order]
         charged: dict[str, list[int | float]] = {}
-        displaced: set[EpochKey] = set()
-        for i, e in enumerate(candidates[: self.config.max_candidates]):
-            if i % 100 == 99:
-                await trio.lowlevel.checkpoint()  # keep the loop (lease keepalive, RPCs) responsive
+        fits: list[Epoch] = []
+        for e, _ in order:
+            if len(fits) >= self.config.max_candidates:
+                break
             tenant = self.state.tenants.get(e.tenant_id)
             if tenant is None or self.dataset_of(e) is None:
                 continue
@@ -375,26 +378,35 @@ class Coordinator:
             probe = Amount(u.epochs + extra[2], u.memory_bytes + extra[0], u.cpu_cores + extra[1])
             if budget_shortfall(tenant.quota, probe, memory_bytes=mem, cpu_cores=cpu, epochs=1):
                 continue
-            plan_id = f"{e.epoch_id}.{e.attempts}"
-            placed = rounds.place(e, existing=[])
-            if not placed:
-                placed = self._displace_for(e, now, rounds, displaced, changed, evicts)
-            if not placed:
-                continue
             extra[0] += mem
             extra[1] += cpu
             extra[2] += 1
-            new = self._move(e, State.LOADING, f"placed on {', '.join(placed)}", plan_id=plan_id,
-                             replicas=tuple(Replica(w, ASSIGNED, plan_id) for w in placed))
+            fits.append(e)
+        await trio.lowlevel.checkpoint()
+        placed = rounds.place_many([(e, ()) for e in fits])
+        displaced: set[EpochKey] = set()
+        attempts = 0
+        for e in fits:
+            got = placed.get(e.key)
+            if not got and attempts < self.config.max_displacements:
+                attempts += 1
+                got = self._displace_for(e, now, rounds, displaced, changed, evicts)
+            if not got:
+                continue
+            plan_id = f"{e.epoch_id}.{e.attempts}"
+            new = self._move(e, State.LOADING, f"placed on {', '.join(got)}", plan_id=plan_id,
+                             replicas=tuple(Replica(w, ASSIGNED, plan_id) for w in got))
             changed.append(new)
-            sends.extend((new, w) for w in placed)
+            sends.extend((new, w) for w in got)
         if not changed:
             return
         await self.write(changed)
         for e, w, reason in evicts:
             await self.send_evict(e.tenant_id, e.dataset_id, e.epoch_id, w, reason)
-        for e, w in sends:
+        for i, (e, w) in enumerate(sends):
             await self.send_assignment(e, w)
+            if i % 256 == 255:
+                await trio.lowlevel.checkpoint()  # let the hub's senders drain their queues
 
     def _displace_for(self, cand: Epoch, now: float, rounds: _Round, displaced: set[EpochKey],
                       changed: list[Epoch], evicts: list[tuple[Epoch, str, str]]) -> tuple[str, ...]:
@@ -405,11 +417,7 @@ class Coordinator:
         factor); the eviction happens only if the candidate can then really be
         placed, so no resident is evicted for nothing.
         """
-        pool = self.pool_of(cand.tenant_id)
-        workers = {w.id for w in rounds.workers(pool)}
-        ready = {e.key: e for w in workers for key in self.state.by_worker.get(w, ())
-                 if key not in displaced and (e := self.state.epochs.get(key)) is not None
-                 and e.state is State.READY}
+        ready = {k: e for k, e in rounds.residents(self.pool_of(cand.tenant_id)).items() if k not in displaced}
         if not ready:
             return ()
         residents = list(ready.values())
@@ -543,7 +551,9 @@ class Coordinator:
             resend: list[Epoch] = []
             completed: list[cp.InventoryEntry] = []
             evicts: list[tuple[Epoch, str]] = []
-            for key in sorted(self.state.by_worker.get(worker_id, ())):
+            for i, key in enumerate(sorted(self.state.by_worker.get(worker_id, ()))):
+                if i % 500 == 499:
+                    await trio.lowlevel.checkpoint()
                 e = self.state.epochs[key]
                 replica = next(r for r in e.replicas if r.worker_id == worker_id)
                 entry = held.pop(key[1:], None)
@@ -565,8 +575,11 @@ class Coordinator:
             await self.write(changed)
             for e, w in evicts:
                 await self.send_evict(e.tenant_id, e.dataset_id, e.epoch_id, w, "reloading")
-            for e in resend:
-                await self.send_assignment(e, worker_id)
+            for i, e in enumerate(resend):
+                if not await self.send_assignment(e, worker_id):
+                    break  # the session closed: its next registration reconciles again
+                if i % 256 == 255:
+                    await trio.lowlevel.checkpoint()
             for (d, ep), entry in held.items():
                 await self.send_evict(entry.tenant_id, d, ep, worker_id, "not assigned to this worker")
             for entry in completed:
@@ -587,7 +600,9 @@ class Coordinator:
             await self.flush_locked()
             changed: list[Epoch] = []
             evicts: list[tuple[Epoch, str]] = []
-            for key in sorted(self.state.by_worker.get(worker_id, ())):
+            for i, key in enumerate(sorted(self.state.by_worker.get(worker_id, ()))):
+                if i % 500 == 499:
+                    await trio.lowlevel.checkpoint()
                 e = self.state.epochs[key]
                 reps = tuple(r for r in e.replicas if r.worker_id != worker_id)
                 if e.state is State.READY and not any(r.state == LOADED for r in reps):
@@ -704,15 +719,22 @@ class _Round:
         self.c = coord
         self._pools: dict[str | None, list[pl.WorkerSpec]] = {}
         self._extra: dict[str, list[float]] = {}
+        self._residents: dict[str | None, dict[EpochKey, Epoch]] = {}
 
     def workers(self, pool: str | None) -> list[pl.WorkerSpec]:
+        """The pool's eligible workers with this pass's placements (and releases) in their usage."""
         ws = self._pools.get(pool)
         if ws is None:
             hub = self.c.hub
             ws = self._pools[pool] = hub.eligible(pool) if hub else []
-        return [dataclasses.replace(w, used_memory_bytes=w.used_memory_bytes + int(self._extra.get(w.id, (0, 0))[0]),
-                                    used_cpu_cores=w.used_cpu_cores + self._extra.get(w.id, (0, 0.0))[1])
-                if w.id in self._extra else w for w in ws]
+        out = []
+        for w in ws:
+            x = self._extra.get(w.id)
+            if x is not None:
+                w = dataclasses.replace(w, used_memory_bytes=max(0, w.used_memory_bytes + int(x[0])),
+                                        used_cpu_cores=max(0.0, w.used_cpu_cores + x[1]))
+            out.append(w)
+        return out
 
     def _add(self, worker_id: str, mem: float, cpu: float) -> None:
         x = self._extra.setdefault(worker_id, [0, 0.0])
@@ -724,24 +746,50 @@ class _Round:
         for w in workers:
             self._add(w, -sign * e.memory_bytes, -sign * e.cpu_cores)
 
+    def residents(self, pool: str | None) -> dict[EpochKey, Epoch]:
+        """READY epochs with a replica on the pool's eligible workers (computed once per pass)."""
+        found = self._residents.get(pool)
+        if found is None:
+            state = self.c.state
+            found = self._residents[pool] = {
+                key: e for w in self.workers(pool) for key in state.by_worker.get(w.id, ())
+                if (e := state.epochs.get(key)) is not None and e.state is State.READY}
+        return found
+
+    def place_many(self, requests: Sequence[tuple[Epoch, Sequence[str]]], *, extra: int = 0,
+                   exclude: frozenset[str] = frozenset()) -> dict[EpochKey, tuple[str, ...]]:
+        """New workers for each epoch's missing replicas (or ``extra`` more), one strategy call per
+        (pool, strategy) group; epochs that cannot get all of them are left out."""
+        groups: dict[tuple[str | None, str], list[tuple[Epoch, Sequence[str]]]] = {}
+        for e, existing in requests:
+            groups.setdefault((self.c.pool_of(e.tenant_id), self.c.strategy_name(e)), []).append((e, existing))
+        out: dict[EpochKey, tuple[str, ...]] = {}
+        for (pool, name), reqs in groups.items():
+            ws = [w for w in self.workers(pool) if w.id not in exclude]
+            ids = {w.id for w in ws}
+            items: list[pl.ItemSpec] = []
+            held: dict[str, tuple[str, ...]] = {}
+            for e, existing in reqs:
+                want = self.c.state.replication(e) + extra
+                if len(existing) >= want or len(ids | set(existing)) < want:
+                    continue
+                key = "/".join(e.key)
+                items.append(pl.ItemSpec(key=key, memory_bytes=e.memory_bytes, cpu_cores=e.cpu_cores, replicas=want))
+                if existing:
+                    held[key] = tuple(existing)
+            if not items:
+                continue
+            result = self.c.strategy(name).place(items, ws, existing=held)
+            for e, existing in reqs:
+                got = result.assignments.get("/".join(e.key))
+                if got:
+                    new = tuple(w for w in got if w not in existing)
+                    for w in new:
+                        self._add(w, e.memory_bytes, e.cpu_cores)
+                    out[e.key] = new
+        return out
+
     def place(self, e: Epoch, *, existing: Sequence[str], extra: int = 0,
-              exclude: set[str] = frozenset()) -> tuple[str, ...]:
-        """New workers for ``e``'s missing replicas (or ``extra`` more), () if they cannot all be placed."""
-        want = self.c.state.replication(e) + extra
-        if len(existing) >= want:
-            return ()
-        ws = [w for w in self.workers(self.c.pool_of(e.tenant_id)) if w.id not in exclude]
-        if len({*existing} | {w.id for w in ws}) < want:
-            return ()
-        key = "/".join(e.key)
-        item = pl.ItemSpec(key=key, memory_bytes=e.memory_bytes, cpu_cores=e.cpu_cores, replicas=want)
-        result = self.c.strategy_for(e).place([item], ws, existing={key: tuple(existing)} if existing else {})
-        got = result.assignments.get(key)
-        if not got:
-            return ()
-        new = tuple(w for w in got if w not in existing)
-        for w in new:
-            self._add(w, e.memory_bytes, e.cpu_cores)
-        return new
-
-
+              exclude: frozenset[str] = frozenset()) -> tuple[str, ...]:
+        """New workers for one epoch (see ``place_many``), () if they cannot all be placed."""
+        return self.place_many([(e, existing)], extra=extra, exclude=exclude).get(e.key, ())
