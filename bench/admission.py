@@ -31,6 +31,9 @@ Measured:
 
 Goals (issue 5): ≥ 1,000 epochs/s, p99 ≤ 50 ms, ≤ 512 MiB at 100,000 epochs,
 takeover ≤ 2 s with 100,000 epochs.
+
+``BENCH_KEEP=1`` keeps the processes' logs (the path is printed);
+``BENCH_PROFILE_DIR=DIR`` runs each master under cProfile into ``DIR``.
 """
 
 from __future__ import annotations
@@ -83,7 +86,14 @@ def serve_master(spec: dict) -> None:
                        data_dir=Path(spec["dir"]), etcd_endpoints=[spec["etcd"]], lease_ttl=spec["ttl"],
                        log_level="warning").validate()
     logging.basicConfig(level=logging.WARNING)
-    trio.run(serve, cfg)
+    profile_dir = os.environ.get("BENCH_PROFILE_DIR")  # optional: cProfile each master into this directory
+    if not profile_dir:
+        trio.run(serve, cfg)
+        return
+    import cProfile
+
+    cProfile.runctx("trio.run(serve, cfg)", globals(), {"trio": trio, "serve": serve, "cfg": cfg},
+                    filename=str(Path(profile_dir) / f"{spec['name']}.prof"))
 
 
 # ---------------------------------------------------------------- child: simulated workers
@@ -344,8 +354,9 @@ def run(quick: bool) -> Report:
     etcd_client, etcd_peer = _free(), _free()
     member = MemberConfig(name="bench", data_dir=tmp / "etcd", client_url=f"http://{etcd_client}",
                           peer_url=f"http://{etcd_peer}")
-    etcd = subprocess.Popen(member.command(find_etcd_binary()), stdout=subprocess.DEVNULL,
-                            stderr=subprocess.DEVNULL, start_new_session=True)
+    with open(tmp / "etcd.log", "wb") as log:
+        etcd = subprocess.Popen(member.command(find_etcd_binary()), stdout=log, stderr=subprocess.STDOUT,
+                                start_new_session=True)
     children: list[Child] = []
     try:
         masters = [_free() for _ in range(2)]

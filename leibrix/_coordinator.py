@@ -167,9 +167,9 @@ class Coordinator:
         self._kick.set()
 
     def heat(self, e: Epoch, now: float | None = None) -> Heat:
-        """The epoch's heat object (created at the prior on first use; leader-local)."""
+        """The epoch's heat (the prior on first use; leader-local)."""
         if e.heat is None:
-            e.heat = Heat(self.config.heat, self.clock() if now is None else now)
+            e.heat = Heat.new(self.config.heat, self.clock() if now is None else now)
         return e.heat
 
     def benefits(self, epochs: Sequence[Epoch], now: float) -> list[float]:
@@ -190,7 +190,7 @@ class Coordinator:
     def report_access(self, e: Epoch, count: int, scanned_bytes: int) -> None:
         """Feed an access report into the epoch's heat; a hotter PENDING epoch may now be loaded."""
         now = self.clock()
-        self.heat(e, now).feed(self.config.heat, now, count, scanned_bytes)
+        e.heat = self.heat(e, now).fed(self.config.heat, now, count, scanned_bytes)
         if e.state is State.PENDING:
             self.kick()
 

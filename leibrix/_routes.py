@@ -26,7 +26,7 @@ from __future__ import annotations
 import hashlib
 import math
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from typing import NamedTuple
 
 import trio
 
@@ -40,9 +40,11 @@ from leibrix._validation import check_id
 WATCH_BUFFER = 10_000
 
 
-@dataclass(frozen=True, slots=True)
-class Route:
-    """A routable epoch: its LOADED workers and a token that changes with that set."""
+class Route(NamedTuple):
+    """A routable epoch: its LOADED workers and a token that changes with that set.
+
+    A tuple of strings (untracked by the cyclic garbage collector).
+    """
 
     tenant_id: str
     dataset_id: str

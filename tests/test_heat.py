@@ -13,33 +13,32 @@ from leibrix._proto import leibrix_cp as cp
 
 def test_heat_halves_every_half_life_and_adds_accesses():
     m = HeatModel(half_life_s=10.0, prior=0.0)
-    h = Heat(m, now=100.0)
-    assert h.feed(m, 100.0, 8) == 8
+    h = Heat.new(m, now=100.0).fed(m, 100.0, 8)
+    assert h.get(m, 100.0) == 8
     assert h.get(m, 110.0) == pytest.approx(4.0)
     assert h.get(m, 130.0) == pytest.approx(1.0)
-    assert h.feed(m, 130.0, 3) == pytest.approx(4.0)
+    assert h.fed(m, 130.0, 3).get(m, 130.0) == pytest.approx(4.0)
 
 
 def test_prior_gives_new_epochs_a_non_zero_heat():
     m = HeatModel(half_life_s=60.0, prior=1.5)
-    assert Heat(m, 0.0).get(m, 0.0) == 1.5
+    assert Heat.new(m, 0.0).get(m, 0.0) == 1.5
 
 
 def test_reading_in_the_past_never_increases_heat():
     m = HeatModel(half_life_s=10.0, prior=0.0)
-    h = Heat(m, 50.0)
-    h.feed(m, 50.0, 4)
+    h = Heat.new(m, 50.0).fed(m, 50.0, 4)
     assert h.get(m, 40.0) == 4  # clock skew between reporters: no growth, no crash
+    assert h.fed(m, 40.0, 1).get(m, 50.0) == 5
 
 
 def test_observed_scan_cost_replaces_the_estimate():
     m = HeatModel(half_life_s=10.0, prior=0.0)
-    h = Heat(m, 0.0)
+    h = Heat.new(m, 0.0)
     assert h.scan_cost(123.0) == 123.0
-    h.feed(m, 0.0, 4, scanned_bytes=4000)
+    h = h.fed(m, 0.0, 4, scanned_bytes=4000)
     assert h.scan_cost(123.0) == pytest.approx(1000.0)
-    h.get(m, 25.0)  # decay keeps the ratio
-    assert h.scan_cost(123.0) == pytest.approx(1000.0)
+    assert h.fed(m, 25.0, 0).scan_cost(123.0) == pytest.approx(1000.0)  # decay keeps the ratio
 
 
 @pytest.mark.parametrize("kw", [{"half_life_s": 0}, {"half_life_s": math.inf}, {"prior": -1}])
