@@ -43,7 +43,7 @@ class WorkerApi(ApiMixin):
     @trio_rpc
     async def list_workers(self, request: cp.ListWorkersRequest) -> cp.ListWorkersResponse:
         """Every worker the leader knows (live, suspect, draining and dead), sorted by id."""
-        return cp.ListWorkersResponse(workers=list(self._hub.infos()))
+        return cp.ListWorkersResponse(workers=await self._hub.infos())
 
     @trio_rpc
     async def get_worker(self, request: cp.GetWorkerRequest) -> cp.WorkerInfo:

@@ -543,7 +543,12 @@ class WorkerHub(cp.ControlPlaneServiceBase):
         m = self.members.get(worker_id)
         if m is not None and m.session is not None:
             m.session.close(Status.UNAVAILABLE, "declared DEAD")
-        await self.persist(worker_id, WState.DEAD)
+        try:
+            await self.persist(worker_id, WState.DEAD)
+        except (Unavailable, EtcdError) as e:
+            # etcd unreachable (or the term ending): the next leader re-detects it from the record
+            log.warning("could not record worker %s DEAD: %s", worker_id, e)
+            return
         if term is not None and self.coordinator is not None:
             started = self._clock()
             await self.coordinator.on_worker_dead(worker_id)
@@ -859,9 +864,15 @@ class WorkerHub(cp.ControlPlaneServiceBase):
             software_version=m.software_version,
         )
 
-    def infos(self) -> Iterable[cp.WorkerInfo]:
-        """Every known worker, sorted by id."""
-        return [self.info(wid) for wid in sorted(self.members)]
+    async def infos(self) -> list[cp.WorkerInfo]:
+        """Every known worker, sorted by id; yields to the loop every 100 so 5,000 never stall the lease."""
+        out = []
+        for i, wid in enumerate(sorted(self.members)):
+            if i % 100 == 99:
+                await trio.sleep(0)
+            if wid in self.members:
+                out.append(self.info(wid))
+        return out
 
 
 def install(master: Any) -> None:
