@@ -352,7 +352,9 @@ class Coordinator:
         repairs = [(e, [r.worker_id for r in self._live(e)]) for key in sorted(self.repair)
                    if (e := self.state.epochs.get(key)) is not None and e.retry_at <= now]
         placed = rounds.place_many(repairs)
-        for e, _ in repairs:
+        for i, (e, _) in enumerate(repairs):
+            if i % 500 == 499:
+                await trio.lowlevel.checkpoint()
             got = placed.get(e.key)
             if got:
                 new = e.evolve(replicas=e.replicas + tuple(Replica(w, ASSIGNED, e.plan_id) for w in got))
@@ -386,7 +388,9 @@ class Coordinator:
         placed = rounds.place_many([(e, ()) for e in fits])
         displaced: set[EpochKey] = set()
         attempts = 0
-        for e in fits:
+        for i, e in enumerate(fits):
+            if i % 500 == 499:
+                await trio.lowlevel.checkpoint()
             got = placed.get(e.key)
             if not got and attempts < self.config.max_displacements:
                 attempts += 1
