@@ -101,6 +101,21 @@ def serve_master(spec: dict) -> None:
                     print(f"[{time.strftime('%H:%M:%S')}] master loop lag: {worst:.3f}s", file=sys.stderr, flush=True)
                 worst, mark = 0.0, trio.current_time()
 
+    import gc
+
+    gc_started = [0.0]
+
+    def gc_timer(phase: str, info: dict) -> None:
+        if phase == "start":
+            gc_started[0] = time.perf_counter()
+        elif time.perf_counter() - gc_started[0] > 0.1:
+            print(f"[{time.strftime('%H:%M:%S')}] gc gen{info['generation']} took "
+                  f"{time.perf_counter() - gc_started[0]:.3f}s", file=sys.stderr, flush=True)
+
+    gc.callbacks.append(gc_timer)
+    if os.environ.get("LEIBRIX_BENCH_GC_THRESHOLD"):  # experiment: what a tuned collector would change
+        gc.set_threshold(*(int(x) for x in os.environ["LEIBRIX_BENCH_GC_THRESHOLD"].split(",")))
+
     async def main() -> None:
         async with trio.open_nursery() as n:
             n.start_soon(lag_monitor)

@@ -66,8 +66,7 @@ async def run_failover(tmp_path, nursery, n_masters: int, n_workers: int) -> Non
         addrs = {n: cluster.specs[n].grpc for n in cluster.names}
         masters = ",".join(addrs.values())
         async with trio.open_nursery() as workers:
-            for i in range(n_workers):
-                await spawn_worker(workers, masters, f"w{i}")
+            procs = [await spawn_worker(workers, masters, f"w{i}") for i in range(n_workers)]
             ids = {f"w{i}" for i in range(n_workers)}
             with trio.fail_after(20):
                 while await active_workers(addrs[leader]) != ids:
@@ -86,6 +85,15 @@ async def run_failover(tmp_path, nursery, n_masters: int, n_workers: int) -> Non
             assert err is None and reply.state == cp.WorkerState.ACTIVE
             _, err, _ = await mgmt(addrs[new], "get_worker", cp.GetWorkerRequest(worker_id="nope"))
             assert err is not None and err.status is Status.NOT_FOUND
+            # DrainWorker through the API: an empty worker drains at once and may exit
+            _, err, _ = await mgmt(addrs[new], "drain_worker", cp.DrainWorkerRequest(worker_id="w0", max_parallel=-1))
+            assert err is not None and err.status is Status.INVALID_ARGUMENT and "max_parallel" in err.message
+            reply, err, _ = await mgmt(addrs[new], "drain_worker",
+                                       cp.DrainWorkerRequest(worker_id="w0", deadline_s=5, max_parallel=1))
+            assert err is None, err
+            assert reply.state == cp.WorkerState.DRAINED and reply.remaining == 0 and not reply.deadline_exceeded
+            with trio.fail_after(10):
+                assert await procs[0].wait() == 0  # drain_command: the worker exits cleanly
             workers.cancel_scope.cancel()
 
 
