@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import signal
+from datetime import datetime, timedelta, timezone
 
 import pytest
 import trio
@@ -59,6 +60,29 @@ async def active_workers(addr: str) -> set[str]:
     return {w.worker_id for w in reply.workers if w.state == cp.WorkerState.ACTIVE}
 
 
+def admit_request() -> cp.AdmitDatasetRequest:
+    start = datetime(2026, 1, 1, tzinfo=timezone.utc)
+    return cp.AdmitDatasetRequest(
+        tenant_id="acme", dataset_id="events",
+        source=cp.DataSource(
+            catalog=cp.Catalog(iceberg=cp.IcebergCatalog(uri="file:///warehouse")), database="db", table="events",
+            partition=cp.Partition(time_partition=cp.TimePartition(
+                column=cp.PartitionColumn(name="ts", type=cp.PartitionColumnType.TIMESTAMP),
+                filter=cp.TimeRangeFilter(start_inclusive=start, end_exclusive=start + timedelta(days=6))))),
+        epoch_granularity=cp.EpochGranularity(value=1, unit=cp.EpochGranularityTimeUnit.DAY),
+        hints=cp.EstimateHints(bytes_per_epoch=4 << 20, rows_per_epoch=20_000, cpu_cores_per_epoch=0.1),
+    )
+
+
+async def ready_replicas(addr: str) -> dict[str, set[str]]:
+    """epoch id -> workers holding it, for READY epochs only."""
+    reply, err, _ = await mgmt(addr, "list_epochs", cp.ListEpochsRequest(tenant_id="acme", dataset_id="events"))
+    if err is not None:
+        return {}
+    return {e.info.epoch_id: {r.worker_id for r in e.replicas} for e in reply.epochs
+            if e.state == cp.EpochState.READY}
+
+
 async def run_failover(tmp_path, nursery, n_masters: int, n_workers: int) -> None:
     async with LocalCluster(tmp_path, size=n_masters, timings=TEST_TIMINGS, lease_ttl=1) as cluster:
         await cluster.start_all()
@@ -71,6 +95,16 @@ async def run_failover(tmp_path, nursery, n_masters: int, n_workers: int) -> Non
             with trio.fail_after(20):
                 while await active_workers(addrs[leader]) != ids:
                     await trio.sleep(0.2)
+            # real admission: 6 daily epochs, 2 replicas each, loaded by the real workers
+            _, err, _ = await mgmt(addrs[leader], "upsert_tenant_quota", cp.TenantQuota(
+                tenant_id="acme", max_datasets=5, max_epochs=100, default_replication=2))
+            assert err is None, err
+            reply, err, _ = await mgmt(addrs[leader], "admit_dataset", admit_request())
+            assert err is None and reply.status == cp.AdmitDatasetResponseStatus.ACCEPTED, (err, reply)
+            with trio.fail_after(30):
+                while len(before := await ready_replicas(addrs[leader])) < 6 or any(
+                        len(w) < 2 for w in before.values()):
+                    await trio.sleep(0.2)
             # a follower does not answer worker RPCs: it redirects to the leader
             follower = next(n for n in cluster.names if n != leader)
             _, err, _ = await mgmt(addrs[follower], "list_workers", cp.ListWorkersRequest())
@@ -81,24 +115,30 @@ async def run_failover(tmp_path, nursery, n_masters: int, n_workers: int) -> Non
             with trio.fail_after(30):
                 while await active_workers(addrs[new]) != ids:
                     await trio.sleep(0.2)
+            # the new leader reconciled the inventories: every epoch is still READY on the same workers
+            await trio.sleep(1.0)
+            assert await ready_replicas(addrs[new]) == before
             reply, err, _ = await mgmt(addrs[new], "get_worker", cp.GetWorkerRequest(worker_id="w0"))
             assert err is None and reply.state == cp.WorkerState.ACTIVE
             _, err, _ = await mgmt(addrs[new], "get_worker", cp.GetWorkerRequest(worker_id="nope"))
             assert err is not None and err.status is Status.NOT_FOUND
-            # DrainWorker through the API: an empty worker drains at once and may exit
+            # DrainWorker through the API: its replicas move make-before-break, then it may exit
             _, err, _ = await mgmt(addrs[new], "drain_worker", cp.DrainWorkerRequest(worker_id="w0", max_parallel=-1))
             assert err is not None and err.status is Status.INVALID_ARGUMENT and "max_parallel" in err.message
             reply, err, _ = await mgmt(addrs[new], "drain_worker",
                                        cp.DrainWorkerRequest(worker_id="w0", deadline_s=5, max_parallel=1))
             assert err is None, err
-            assert reply.state == cp.WorkerState.DRAINED and reply.remaining == 0 and not reply.deadline_exceeded
+            assert reply.state == cp.WorkerState.DRAINED and reply.remaining == 0 and not reply.deadline_exceeded, reply
+            assert reply.moved_make_before_break == len([e for e, ws in before.items() if "w0" in ws])
+            after = await ready_replicas(addrs[new])
+            assert set(after) == set(before) and all(len(ws) == 2 and "w0" not in ws for ws in after.values())
             with trio.fail_after(10):
                 assert await procs[0].wait() == 0  # drain_command: the worker exits cleanly
             workers.cancel_scope.cancel()
 
 
 async def test_workers_follow_the_new_leader(tmp_path, nursery) -> None:
-    await run_failover(tmp_path, nursery, n_masters=3, n_workers=2)
+    await run_failover(tmp_path, nursery, n_masters=3, n_workers=3)
 
 
 @pytest.mark.slow
