@@ -32,7 +32,6 @@ core and ≤ 512 MiB resident; re-placement sent within 1 s of DEAD.
 
 from __future__ import annotations
 
-import argparse
 import asyncio
 import json
 import os
@@ -373,7 +372,7 @@ def run(quick: bool) -> dict:
     children: list[Child] = []
     master = Child(["--serve-master", json.dumps(spec)])
     children.append(master)
-    result: dict = {"workers.quick": quick, "workers.heartbeat_s": HEARTBEAT_S, "workers.dead_timeout_s": DEAD_S}
+    result: dict = {}
     notes: list[str] = []
     try:
         import urllib.request
@@ -456,47 +455,38 @@ def run(quick: bool) -> dict:
 
 def main(argv: list[str] | None = None) -> int:
     """Run the benchmark (or, internally, one of its child processes)."""
-    p = argparse.ArgumentParser(prog="python -m bench.workers", description=__doc__.splitlines()[0])
-    p.add_argument("--quick", action="store_true", help="500 streams, 10 s window (CI)")
-    p.add_argument("--json", metavar="PATH", help="also write the results as JSON")
-    p.add_argument("--serve-master", metavar="SPEC", help=argparse.SUPPRESS)
-    p.add_argument("--load", metavar="SPEC", help=argparse.SUPPRESS)
-    args = p.parse_args(argv)
-    if args.serve_master:
-        serve_master(json.loads(args.serve_master))
+    argv = sys.argv[1:] if argv is None else argv
+    if argv[:1] == ["--serve-master"]:
+        serve_master(json.loads(argv[1]))
         return 0
-    if args.load:
-        asyncio.run(_load(json.loads(args.load)))
+    if argv[:1] == ["--load"]:
+        asyncio.run(_load(json.loads(argv[1])))
         return 0
+    from bench._report import Report, options
+
+    args = options("bench.workers: one master under thousands of worker streams", argv)
     result = run(args.quick)
-    _print(result)
-    if args.json:
-        Path(args.json).write_text(json.dumps(result, indent=2) + "\n")
-    return 0
-
-
-def _print(result: dict) -> None:
-    goals = {
-        "workers.streams": ">= 5000 (full run)",
-        "workers.master_cpu_fraction": "<= 0.50",
-        "workers.master_rss_mb": "<= 512",
-        "workers.replace_s": "<= 1.0 (upper bound)",
-        "workers.detect_dead_s": f"<= dead timeout ({DEAD_S:g} s) since last contact",
-    }
-    try:
-        from bench._report import print_table  # the shared table printer, once it exists
-    except ImportError:
-        print_table = None
-    rows = [(k, v, goals.get(k, "")) for k, v in result.items() if k != "workers.notes"]
-    if print_table is not None:
-        print_table("bench.workers" + (" (--quick: 500 streams)" if result["workers.quick"] else ""), rows)
-    else:
-        print("bench.workers" + (" (--quick: 500 streams, shorter window)" if result["workers.quick"] else ""))
-        print(f"{'key':32} {'value':>12}  goal")
-        for k, v, g in rows:
-            print(f"{k:32} {str(v):>12}  {g}")
+    report = Report("bench.workers", quick=args.quick)
+    if args.quick:
+        report.note("--quick: 500 streams and a 10 s window instead of 5,000 streams and 30 s")
+    report.note(f"heartbeat interval {HEARTBEAT_S:g} s, dead timeout {DEAD_S:g} s; "
+                "simulated workers 90 streams per HTTP/2 connection")
+    rows = [
+        ("workers.streams", "", "ACTIVE on the master; goal 5,000"),
+        ("workers.heartbeats_per_s", "1/s", "sent by the generators at steady state"),
+        ("workers.master_cpu_fraction", "cores", "master CPU ÷ wall; goal ≤ 0.50"),
+        ("workers.master_rss_mb", "MiB", "master resident memory; goal ≤ 512"),
+        ("workers.detect_dead_s", "s", "SIGKILL → DEAD (≤ dead timeout after last contact)"),
+        ("workers.replace_s", "s", "DEAD → last re-placed assignment received (upper bound); goal ≤ 1"),
+        ("workers.replaced_replicas", "", "assignments re-sent for the victim's replicas"),
+    ]
+    for name, unit, note in rows:
+        if result.get(name) is not None:
+            report.add(name, result[name], unit, note)
     for n in result["workers.notes"]:
-        print("note:", n)
+        report.note(n)
+    report.emit(args.json)
+    return 0
 
 
 if __name__ == "__main__":

@@ -70,7 +70,6 @@ class WorkerLiveness:
     suspect: bool = False
     drain: WState | None = None  # None, DRAINING or DRAINED
     token: int = 0  # generation of this worker's one live heap entry
-    since: float = 0.0  # when the current state began
 
     @property
     def state(self) -> WState:
@@ -169,7 +168,7 @@ class Liveness:
         old = None if w is None else w.state
         if w is None or w.dead:
             drain = None
-            w = WorkerLiveness(worker_id, interval or self.interval, now, since=now)
+            w = WorkerLiveness(worker_id, interval or self.interval, now)
             self._workers[worker_id] = w
         else:
             drain = w.drain
@@ -283,5 +282,4 @@ class Liveness:
 
     @staticmethod
     def _changed(w: WorkerLiveness, old: WState | None, at: float) -> Transition:
-        w.since = at
         return Transition(w.worker_id, old, w.state, at)

@@ -58,7 +58,7 @@ import re
 import struct
 import time
 import uuid
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -290,7 +290,6 @@ class WorkerHub(cp.ControlPlaneServiceBase):
         self.tenant_known_fn: Callable[[str], bool] | None = None
         # observability (also read by bench.workers)
         self.last_replace_s: float | None = None
-        self.dead_detected: dict[str, float] = {}
         self.rebalance_moves: list[int] = []
 
     def _new_liveness(self) -> Liveness:
@@ -528,7 +527,7 @@ class WorkerHub(cp.ControlPlaneServiceBase):
             for t in self.liveness.advance():
                 self._on_transition(t)
                 if t.new is WState.DEAD:
-                    term.nursery.start_soon(self._on_dead, t.worker_id, t.at)
+                    term.nursery.start_soon(self._on_dead, t.worker_id)
             self._wake = trio.Event()
             nxt = self.liveness.next_deadline()
             with trio.move_on_at(nxt if nxt is not None else math.inf):
@@ -537,9 +536,9 @@ class WorkerHub(cp.ControlPlaneServiceBase):
     def _on_transition(self, t: Transition) -> None:
         log.info("worker %s: %s -> %s", t.worker_id, t.old.name if t.old else "-", t.new.name)
 
-    async def _on_dead(self, worker_id: str, at: float) -> None:
+    async def _on_dead(self, worker_id: str) -> None:
+        """Record a DEAD worker and have its replicas re-placed; times DEAD → all assignments sent."""
         term = self._term
-        self.dead_detected[worker_id] = self._clock()
         m = self.members.get(worker_id)
         if m is not None and m.session is not None:
             m.session.close(Status.UNAVAILABLE, "declared DEAD")
