@@ -253,6 +253,17 @@ class Child:
                 self.proc.wait()
 
 
+def _term(http: str) -> int:
+    """The term the master reports on /healthz (0 if it does not answer)."""
+    import urllib.request
+
+    try:
+        with urllib.request.urlopen(f"http://{http}/healthz", timeout=2) as r:
+            return int(json.loads(r.read()).get("term") or 0)
+    except Exception:
+        return 0
+
+
 def _proc_cpu_rss(pid: int) -> tuple[float, float]:
     fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
     ticks = os.sysconf("SC_CLK_TCK")
@@ -299,7 +310,13 @@ def _poll_dead(addr: str, worker_id: str, timeout: float) -> tuple[float, float]
         try:
             while time.monotonic() - last_alive < timeout:
                 sent = time.monotonic()
-                info = await stub.get_worker(cp.GetWorkerRequest(worker_id=worker_id), timeout=5)
+                try:
+                    info = await stub.get_worker(cp.GetWorkerRequest(worker_id=worker_id), timeout=5)
+                except GRPCError as e:
+                    if e.status is not Status.UNAVAILABLE:  # a lost term: the master campaigns again
+                        raise
+                    await asyncio.sleep(0.05)
+                    continue
                 if info.state == cp.WorkerState.DEAD:
                     return last_alive, time.monotonic()
                 last_alive = sent
@@ -385,6 +402,7 @@ def run(quick: bool) -> dict:
                 return False
 
         _wait(healthy, 60, "the master to lead")
+        first_term = _term(spec["http"])
         # a tenant pool of 10 (one the victim) to measure re-placement, and the bulk load
         refusal = _tenant(spec["grpc"])
         pool = Child(["--load", json.dumps({"master": spec["grpc"], "count": 9, "conns": 1, "prefix": "pool-",
@@ -446,6 +464,10 @@ def run(quick: bool) -> dict:
                 notes.append(f"replace_s: only {len(arrivals)} of {held_before} replicas re-sent within 3 s")
             result["workers.replace_s"] = round(max(arrivals) - dead_at, 3) if arrivals else None
             result["workers.replaced_replicas"] = len(arrivals)
+        last_term = _term(spec["http"])
+        if last_term != first_term:
+            notes.append(f"the master lost its lease during the run (term {first_term} -> {last_term}): "
+                         "event-loop stalls (GC pauses) exceeded the lease TTL; see the report")
     finally:
         for c in reversed(children):
             c.stop(signal.SIGKILL if c is not master else signal.SIGTERM)
