@@ -380,8 +380,11 @@ def run(quick: bool) -> Report:
     finally:
         for child in reversed(children):
             child.stop()
-        os.killpg(etcd.pid, signal.SIGTERM)
-        etcd.wait(10)
+        if etcd.poll() is not None:
+            print(f"etcd exited during the run with status {etcd.returncode}", file=sys.stderr)
+        if etcd.poll() is None:  # never signal a process group id that may have been reused
+            os.killpg(etcd.pid, signal.SIGTERM)
+            etcd.wait(10)
         if os.environ.get("BENCH_KEEP"):
             print(f"logs kept in {tmp}")
         else:
