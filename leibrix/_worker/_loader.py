@@ -81,6 +81,8 @@ class Loader:
         self._con = duckdb.connect(":memory:")
         self._con.execute(f"SET memory_limit = '{max(memory_limit_bytes, 1 << 20)}B'")
         self._con.execute("SET threads = 1")
+        # an in-memory cache must not spill to disk (DuckDB's default is ./.tmp): over the limit is a failed load
+        self._con.execute("SET temp_directory = ''")
         self.max_rows = max_rows
         self._tables: dict[str, Loaded] = {}
 
