@@ -149,3 +149,22 @@ async def test_join_rebalancing_is_throttled_and_make_before_break(etcd, nursery
     # make-before-break: every epoch was READY somewhere at every status we saw, and is READY now
     assert all(len(coord.ready.get(k, ())) == 1 for k in epochs)
     assert len(coord.evicted) == 6
+
+
+async def test_eligible_is_active_workers_of_the_pool_with_reservations(etcd, nursery) -> None:
+    keys, hub, coord, addr = await _cluster(etcd, nursery, epochs=[], rebalance_interval=60)
+    await spawn_worker(nursery, addr, "w1", "--zone", "z1")
+    await spawn_worker(nursery, addr, "w2", "--pool", "acme")
+    for w in ("w1", "w2"):
+        await wait_state(hub, w, WState.ACTIVE)
+    hub.reserved_fn = lambda wid: (100 << 20, 0.5) if wid == "w1" else (0, 0.0)
+    [shared] = hub.eligible(None)
+    assert (shared.id, shared.zone, shared.memory_bytes, shared.cpu_cores) == ("w1", "z1", 256 << 20, 1.0)
+    assert (shared.used_memory_bytes, shared.used_cpu_cores) == (100 << 20, 0.5)
+    assert [w.id for w in hub.eligible("acme")] == ["w2"]
+    assert hub.addr("w2") and hub.state("w2").name == "ACTIVE" and hub.state("nope") is None
+    await hub.set_drain("w1", WState.DRAINING)
+    assert hub.eligible(None) == []  # DRAINING: no new placements
+    assert hub.info("w1").reserved.memory_bytes == 100 << 20
+    await hub.set_drain("w1", None)  # cancelled drain: placeable again
+    assert [w.id for w in hub.eligible("")] == ["w1"]
