@@ -314,11 +314,6 @@ class WorkerHub(cp.ControlPlaneServiceBase):
             )
         }
 
-    @property
-    def leading(self) -> bool:
-        """True while a leadership term is running on this master."""
-        return self._term is not None
-
     # ---- the leader service ----------------------------------------------
 
     async def run_term(self, ctx: Any, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:

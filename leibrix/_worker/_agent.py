@@ -118,9 +118,6 @@ class Agent:
             split_hostport(m)
         self.config = config
         self.loader = loader
-        self.sessions = 0  # successful registrations, for tests and logs
-        self.last_end: SessionEnd | None = None
-        self.leader = ""  # address of the master that accepted the last registration
         self._loads_in_flight = 0
 
     async def run(self) -> int:
@@ -137,7 +134,6 @@ class Agent:
             addr = redirect or cfg.masters[index % len(cfg.masters)]
             redirect = ""
             end = await trio_asyncio.aio_as_trio(self._session)(addr)
-            self.last_end = end
             if end.drained:
                 log.info("drained: exiting")
                 return 0
@@ -206,8 +202,6 @@ class Agent:
                     await _finish(stream)  # raises GRPCError with the status and leader
                     return end
                 end.registered = True
-                self.sessions += 1
-                self.leader = addr
                 interval = float(payload.get("heartbeat_interval_s") or self.config.heartbeat_interval)
                 outbox: asyncio.Queue[pb.EventStreamMessage] = asyncio.Queue()
                 loads = asyncio.Semaphore(self.config.max_parallel_loads)
