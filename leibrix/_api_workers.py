@@ -7,7 +7,6 @@ with ``leibrix-leader`` and the client retries there.
 
 from __future__ import annotations
 
-
 from leibrix._api import ApiMixin
 from leibrix._drain import Drain, start_drain
 from leibrix._grpc import trio_rpc
