@@ -19,8 +19,10 @@ __all__ = ["WorkerApi", "drain_response"]
 def drain_response(hub: WorkerHub, drain: Drain) -> cp.DrainWorkerResponse:
     """The DrainWorker answer for a drain, finished or (with ``no_wait``) still running."""
     state = hub.state(drain.worker_id) or cp.WorkerState.UNKNOWN
-    remaining = drain.remaining if drain.done.is_set() else len(
-        hub.coordinator.replicas_on(drain.worker_id)) if hub.coordinator else 0
+    if drain.done.is_set():
+        remaining = drain.remaining
+    else:  # still running: what the worker holds right now
+        remaining = len(hub.coordinator.replicas_on(drain.worker_id)) if hub.coordinator else 0
     return cp.DrainWorkerResponse(
         worker_id=drain.worker_id, state=state,
         moved_make_before_break=drain.moved_make_before_break,
