@@ -68,9 +68,9 @@ async def test_drain_make_before_break_one_at_a_time(etcd, nursery) -> None:
 async def test_drain_past_deadline_moves_break_before_make(etcd, nursery) -> None:
     # large tables so that a make-before-break load outlasts a tiny deadline
     keys, hub, coord, addr = await _cluster(etcd, nursery, rows=3_000_000)
-    await spawn_worker(nursery, addr, "w1")
+    await spawn_worker(nursery, addr, "w1", "--memory", "2GiB")
     await coord.wait(lambda: all(coord.ready.get(k) == {"w1"} for k in EPOCHS), timeout=60)
-    await spawn_worker(nursery, addr, "w2")
+    await spawn_worker(nursery, addr, "w2", "--memory", "2GiB")
     await wait_state(hub, "w2", WState.ACTIVE)
     drain = await start_drain(hub, "w1", deadline_s=0.05, max_parallel=1)
     with trio.fail_after(60):

@@ -18,7 +18,6 @@ from __future__ import annotations
 import os
 import signal
 import socket
-import sys
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -30,6 +29,7 @@ from leibrix._grpc import GrpcServer, HealthFlag
 from leibrix._liveness import WState
 from leibrix._proto import leibrix_cp as cp
 from leibrix._store import FencedWriter, Keys
+from leibrix._worker._cmd import worker_command
 from leibrix._worker_hub import HubConfig, WorkerHub
 
 Key = tuple[str, str, str]
@@ -181,8 +181,7 @@ class TableCoordinator:
 
 
 def worker_cmd(master: str, wid: str, *extra: str, memory: str = "256MiB") -> list[str]:
-    return [sys.executable, "-m", "leibrix", "worker", "--master", master, "--id", wid,
-            "--memory", memory, "--cpu", "1", "--log-level", "WARNING", *extra]
+    return worker_command([master], wid, memory=memory, extra=("--log-level", "WARNING", *extra))
 
 
 async def spawn_worker(nursery: trio.Nursery, master: str, wid: str, *extra: str) -> trio.Process:

@@ -14,6 +14,7 @@ from __future__ import annotations
 import argparse
 import logging
 import socket
+import sys
 
 import trio
 import trio_asyncio
@@ -23,6 +24,22 @@ from leibrix._worker._loader import Loader
 from leibrix._worker._sizes import parse_size
 
 HELP = "run a reference worker (in-memory DuckDB) that registers with the master"
+
+
+def worker_command(masters: list[str], worker_id: str, *, memory: str = "1GiB", cpu: float = 1.0,
+                   zone: str = "", pool: str = "", extra: tuple[str, ...] = ()) -> list[str]:
+    """The command line that runs one reference worker with this interpreter.
+
+    For whatever starts workers as child processes (``leibrix local``, tests,
+    benchmarks), so the flags are spelled in one place.
+    """
+    cmd = [sys.executable, "-m", "leibrix", "worker", "--master", ",".join(masters), "--id", worker_id,
+           "--memory", memory, "--cpu", str(cpu)]
+    if zone:
+        cmd += ["--zone", zone]
+    if pool:
+        cmd += ["--pool", pool]
+    return [*cmd, *extra]
 
 
 def _size(text: str) -> int:
