@@ -405,6 +405,10 @@ class Coordinator:
         if not changed:
             return
         await self.write(changed)
+        if self.pending:
+            # This pass placed something and more is queued (it may have stopped at max_candidates):
+            # go again. A pass that places nothing does not re-kick, so a full cluster does not spin.
+            self.kick()
         for e, w, reason in evicts:
             await self.send_evict(e.tenant_id, e.dataset_id, e.epoch_id, w, reason)
         for i, (e, w) in enumerate(sends):
