@@ -70,19 +70,15 @@ def _free() -> str:
 
 
 def serve_master(spec: dict) -> None:
-    """Child: one master on the shared etcd, with issue 5 installed by the master's extension hook."""
+    """Child: one master on the shared etcd (its extension hook installs issue 5 and the worker hub)."""
     import logging
     from dataclasses import dataclass
 
     import trio
 
-    import leibrix._master as master_module
     from leibrix._config import MasterConfig
     from leibrix._master_cmd import serve
 
-    discovered = master_module._extension_modules
-    # The hook discovers ``_*_api``/``_*_hub`` modules; issue 5's API modules are ``_api_*``.
-    master_module._extension_modules = lambda: sorted({*discovered(), "leibrix._api_datasets"})
     @dataclass(frozen=True, slots=True)
     class BenchConfig(MasterConfig):
         # The hub reads ``worker_*`` options when the configuration has them. One process simulates

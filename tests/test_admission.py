@@ -15,11 +15,7 @@ from leibrix._etcd import EtcdClient
 from leibrix._proto import leibrix_cp as cp
 from leibrix._proto.records import state_pb2
 from leibrix._store import Keys
-from tests.test_admission_support import MiB, admission, installed, leading, quota, rpc, start_master, states
-
-__all__ = ["installed"]
-
-pytestmark = pytest.mark.usefixtures("installed")
+from tests.test_admission_support import MiB, admission, leading, quota, rpc, start_master, states
 
 
 async def error_of(master: Any, name: str, request: Any) -> GRPCError:

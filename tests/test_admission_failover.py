@@ -18,7 +18,6 @@ from leibrix._proto.records import state_pb2
 from leibrix._store import Keys
 from tests.test_admission_support import (
     admission,
-    installed,
     leading,
     quota,
     rpc,
@@ -26,10 +25,6 @@ from tests.test_admission_support import (
     states,
     wait_for,
 )
-
-__all__ = ["installed"]
-
-pytestmark = pytest.mark.usefixtures("installed")
 
 
 async def crashable_master(nursery: trio.Nursery, endpoint: str, name: str) -> tuple[Master, trio.CancelScope]:

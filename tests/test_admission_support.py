@@ -1,8 +1,8 @@
 """Harness for the admission tests: real masters (in-process, real etcd, real gRPC) and real workers.
 
 * :func:`start_master` runs a :class:`leibrix._master.Master` on free loopback
-  ports against the ``etcd_server`` fixture, with issue 5 installed through the
-  master's own extension hook.
+  ports against the ``etcd_server`` fixture; the master's extension hook installs
+  issue 5 (``leibrix._api_datasets``/``_api_tenants``) and the worker hub.
 * :func:`rpc` calls a ManagementService RPC over real gRPC (following
   ``leibrix-leader`` redirects) and returns the reply, or raises ``GRPCError``.
 * :func:`admission` builds an ``AdmitDatasetRequest`` (days × regions).
@@ -16,11 +16,9 @@ from collections.abc import Callable
 from datetime import datetime, timedelta, timezone
 from typing import Any
 
-import pytest
 import trio
 from grpclib.exceptions import GRPCError
 
-import leibrix._master
 from leibrix._admission import service_of
 from leibrix._config import MasterConfig
 from leibrix._ctl import call
@@ -35,23 +33,6 @@ def _addr() -> str:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return f"127.0.0.1:{s.getsockname()[1]}"
-
-
-@pytest.fixture
-def installed(monkeypatch: pytest.MonkeyPatch) -> None:
-    """Make the master's extension hook install issue 5 (``leibrix._api_datasets``).
-
-    The hook discovers ``leibrix._*_api`` / ``leibrix._*_hub`` modules; the
-    issue-5 modules are named ``_api_datasets``/``_api_tenants`` (see the
-    report: the discovery pattern should include them).
-    """
-    original = leibrix._master._extension_modules
-
-    def modules() -> list[str]:
-        found = original()
-        return found if "leibrix._api_datasets" in found else [*found, "leibrix._api_datasets"]
-
-    monkeypatch.setattr(leibrix._master, "_extension_modules", modules)
 
 
 async def start_master(nursery: trio.Nursery, endpoint: str, name: str = "m1", cluster: str = "adm") -> Master:

@@ -16,7 +16,6 @@ from leibrix._proto import leibrix_cp as cp
 from tests.test_admission_support import (
     MiB,
     admission,
-    installed,
     leading,
     quota,
     routed,
@@ -27,10 +26,6 @@ from tests.test_admission_support import (
     watch_routes,
     workers,
 )
-
-__all__ = ["installed"]
-
-pytestmark = pytest.mark.usefixtures("installed")
 
 QUEUE, REJECT, EVICT = cp.AdmissionPolicy.QUEUE, cp.AdmissionPolicy.REJECT, cp.AdmissionPolicy.EVICT_LOWER_BENEFIT
 
