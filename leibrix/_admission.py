@@ -437,6 +437,11 @@ class AdmissionService:
         """A worker's address for routes (known on the leader, where workers are connected)."""
         return self.hub.addr(worker_id) if self.hub is not None else None
 
+    def pool_known(self, pool: str) -> bool:
+        """Whether a worker's pool label names a tenant's ``worker_pool`` (or, as the Rust worker's
+        ``tenant_id`` label does, a tenant): the hub refuses workers of unknown pools."""
+        return pool in self.state.tenants or any(t.quota.pool == pool for t in self.state.tenants.values())
+
     def leading(self) -> tuple[Coordinator, Admissions]:
         """The term's coordinator and admission queue, or UNAVAILABLE naming the leader."""
         self.master.leader_context()  # raises Unavailable (+ leibrix-leader) on a follower
@@ -455,7 +460,7 @@ class AdmissionService:
         if hub is not None:
             hub.coordinator = coord
             hub.reserved_fn = coord.reserved
-            hub.tenant_known_fn = self.state.tenants.__contains__
+            hub.tenant_known_fn = self.pool_known
         try:
             async with trio.open_nursery() as nursery:
                 await nursery.start(coord.run)

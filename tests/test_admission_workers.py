@@ -259,3 +259,17 @@ async def test_invalid_loads_retry_with_backoff_then_fail_and_never_route(etcd_s
     retries = [t.at_ms for t in e.history if t.to_state.name == "LOADING"]
     assert len(retries) == 3 and retries[2] - retries[1] >= 1500  # backoff 1 s, then 2 s
     assert service_of(m).state.usage("acme").epochs == 0  # a FAILED epoch charges nothing
+
+
+async def test_pools_isolate_tenants(etcd_server: Any, nursery: trio.Nursery) -> None:
+    m = await cluster(etcd_server, nursery, "shared1")
+    await rpc(m, "upsert_tenant_quota", quota("acme", admission_policy=QUEUE, worker_pool="gold"))
+    await rpc(m, "upsert_tenant_quota", quota("free", admission_policy=QUEUE))
+    await workers(nursery, m, "gold1", "gold2", pool="gold")
+    await rpc(m, "admit_dataset", admission("acme", days=3, replication_factor=2))
+    await rpc(m, "admit_dataset", admission("free", days=2))
+    await all_ready(m, "acme", n=3)
+    await all_ready(m, "free", n=2)
+    state = service_of(m).state
+    assert {w for e in state.dataset_epochs("acme", "orders") for w in e.worker_ids()} == {"gold1", "gold2"}
+    assert {w for e in state.dataset_epochs("free", "orders") for w in e.worker_ids()} == {"shared1"}
