@@ -33,7 +33,7 @@ from leibrix._etcd_member import (
     validate_url,
 )
 
-__all__ = ["ConfigError", "MasterConfig", "OPTIONS", "add_arguments", "load_config", "split_hostport"]
+__all__ = ["ConfigError", "MasterConfig", "OPTIONS", "add_arguments", "default_of", "load_config", "split_hostport"]
 
 #: Production master lease TTL (seconds). With etcd's PRODUCTION_TIMINGS
 #: (50 ms heartbeat, 300 ms election) a kill -9 of the leader is noticed after
@@ -129,10 +129,53 @@ OPTIONS: tuple[Option, ...] = (
            "then gets 1 s more before SIGKILL)", "S"),
     Option("log_level", str, "info", "log level: debug, info, warning or error", "LEVEL"),
     Option("log_format", str, "text", "log lines as human 'text' or one JSON object per line ('json')", "FORMAT"),
+    # Worker-facing knobs (read by leibrix._worker_hub.HubConfig.from_config; DESIGN.md §9).
+    Option("worker_heartbeat_interval", float, 3.0,
+           "seconds between worker heartbeats (sent to each worker in its registration ack)", "S"),
+    Option("worker_missed_heartbeats", int, 2,
+           "heartbeats a worker may miss before it is SUSPECT and gets no new placements", "N"),
+    Option("worker_dead_timeout", float, 10.0,
+           "seconds without a heartbeat before a worker is DEAD and its replicas are re-placed", "S"),
+    Option("worker_default_memory_bytes", int, 8 << 30,
+           "memory capacity assumed for a worker that registers without one", "BYTES"),
+    Option("worker_default_cpu_cores", float, 4.0,
+           "CPU cores assumed for a worker that registers without a capacity", "N"),
+    Option("worker_max_message_bytes", int, 4 << 20,
+           "largest message a worker may send on its stream (bigger: RESOURCE_EXHAUSTED)", "BYTES"),
+    Option("worker_register_timeout", float, 10.0,
+           "seconds a new worker stream has to send its register_event", "S"),
+    Option("worker_max_registering", int, 32,
+           "registrations processed at once; the rest of a reconnect storm waits its turn", "N"),
+    Option("worker_rebalance_interval", float, 10.0,
+           "seconds between join-rebalancing passes that move replicas onto new workers", "S"),
+    Option("worker_rebalance_max_moves", int, 4,
+           "most replicas one rebalancing pass moves (make-before-break)", "N"),
+    # Admission and residency knobs (read by leibrix._admission.configs_from).
+    Option("max_epochs_per_request", int, 10_000,
+           "most epochs one AdmitDataset request may expand to (more: RESOURCE_EXHAUSTED)", "N"),
+    Option("heat_half_life_s", float, 3600.0,
+           "half-life of an epoch's access heat in seconds (how fast popularity fades)", "S"),
+    Option("residency_hysteresis", float, 1.5,
+           "a new epoch evicts a resident only if its benefit is at least this many times higher (>= 1)", "X"),
+    Option("default_replication", int, 1,
+           "replicas per epoch when neither the request nor the tenant quota sets one", "N"),
 )
 
 _BY_NAME = {o.name: o for o in OPTIONS}
+
+
+def default_of(name: str) -> Any:
+    """The default of option ``name``: the one home of every tunable's default.
+
+    Modules that read an option by name (the worker hub, admission) take their
+    own fallback from here, so a default is never spelled twice.
+    """
+    return _BY_NAME[name].default
+
 _LOG_LEVELS = ("debug", "info", "warning", "error")
+#: Options that must be strictly positive numbers.
+_POSITIVE = tuple(o.name for o in OPTIONS if o.name.startswith("worker_")) + (
+    "max_epochs_per_request", "heat_half_life_s")
 
 
 @dataclass(frozen=True, slots=True)
@@ -163,6 +206,20 @@ class MasterConfig:
     shutdown_timeout: float = _BY_NAME["shutdown_timeout"].default
     log_level: str = _BY_NAME["log_level"].default
     log_format: str = _BY_NAME["log_format"].default
+    worker_heartbeat_interval: float = _BY_NAME["worker_heartbeat_interval"].default
+    worker_missed_heartbeats: int = _BY_NAME["worker_missed_heartbeats"].default
+    worker_dead_timeout: float = _BY_NAME["worker_dead_timeout"].default
+    worker_default_memory_bytes: int = _BY_NAME["worker_default_memory_bytes"].default
+    worker_default_cpu_cores: float = _BY_NAME["worker_default_cpu_cores"].default
+    worker_max_message_bytes: int = _BY_NAME["worker_max_message_bytes"].default
+    worker_register_timeout: float = _BY_NAME["worker_register_timeout"].default
+    worker_max_registering: int = _BY_NAME["worker_max_registering"].default
+    worker_rebalance_interval: float = _BY_NAME["worker_rebalance_interval"].default
+    worker_rebalance_max_moves: int = _BY_NAME["worker_rebalance_max_moves"].default
+    max_epochs_per_request: int = _BY_NAME["max_epochs_per_request"].default
+    heat_half_life_s: float = _BY_NAME["heat_half_life_s"].default
+    residency_hysteresis: float = _BY_NAME["residency_hysteresis"].default
+    default_replication: int = _BY_NAME["default_replication"].default
     sources: Mapping[str, str] = field(default_factory=dict, compare=False)
 
     @property
@@ -231,6 +288,22 @@ class MasterConfig:
             raise ConfigError(f"{self._where('log_level')}: {self.log_level!r} is not one of {', '.join(_LOG_LEVELS)}")
         if self.log_format not in ("text", "json"):
             raise ConfigError(f"{self._where('log_format')}: {self.log_format!r} is not one of text, json")
+        for name in _POSITIVE:
+            if not getattr(self, name) > 0:
+                raise ConfigError(f"{self._where(name)}: {getattr(self, name)} must be > 0")
+        if self.worker_dead_timeout <= self.worker_heartbeat_interval:
+            raise ConfigError(
+                f"{self._where('worker_dead_timeout')}: {self.worker_dead_timeout} must exceed "
+                f"{self._where('worker_heartbeat_interval')} ({self.worker_heartbeat_interval})"
+            )
+        if self.residency_hysteresis < 1:
+            raise ConfigError(f"{self._where('residency_hysteresis')}: {self.residency_hysteresis} must be >= 1")
+        from leibrix._validation import MAX_REPLICATION  # here: _validation takes its defaults from this module
+
+        if not 1 <= self.default_replication <= MAX_REPLICATION:
+            raise ConfigError(
+                f"{self._where('default_replication')}: {self.default_replication} is outside 1-{MAX_REPLICATION}"
+            )
         for endpoint in self.etcd_endpoints:
             url = endpoint if "://" in endpoint else f"http://{endpoint}"
             try:

@@ -48,6 +48,7 @@ import trio
 
 from leibrix import _epochs
 from leibrix import placement as pl
+from leibrix._config import default_of
 from leibrix._errors import FailedPrecondition
 from leibrix._etcd import Delete, Put
 from leibrix._heat import Heat, HeatModel
@@ -88,8 +89,8 @@ class CoordinatorConfig:
     """Tunables of placement and residency (defaults suit a small cluster)."""
 
     default_strategy: int = 3  # CAPACITY
-    default_replication: int = 1
-    hysteresis: float = 1.5
+    default_replication: int = default_of("default_replication")
+    hysteresis: float = default_of("residency_hysteresis")
     bytes_tolerance: float = 2.0
     retry: RetryPolicy = RetryPolicy()
     heat: HeatModel = HeatModel()

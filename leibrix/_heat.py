@@ -25,7 +25,9 @@ import math
 from dataclasses import dataclass
 from typing import NamedTuple
 
-DEFAULT_HALF_LIFE_S = 3600.0
+from leibrix._config import default_of
+
+DEFAULT_HALF_LIFE_S: float = default_of("heat_half_life_s")
 DEFAULT_PRIOR = 1.0
 
 

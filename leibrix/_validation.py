@@ -35,13 +35,14 @@ from datetime import datetime
 import betterproto
 
 from leibrix import _epochs
+from leibrix._config import default_of
 from leibrix._errors import InvalidArgument
 from leibrix._proto import leibrix_cp as cp
 from leibrix._proto.records import management_pb2
 
 ID_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]{0,63}")
 REQUEST_ID_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.:-]{0,127}")
-DEFAULT_MAX_EPOCHS_PER_REQUEST = 10_000
+DEFAULT_MAX_EPOCHS_PER_REQUEST: int = default_of("max_epochs_per_request")
 MAX_DIMENSIONS = 16
 MAX_VALUES_PER_DIMENSION = 1_000
 MAX_VALUE_LEN = 256

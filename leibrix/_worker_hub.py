@@ -71,6 +71,7 @@ import trio_asyncio
 from google.protobuf.message import DecodeError
 from grpclib.const import Status
 
+from leibrix._config import default_of
 from leibrix._errors import ApiError, FailedPrecondition, InvalidArgument, NotFound, Unavailable
 from leibrix._etcd import EtcdError, Put
 from leibrix._liveness import Liveness, Transition, WState
@@ -129,21 +130,21 @@ class EpochCoordinator(Protocol):
 
 @dataclass(frozen=True, slots=True)
 class HubConfig:
-    """Worker-facing knobs of the master (defaults from DESIGN.md §9)."""
+    """Worker-facing knobs of the master (defaults: the ``worker_*`` options of :mod:`leibrix._config`)."""
 
-    heartbeat_interval: float = 3.0
-    missed_heartbeats: int = 2
-    dead_timeout: float = 10.0
+    heartbeat_interval: float = default_of("worker_heartbeat_interval")
+    missed_heartbeats: int = default_of("worker_missed_heartbeats")
+    dead_timeout: float = default_of("worker_dead_timeout")
     #: Capacity given to a registration without one (the Rust worker's).
-    default_memory_bytes: int = 8 << 30
-    default_cpu_cores: float = 4.0
-    max_message_bytes: int = 4 << 20
+    default_memory_bytes: int = default_of("worker_default_memory_bytes")
+    default_cpu_cores: float = default_of("worker_default_cpu_cores")
+    max_message_bytes: int = default_of("worker_max_message_bytes")
     outbound_queue: int = 4096
-    register_timeout: float = 10.0
+    register_timeout: float = default_of("worker_register_timeout")
     #: Registrations processed at once; the rest of a reconnect storm waits its turn.
-    max_registering: int = 32
-    rebalance_interval: float = 10.0
-    rebalance_max_moves: int = 4
+    max_registering: int = default_of("worker_max_registering")
+    rebalance_interval: float = default_of("worker_rebalance_interval")
+    rebalance_max_moves: int = default_of("worker_rebalance_max_moves")
 
 
     @classmethod

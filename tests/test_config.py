@@ -75,12 +75,41 @@ def test_env_lists_and_booleans_are_parsed() -> None:
         (["--initial-cluster", "a=http://127.0.0.1:1"], {}, "does not name this member 'default'"),
         (["--etcd-peer-url", "http://127.0.0.1:2380/path"], {}, "must not have a path"),
         (["--shutdown-timeout", "0"], {}, "--shutdown-timeout (flag): 0.0 is outside (0, 60] seconds"),
+        (["--worker-max-registering", "0"], {}, "--worker-max-registering (flag): 0 must be > 0"),
+        (["--worker-dead-timeout", "2"], {}, "--worker-dead-timeout (flag): 2.0 must exceed --worker-heartbeat-interval"),
+        ([], {"LEIBRIX_RESIDENCY_HYSTERESIS": "0.5"}, "--residency-hysteresis (env LEIBRIX_RESIDENCY_HYSTERESIS): 0.5 must be >= 1"),
+        (["--default-replication", "17"], {}, "--default-replication (flag): 17 is outside 1-16"),
+        (["--heat-half-life-s", "-1"], {}, "--heat-half-life-s (flag): -1.0 must be > 0"),
     ],
 )
 def test_invalid_values_name_the_option_and_source(argv: list[str], env: dict[str, str], message: str) -> None:
     with pytest.raises(ConfigError) as info:
         load_config(parse(*argv), environ=env)
     assert message in str(info.value)
+
+
+def test_worker_and_admission_options_reach_the_hub_and_admission(tmp_path: Path) -> None:
+    """The hub and admission read these options by name; their defaults are the config's, set anywhere."""
+    from leibrix._admission import configs_from
+    from leibrix._worker_hub import HubConfig
+
+    default = MasterConfig()
+    hub = HubConfig.from_config(default)
+    assert HubConfig() == hub and hub.heartbeat_interval == default.worker_heartbeat_interval
+    admission, coord = configs_from(default)
+    assert configs_from(None) == (admission, coord)  # a master without a config gets the same defaults
+    toml = tmp_path / "m.toml"
+    toml.write_text("worker_missed_heartbeats = 5\nheat-half-life-s = 60\n")
+    config = load_config(
+        parse("--config", str(toml), "--worker-heartbeat-interval", "0.5", "--default-replication", "3"),
+        environ={"LEIBRIX_MAX_EPOCHS_PER_REQUEST": "12", "LEIBRIX_WORKER_DEFAULT_MEMORY_BYTES": str(1 << 30)},
+    )
+    hub = HubConfig.from_config(config)
+    assert (hub.heartbeat_interval, hub.missed_heartbeats, hub.default_memory_bytes) == (0.5, 5, 1 << 30)
+    admission, coord = configs_from(config)
+    assert admission.limits.max_epochs_per_request == 12
+    assert coord.default_replication == 3 and coord.heat.half_life_s == 60.0
+    assert coord.hysteresis == default.residency_hysteresis
 
 
 def test_bad_toml_files_are_explained(tmp_path: Path) -> None:
