@@ -9,9 +9,12 @@ stop, kill, pause (SIGSTOP) and resume masters, and always reaps every
 process it started (each master's etcd member dies with its master through
 the parent-death signal).
 
-``leibrix local`` runs the cluster in the foreground, prints where to look
-(gRPC address, /metrics, /healthz and the ``leibrix status`` command), and on
-Ctrl-C stops every master gracefully.
+``leibrix local`` runs the cluster in the foreground with three reference
+workers (child processes that, like the masters, die with the launcher), a
+sample tenant and a small sample dataset admitted through the real gRPC API,
+prints where to look (gRPC address, /metrics, /healthz, the sample epochs'
+states and the ``leibrix status`` command), and on Ctrl-C stops the workers,
+then every master, gracefully.
 """
 
 from __future__ import annotations
@@ -24,16 +27,26 @@ import sys
 import tempfile
 import urllib.error
 import urllib.request
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
+from datetime import datetime, timedelta, timezone
 from pathlib import Path
+from typing import TypeVar
 
 import trio
+from grpclib.const import Status
+from grpclib.exceptions import GRPCError
 
+from leibrix._ctl import call
 from leibrix._etcd_member import PRODUCTION_TIMINGS, Timings, _Child, free_port_url
+from leibrix._proto import leibrix_cp as cp
+from leibrix._worker._cmd import worker_command
 
 __all__ = ["LocalCluster", "MasterProcess", "MasterSpec"]
 
-HELP = "run a local dev cluster: masters on embedded etcd, data under ./data (or a tmp dir)"
+R = TypeVar("R")
+
+HELP = "run a local dev cluster: masters on embedded etcd, 3 workers, a sample dataset; data under ./data (or a tmp dir)"
 
 
 #: Runs in each master child before the master itself: ask the kernel for SIGTERM
@@ -50,7 +63,7 @@ _PARENT_DEATH_SHIM = (
 
 
 class MasterProcess:
-    """One running master child: ``pid``, ``returncode`` (None while running), signals, ``wait()``.
+    """One running child (a master, or a ``leibrix local`` worker): ``pid``, ``returncode``, signals, ``wait()``.
 
     Waited on through a pidfd, so the Trio loop never blocks.
     """
@@ -73,6 +86,39 @@ class MasterProcess:
         status = await self._child.wait()
         self._child.close()
         return status
+
+
+def spawn_tied(command: list[str], log_path: Path) -> MasterProcess:
+    """Spawn ``command`` (output appended to ``log_path``) so that it never outlives this process.
+
+    The child gets SIGTERM if this process dies (the parent-death shim); call
+    this on the Trio thread, because the parent-death signal follows the
+    spawning *thread*. The child runs in its own session: a Ctrl-C on the
+    terminal reaches only us, and we stop each child with one signal.
+    """
+    env = dict(os.environ)
+    env.pop("LEIBRIX_CONFIG", None)
+    with open(log_path, "ab") as log:
+        popen = subprocess.Popen(
+            [sys.executable, "-I", "-S", "-c", _PARENT_DEATH_SHIM, str(os.getpid()), *command],
+            stdin=subprocess.DEVNULL,
+            stdout=log,
+            stderr=log,
+            env=env,
+            start_new_session=True,
+        )
+    return MasterProcess(popen)
+
+
+async def stop_process(process: MasterProcess, *, timeout: float) -> int:
+    """SIGTERM ``process`` and reap it (SIGKILL after ``timeout``); returns its exit status."""
+    if process.returncode is None:
+        process.send_signal(signal.SIGCONT)  # a paused process cannot handle SIGTERM
+        process.send_signal(signal.SIGTERM)
+        with trio.move_on_after(timeout):
+            return await process.wait()
+        process.send_signal(signal.SIGKILL)
+    return await process.wait()
 
 
 def _free_hostport() -> str:
@@ -178,20 +224,7 @@ class LocalCluster:
             raise RuntimeError(f"master {name} is already running")
         spec = self.specs[name]
         spec.data_dir.parent.mkdir(parents=True, exist_ok=True)
-        env = dict(os.environ)
-        env.pop("LEIBRIX_CONFIG", None)
-        with open(spec.log_path, "ab") as log:
-            popen = subprocess.Popen(
-                [sys.executable, "-I", "-S", "-c", _PARENT_DEATH_SHIM, str(os.getpid()), *self.command(name)],
-                stdin=subprocess.DEVNULL,
-                stdout=log,
-                stderr=log,
-                env=env,
-                # Its own session: a Ctrl-C on the terminal reaches only us, and
-                # we stop each master with one SIGTERM.
-                start_new_session=True,
-            )
-        self.processes[name] = process = MasterProcess(popen)
+        self.processes[name] = process = spawn_tied(self.command(name), spec.log_path)
         await trio.lowlevel.checkpoint()
         return process
 
@@ -240,14 +273,7 @@ class LocalCluster:
 
     async def stop(self, name: str, *, timeout: float = 10.0) -> int:
         """SIGTERM one master and wait for it (SIGKILL after ``timeout``); returns its exit status."""
-        process = self.processes[name]
-        if process.returncode is None:
-            process.send_signal(signal.SIGCONT)  # a paused master cannot handle SIGTERM
-            process.send_signal(signal.SIGTERM)
-            with trio.move_on_after(timeout):
-                return await process.wait()
-            process.send_signal(signal.SIGKILL)
-        return await process.wait()
+        return await stop_process(self.processes[name], timeout=timeout)
 
     async def aclose(self) -> None:
         """Stop every master still running (gracefully, then by force) and reap them all."""
@@ -276,43 +302,151 @@ def configure(parser: argparse.ArgumentParser) -> None:
     )
 
 
-async def _after_masters_ready(cluster: LocalCluster) -> None:
-    """Everything the dev cluster adds once its masters serve.
+#: The sample the dev cluster loads: a tenant, one dataset of a few daily epochs, two replicas each.
+SAMPLE_TENANT = "demo"
+SAMPLE_DATASET = "events"
+_SAMPLE_DAYS = 3
+_SAMPLE_REPLICATION = 2
+_SAMPLE_WORKERS = 3
+#: Placeholder catalog: the reference worker's loader generates synthetic rows and never dials it.
+_SAMPLE_CATALOG = "http://iceberg-rest.invalid:8181"
+#: Bound on setting up the sample (workers registering, loads, validation) before the summary.
+_SAMPLE_TIMEOUT = 40.0
+_WORKER_STOP_TIMEOUT = 5.0
 
-    This is the one place later issues extend ``leibrix local``: start local
-    workers and load sample data here, then add them to the summary below.
+
+def _sample_admission() -> cp.AdmitDatasetRequest:
+    """AdmitDataset for the sample: ``_SAMPLE_DAYS`` daily epochs ending today (UTC), replicated twice."""
+    today = datetime.now(timezone.utc).replace(hour=0, minute=0, second=0, microsecond=0)
+    return cp.AdmitDatasetRequest(
+        tenant_id=SAMPLE_TENANT,
+        dataset_id=SAMPLE_DATASET,
+        request_id="leibrix-local-sample",
+        source=cp.DataSource(
+            catalog=cp.Catalog(iceberg=cp.IcebergCatalog(uri=_SAMPLE_CATALOG)),
+            database="sample",
+            table=SAMPLE_DATASET,
+            partition=cp.Partition(time_partition=cp.TimePartition(
+                column=cp.PartitionColumn(name="ts", type=cp.PartitionColumnType.TIMESTAMP),
+                filter=cp.TimeRangeFilter(start_inclusive=today - timedelta(days=_SAMPLE_DAYS - 1),
+                                          end_exclusive=today + timedelta(days=1)),
+            )),
+        ),
+        epoch_granularity=cp.EpochGranularity(value=1, unit=cp.EpochGranularityTimeUnit.DAY),
+        replication_factor=_SAMPLE_REPLICATION,
+        hints=cp.EstimateHints(bytes_per_epoch=16 << 20, rows_per_epoch=10_000),
+    )
+
+
+async def _call_leader(addr: str, rpc: Callable[[cp.ManagementServiceStub], Awaitable[R]]) -> R:
+    """``leibrix._ctl.call`` that waits out the moments without a leader (UNAVAILABLE, nothing listening)."""
+    while True:
+        try:
+            reply, _ = await call(addr, rpc)
+            return reply
+        except GRPCError as exc:
+            if exc.status is not Status.UNAVAILABLE:
+                raise
+        except OSError:
+            pass
+        await trio.sleep(0.2)
+
+
+async def _load_sample(addr: str, workers: int) -> list[cp.EpochStatus]:
+    """Create the sample tenant, admit the sample dataset and wait until every epoch is READY (or failed).
+
+    Admission checks the pool's capacity, so it waits first until the
+    leader sees all ``workers`` ACTIVE.
     """
+    while True:
+        listed = await _call_leader(addr, lambda stub: stub.list_workers(cp.ListWorkersRequest()))
+        if sum(w.state == cp.WorkerState.ACTIVE for w in listed.workers) >= workers:
+            break
+        await trio.sleep(0.2)
+    await _call_leader(addr, lambda stub: stub.upsert_tenant_quota(cp.TenantQuota(tenant_id=SAMPLE_TENANT)))
+    await _call_leader(addr, lambda stub: stub.admit_dataset(_sample_admission()))
+    listing = cp.ListEpochsRequest(tenant_id=SAMPLE_TENANT, dataset_id=SAMPLE_DATASET)
+    while True:
+        epochs = (await _call_leader(addr, lambda stub: stub.list_epochs(listing))).epochs
+        if epochs and all(e.state in (cp.EpochState.READY, cp.EpochState.FAILED) for e in epochs):
+            return epochs
+        await trio.sleep(0.2)
+
+
+async def _after_masters_ready(cluster: LocalCluster, workers: dict[str, MasterProcess]) -> None:
+    """Everything the dev cluster adds once its masters serve: workers, sample data, the summary.
+
+    This is the one place later issues extend ``leibrix local``. Workers are
+    added to ``workers`` as they start, so the caller reaps them whatever
+    happens here. A sample that cannot be loaded in time is reported in the
+    summary; the cluster keeps running.
+    """
+    masters = [s.grpc for s in cluster.specs.values()]
+    for i in range(1, _SAMPLE_WORKERS + 1):
+        wid = f"w{i}"
+        workers[wid] = spawn_tied(worker_command(masters, wid, zone=f"z{i}", memory="512MiB"),
+                                  cluster.directory / f"{wid}.log")
     first = cluster.specs[cluster.names[0]]
+    epochs: list[cp.EpochStatus] = []
+    problem = ""
+    with trio.move_on_after(_SAMPLE_TIMEOUT) as waited:
+        try:
+            epochs = await _load_sample(first.grpc, len(workers))
+        except GRPCError as exc:
+            problem = f"{exc.status.name}: {exc.message}"
+    if waited.cancelled_caught:
+        problem = f"not all epochs READY after {_SAMPLE_TIMEOUT:.0f} s"
+
     print(f"Leibrix local cluster '{cluster.cluster}': {len(cluster.specs)} master(s), data in {cluster.directory}")
     for spec in cluster.specs.values():
         print(f"  {spec.name}: gRPC {spec.grpc}   http://{spec.http}/metrics   http://{spec.http}/healthz")
         print(f"      etcd {spec.client_url}   log {spec.log_path}")
+    print(f"Workers: {len(workers)} reference workers (512MiB, 1 core each)")
+    for i, (wid, process) in enumerate(workers.items(), 1):
+        alive = "running" if process.returncode is None else f"exited with {process.returncode}"
+        print(f"  {wid}: zone z{i}, pid {process.pid}, {alive}   log {cluster.directory / f'{wid}.log'}")
+    print(f"Sample: tenant '{SAMPLE_TENANT}', dataset '{SAMPLE_DATASET}', {_SAMPLE_DAYS} daily epochs, "
+          f"replication {_SAMPLE_REPLICATION}")
+    print(f"  (Iceberg catalog {_SAMPLE_CATALOG} is a placeholder: the reference workers load synthetic rows)")
+    for e in sorted(epochs, key=lambda e: e.info.epoch_id):
+        on = ",".join(sorted(r.worker_id for r in e.replicas))
+        print(f"  epoch {e.info.epoch_id}: {e.state.name} on {on or '-'}")
+    if problem:
+        print(f"  sample not fully loaded: {problem}")
     print(f"Status:  leibrix status --master {first.grpc}")
     print("Ctrl-C stops the cluster.", flush=True)
 
 
 async def _run_local(args: argparse.Namespace, directory: Path) -> int:
     cluster = LocalCluster(directory, args.masters, base_port=None if args.free_ports else 50051)
+    workers: dict[str, MasterProcess] = {}
     async with cluster:
-        with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
-            try:
-                await cluster.start_all()
-            except RuntimeError as exc:
-                print(f"leibrix local: error: {exc}", file=sys.stderr)
-                return 1
-            await _after_masters_ready(cluster)
-            async with trio.open_nursery() as nursery:
+        try:
+            with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
+                try:
+                    await cluster.start_all()
+                except RuntimeError as exc:
+                    print(f"leibrix local: error: {exc}", file=sys.stderr)
+                    return 1
+                async with trio.open_nursery() as nursery:
 
-                async def watch(name: str) -> None:
-                    status = await cluster.processes[name].wait()
-                    print(f"master {name} exited with {status}; see {cluster.specs[name].log_path}", file=sys.stderr)
+                    async def watch(name: str) -> None:
+                        status = await cluster.processes[name].wait()
+                        print(f"master {name} exited with {status}; see {cluster.specs[name].log_path}", file=sys.stderr)
+                        nursery.cancel_scope.cancel()
+
+                    for name in cluster.names:
+                        nursery.start_soon(watch, name)
+                    nursery.start_soon(_after_masters_ready, cluster, workers)
+                    await signals.__anext__()
+                    print("stopping...", flush=True)
                     nursery.cancel_scope.cancel()
-
-                for name in cluster.names:
-                    nursery.start_soon(watch, name)
-                await signals.__anext__()
-                print("stopping...", flush=True)
-                nursery.cancel_scope.cancel()
+        finally:
+            # Workers first: stopped masters would only make them retry.
+            with trio.CancelScope(shield=True):
+                async with trio.open_nursery() as nursery:
+                    for process in workers.values():
+                        nursery.start_soon(lambda p=process: stop_process(p, timeout=_WORKER_STOP_TIMEOUT))
     return 0
 
 

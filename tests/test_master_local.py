@@ -37,14 +37,14 @@ async def test_leibrix_local_serves_status_and_stops_everything_on_ctrl_c(tmp_pa
         assert status.returncode == 0, table
         assert "LEADER" in table and "healthy" in table and "m1" in table
         # Children of any thread (trio spawns processes from a worker thread).
-        master_pids = [
+        child_pids = [
             int(p) for task in Path(f"/proc/{local.pid}/task").iterdir() for p in (task / "children").read_text().split()
         ]
-        assert len(master_pids) == 1
+        assert len(child_pids) == 4  # the master and the three sample workers
         local.send_signal(signal.SIGINT)
         with trio.fail_after(10):
             assert await local.wait() == 0
-        assert all(not Path(f"/proc/{pid}").exists() for pid in master_pids)
+        assert all(not Path(f"/proc/{pid}").exists() for pid in child_pids)
         assert (tmp_path / "data" / "m1" / "etcd" / "member").is_dir()
     finally:
         if local.returncode is None:
@@ -98,3 +98,54 @@ async def test_masters_do_not_outlive_a_killed_launcher(tmp_path: Path) -> None:
         await launcher.stdout.aclose()  # type: ignore[union-attr]
     for pid in pids:  # the master gets SIGTERM, shuts down, and takes its member with it
         await wait_gone(pid)
+
+
+def _descendants(pid: int) -> list[int]:
+    """Every process below ``pid`` (children of any of its threads, recursively)."""
+    found: list[int] = []
+    try:
+        tasks = list(Path(f"/proc/{pid}/task").iterdir())
+    except FileNotFoundError:
+        return found
+    for task in tasks:
+        try:
+            kids = [int(p) for p in (task / "children").read_text().split()]
+        except FileNotFoundError:
+            continue
+        for kid in kids:
+            found += [kid, *_descendants(kid)]
+    return found
+
+
+async def test_leibrix_local_starts_workers_loads_the_sample_and_reaps_everything(tmp_path: Path) -> None:
+    out = tmp_path / "local.out"
+    with open(out, "wb") as sink:
+        local = await trio.lowlevel.open_process(
+            [sys.executable, "-m", "leibrix", "local", "--tmp", "--free-ports"], stdout=sink, stderr=subprocess.STDOUT
+        )
+    try:
+        with trio.fail_after(45):
+            while "Ctrl-C stops the cluster." not in out.read_text():
+                assert local.returncode is None, out.read_text()
+                await trio.sleep(0.05)
+        text = out.read_text()
+        epochs = re.findall(r"epoch (\S+): (\S+) on (\S+)", text)
+        assert len(epochs) == 3, text
+        for _, state, replicas in epochs:
+            assert state == "READY", text
+            assert len(replicas.split(",")) == 2, text  # replication 2
+        assert "sample not fully loaded" not in text and "placeholder" in text
+        assert re.search(r"leibrix status --master 127\.0\.0\.1:\d+", text)
+        direct = [int(p) for task in Path(f"/proc/{local.pid}/task").iterdir() for p in (task / "children").read_text().split()]
+        assert len(direct) == 4, text  # one master, three workers
+        pids = _descendants(local.pid)  # ... and the master's etcd member
+        assert len(pids) == 5, pids
+        local.send_signal(signal.SIGINT)
+        with trio.fail_after(15):
+            assert await local.wait() == 0, out.read_text()
+        for pid in pids:
+            await wait_gone(pid)
+    finally:
+        if local.returncode is None:
+            local.kill()
+            await local.wait()
