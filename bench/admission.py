@@ -43,7 +43,6 @@ import json
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -52,6 +51,7 @@ from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
 from bench._report import Report, options
+from leibrix._local import free_hostport
 
 PATH = "/leibrix_cp.ControlPlaneService/CoordinateWorker"
 #: Leader lease TTL of the benchmark's masters (s). The takeover is measured with a graceful
@@ -59,11 +59,6 @@ PATH = "/leibrix_cp.ControlPlaneService/CoordinateWorker"
 LEASE_TTL = 3
 T0 = datetime(2026, 1, 1, tzinfo=timezone.utc)
 
-
-def _free() -> str:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return f"127.0.0.1:{s.getsockname()[1]}"
 
 
 # ---------------------------------------------------------------- child: a master
@@ -355,7 +350,7 @@ def run(quick: bool) -> Report:
             dict(epochs=100_000, per_request=100, tenants=4, workers=10, rate=200, seconds=10))
     report = Report("bench.admission: AdmitDataset end to end (gRPC + etcd)", quick=quick)
     tmp = Path(tempfile.mkdtemp(prefix="bench-admission-"))
-    etcd_client, etcd_peer = _free(), _free()
+    etcd_client, etcd_peer = free_hostport(), free_hostport()
     member = MemberConfig(name="bench", data_dir=tmp / "etcd", client_url=f"http://{etcd_client}",
                           peer_url=f"http://{etcd_peer}")
     with open(tmp / "etcd.log", "wb") as log:
@@ -363,9 +358,9 @@ def run(quick: bool) -> Report:
                                 start_new_session=True)
     children: list[Child] = []
     try:
-        masters = [_free() for _ in range(2)]
+        masters = [free_hostport() for _ in range(2)]
         for i, addr in enumerate(masters):
-            spec = dict(name=f"m{i + 1}", grpc=addr, http=_free(), dir=str(tmp / f"m{i}"), ttl=LEASE_TTL,
+            spec = dict(name=f"m{i + 1}", grpc=addr, http=free_hostport(), dir=str(tmp / f"m{i}"), ttl=LEASE_TTL,
                         etcd=etcd_client)
             children.append(Child("--serve", spec, tmp / f"m{i + 1}.log"))
             if i == 0:

@@ -37,13 +37,13 @@ import json
 import os
 import random
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
 
+from leibrix._local import free_hostport
 from leibrix._proto import leibrix_cp as cp
 
 HEARTBEAT_S = 5.0
@@ -52,11 +52,6 @@ PATH = "/leibrix_cp.ControlPlaneService/CoordinateWorker"
 #: children's stderr (set LEIBRIX_BENCH_LOG=path to keep it)
 _LOG = open(os.environ["LEIBRIX_BENCH_LOG"], "a") if os.environ.get("LEIBRIX_BENCH_LOG") else subprocess.DEVNULL
 
-
-def _free() -> str:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return f"127.0.0.1:{s.getsockname()[1]}"
 
 
 # ---------------------------------------------------------------- master process
@@ -384,7 +379,7 @@ def run(quick: bool) -> dict:
     conns = -(-streams // loaders // 90)
     window = 10.0 if quick else 30.0
     tmp = tempfile.mkdtemp(prefix="bench-workers-")
-    spec = {"grpc": _free(), "http": _free(), "etcd_client": _free(), "etcd_peer": _free(), "dir": tmp,
+    spec = {"grpc": free_hostport(), "http": free_hostport(), "etcd_client": free_hostport(), "etcd_peer": free_hostport(), "dir": tmp,
             "heartbeat": HEARTBEAT_S, "dead": DEAD_S}
     children: list[Child] = []
     master = Child(["--serve-master", json.dumps(spec)])

@@ -121,7 +121,8 @@ async def stop_process(process: MasterProcess, *, timeout: float) -> int:
     return await process.wait()
 
 
-def _free_hostport() -> str:
+def free_hostport() -> str:
+    """A free loopback ``host:port`` (for masters, workers and benchmarks started on this machine)."""
     return free_port_url().removeprefix("http://")
 
 
@@ -174,7 +175,7 @@ class LocalCluster:
         for i in range(size):
             name = f"m{i + 1}"
             if base_port is None:
-                grpc, http = _free_hostport(), _free_hostport()
+                grpc, http = free_hostport(), free_hostport()
                 client, peer = free_port_url(), free_port_url()
             else:
                 grpc, http = f"127.0.0.1:{base_port + i}", f"127.0.0.1:{8081 + i}"
