@@ -393,7 +393,7 @@ def configs_from(master_config: object) -> tuple[AdmissionConfig, CoordinatorCon
 
     Options are read by name when the master configuration has them
     (``max_epochs_per_request``, ``heat_half_life_s``, ``residency_hysteresis``,
-    ``default_replication``); otherwise the documented defaults apply.
+    ``default_replication``, ``schedule_max_candidates``); otherwise the documented defaults apply.
     """
     limits = AdmissionLimits(
         max_epochs_per_request=getattr(master_config, "max_epochs_per_request", DEFAULT_MAX_EPOCHS_PER_REQUEST))
@@ -402,6 +402,7 @@ def configs_from(master_config: object) -> tuple[AdmissionConfig, CoordinatorCon
         base,
         hysteresis=getattr(master_config, "residency_hysteresis", base.hysteresis),
         default_replication=getattr(master_config, "default_replication", base.default_replication),
+        max_candidates=getattr(master_config, "schedule_max_candidates", base.max_candidates),
         heat=HeatModel(half_life_s=getattr(master_config, "heat_half_life_s", DEFAULT_HALF_LIFE_S)),
     )
     return AdmissionConfig(limits=limits), coord

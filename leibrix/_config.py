@@ -159,6 +159,8 @@ OPTIONS: tuple[Option, ...] = (
            "a new epoch evicts a resident only if its benefit is at least this many times higher (>= 1)", "X"),
     Option("default_replication", int, 1,
            "replicas per epoch when neither the request nor the tenant quota sets one", "N"),
+    Option("schedule_max_candidates", int, 5000,
+           "most PENDING epochs one scheduling pass places (the pass re-runs while more wait)", "N"),
 )
 
 _BY_NAME = {o.name: o for o in OPTIONS}
@@ -175,7 +177,7 @@ def default_of(name: str) -> Any:
 _LOG_LEVELS = ("debug", "info", "warning", "error")
 #: Options that must be strictly positive numbers.
 _POSITIVE = tuple(o.name for o in OPTIONS if o.name.startswith("worker_")) + (
-    "max_epochs_per_request", "heat_half_life_s")
+    "max_epochs_per_request", "heat_half_life_s", "schedule_max_candidates")
 
 
 @dataclass(frozen=True, slots=True)
@@ -220,6 +222,7 @@ class MasterConfig:
     heat_half_life_s: float = _BY_NAME["heat_half_life_s"].default
     residency_hysteresis: float = _BY_NAME["residency_hysteresis"].default
     default_replication: int = _BY_NAME["default_replication"].default
+    schedule_max_candidates: int = _BY_NAME["schedule_max_candidates"].default
     sources: Mapping[str, str] = field(default_factory=dict, compare=False)
 
     @property

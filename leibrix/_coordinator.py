@@ -97,7 +97,7 @@ class CoordinatorConfig:
     #: Ops per fenced transaction (etcd's --max-txn-ops must be at least this).
     max_txn_ops: int = 1000
     #: Most PENDING epochs placed per scheduling pass (the rest wait for the next).
-    max_candidates: int = 5000
+    max_candidates: int = default_of("schedule_max_candidates")
     #: Candidates per pass that may try to displace residents when their pool is full.
     max_displacements: int = 16
     move_timeout_s: float = 60.0
