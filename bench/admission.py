@@ -52,6 +52,7 @@ from pathlib import Path
 
 from bench._report import Report, options
 from leibrix._local import free_hostport
+from leibrix._requests import time_partitioned_admission
 
 PATH = "/leibrix_cp.ControlPlaneService/CoordinateWorker"
 #: Leader lease TTL of the benchmark's masters (s). The takeover is measured with a graceful
@@ -200,18 +201,9 @@ def _rss_mb(pid: int) -> float:
 
 
 def _request(cp, tenant: str, dataset: str, *, hours: int, start: datetime, regions: int = 1):
-    dims = [cp.DimensionPartition(column=cp.PartitionColumn(name="region"),
-                                  values=cp.PartitionValues(values=[f"r{i}" for i in range(regions)]))]
-    return cp.AdmitDatasetRequest(
-        tenant_id=tenant, dataset_id=dataset,
-        source=cp.DataSource(
-            catalog=cp.Catalog(iceberg=cp.IcebergCatalog(uri="http://rest:8181")), database="db", table=dataset,
-            partition=cp.Partition(
-                time_partition=cp.TimePartition(
-                    column=cp.PartitionColumn(name="ts", type=cp.PartitionColumnType.TIMESTAMP),
-                    filter=cp.TimeRangeFilter(start_inclusive=start, end_exclusive=start + timedelta(hours=hours))),
-                dimension_partitions=dims)),
-        epoch_granularity=cp.EpochGranularity(value=1, unit=cp.EpochGranularityTimeUnit.HOUR),
+    return time_partitioned_admission(
+        tenant, dataset, start=start, end=start + timedelta(hours=hours), unit=cp.EpochGranularityTimeUnit.HOUR,
+        dimensions={"region": [f"r{i}" for i in range(regions)]},
         hints=cp.EstimateHints(bytes_per_epoch=1 << 20, rows_per_epoch=1000, cpu_cores_per_epoch=0.001),
     )
 

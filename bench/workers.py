@@ -44,6 +44,7 @@ import time
 from pathlib import Path
 
 from leibrix._local import free_hostport
+from leibrix._requests import time_partitioned_admission
 from leibrix._proto import leibrix_cp as cp
 
 HEARTBEAT_S = 5.0
@@ -146,7 +147,7 @@ async def _load(spec: dict) -> None:
         return m
 
     async def worker(i: int) -> None:
-        nonlocal hb_count, registered
+        nonlocal registered
         wid = f"{spec['prefix']}{i}"
         stream = channels[i % len(channels)].request(PATH, Cardinality.STREAM_STREAM,
                                                     pb.EventStreamMessage, pb.EventStreamMessage)
@@ -294,6 +295,8 @@ def _poll_dead(addr: str, worker_id: str, timeout: float) -> tuple[float, float]
     the first are upper bounds (conservative).
     """
     from grpclib.client import Channel
+    from grpclib.const import Status
+    from grpclib.exceptions import GRPCError
 
 
     host, port = addr.rsplit(":", 1)
@@ -351,17 +354,9 @@ def _admit(addr: str) -> str:
     """Give the pool (victim included) replicas through the real admission path; '' on success, else why not."""
     from datetime import datetime, timedelta, timezone
 
-
     start = datetime(2026, 1, 1, tzinfo=timezone.utc)
-    req = cp.AdmitDatasetRequest(
-        tenant_id="pool", dataset_id="events",
-        source=cp.DataSource(
-            catalog=cp.Catalog(iceberg=cp.IcebergCatalog(uri="file:///bench")), database="db", table="events",
-            partition=cp.Partition(time_partition=cp.TimePartition(
-                column=cp.PartitionColumn(name="ts", type=cp.PartitionColumnType.TIMESTAMP),
-                filter=cp.TimeRangeFilter(start_inclusive=start, end_exclusive=start + timedelta(days=40))))),
-        epoch_granularity=cp.EpochGranularity(value=1, unit=cp.EpochGranularityTimeUnit.DAY),
-    )
+    req = time_partitioned_admission(
+        "pool", "events", start=start, end=start + timedelta(days=40), catalog_uri="file:///bench")
     try:
         resp = _mgmt(addr, "admit_dataset", req)
     except Exception as e:

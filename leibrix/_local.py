@@ -40,6 +40,7 @@ from grpclib.exceptions import GRPCError
 from leibrix._ctl import call
 from leibrix._etcd_member import PRODUCTION_TIMINGS, Timings, _Child, free_port_url
 from leibrix._proto import leibrix_cp as cp
+from leibrix._requests import time_partitioned_admission
 from leibrix._worker._cmd import worker_command
 
 __all__ = ["LocalCluster", "MasterProcess", "MasterSpec"]
@@ -319,21 +320,10 @@ _WORKER_STOP_TIMEOUT = 5.0
 def _sample_admission() -> cp.AdmitDatasetRequest:
     """AdmitDataset for the sample: ``_SAMPLE_DAYS`` daily epochs ending today (UTC), replicated twice."""
     today = datetime.now(timezone.utc).replace(hour=0, minute=0, second=0, microsecond=0)
-    return cp.AdmitDatasetRequest(
-        tenant_id=SAMPLE_TENANT,
-        dataset_id=SAMPLE_DATASET,
-        request_id="leibrix-local-sample",
-        source=cp.DataSource(
-            catalog=cp.Catalog(iceberg=cp.IcebergCatalog(uri=_SAMPLE_CATALOG)),
-            database="sample",
-            table=SAMPLE_DATASET,
-            partition=cp.Partition(time_partition=cp.TimePartition(
-                column=cp.PartitionColumn(name="ts", type=cp.PartitionColumnType.TIMESTAMP),
-                filter=cp.TimeRangeFilter(start_inclusive=today - timedelta(days=_SAMPLE_DAYS - 1),
-                                          end_exclusive=today + timedelta(days=1)),
-            )),
-        ),
-        epoch_granularity=cp.EpochGranularity(value=1, unit=cp.EpochGranularityTimeUnit.DAY),
+    return time_partitioned_admission(
+        SAMPLE_TENANT, SAMPLE_DATASET,
+        start=today - timedelta(days=_SAMPLE_DAYS - 1), end=today + timedelta(days=1),
+        catalog_uri=_SAMPLE_CATALOG, database="sample", request_id="leibrix-local-sample",
         replication_factor=_SAMPLE_REPLICATION,
         hints=cp.EstimateHints(bytes_per_epoch=16 << 20, rows_per_epoch=10_000),
     )

@@ -24,6 +24,7 @@ from leibrix._config import MasterConfig
 from leibrix._ctl import call
 from leibrix._master import Master
 from leibrix._proto import leibrix_cp as cp
+from leibrix._requests import time_partitioned_admission
 
 T0 = datetime(2026, 11, 1, tzinfo=timezone.utc)
 MiB = 1 << 20
@@ -79,27 +80,10 @@ def quota(tenant: str = "acme", **kw: Any) -> cp.TenantQuota:
 def admission(tenant: str = "acme", dataset: str = "orders", *, days: int = 1, regions: tuple[str, ...] = ("eu",),
               start: datetime = T0, version: str | None = None, bytes_per_epoch: int = 16 * MiB, rows: int = 100,
               hints: cp.EstimateHints | None = None, **kw: Any) -> cp.AdmitDatasetRequest:
-    dims = [cp.DimensionPartition(column=cp.PartitionColumn(name="region"),
-                                  values=cp.PartitionValues(values=list(regions)))] if regions else []
-    return cp.AdmitDatasetRequest(
-        tenant_id=tenant,
-        dataset_id=dataset,
-        source=cp.DataSource(
-            catalog=cp.Catalog(iceberg=cp.IcebergCatalog(uri="http://rest:8181")),
-            database="db",
-            table=dataset,
-            version=version,
-            partition=cp.Partition(
-                time_partition=cp.TimePartition(
-                    column=cp.PartitionColumn(name="ts", type=cp.PartitionColumnType.TIMESTAMP),
-                    filter=cp.TimeRangeFilter(start_inclusive=start, end_exclusive=start + timedelta(days=days)),
-                ),
-                dimension_partitions=dims,
-            ),
-        ),
-        epoch_granularity=cp.EpochGranularity(value=1, unit=cp.EpochGranularityTimeUnit.DAY),
-        hints=hints or cp.EstimateHints(bytes_per_epoch=bytes_per_epoch, rows_per_epoch=rows),
-        **kw,
+    return time_partitioned_admission(
+        tenant, dataset, start=start, end=start + timedelta(days=days),
+        dimensions={"region": regions} if regions else None, version=version,
+        hints=hints or cp.EstimateHints(bytes_per_epoch=bytes_per_epoch, rows_per_epoch=rows), **kw,
     )
 
 

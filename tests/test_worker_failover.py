@@ -16,6 +16,7 @@ from grpclib.exceptions import GRPCError
 from leibrix._etcd_member import TEST_TIMINGS
 from leibrix._local import LocalCluster
 from leibrix._proto import leibrix_cp as cp
+from leibrix._requests import time_partitioned_admission
 from tests.test_hub_support import spawn_worker
 
 
@@ -62,14 +63,8 @@ async def active_workers(addr: str) -> set[str]:
 
 def admit_request() -> cp.AdmitDatasetRequest:
     start = datetime(2026, 1, 1, tzinfo=timezone.utc)
-    return cp.AdmitDatasetRequest(
-        tenant_id="acme", dataset_id="events",
-        source=cp.DataSource(
-            catalog=cp.Catalog(iceberg=cp.IcebergCatalog(uri="file:///warehouse")), database="db", table="events",
-            partition=cp.Partition(time_partition=cp.TimePartition(
-                column=cp.PartitionColumn(name="ts", type=cp.PartitionColumnType.TIMESTAMP),
-                filter=cp.TimeRangeFilter(start_inclusive=start, end_exclusive=start + timedelta(days=6))))),
-        epoch_granularity=cp.EpochGranularity(value=1, unit=cp.EpochGranularityTimeUnit.DAY),
+    return time_partitioned_admission(
+        "acme", "events", start=start, end=start + timedelta(days=6), catalog_uri="file:///warehouse",
         hints=cp.EstimateHints(bytes_per_epoch=4 << 20, rows_per_epoch=20_000, cpu_cores_per_epoch=0.1),
     )
 
