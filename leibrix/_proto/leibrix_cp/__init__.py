@@ -698,6 +698,14 @@ class DatasetRecord(betterproto.Message):
     version: str = betterproto.string_field(5)
     """Version currently served; a refresh loads a new version beside it."""
 
+    arrow_schema: bytes = betterproto.bytes_field(6)
+    """
+    The source's schema as Arrow IPC bytes (the LoadPlan's arrow_schema), and
+     its canonical fingerprint, which a worker's load report must match.
+    """
+
+    schema_fingerprint: str = betterproto.string_field(7)
+
 
 @dataclass(eq=False, repr=False)
 class EpochRecord(betterproto.Message):
@@ -729,6 +737,21 @@ class WorkerRecord(betterproto.Message):
     state: "WorkerState" = betterproto.enum_field(3)
     registered_at: datetime = betterproto.message_field(4)
     software_version: str = betterproto.string_field(5)
+
+
+@dataclass(eq=False, repr=False)
+class HeatRecord(betterproto.Message):
+    """
+    heat/<tenant>/<dataset>/<epoch>: a coalesced checkpoint of an epoch's access
+     heat, so a new leader does not restart every epoch from the prior. Written at
+     most once per checkpoint interval and only for epochs that were accessed.
+    """
+
+    value: float = betterproto.double_field(1)
+    """Decayed access count and scanned bytes as of `at` (wall clock)."""
+
+    scanned: float = betterproto.double_field(2)
+    at: datetime = betterproto.message_field(3)
 
 
 @dataclass(eq=False, repr=False)

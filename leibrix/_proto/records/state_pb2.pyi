@@ -33,18 +33,22 @@ class TenantRecord(_message.Message):
     def __init__(self, quota: _Optional[_Union[_management_pb2.TenantQuota, _Mapping]] = ..., updated_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ...) -> None: ...
 
 class DatasetRecord(_message.Message):
-    __slots__ = ("request", "replication_factor", "strategy", "admitted_at", "version")
+    __slots__ = ("request", "replication_factor", "strategy", "admitted_at", "version", "arrow_schema", "schema_fingerprint")
     REQUEST_FIELD_NUMBER: _ClassVar[int]
     REPLICATION_FACTOR_FIELD_NUMBER: _ClassVar[int]
     STRATEGY_FIELD_NUMBER: _ClassVar[int]
     ADMITTED_AT_FIELD_NUMBER: _ClassVar[int]
     VERSION_FIELD_NUMBER: _ClassVar[int]
+    ARROW_SCHEMA_FIELD_NUMBER: _ClassVar[int]
+    SCHEMA_FINGERPRINT_FIELD_NUMBER: _ClassVar[int]
     request: _management_pb2.AdmitDatasetRequest
     replication_factor: int
     strategy: _common_pb2.PlacementStrategy
     admitted_at: _timestamp_pb2.Timestamp
     version: str
-    def __init__(self, request: _Optional[_Union[_management_pb2.AdmitDatasetRequest, _Mapping]] = ..., replication_factor: _Optional[int] = ..., strategy: _Optional[_Union[_common_pb2.PlacementStrategy, str]] = ..., admitted_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., version: _Optional[str] = ...) -> None: ...
+    arrow_schema: bytes
+    schema_fingerprint: str
+    def __init__(self, request: _Optional[_Union[_management_pb2.AdmitDatasetRequest, _Mapping]] = ..., replication_factor: _Optional[int] = ..., strategy: _Optional[_Union[_common_pb2.PlacementStrategy, str]] = ..., admitted_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., version: _Optional[str] = ..., arrow_schema: _Optional[bytes] = ..., schema_fingerprint: _Optional[str] = ...) -> None: ...
 
 class EpochRecord(_message.Message):
     __slots__ = ("tenant_id", "dataset_id", "info", "state", "history", "replicas", "estimate", "scan_cost", "expected_rows", "version", "attempts", "replaces_epoch_id", "plan_id")
@@ -89,6 +93,16 @@ class WorkerRecord(_message.Message):
     registered_at: _timestamp_pb2.Timestamp
     software_version: str
     def __init__(self, worker: _Optional[_Union[_control_plane_pb2.Worker, _Mapping]] = ..., capacity: _Optional[_Union[_common_pb2.Resources, _Mapping]] = ..., state: _Optional[_Union[_management_pb2.WorkerState, str]] = ..., registered_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., software_version: _Optional[str] = ...) -> None: ...
+
+class HeatRecord(_message.Message):
+    __slots__ = ("value", "scanned", "at")
+    VALUE_FIELD_NUMBER: _ClassVar[int]
+    SCANNED_FIELD_NUMBER: _ClassVar[int]
+    AT_FIELD_NUMBER: _ClassVar[int]
+    value: float
+    scanned: float
+    at: _timestamp_pb2.Timestamp
+    def __init__(self, value: _Optional[float] = ..., scanned: _Optional[float] = ..., at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ...) -> None: ...
 
 class RequestRecord(_message.Message):
     __slots__ = ("request_id", "fingerprint", "response", "at")
