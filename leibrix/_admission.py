@@ -58,10 +58,13 @@ import trio
 
 from leibrix import _epochs
 from leibrix import placement as pl
+from leibrix._config import default_of
 from leibrix._coordinator import Coordinator, CoordinatorConfig, WorkerDirectory
 from leibrix._errors import ApiError, InvalidArgument, NotFound, ResourceExhausted, Unavailable
 from leibrix._estimates import HintEstimator
 from leibrix._heat import DEFAULT_HALF_LIFE_S, HeatModel
+from leibrix._heat_checkpoint import HeatCheckpointer, checkpoint_counter
+from leibrix._janitor import Janitor, JanitorCounters
 from leibrix._etcd import Delete, EtcdUnavailable, Put
 from leibrix._lifecycle import State
 from leibrix._proto import leibrix_cp as cp
@@ -90,6 +93,8 @@ class AdmissionConfig:
     max_batch_epochs: int = 5000
     #: Admissions waiting for the batcher before callers wait to enqueue.
     queue_size: int = 10_000
+    #: Seconds an idempotency record (``requests/<id>``) is kept before the janitor deletes it.
+    request_ttl_s: float = default_of("request_ttl_s")
 
 
 @dataclass(slots=True, eq=False)
@@ -393,7 +398,8 @@ def configs_from(master_config: object) -> tuple[AdmissionConfig, CoordinatorCon
 
     Options are read by name when the master configuration has them
     (``max_epochs_per_request``, ``heat_half_life_s``, ``residency_hysteresis``,
-    ``default_replication``, ``schedule_max_candidates``); otherwise the documented defaults apply.
+    ``default_replication``, ``schedule_max_candidates``, ``heat_checkpoint_interval_s``, ``request_ttl_s``,
+    ``retired_ttl_s``, ``prune_interval_s``); otherwise the documented defaults apply.
     """
     limits = AdmissionLimits(
         max_epochs_per_request=getattr(master_config, "max_epochs_per_request", DEFAULT_MAX_EPOCHS_PER_REQUEST))
@@ -404,8 +410,14 @@ def configs_from(master_config: object) -> tuple[AdmissionConfig, CoordinatorCon
         default_replication=getattr(master_config, "default_replication", base.default_replication),
         max_candidates=getattr(master_config, "schedule_max_candidates", base.max_candidates),
         heat=HeatModel(half_life_s=getattr(master_config, "heat_half_life_s", DEFAULT_HALF_LIFE_S)),
+        heat_checkpoint_interval_s=getattr(master_config, "heat_checkpoint_interval_s",
+                                           base.heat_checkpoint_interval_s),
+        retired_ttl_s=getattr(master_config, "retired_ttl_s", base.retired_ttl_s),
+        prune_interval_s=getattr(master_config, "prune_interval_s", base.prune_interval_s),
     )
-    return AdmissionConfig(limits=limits), coord
+    admission = AdmissionConfig(limits=limits,
+                                request_ttl_s=getattr(master_config, "request_ttl_s", default_of("request_ttl_s")))
+    return admission, coord
 
 
 class AdmissionService:
@@ -429,6 +441,9 @@ class AdmissionService:
         self.hub: WorkerDirectory | None = None
         self.coordinator: Coordinator | None = None
         self.admissions: Admissions | None = None
+        registry = getattr(getattr(master, "metrics", None), "registry", None)
+        self.heat_checkpoints = checkpoint_counter(registry)
+        self.janitor_counters = JanitorCounters(registry)
 
     def attach(self, mirror: Mirror) -> None:
         """Register the state's tables on the master's Mirror (before it runs)."""
@@ -451,7 +466,8 @@ class AdmissionService:
         return self.coordinator, self.admissions
 
     async def run_term(self, ctx: object, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
-        """One leadership term: coordinator + admission batcher; finishes retirements the last term began."""
+        """One leadership term: coordinator, admission batcher, heat checkpointer and janitor; finishes
+        retirements the last term began."""
         hub = getattr(self.master, "worker_hub", None)
         keys: Keys = ctx.keys
         coord = Coordinator(state=self.state, commit=ctx.writer.commit, keys=keys, hub=hub,
@@ -466,6 +482,13 @@ class AdmissionService:
             async with trio.open_nursery() as nursery:
                 await nursery.start(coord.run)
                 await nursery.start(admissions.run)
+                cfg = self.coordinator_config
+                await nursery.start(HeatCheckpointer(coord, interval_s=cfg.heat_checkpoint_interval_s,
+                                                     counter=self.heat_checkpoints).run)
+                await nursery.start(Janitor(coord, self.requests, commit=ctx.writer.commit,
+                                            request_ttl_s=self.admission_config.request_ttl_s,
+                                            retired_ttl_s=cfg.retired_ttl_s, interval_s=cfg.prune_interval_s,
+                                            counters=self.janitor_counters).run)
                 self.hub, self.coordinator, self.admissions = hub, coord, admissions
                 retiring = [e.key for e in self.state.epochs.values() if e.state is State.RETIRING]
                 if retiring:

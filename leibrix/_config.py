@@ -161,6 +161,15 @@ OPTIONS: tuple[Option, ...] = (
            "replicas per epoch when neither the request nor the tenant quota sets one", "N"),
     Option("schedule_max_candidates", int, 5000,
            "most PENDING epochs one scheduling pass places (the pass re-runs while more wait)", "N"),
+    # Housekeeping of etcd (read by leibrix._admission.configs_from; see leibrix._heat_checkpoint, _janitor).
+    Option("heat_checkpoint_interval_s", float, 10.0,
+           "seconds between heat checkpoints: a failover loses at most this much access heat", "S"),
+    Option("request_ttl_s", float, 86400.0,
+           "seconds an idempotency record (requests/<id>) is kept; a later retry is a new request", "S"),
+    Option("retired_ttl_s", float, 3600.0,
+           "seconds a RETIRED epoch's record is kept (for GetDataset/ListEpochs) before it is deleted", "S"),
+    Option("prune_interval_s", float, 60.0,
+           "seconds between pruning passes over expired requests and RETIRED epochs", "S"),
 )
 
 _BY_NAME = {o.name: o for o in OPTIONS}
@@ -177,7 +186,8 @@ def default_of(name: str) -> Any:
 _LOG_LEVELS = ("debug", "info", "warning", "error")
 #: Options that must be strictly positive numbers.
 _POSITIVE = tuple(o.name for o in OPTIONS if o.name.startswith("worker_")) + (
-    "max_epochs_per_request", "heat_half_life_s", "schedule_max_candidates")
+    "max_epochs_per_request", "heat_half_life_s", "schedule_max_candidates", "heat_checkpoint_interval_s",
+    "request_ttl_s", "retired_ttl_s", "prune_interval_s")
 
 
 @dataclass(frozen=True, slots=True)
@@ -223,6 +233,10 @@ class MasterConfig:
     residency_hysteresis: float = _BY_NAME["residency_hysteresis"].default
     default_replication: int = _BY_NAME["default_replication"].default
     schedule_max_candidates: int = _BY_NAME["schedule_max_candidates"].default
+    heat_checkpoint_interval_s: float = _BY_NAME["heat_checkpoint_interval_s"].default
+    request_ttl_s: float = _BY_NAME["request_ttl_s"].default
+    retired_ttl_s: float = _BY_NAME["retired_ttl_s"].default
+    prune_interval_s: float = _BY_NAME["prune_interval_s"].default
     sources: Mapping[str, str] = field(default_factory=dict, compare=False)
 
     @property

@@ -50,7 +50,7 @@ from leibrix import _epochs
 from leibrix import placement as pl
 from leibrix._config import default_of
 from leibrix._errors import FailedPrecondition
-from leibrix._etcd import Delete, Put
+from leibrix._etcd import Compare, Delete, Put
 from leibrix._heat import Heat, HeatModel
 from leibrix._lifecycle import CHARGED, RetryPolicy, State, transition
 from leibrix._proto import leibrix_cp as cp
@@ -101,12 +101,21 @@ class CoordinatorConfig:
     #: Candidates per pass that may try to displace residents when their pool is full.
     max_displacements: int = 16
     move_timeout_s: float = 60.0
+    #: Seconds between heat checkpoints to etcd (``leibrix._heat_checkpoint``).
+    heat_checkpoint_interval_s: float = default_of("heat_checkpoint_interval_s")
+    #: Seconds a RETIRED epoch's record is kept before the janitor deletes it (``leibrix._janitor``).
+    retired_ttl_s: float = default_of("retired_ttl_s")
+    #: Seconds between the janitor's pruning passes.
+    prune_interval_s: float = default_of("prune_interval_s")
 
 
 class Coordinator:
-    """The leader's epoch coordinator for one term (see the module docstring)."""
+    """The leader's epoch coordinator for one term (see the module docstring).
 
-    def __init__(self, *, state: ClusterState, commit: Callable[[Sequence[Put | Delete]], Awaitable[int]], keys: Keys, hub: WorkerDirectory | None,
+    ``commit(ops, *, compares=())`` is the term's ``FencedWriter.commit``.
+    """
+
+    def __init__(self, *, state: ClusterState, commit: Callable[..., Awaitable[int]], keys: Keys, hub: WorkerDirectory | None,
                  config: CoordinatorConfig = CoordinatorConfig(),
                  clock: Callable[[], float] = time.monotonic) -> None:
         self.state = state
@@ -118,6 +127,10 @@ class Coordinator:
         self._kick = trio.Event()
         self._strategies: dict[str, pl.Strategy] = {}
         self.pending: set[EpochKey] = set()
+        #: RETIRED epochs (the janitor's index: it never walks every epoch to find them).
+        self.retired: set[EpochKey] = set()
+        #: Epochs fed by ``report_access`` since the last heat checkpoint took them (``leibrix._heat_checkpoint``).
+        self.heat_dirty: set[EpochKey] = set()
         self.repair: set[EpochKey] = set()
         self._waiters: dict[EpochKey, list[trio.Event]] = {}
         #: Serialises every read-modify-write of epoch records (scheduling, worker events, admissions):
@@ -132,6 +145,7 @@ class Coordinator:
         self._batch_done = trio.Event()
         self._dirty = trio.Event()
         for e in state.epochs.values():
+            e.heat = None  # a new term resumes from the stored checkpoints, not from an older term's memory
             self._track(None, e)
         state.listeners.append(self._track)
 
@@ -150,6 +164,12 @@ class Coordinator:
             self.pending.add(key)
         else:
             self.pending.discard(key)
+        if new is not None and new.state is State.RETIRED:
+            self.retired.add(key)
+        else:
+            self.retired.discard(key)
+        if new is None:
+            self.heat_dirty.discard(key)
         if new is None or new.state not in CHARGED or new.state is State.RETIRING:
             self.repair.discard(key)
         elif len(self._live(new)) < self.state.replication(new):
@@ -168,9 +188,18 @@ class Coordinator:
         self._kick.set()
 
     def heat(self, e: Epoch, now: float | None = None) -> Heat:
-        """The epoch's heat (the prior on first use; leader-local)."""
+        """The epoch's heat, leader-local; on first use in a term it is seeded from the epoch's stored
+        checkpoint (decayed by the wall-clock time since it was written), else from the prior.
+
+        Seeding lazily, one epoch at a time, keeps a takeover free of any walk
+        over the checkpoints: the Mirror already holds them, undecoded.
+        """
         if e.heat is None:
-            e.heat = Heat.new(self.config.heat, self.clock() if now is None else now)
+            now = self.clock() if now is None else now
+            records = self.state.heat_records
+            raw = records.get("/".join(e.key)) if records else None
+            model = self.config.heat
+            e.heat = Heat.new(model, now) if raw is None else Heat.restore(raw, model, now, time.time())
         return e.heat
 
     def benefits(self, epochs: Sequence[Epoch], now: float) -> list[float]:
@@ -189,9 +218,15 @@ class Coordinator:
         return self.benefits([e], now)[0]
 
     def report_access(self, e: Epoch, count: int, scanned_bytes: int) -> None:
-        """Feed an access report into the epoch's heat; a hotter PENDING epoch may now be loaded."""
+        """Feed an access report into the epoch's heat; a hotter PENDING epoch may now be loaded.
+
+        The epoch is only marked dirty here: the heat checkpointer writes it
+        at its next interval, so etcd sees at most one write per accessed
+        epoch per interval however many reports arrive.
+        """
         now = self.clock()
         e.heat = self.heat(e, now).fed(self.config.heat, now, count, scanned_bytes)
+        self.heat_dirty.add(e.key)
         if e.state is State.PENDING:
             self.kick()
 
@@ -237,6 +272,31 @@ class Coordinator:
         step = self.config.max_txn_ops
         for i in range(0, len(ops), step):
             await self._commit(ops[i:i + step])
+
+    @property
+    def epochs_per_txn(self) -> int:
+        """Epochs ``delete_epochs`` removes per transaction: two ops and one compare each, plus the fence."""
+        return max(1, self.config.max_txn_ops // 2 - 1)
+
+    async def delete_epochs(self, keys: Sequence[EpochKey], revisions: Sequence[int] | None = None) -> None:
+        """Delete epoch records together with their heat checkpoints, in fenced transactions of bounded size.
+
+        An epoch's record and its ``heat/`` record always go in the same
+        transaction, so no checkpoint outlives its epoch. With ``revisions``
+        (one per key: the ``mod_revision`` the caller decided on), each delete
+        is guarded by ``mod_revision ==`` that value: a record rewritten
+        meanwhile (say, re-admitted) is never lost, the transaction fails with
+        ``Conflict`` instead (earlier transactions of the call stay applied).
+        """
+        step = self.epochs_per_txn
+        for i in range(0, len(keys), step):
+            chunk = keys[i:i + step]
+            ops = [op for k in chunk for op in (Delete(self.keys.epoch(*k)), Delete(self.keys.heat(*k)))]
+            if revisions is None:
+                await self._commit(ops)
+            else:
+                await self._commit(ops, compares=[Compare(self.keys.epoch(*k), "mod", "==", rev)
+                                                  for k, rev in zip(chunk, revisions[i:i + step])])
 
     def _move(self, e: Epoch, to: State, reason: str, **changes: object) -> Epoch:
         history = transition(e.state, to, e.history, now_ms(), reason, what="/".join(e.key))
@@ -706,7 +766,7 @@ class Coordinator:
             for e in first:
                 await self._finish_retire(e.key, reason, delete=delete)
             if delete:
-                await self.write([], [Delete(self.keys.epoch(*key)) for key in keys if key in self.state.epochs])
+                await self.delete_epochs([key for key in keys if key in self.state.epochs])
             return len(first)
 
     async def _finish_retire(self, key: EpochKey, reason: str, *, delete: bool = False) -> None:

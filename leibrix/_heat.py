@@ -15,8 +15,13 @@ a non-zero benefit and can become resident before the first query arrives.
 bytes/queries ratio is the *observed* scan cost per access, which replaces the
 estimator's guess once queries have been seen (see ``Heat.scan_cost``).
 
-Heat lives only in the leader's memory (it is per-access data, which DESIGN.md
-§6 keeps out of etcd); a new leader starts every epoch again from the prior.
+Heat is fed on the leader, in memory, per access report; it reaches etcd only
+as periodic *checkpoints* (``heat/<t>/<d>/<e>``, written by
+``leibrix._heat_checkpoint``), so a new leader resumes from the last one
+instead of the prior. ``Heat.at`` is the process's monotonic clock, which means
+nothing in another process: a checkpoint stores the heat decayed to the moment
+it was written, stamped with the wall clock (:meth:`Heat.checkpoint`), and the
+reader decays it by the wall-clock time since (:meth:`Heat.restore`).
 """
 
 from __future__ import annotations
@@ -26,6 +31,7 @@ from dataclasses import dataclass
 from typing import NamedTuple
 
 from leibrix._config import default_of
+from leibrix._proto.records import state_pb2
 
 DEFAULT_HALF_LIFE_S: float = default_of("heat_half_life_s")
 DEFAULT_PRIOR = 1.0
@@ -79,3 +85,25 @@ class Heat(NamedTuple):
         if self.scanned > 0 and self.value > 0:
             return self.scanned / self.value
         return estimate
+
+    def checkpoint(self, model: HeatModel, now: float, wall_now: float) -> bytes:
+        """The ``HeatRecord`` bytes of this heat decayed to ``now``, stamped with ``wall_now`` (Unix seconds).
+
+        Decaying before writing makes the record self-contained: the reader
+        needs only the wall-clock time since ``at``, not this process's clock.
+        """
+        f = model.factor(now - self.at)
+        r = state_pb2.HeatRecord(value=self.value * f, scanned=self.scanned * f)
+        r.at.FromNanoseconds(int(wall_now * 1e9))
+        return r.SerializeToString()
+
+    @classmethod
+    def restore(cls, raw: bytes, model: HeatModel, now: float, wall_now: float) -> Heat:
+        """The heat of a stored checkpoint, decayed by the wall-clock time since it was written, as of ``now``.
+
+        A reader whose wall clock is behind the writer's sees no elapsed time
+        (no decay) rather than growth: the factor is 1 for negative intervals.
+        """
+        r = state_pb2.HeatRecord.FromString(raw)
+        f = model.factor(wall_now - (r.at.seconds + r.at.nanos / 1e9))
+        return cls(r.value * f, r.scanned * f, now)

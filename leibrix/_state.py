@@ -23,7 +23,7 @@ stores it (``ClusterState.put_epoch``); listeners (routes) see ``(old, new)``.
 from __future__ import annotations
 
 import sys
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from datetime import datetime, timezone
 from typing import NamedTuple
 
@@ -321,6 +321,10 @@ class ClusterState:
         #: worker id -> [memory bytes, CPU cores] reserved by replicas of charged epochs
         self.reserved: dict[str, list[float]] = {}
         self.listeners: list[EpochListener] = []
+        #: ``"t/d/e"`` -> raw ``HeatRecord`` (the last heat checkpoint), kept warm by the Mirror on every master
+        #: so a new leader seeds an epoch's heat from it on first use (decoded lazily, one epoch at a time).
+        self.heat_records: Mapping[str, bytes] = {}
+        self._epoch_table: Table[Epoch] | None = None
 
     # -- usage
     def usage(self, tenant_id: str) -> Usage:
@@ -438,6 +442,14 @@ class ClusterState:
                 if not keys:
                     del self.by_worker[r.worker_id]
 
+    def epoch_revision(self, key: EpochKey) -> int | None:
+        """The etcd ``mod_revision`` of the epoch record as this model holds it (None: unknown or absent).
+
+        A delete guarded by ``mod_revision == this`` cannot remove a record that
+        was rewritten after the model read it (see ``leibrix._janitor``).
+        """
+        return self._epoch_table.mod_revision("/".join(key)) if self._epoch_table is not None else None
+
     def dataset_epochs(self, tenant_id: str, dataset_id: str) -> Iterable[Epoch]:
         """The epochs of one dataset (any state)."""
         return self.by_dataset.get((tenant_id, dataset_id), {}).values()
@@ -447,7 +459,8 @@ class ClusterState:
         """Register this model's tables on the ``Mirror`` (before it runs); returns the requests table.
 
         From then on every listed, watched or locally committed change of
-        ``tenants/``, ``datasets/`` and ``epochs/`` reaches ``put_*``/``delete_*``.
+        ``tenants/``, ``datasets/`` and ``epochs/`` reaches ``put_*``/``delete_*``;
+        ``heat/`` checkpoints are kept raw in :attr:`heat_records`.
         """
         tenants = mirror.table(Keys.TENANTS, decode_tenant)
         tenants.on_change(lambda k, old, new: self.put_tenant(new) if new is not None else self.delete_tenant(k))
@@ -457,4 +470,6 @@ class ClusterState:
         epochs = mirror.table(Keys.EPOCHS, decode_epoch)
         epochs.on_change(
             lambda k, old, new: self.put_epoch(new) if new is not None else self.delete_epoch(tuple(k.split("/", 2))))
+        self._epoch_table = epochs
+        self.heat_records = mirror.table(Keys.HEAT, bytes)
         return mirror.table(Keys.REQUESTS, state_pb2.RequestRecord.FromString)

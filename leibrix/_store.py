@@ -73,6 +73,7 @@ class Keys:
     EPOCHS = "epochs/"
     WORKERS = "workers/"
     REQUESTS = "requests/"
+    HEAT = "heat/"
 
     def __init__(self, cluster: str) -> None:
         self.cluster = _part("cluster name", cluster)
@@ -121,6 +122,17 @@ class Keys:
     def request(self, request_id: str) -> str:
         """``requests/<id>``: the answer given to a request, for idempotent retries."""
         return self.root + self.REQUESTS + _part("request_id", request_id)
+
+    def heat(self, tenant_id: str, dataset_id: str, epoch_id: str) -> str:
+        """``heat/<t>/<d>/<e>``: the last checkpoint of an epoch's access heat (a ``HeatRecord``).
+
+        A separate prefix rather than a field of the epoch record: heat changes
+        with every access report while the epoch record changes only on state
+        transitions, so checkpoints never rewrite (or race with) the lifecycle
+        record, and only epochs that were ever accessed have one.
+        """
+        return (self.root + self.HEAT + _part("tenant_id", tenant_id) + "/" + _part("dataset_id", dataset_id) + "/"
+                + _part("epoch_id", epoch_id))
 
 
 class Fenced(Exception):
