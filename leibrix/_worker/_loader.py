@@ -6,7 +6,15 @@ executed by generating **deterministic synthetic rows**: ``expected_rows`` rows
 number, with the epoch's time window and dimension values when the plan
 resolves them. Everything reported back is *measured*, never echoed from the
 plan: rows by ``count(*)``, bytes by DuckDB's own memory accounting before and
-after the load, and a schema fingerprint from the table's real columns.
+after the load, and the schema fingerprint (``leibrix._schema.fingerprint``) of
+the table's real Arrow schema, read back from DuckDB through nanoarrow.
+
+The table's columns are ``leibrix._schema.synthetic``'s definition (this module
+only knows how to *fill* each column role). When the plan carries an
+``arrow_schema``, the table built must have the same fingerprint; otherwise the
+table is dropped and the load fails with ``SchemaMismatch`` naming both
+schemas, which the agent reports as FAILED — a table that is not what the
+master planned must never be reported COMPLETED.
 
 All methods are synchronous and thread-safe (one lock around the DuckDB
 connection); the agent calls them through :func:`trio.to_thread.run_sync` so the
@@ -15,15 +23,16 @@ event loop never blocks on a load.
 
 from __future__ import annotations
 
-import hashlib
 import threading
 from dataclasses import dataclass
 
 import duckdb
+import nanoarrow as na
 
+from leibrix import _schema
 from leibrix._proto.records import control_plane_pb2 as pb
 
-__all__ = ["Loaded", "Loader", "table_name"]
+__all__ = ["Loaded", "Loader", "SchemaMismatch", "table_name"]
 
 
 def table_name(dataset_id: str, epoch_id: str) -> str:
@@ -37,6 +46,10 @@ def _quote(identifier: str) -> str:
 
 def _literal(text: str) -> str:
     return "'" + text.replace("'", "''") + "'"
+
+
+class SchemaMismatch(ValueError):
+    """The table a plan produced does not have the schema the plan carries (the table is dropped)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -128,33 +141,43 @@ class Loader:
         rows = max(0, min(plan.expected_rows, self.max_rows))
         seed = plan.plan_id or name
         part = plan.resolved_partition
+        expected = None
+        if plan.arrow_schema:
+            try:
+                expected = _schema.from_ipc(plan.arrow_schema)
+            except ValueError as exc:
+                raise ValueError(f"load_plan.arrow_schema: {exc}") from None
+        table = _schema.synthetic(part.time_column_name, part.dimension_values.keys())
         start_us, span_us = 0, 86_400_000_000
         if part.HasField("time_range") and part.time_range.HasField("start_inclusive"):
             start_us = part.time_range.start_inclusive.ToMicroseconds()
             end_us = part.time_range.end_exclusive.ToMicroseconds()
             span_us = max(1, end_us - start_us)
-        time_col = _quote(part.time_column_name or "ts")
-        dims = "".join(
-            f", {_literal(v)} AS {_quote(k)}" for k, v in sorted(part.dimension_values.items())
-        )
-        sql = (
-            f"CREATE OR REPLACE TABLE {_quote(name)} AS SELECT "
-            f"i::BIGINT AS id, "
-            f"make_timestamp({start_us}::BIGINT + (hash(i, {_literal(seed)}) % {span_us})::BIGINT) AS {time_col}, "
-            f"'k' || (hash(i, {_literal(seed + '/k')}) % 1000)::VARCHAR AS key, "
-            f"(hash(i, {_literal(seed + '/v')}) % 1000000)::DOUBLE / 1000.0 AS value"
-            f"{dims} FROM range({rows}) t(i)"
-        )
+        fill = {
+            "id": "i",
+            "time": f"make_timestamp({start_us}::BIGINT + (hash(i, {_literal(seed)}) % {span_us})::BIGINT)",
+            "key": f"'k' || (hash(i, {_literal(seed + '/k')}) % 1000)::VARCHAR",
+            "value": f"(hash(i, {_literal(seed + '/v')}) % 1000000)::DOUBLE / 1000.0",
+        }
+
+        def expr(c: _schema.Column) -> str:
+            return _literal(part.dimension_values[c.name]) if c.role == "dimension" else fill[c.role]
+
+        columns = ", ".join(f"CAST({expr(c)} AS {c.sql_type}) AS {_quote(c.name)}" for c in table.columns)
+        sql = f"CREATE OR REPLACE TABLE {_quote(name)} AS SELECT {columns} FROM range({rows}) t(i)"
         with self._lock:
             before = self._memory()
             self._con.execute(sql)
             after = self._memory()
-            old = self._tables.get(name)
+            old = self._tables.pop(name, None)
+            measured = self._arrow_schema(name)
+            fingerprint = _schema.fingerprint(measured)
+            if expected is not None and (planned := _schema.fingerprint(expected)) != fingerprint:
+                self._con.execute(f"DROP TABLE {_quote(name)}")
+                raise SchemaMismatch(
+                    f"loaded schema {fingerprint} ({_schema.canonical(measured)}) differs from the plan's "
+                    f"{planned} ({_schema.canonical(expected)}); table {name} dropped")
             (count,) = self._con.execute(f"SELECT count(*) FROM {_quote(name)}").fetchone()
-            columns = self._con.execute(f"DESCRIBE {_quote(name)}").fetchall()
-            fingerprint = hashlib.sha256(
-                ";".join(f"{c[0]}:{c[1]}" for c in columns).encode()
-            ).hexdigest()[:16]
             # a replaced table freed its old bytes in the same statement
             size = max(0, after - before + (old.bytes if old else 0))
             loaded = Loaded(plan.tenant_id or tenant_id, dataset_id, epoch_id, plan.plan_id,
@@ -168,6 +191,16 @@ class Loader:
         with self._lock:
             self._con.execute(f"DROP TABLE IF EXISTS {_quote(name)}")
             return self._tables.pop(name, None) is not None
+
+    def _arrow_schema(self, name: str) -> na.Schema:
+        # On a cursor of its own: DuckDB refuses to export a relation while the connection has an
+        # unfinished result (e.g. after a fetchone). The stream is closed at once for the same reason.
+        cursor = self._con.cursor()
+        try:
+            with na.ArrayStream(cursor.sql(f"SELECT * FROM {_quote(name)} LIMIT 0")) as stream:
+                return stream.schema
+        finally:
+            cursor.close()
 
     def _memory(self) -> int:
         (total,) = self._con.execute("SELECT sum(memory_usage_bytes) FROM duckdb_memory()").fetchone()
