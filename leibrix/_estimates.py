@@ -1,4 +1,14 @@
-"""Per-epoch resource estimates from the admission's hints (until source connectors provide real ones).
+"""What the source connector tells admission: per-epoch resource estimates and the table's schema.
+
+Until the sources issue brings real connectors (Iceberg manifests and
+schemas, StarRocks stats, SQL ``DESCRIBE``), two stand-ins answer, and
+admission calls only their one method each:
+
+* ``HintEstimator.estimate(hints)`` — memory, CPU, scan cost and rows per epoch;
+* ``SyntheticSource.schema(spec)`` — the Arrow schema of every epoch's table,
+  stored once per admission in the ``DatasetRecord`` (IPC bytes and
+  fingerprint) and carried by every LoadPlan; a worker's load is validated
+  against it.
 
 The master must know, before loading, how much memory and CPU an epoch replica
 will take (for budgets and packing) and what scanning it costs (for benefit).
@@ -22,7 +32,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from leibrix import _schema
+from leibrix._errors import InvalidArgument
 from leibrix._proto import leibrix_cp as cp
+from leibrix._validation import AdmissionSpec
 
 DEFAULT_BYTES = 64 << 20
 DEFAULT_CPU_CORES = 0.05
@@ -54,3 +67,32 @@ class HintEstimator:
             scan_cost=hints.scan_cost or float(memory),
             rows=hints.rows_per_epoch,
         )
+
+
+@dataclass(frozen=True, slots=True)
+class SyntheticSource:
+    """The source-connector stand-in for schemas: every epoch's table is the synthetic table the
+    reference workers generate (``leibrix._schema.synthetic``: id, the time column, key, value, one
+    VARCHAR per dimension column).
+
+    The time column is always ``TIMESTAMP`` (microseconds), whatever the
+    request's ``PartitionColumn.type`` says: the synthetic generator makes
+    timestamps. A real connector will read the catalog's schema instead.
+    """
+
+    def schema(self, spec: AdmissionSpec) -> _schema.TableSchema:
+        """The table schema of ``spec``'s epochs (cached per shape: microseconds per admission).
+
+        Raises ``InvalidArgument`` naming the request field whose column name
+        collides with another column of the table (names are compared ignoring
+        case, as DuckDB does), since such a table could never be loaded.
+        """
+        dims = [name for name, _ in spec.dimensions]
+        try:
+            return _schema.synthetic(spec.time_column, dims)
+        except _schema.ColumnConflict as exc:
+            if exc.column == spec.time_column:
+                field = "source.partition.time_partition.column.name"
+            else:
+                field = f"source.partition.dimension_partitions[{dims.index(exc.column)}].column.name"
+            raise InvalidArgument(field, str(exc)) from None
