@@ -132,13 +132,21 @@ class Epoch:
 
 
 class Dataset:
-    """An admitted dataset: the request it came from (source, partitioning) and its placement options."""
+    """An admitted dataset: the request it came from (source, partitioning) and its placement options.
+
+    ``arrow_schema`` (Arrow IPC bytes) and ``schema_fingerprint`` are the
+    table schema the source connector gave at admission (``leibrix._schema``):
+    every LoadPlan carries the bytes and every COMPLETED report is checked
+    against the fingerprint. Both are empty for a dataset admitted before
+    schemas were recorded: its loads are not schema-checked.
+    """
 
     __slots__ = ("tenant_id", "dataset_id", "request", "replication_factor", "strategy", "retention",
-                 "admitted_ms", "version", "granularity", "time_column")
+                 "admitted_ms", "version", "granularity", "time_column", "arrow_schema", "schema_fingerprint")
 
     def __init__(self, tenant_id: str, dataset_id: str, request: state_pb2.AdmitDatasetRequest,
-                 replication_factor: int, strategy: int, admitted_ms: int, version: str) -> None:
+                 replication_factor: int, strategy: int, admitted_ms: int, version: str,
+                 arrow_schema: bytes = b"", schema_fingerprint: str = "") -> None:
         self.tenant_id = tenant_id
         self.dataset_id = dataset_id
         self.request = request
@@ -154,6 +162,8 @@ class Dataset:
             self.granularity = _epochs.Granularity(g.value, _epochs.Unit(g.unit + 1))
         else:
             self.granularity = _epochs.Granularity(1, _epochs.Unit(max(1, tp.column.source_granularity)))
+        self.arrow_schema = arrow_schema
+        self.schema_fingerprint = schema_fingerprint
 
     def fingerprint(self) -> str:
         """sha256 of the admission request without its request id (see ``_validation.fingerprint``)."""
@@ -232,18 +242,27 @@ def encode_epoch(e: Epoch) -> bytes:
     return r.SerializeToString()
 
 
+#: Arrow IPC schema bytes, interned: datasets of one shape share one bytes object (like interned ids).
+_schemas: dict[bytes, bytes] = {}
+
+
 def decode_dataset(raw: bytes) -> Dataset:
     """``DatasetRecord`` bytes → ``Dataset``."""
     r = state_pb2.DatasetRecord.FromString(raw)
     req = r.request
+    schema = r.arrow_schema
     return Dataset(_intern(req.tenant_id), _intern(req.dataset_id), req, r.replication_factor, r.strategy,
-                   _ts_ms(r.admitted_at), r.version)
+                   _ts_ms(r.admitted_at), r.version, _schemas.setdefault(schema, schema),
+                   _intern(r.schema_fingerprint))
 
 
-def encode_dataset(request: bytes, replication_factor: int, strategy: int, admitted_ms: int, version: str) -> bytes:
+def encode_dataset(request: bytes, replication_factor: int, strategy: int, admitted_ms: int, version: str,
+                   arrow_schema: bytes = b"", schema_fingerprint: str = "") -> bytes:
     """``DatasetRecord`` bytes for an admission; ``request`` is the serialized ``AdmitDatasetRequest``,
-    kept whole because it is the LoadPlan's source."""
-    r = state_pb2.DatasetRecord(replication_factor=replication_factor, strategy=strategy, version=version)
+    kept whole because it is the LoadPlan's source; ``arrow_schema``/``schema_fingerprint`` are the
+    source's table schema (``leibrix._schema.TableSchema.ipc``/``.fingerprint``)."""
+    r = state_pb2.DatasetRecord(replication_factor=replication_factor, strategy=strategy, version=version,
+                                arrow_schema=arrow_schema, schema_fingerprint=schema_fingerprint)
     r.request.ParseFromString(request)
     _set_ts(r.admitted_at, admitted_ms)
     return r.SerializeToString()
