@@ -61,7 +61,7 @@ from leibrix import placement as pl
 from leibrix._config import default_of
 from leibrix._coordinator import Coordinator, CoordinatorConfig, WorkerDirectory
 from leibrix._errors import ApiError, InvalidArgument, NotFound, ResourceExhausted, Unavailable
-from leibrix._estimates import HintEstimator
+from leibrix._estimates import HintEstimator, SyntheticSource
 from leibrix._heat import DEFAULT_HALF_LIFE_S, HeatModel
 from leibrix._heat_checkpoint import HeatCheckpointer, checkpoint_counter
 from leibrix._janitor import Janitor, JanitorCounters
@@ -87,6 +87,8 @@ class AdmissionConfig:
 
     limits: AdmissionLimits = AdmissionLimits()
     estimator: HintEstimator = HintEstimator()
+    #: The source connector's table schema (synthetic until the sources issue).
+    source: SyntheticSource = SyntheticSource()
     #: Admissions decided and written together.
     max_batch: int = 512
     #: Epochs created by one batch, at most (a bigger admission still goes alone in its batch).
@@ -256,6 +258,7 @@ class Admissions:
         slices, retire = self._retention(spec, slices, existing)
         new = [s for s in slices if s.epoch_id not in existing or existing[s.epoch_id].state is State.RETIRED]
         est = self.config.estimator.estimate(spec.hints)
+        schema = self.config.source.schema(spec)  # once per admission, cached per shape
         rf = spec.replication_factor or quota.default_replication or self.coord.config.default_replication
         strategy = spec.strategy or quota.default_strategy
         replaced: dict[str, Epoch] = {}
@@ -272,7 +275,8 @@ class Admissions:
         if quota.policy is not Policy.QUEUE and new:
             self._check_room(spec, quota, demand, est.scan_cost / max(1, est.memory_bytes), batch, retire)
         now = now_ms()
-        ds_bytes = encode_dataset(spec.raw, rf, strategy, ds.admitted_ms if ds else now, spec.version)
+        ds_bytes = encode_dataset(spec.raw, rf, strategy, ds.admitted_ms if ds else now, spec.version,
+                                  arrow_schema=schema.ipc, schema_fingerprint=schema.fingerprint)
         batch.ops.append(Put(self.keys.dataset(t, d), ds_bytes))
         for s in new:
             old = replaced.get(s.epoch_id)
