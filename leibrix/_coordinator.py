@@ -46,7 +46,7 @@ from typing import Protocol
 import numpy as np
 import trio
 
-from leibrix import _epochs
+from leibrix import _epochs, _schema
 from leibrix import placement as pl
 from leibrix._config import default_of
 from leibrix._errors import FailedPrecondition
@@ -304,7 +304,9 @@ class Coordinator:
 
     def assignment(self, e: Epoch, worker_id: str) -> pb.EventStreamMessage:
         """The ``data_assignment`` that makes ``worker_id`` load ``e``: a LoadPlan for table
-        ``{dataset}__{epoch}`` of the epoch's window and dimension values, at the epoch's source version.
+        ``{dataset}__{epoch}`` of the epoch's window and dimension values, at the epoch's source version,
+        with the dataset's table schema as Arrow IPC bytes (``arrow_schema``; empty for a dataset
+        admitted before schemas were recorded).
 
         Built with the upb ``_pb2`` classes (the hub sends either kind): about
         ten times cheaper than betterproto, and assignments are the master's
@@ -324,6 +326,7 @@ class Coordinator:
         ds = self.dataset_of(e)
         if ds is not None:
             plan.source.CopyFrom(ds.request.source)
+            plan.arrow_schema = ds.arrow_schema
             rp.time_column_name = ds.time_column
             rp.time_partition_value = _epochs.partition_value(e.start_ms, ds.granularity)
         if e.version:
@@ -555,11 +558,28 @@ class Coordinator:
         return self._failed(e, worker_id, problem)
 
     def _validate(self, e: Epoch, u: cp.DataPullStatusUpdateEvent) -> str | None:
+        """The problem with a COMPLETED report, or None if the load matches its plan.
+
+        * rows: exactly the plan's, when both the plan knows them and the
+          report names its plan (a Leibrix worker);
+        * bytes: at most ``bytes_tolerance`` × the estimate;
+        * schema: the reported ``schema_fingerprint`` must equal the dataset's
+          (``leibrix._schema.fingerprint`` of the table the worker built). An
+          **empty** fingerprint means "not reported" — the upstream Rust worker
+          sends none — and is accepted on the checks above alone; so is any
+          report for a dataset admitted before schemas were recorded.
+        """
         if u.plan_id and e.rows and u.rows != e.rows:
             return f"validation failed: loaded {u.rows} rows, the plan expects {e.rows}"
         limit = e.memory_bytes * self.config.bytes_tolerance
         if u.bytes > limit:
             return f"validation failed: loaded {u.bytes} bytes, the plan allows at most {int(limit)}"
+        ds = self.dataset_of(e)
+        planned = ds.schema_fingerprint if ds is not None else ""
+        if planned and u.schema_fingerprint and u.schema_fingerprint != planned:
+            loaded = _schema.known(u.schema_fingerprint)
+            return (f"validation failed: loaded schema {u.schema_fingerprint}{f' ({loaded})' if loaded else ''} "
+                    f"differs from the plan's {planned} ({_schema.canonical(_schema.from_ipc(ds.arrow_schema))})")
         return None
 
     def _loaded(self, e: Epoch, worker_id: str) -> trio.Event:
