@@ -233,8 +233,9 @@ class TableSchema:
 class ColumnConflict(ValueError):
     """Two columns of a synthetic table would have the same name (DuckDB names are case-insensitive).
 
-    ``column`` is the later of the two, in table order, so a caller can point
-    at the request field that introduced it.
+    ``column`` is always a name from the request (the time column or a
+    dimension column), so a caller can point at the request field that
+    introduced it; ``taken_by`` is the column it collides with.
     """
 
     def __init__(self, column: str, taken_by: str) -> None:
@@ -273,15 +274,14 @@ def synthetic(time_column: str, dimensions: Iterable[str]) -> TableSchema:
 def _synthetic(time_column: str, dimensions: tuple[str, ...]) -> TableSchema:
     named = [("id", "id"), (time_column, "time"), ("key", "key"), ("value", "value")]
     named += [(d, "dimension") for d in dimensions]
-    taken: dict[str, str] = {}
-    columns = []
-    for name, role in named:
+    # fixed names first, then the request's: a conflict always names the request's column
+    taken = {"id": "id", "key": "key", "value": "value"}
+    for name in (time_column, *dimensions):
         folded = name.lower()
         if folded in taken:
             raise ColumnConflict(name, taken[folded])
         taken[folded] = name
-        sql_type, arrow = _ROLES[role]
-        columns.append(Column(name, role, sql_type, arrow))
+    columns = [Column(name, role, *_ROLES[role]) for name, role in named]
     schema = na.struct({c.name: c.arrow for c in columns})
     text = canonical(schema)
     return TableSchema(tuple(columns), text, _fingerprint_text(text), to_ipc(schema))
