@@ -9,6 +9,7 @@ import pytest
 from leibrix._estimates import DEFAULT_BYTES, DEFAULT_CPU_CORES, HintEstimator
 from leibrix._heat import Heat, HeatModel
 from leibrix._proto import leibrix_cp as cp
+from leibrix._proto.records import state_pb2
 
 
 def test_heat_halves_every_half_life_and_adds_accesses():
@@ -52,3 +53,22 @@ def test_estimator_uses_hints_then_defaults():
     assert (e.memory_bytes, e.cpu_cores, e.scan_cost, e.rows) == (DEFAULT_BYTES, DEFAULT_CPU_CORES, float(DEFAULT_BYTES), 0)
     e = HintEstimator().estimate(cp.EstimateHints(bytes_per_epoch=1000, rows_per_epoch=10, cpu_cores_per_epoch=0.5, scan_cost=7.0))
     assert (e.memory_bytes, e.cpu_cores, e.scan_cost, e.rows) == (1000, 0.5, 7.0, 10)
+
+
+def test_checkpoint_stores_heat_decayed_to_the_write_and_restore_decays_by_wall_time():
+    m = HeatModel(half_life_s=10.0, prior=0.0)
+    h = Heat.new(m, now=5.0).fed(m, 5.0, 8, scanned_bytes=800)
+    raw = h.checkpoint(m, now=15.0, wall_now=1_000_000.0)  # one half-life after the feed
+    rec = state_pb2.HeatRecord.FromString(raw)
+    assert (rec.value, rec.scanned) == (pytest.approx(4.0), pytest.approx(400.0))
+    assert rec.at.ToNanoseconds() == 1_000_000 * 10**9
+    # Another process, with another monotonic clock, 20 s of wall time later: two more half-lives.
+    back = Heat.restore(raw, m, now=77.0, wall_now=1_000_020.0)
+    assert back.at == 77.0 and back.get(m, 77.0) == pytest.approx(1.0)
+    assert back.scan_cost(1.0) == pytest.approx(100.0)  # the observed bytes per access survive too
+
+
+def test_restore_never_grows_heat_when_the_readers_wall_clock_is_behind():
+    m = HeatModel(half_life_s=10.0, prior=0.0)
+    raw = Heat(6.0, 0.0, 0.0).checkpoint(m, now=0.0, wall_now=500.0)
+    assert Heat.restore(raw, m, now=1.0, wall_now=490.0).get(m, 1.0) == 6.0
