@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import nanoarrow as na
 import pytest
 
+from leibrix import _schema
 from leibrix._proto.records import control_plane_pb2 as pb
-from leibrix._worker._loader import Loader, table_name
+from leibrix._worker._loader import Loader, SchemaMismatch, table_name
 from leibrix._worker._sizes import format_size, parse_size
 
 
@@ -68,5 +70,31 @@ def test_load_over_the_memory_limit_fails() -> None:
         with pytest.raises(Exception, match="(?i)memory"):
             loader.load(_assignment(5_000_000), tenant_id="t1")
         assert loader.inventory() == []
+    finally:
+        loader.close()
+
+
+def test_load_checks_the_table_against_the_plans_schema() -> None:
+    loader = Loader(memory_limit_bytes=256 << 20)
+    try:
+        planned = _schema.synthetic("event_time", ["region"])
+        a = _assignment(100)
+        a.load_plan.arrow_schema = planned.ipc
+        assert loader.load(a, tenant_id="t1").schema_fingerprint == planned.fingerprint
+        # a plan whose schema the synthetic table cannot match (a real source's, say): FAILED, table dropped
+        other = na.struct({"id": na.int64(), "event_time": na.timestamp("ms"), "amount": na.decimal128(12, 2)})
+        a.load_plan.arrow_schema = _schema.to_ipc(other)
+        with pytest.raises(SchemaMismatch) as info:
+            loader.load(a, tenant_id="t1")
+        message = str(info.value)
+        assert f"loaded schema {planned.fingerprint} ({planned.text})" in message
+        assert f"differs from the plan's {_schema.fingerprint(other)} ({_schema.canonical(other)})" in message
+        assert loader.inventory() == [] and loader.holds("ds", "e1") is None
+        assert loader.query("SELECT count(*) FROM duckdb_tables() WHERE table_name = 'ds__e1'") == [(0,)]
+        # bytes that are not an Arrow IPC stream name the plan's field, and nothing is created
+        a.load_plan.arrow_schema = b"not arrow"
+        with pytest.raises(ValueError, match="^load_plan.arrow_schema: not an Arrow IPC stream"):
+            loader.load(a, tenant_id="t1")
+        assert loader.query("SELECT count(*) FROM duckdb_tables()") == [(0,)]
     finally:
         loader.close()

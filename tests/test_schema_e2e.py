@@ -1,0 +1,244 @@
+"""Schema validation end to end: real etcd, a real master, real gRPC, real reference workers, and a raw
+protocol client standing in for a worker that misreports its table."""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+from collections.abc import Callable
+from datetime import timedelta
+from typing import Any
+
+import nanoarrow as na
+import pytest
+import trio
+import trio_asyncio
+from google.protobuf import json_format
+from grpclib.client import Channel
+from grpclib.const import Cardinality, Status
+from grpclib.exceptions import GRPCError
+
+from leibrix import _schema
+from leibrix._admission import service_of
+from leibrix._lifecycle import RetryPolicy
+from leibrix._proto import leibrix_cp as cp
+from leibrix._proto.records import control_plane_pb2 as pb
+from leibrix._requests import time_partitioned_admission
+from leibrix._worker._agent import COORDINATE_PATH
+from tests.test_admission_support import (
+    T0,
+    admission,
+    leading,
+    quota,
+    routed,
+    rpc,
+    start_master,
+    states,
+    wait_for,
+    workers,
+)
+
+QUEUE = cp.AdmissionPolicy.QUEUE
+#: Short enough for a test, long enough that each retry is a separate assignment.
+FAST_RETRY = RetryPolicy(max_attempts=2, base_s=0.05, cap_s=0.1)
+
+
+def short_retries(m: Any) -> None:
+    coord = service_of(m).coordinator
+    coord.config = dataclasses.replace(coord.config, retry=FAST_RETRY)
+
+
+def record_reports(m: Any) -> list[cp.DataPullStatusUpdateEvent]:
+    """Every status report the leader's coordinator receives (then handled as usual)."""
+    coord = service_of(m).coordinator
+    seen: list[cp.DataPullStatusUpdateEvent] = []
+    handle = coord.on_status
+
+    async def on_status(worker_id: str, update: cp.DataPullStatusUpdateEvent) -> None:
+        seen.append(update)
+        await handle(worker_id, update)
+
+    coord.on_status = on_status
+    return seen
+
+
+async def test_reference_worker_loads_an_epoch_ready_with_the_datasets_fingerprint(etcd_server: Any,
+                                                                                  nursery: trio.Nursery) -> None:
+    m = await start_master(nursery, etcd_server.endpoint)
+    await leading(m)
+    reports = record_reports(m)
+    await workers(nursery, m, "w1")
+    await rpc(m, "upsert_tenant_quota", quota(admission_policy=QUEUE))
+    await rpc(m, "admit_dataset", admission(regions=("eu",), time_column="event_time"))
+    (eid,) = states(m)
+    await wait_for(lambda: states(m)[eid] == "READY", timeout=30, what="READY")
+    ds = service_of(m).state.datasets[("acme", "orders")]
+    expected = _schema.synthetic("event_time", ["region"])
+    assert (ds.schema_fingerprint, ds.arrow_schema) == (expected.fingerprint, expected.ipc)
+    completed = [u for u in reports if u.status == cp.DataPullStatusUpdateEventStatus.COMPLETED]
+    # the worker measured its DuckDB table; it agrees with what admission recorded
+    assert [u.schema_fingerprint for u in completed] == [expected.fingerprint]
+    assert routed(m) == {eid}
+
+
+async def test_source_schema_the_worker_cannot_build_fails_on_the_worker_and_never_serves(
+        etcd_server: Any, nursery: trio.Nursery) -> None:
+    m = await start_master(nursery, etcd_server.endpoint)
+    await leading(m)
+    short_retries(m)
+    adm = service_of(m).admissions
+    # A source connector whose table is not the synthetic one (as a real catalog's would be): the
+    # reference worker can only build the synthetic table, so its own check must fail the load.
+    table = na.struct({"id": na.int64(), "ts": na.timestamp("us"), "amount": na.decimal128(12, 2)})
+    text = _schema.canonical(table)
+    catalog = _schema.TableSchema((), text, _schema.fingerprint(table), _schema.to_ipc(table))
+
+    @dataclasses.dataclass(frozen=True)
+    class CatalogSource:
+        def schema(self, spec: Any) -> _schema.TableSchema:
+            return catalog
+
+    adm.config = dataclasses.replace(adm.config, source=CatalogSource())
+    await workers(nursery, m, "w1")
+    await rpc(m, "upsert_tenant_quota", quota(admission_policy=QUEUE))
+    await rpc(m, "admit_dataset", admission(regions=("eu",)))
+    (eid,) = states(m)
+    with trio.fail_after(30):
+        while states(m)[eid] != "FAILED":
+            assert routed(m) == set(), "a load with the wrong schema was routed"
+            await trio.sleep(0.02)
+    e = service_of(m).state.epochs[("acme", "orders", eid)]
+    assert e.attempts == FAST_RETRY.max_attempts and e.replicas == ()
+    built = _schema.synthetic("ts", ["region"])
+    reasons = [t.reason for t in e.history if t.to_state.name in ("PENDING", "FAILED")]
+    assert len(reasons) == 2 and "retrying" in reasons[0] and "gave up after 2 attempts" in reasons[1]
+    for reason in reasons:  # the worker's own report, naming both schemas
+        assert (f"load failed on w1: SchemaMismatch: loaded schema {built.fingerprint} ({built.text}) "
+                f"differs from the plan's {catalog.fingerprint} ({text})") in reason
+
+
+async def test_admission_refuses_a_dimension_colliding_with_a_synthetic_column(etcd_server: Any,
+                                                                               nursery: trio.Nursery) -> None:
+    m = await start_master(nursery, etcd_server.endpoint)
+    await leading(m)
+    await rpc(m, "upsert_tenant_quota", quota(admission_policy=QUEUE))
+    req = time_partitioned_admission("acme", "orders", start=T0, end=T0 + timedelta(days=1),
+                                     dimensions={"region": ["eu"], "Value": ["x"]})
+    with pytest.raises(GRPCError) as info:
+        await rpc(m, "admit_dataset", req)
+    assert info.value.status == Status.INVALID_ARGUMENT
+    assert info.value.message.startswith("source.partition.dimension_partitions[1].column.name: column 'Value' "
+                                         "collides with the synthetic table's column 'value'")
+    assert ("acme", "orders") not in service_of(m).state.datasets
+
+
+# ---------------------------------------------------------------- a raw protocol worker
+
+
+@dataclasses.dataclass
+class RawWorker:
+    """A worker speaking ``CoordinateWorker`` directly: it answers every ``data_assignment`` with a
+    COMPLETED report whose rows and bytes match the plan and whose schema fingerprint ``answer`` picks."""
+
+    worker_id: str
+    answer: Callable[[pb.DataAssignmentEvent], str]
+    plans: list[pb.DataAssignmentEvent] = dataclasses.field(default_factory=list)
+    registered: bool = False
+
+    async def run(self, addr: str, stop: asyncio.Event) -> None:
+        """One session (asyncio, under trio-asyncio) until ``stop`` is set; ends by itself."""
+        host, port = addr.rsplit(":", 1)
+        channel = Channel(host, int(port))
+        stream = channel.request(COORDINATE_PATH, Cardinality.STREAM_STREAM, pb.EventStreamMessage,
+                                 pb.EventStreamMessage)
+        lock = asyncio.Lock()
+        tasks: list[asyncio.Task] = []
+
+        async def send(msg: pb.EventStreamMessage) -> None:
+            async with lock:
+                await stream.send_message(msg)
+
+        async def beat(interval: float) -> None:
+            while True:
+                await asyncio.sleep(interval)
+                hb = pb.EventStreamMessage(worker_id=self.worker_id)
+                hb.heartbeat_event.memory_used_bytes = 0
+                await send(hb)
+
+        async def serve() -> None:
+            while (msg := await stream.recv_message()) is not None:
+                if msg.WhichOneof("payload") != "data_assignment":
+                    continue
+                a = msg.data_assignment
+                self.plans.append(a)
+                st = pb.EventStreamMessage(worker_id=self.worker_id)
+                u = st.data_pull_status_update
+                u.dataset_id, u.epoch_id, u.plan_id = a.dataset_id, a.epoch_id, a.load_plan.plan_id
+                u.status = pb.DataPullStatusUpdateEvent.COMPLETED
+                u.rows, u.bytes = a.load_plan.expected_rows, a.load_plan.expected_bytes // 2
+                u.schema_fingerprint = self.answer(a)
+                await send(st)
+
+        try:
+            async with stream:
+                reg = pb.EventStreamMessage(worker_id=self.worker_id)
+                reg.register_event.worker.node_id = self.worker_id
+                reg.register_event.worker.addr = "127.0.0.1:1"
+                reg.register_event.capacity.memory_bytes = 1 << 30
+                reg.register_event.capacity.cpu_cores = 4
+                await stream.send_message(reg)
+                ack = await stream.recv_message()
+                assert ack is not None and ack.common_ack.event_type == "registration_ack", ack
+                payload = json_format.MessageToDict(ack.common_ack.payload)
+                self.registered = True
+                tasks = [asyncio.ensure_future(beat(float(payload["heartbeat_interval_s"]))),
+                         asyncio.ensure_future(serve())]
+                await stop.wait()
+                await stream.cancel()
+        finally:
+            for t in tasks:
+                t.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
+            channel.close()
+
+
+async def test_a_completed_report_with_another_schema_is_retried_then_failed(etcd_server: Any,
+                                                                             nursery: trio.Nursery) -> None:
+    m = await start_master(nursery, etcd_server.endpoint)
+    await leading(m)
+    short_retries(m)
+    table = _schema.synthetic("ts", ["region"])
+    other = _schema.synthetic("ts", ["country"])  # a table this process knows: the master can name it
+
+    def answer(a: pb.DataAssignmentEvent) -> str:
+        planned = _schema.fingerprint(_schema.from_ipc(a.load_plan.arrow_schema))
+        return {"good": planned, "blank": "", "bad": other.fingerprint}[a.dataset_id]
+
+    raw = RawWorker("raw1", answer)
+    async with trio_asyncio.open_loop():
+        stop = asyncio.Event()
+        async with trio.open_nursery() as inner:
+            inner.start_soon(trio_asyncio.aio_as_trio(raw.run), m.config.grpc_listen, stop)
+            try:
+                await wait_for(lambda: len(m.worker_hub.eligible(None)) == 1, what="raw worker ACTIVE")
+                await rpc(m, "upsert_tenant_quota", quota(admission_policy=QUEUE))
+                for name in ("good", "blank", "bad"):
+                    await rpc(m, "admit_dataset", admission(dataset=name, regions=("eu",)))
+                (bad,) = states(m, dataset="bad")
+                with trio.fail_after(30):
+                    while states(m, dataset="bad")[bad] != "FAILED":
+                        assert bad not in routed(m, dataset="bad"), "a load with the wrong schema was routed"
+                        await trio.sleep(0.02)
+                await wait_for(lambda: set(states(m, dataset="good").values()) == {"READY"}, what="good READY")
+                await wait_for(lambda: set(states(m, dataset="blank").values()) == {"READY"}, what="blank READY")
+            finally:
+                stop.set()
+    # every plan carried the dataset's schema
+    assert {a.load_plan.arrow_schema for a in raw.plans} == {table.ipc}
+    assert [a.dataset_id for a in raw.plans].count("bad") == FAST_RETRY.max_attempts
+    e = service_of(m).state.epochs[("acme", "bad", bad)]
+    assert e.attempts == FAST_RETRY.max_attempts and e.replicas == ()
+    problem = (f"validation failed: loaded schema {other.fingerprint} ({other.text}) differs from the plan's "
+               f"{table.fingerprint} ({table.text})")
+    assert [t.reason for t in e.history if t.to_state.name in ("PENDING", "FAILED")] == [
+        f"{problem}; attempt 1, retrying", f"{problem}; gave up after 2 attempts"]
