@@ -3,11 +3,14 @@ nothing else is, and a record rewritten meanwhile is never deleted."""
 
 from __future__ import annotations
 
+import argparse
 from typing import Any
 
+import pytest
 import trio
 
-from leibrix._admission import service_of
+from leibrix._admission import configs_from, service_of
+from leibrix._config import ConfigError, MasterConfig, add_arguments, load_config
 from leibrix._etcd import EtcdClient
 from leibrix._janitor import Janitor
 from leibrix._master import Master
@@ -41,6 +44,22 @@ async def retire(master: Master, epoch_id: str, dataset: str = "orders") -> None
 
 def pruned(master: Master, what: str) -> float:
     return master.metrics.registry.get_sample_value(f"leibrix_pruned_{what}_total")
+
+
+def test_housekeeping_options_reach_the_services_and_are_validated() -> None:
+    parser = argparse.ArgumentParser()
+    add_arguments(parser)
+    config = load_config(parser.parse_args(["--retired-ttl-s", "5", "--prune-interval-s", "0.5"]),
+                         environ={"LEIBRIX_REQUEST_TTL_S": "60", "LEIBRIX_HEAT_CHECKPOINT_INTERVAL_S": "2"})
+    admission, coord = configs_from(config)
+    assert (admission.request_ttl_s, coord.retired_ttl_s, coord.prune_interval_s, coord.heat_checkpoint_interval_s) \
+        == (60.0, 5.0, 0.5, 2.0)
+    default_admission, default_coord = configs_from(MasterConfig())
+    assert (default_admission.request_ttl_s, default_coord.retired_ttl_s, default_coord.prune_interval_s,
+            default_coord.heat_checkpoint_interval_s) == (86400.0, 3600.0, 60.0, 10.0)
+    for flag in ("--request-ttl-s", "--retired-ttl-s", "--prune-interval-s", "--heat-checkpoint-interval-s"):
+        with pytest.raises(ConfigError, match=f"{flag} \\(flag\\): 0.0 must be > 0"):
+            load_config(parser.parse_args([flag, "0"]), environ={})
 
 
 async def test_expired_requests_are_pruned_and_a_retry_after_that_is_a_no_op(
