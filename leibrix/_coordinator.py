@@ -25,7 +25,10 @@ retry timers:
 Loads: PENDING → LOADING (replicas ASSIGNED) → VALIDATING (first replica
 reports COMPLETED) → READY once ``replication_factor`` replicas are LOADED and
 each matched its plan (rows exactly when the plan knows them and the worker
-reports them, bytes at most ``bytes_tolerance`` × the estimate). A failed or
+reports them, bytes at most ``bytes_tolerance`` × the estimate, and the
+schema fingerprint equal to the dataset's when the worker reports one; see
+``_validate``). A reconnecting worker's inventory goes through the same
+check. A failed or
 invalid load evicts that replica and counts an attempt; after
 ``RetryPolicy.max_attempts`` the epoch is FAILED and every replica evicted. A
 refresh epoch that becomes READY retires the epoch it replaces in the same
@@ -675,7 +678,7 @@ class Coordinator:
                 await self._status(worker_id, cp.DataPullStatusUpdateEvent(
                     dataset_id=entry.dataset_id, epoch_id=entry.epoch_id,
                     status=cp.DataPullStatusUpdateEventStatus.COMPLETED, plan_id=entry.plan_id, rows=entry.rows,
-                    bytes=entry.bytes))
+                    bytes=entry.bytes, schema_fingerprint=entry.schema_fingerprint))
             await self.flush_locked()
         self.kick()
 

@@ -138,12 +138,14 @@ async def test_admission_refuses_a_dimension_colliding_with_a_synthetic_column(e
 @dataclasses.dataclass
 class RawWorker:
     """A worker speaking ``CoordinateWorker`` directly: it answers every ``data_assignment`` with a
-    COMPLETED report whose rows and bytes match the plan and whose schema fingerprint ``answer`` picks."""
+    COMPLETED report whose rows and bytes match the plan and whose schema fingerprint ``answer`` picks
+    (``None``: it stays silent, as a worker that is still loading). It registers with ``inventory``."""
 
     worker_id: str
-    answer: Callable[[pb.DataAssignmentEvent], str]
+    answer: Callable[[pb.DataAssignmentEvent], str | None]
     plans: list[pb.DataAssignmentEvent] = dataclasses.field(default_factory=list)
     registered: bool = False
+    inventory: list[pb.InventoryEntry] = dataclasses.field(default_factory=list)
 
     async def run(self, addr: str, stop: asyncio.Event) -> None:
         """One session (asyncio, under trio-asyncio) until ``stop`` is set; ends by itself."""
@@ -171,12 +173,15 @@ class RawWorker:
                     continue
                 a = msg.data_assignment
                 self.plans.append(a)
+                fingerprint = self.answer(a)
+                if fingerprint is None:
+                    continue
                 st = pb.EventStreamMessage(worker_id=self.worker_id)
                 u = st.data_pull_status_update
                 u.dataset_id, u.epoch_id, u.plan_id = a.dataset_id, a.epoch_id, a.load_plan.plan_id
                 u.status = pb.DataPullStatusUpdateEvent.COMPLETED
                 u.rows, u.bytes = a.load_plan.expected_rows, a.load_plan.expected_bytes // 2
-                u.schema_fingerprint = self.answer(a)
+                u.schema_fingerprint = fingerprint
                 await send(st)
 
         try:
@@ -186,6 +191,7 @@ class RawWorker:
                 reg.register_event.worker.addr = "127.0.0.1:1"
                 reg.register_event.capacity.memory_bytes = 1 << 30
                 reg.register_event.capacity.cpu_cores = 4
+                reg.register_event.inventory.extend(self.inventory)
                 await stream.send_message(reg)
                 ack = await stream.recv_message()
                 assert ack is not None and ack.common_ack.event_type == "registration_ack", ack
@@ -242,3 +248,52 @@ async def test_a_completed_report_with_another_schema_is_retried_then_failed(etc
                f"{table.fingerprint} ({table.text})")
     assert [t.reason for t in e.history if t.to_state.name in ("PENDING", "FAILED")] == [
         f"{problem}; attempt 1, retrying", f"{problem}; gave up after 2 attempts"]
+
+
+@pytest.mark.parametrize("held", ["planned", "other"])
+async def test_a_reconnecting_workers_inventory_is_schema_checked_like_a_load(etcd_server: Any, nursery: trio.Nursery,
+                                                                             held: str) -> None:
+    """A worker that loaded while disconnected reports the table in its registration inventory: the master
+    validates that entry (schema fingerprint included) exactly as it validates a COMPLETED report."""
+    m = await start_master(nursery, etcd_server.endpoint)
+    await leading(m)
+    short_retries(m)
+    other = _schema.synthetic("ts", ["country"])
+    silent = RawWorker("raw1", lambda a: None)
+    async with trio_asyncio.open_loop():
+        stop = asyncio.Event()
+        async with trio.open_nursery() as inner:
+            inner.start_soon(trio_asyncio.aio_as_trio(silent.run), m.config.grpc_listen, stop)
+            try:
+                await wait_for(lambda: len(m.worker_hub.eligible(None)) == 1, what="raw worker ACTIVE")
+                await rpc(m, "upsert_tenant_quota", quota(admission_policy=QUEUE))
+                await rpc(m, "admit_dataset", admission(regions=("eu",)))
+                await wait_for(lambda: len(silent.plans) == 1, what="the assignment")
+            finally:
+                stop.set()
+        (eid,) = states(m)
+        assert states(m)[eid] == "LOADING"
+        plan = silent.plans[0].load_plan
+        fingerprint = {"planned": _schema.fingerprint(_schema.from_ipc(plan.arrow_schema)),
+                       "other": other.fingerprint}[held]
+        entry = pb.InventoryEntry(dataset_id="orders", epoch_id=eid, plan_id=plan.plan_id, tenant_id="acme",
+                                  rows=plan.expected_rows, bytes=plan.expected_bytes // 2,
+                                  schema_fingerprint=fingerprint)
+        back = RawWorker("raw1", lambda a: None, inventory=[entry])
+        stop = asyncio.Event()
+        async with trio.open_nursery() as inner:
+            inner.start_soon(trio_asyncio.aio_as_trio(back.run), m.config.grpc_listen, stop)
+            try:
+                e = service_of(m).state.epochs[("acme", "orders", eid)]
+                if held == "planned":
+                    await wait_for(lambda: states(m)[eid] == "READY", what="READY from the inventory")
+                    assert routed(m) == {eid}
+                else:
+                    await wait_for(lambda: service_of(m).state.epochs[("acme", "orders", eid)].attempts == 1,
+                                   what="the inventory entry failing validation")
+                    e = service_of(m).state.epochs[("acme", "orders", eid)]
+                    assert e.state.name != "READY" and routed(m) == set()
+                    assert any(t.reason.startswith(f"validation failed: loaded schema {other.fingerprint}")
+                               for t in e.history), e.history
+            finally:
+                stop.set()

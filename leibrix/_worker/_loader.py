@@ -73,6 +73,7 @@ class Loaded:
             rows=self.rows,
             bytes=self.bytes,
             tenant_id=self.tenant_id,
+            schema_fingerprint=self.schema_fingerprint,
         )
 
 

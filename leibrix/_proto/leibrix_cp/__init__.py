@@ -288,6 +288,11 @@ class InventoryEntry(betterproto.Message):
     rows: int = betterproto.int64_field(4)
     bytes: int = betterproto.int64_field(5)
     tenant_id: str = betterproto.string_field(6)
+    schema_fingerprint: str = betterproto.string_field(7)
+    """
+    Added by Leibrix: the held table's measured schema fingerprint, so a
+     reconnect is validated like a fresh load.
+    """
 
 
 @dataclass(eq=False, repr=False)

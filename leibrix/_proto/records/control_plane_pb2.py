@@ -26,7 +26,7 @@ from google.protobuf import struct_pb2 as google_dot_protobuf_dot_struct__pb2
 from leibrix._proto.records import common_pb2 as leibrix__cp_dot_common__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1eleibrix_cp/control_plane.proto\x12\nleibrix_cp\x1a\x1cgoogle/protobuf/struct.proto\x1a\x17leibrix_cp/common.proto\"\xfb\x02\n\x12\x45ventStreamMessage\x12\x10\n\x08\x65vent_id\x18\x01 \x01(\t\x12\x11\n\ttenant_id\x18\x02 \x01(\t\x12\x11\n\tworker_id\x18\x03 \x01(\t\x12\x33\n\x0eregister_event\x18\x04 \x01(\x0b\x32\x19.leibrix_cp.RegisterEventH\x00\x12\x35\n\x0fheartbeat_event\x18\x05 \x01(\x0b\x32\x1a.leibrix_cp.HeartbeatEventH\x00\x12H\n\x17\x64\x61ta_pull_status_update\x18\x06 \x01(\x0b\x32%.leibrix_cp.DataPullStatusUpdateEventH\x00\x12:\n\x0f\x64\x61ta_assignment\x18\x07 \x01(\x0b\x32\x1f.leibrix_cp.DataAssignmentEventH\x00\x12\x30\n\ncommon_ack\x18\x08 \x01(\x0b\x32\x1a.leibrix_cp.CommonAckEventH\x00\x42\t\n\x07payload\"\x86\x01\n\x06Worker\x12\x0f\n\x07node_id\x18\x01 \x01(\t\x12\x0c\n\x04\x61\x64\x64r\x18\x02 \x01(\t\x12.\n\x06labels\x18\x03 \x03(\x0b\x32\x1e.leibrix_cp.Worker.LabelsEntry\x1a-\n\x0bLabelsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"\xb7\x01\n\rRegisterEvent\x12\"\n\x06worker\x18\x01 \x01(\x0b\x32\x12.leibrix_cp.Worker\x12,\n\x08\x63\x61pacity\x18\x02 \x01(\x0b\x32\x15.leibrix_cp.ResourcesH\x00\x88\x01\x01\x12\x18\n\x10software_version\x18\x03 \x01(\t\x12-\n\tinventory\x18\x04 \x03(\x0b\x32\x1a.leibrix_cp.InventoryEntryB\x0b\n\t_capacity\"w\n\x0eInventoryEntry\x12\x12\n\ndataset_id\x18\x01 \x01(\t\x12\x10\n\x08\x65poch_id\x18\x02 \x01(\t\x12\x0f\n\x07plan_id\x18\x03 \x01(\t\x12\x0c\n\x04rows\x18\x04 \x01(\x03\x12\r\n\x05\x62ytes\x18\x05 \x01(\x03\x12\x11\n\ttenant_id\x18\x06 \x01(\t\"x\n\x0eHeartbeatEvent\x12\x1e\n\x11memory_used_bytes\x18\x01 \x01(\x03H\x00\x88\x01\x01\x12\x1c\n\x0floads_in_flight\x18\x02 \x01(\x05H\x01\x88\x01\x01\x42\x14\n\x12_memory_used_bytesB\x12\n\x10_loads_in_flight\"\xa3\x02\n\x19\x44\x61taPullStatusUpdateEvent\x12\x12\n\ndataset_id\x18\x01 \x01(\t\x12\x10\n\x08\x65poch_id\x18\x02 \x01(\t\x12<\n\x06status\x18\x03 \x01(\x0e\x32,.leibrix_cp.DataPullStatusUpdateEvent.Status\x12\x15\n\rerror_message\x18\x04 \x01(\t\x12\x0f\n\x07plan_id\x18\x05 \x01(\t\x12\x0c\n\x04rows\x18\x06 \x01(\x03\x12\r\n\x05\x62ytes\x18\x07 \x01(\x03\x12\x1a\n\x12schema_fingerprint\x18\x08 \x01(\t\"A\n\x06Status\x12\x0b\n\x07UNKNOWN\x10\x00\x12\x0f\n\x0bIN_PROGRESS\x10\x01\x12\r\n\tCOMPLETED\x10\x02\x12\n\n\x06\x46\x41ILED\x10\x03\"d\n\x13\x44\x61taAssignmentEvent\x12\x12\n\ndataset_id\x18\x01 \x01(\t\x12\x10\n\x08\x65poch_id\x18\x02 \x01(\t\x12\'\n\tload_plan\x18\x03 \x01(\x0b\x32\x14.leibrix_cp.LoadPlan\"\xf6\x01\n\x08LoadPlan\x12\x0f\n\x07plan_id\x18\x01 \x01(\t\x12&\n\x06source\x18\x02 \x01(\x0b\x32\x16.leibrix_cp.DataSource\x12\x1e\n\x16\x64\x65stination_table_name\x18\x03 \x01(\t\x12\x14\n\x0c\x61rrow_schema\x18\x04 \x01(\x0c\x12\x39\n\x12resolved_partition\x18\x05 \x01(\x0b\x32\x1d.leibrix_cp.ResolvedPartition\x12\x15\n\rexpected_rows\x18\x06 \x01(\x03\x12\x16\n\x0e\x65xpected_bytes\x18\x07 \x01(\x03\x12\x11\n\ttenant_id\x18\x08 \x01(\t\"\xfc\x01\n\x11ResolvedPartition\x12)\n\ntime_range\x18\x01 \x01(\x0b\x32\x15.leibrix_cp.TimeRange\x12\x18\n\x10time_column_name\x18\x02 \x01(\t\x12\x1c\n\x14time_partition_value\x18\x03 \x01(\t\x12L\n\x10\x64imension_values\x18\x04 \x03(\x0b\x32\x32.leibrix_cp.ResolvedPartition.DimensionValuesEntry\x1a\x36\n\x14\x44imensionValuesEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"a\n\x0e\x43ommonAckEvent\x12\x11\n\tserver_id\x18\x01 \x01(\t\x12\x12\n\nevent_type\x18\x02 \x01(\t\x12(\n\x07payload\x18\x03 \x01(\x0b\x32\x17.google.protobuf.Struct2m\n\x13\x43ontrolPlaneService\x12V\n\x10\x43oordinateWorker\x12\x1e.leibrix_cp.EventStreamMessage\x1a\x1e.leibrix_cp.EventStreamMessage(\x01\x30\x01\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1eleibrix_cp/control_plane.proto\x12\nleibrix_cp\x1a\x1cgoogle/protobuf/struct.proto\x1a\x17leibrix_cp/common.proto\"\xfb\x02\n\x12\x45ventStreamMessage\x12\x10\n\x08\x65vent_id\x18\x01 \x01(\t\x12\x11\n\ttenant_id\x18\x02 \x01(\t\x12\x11\n\tworker_id\x18\x03 \x01(\t\x12\x33\n\x0eregister_event\x18\x04 \x01(\x0b\x32\x19.leibrix_cp.RegisterEventH\x00\x12\x35\n\x0fheartbeat_event\x18\x05 \x01(\x0b\x32\x1a.leibrix_cp.HeartbeatEventH\x00\x12H\n\x17\x64\x61ta_pull_status_update\x18\x06 \x01(\x0b\x32%.leibrix_cp.DataPullStatusUpdateEventH\x00\x12:\n\x0f\x64\x61ta_assignment\x18\x07 \x01(\x0b\x32\x1f.leibrix_cp.DataAssignmentEventH\x00\x12\x30\n\ncommon_ack\x18\x08 \x01(\x0b\x32\x1a.leibrix_cp.CommonAckEventH\x00\x42\t\n\x07payload\"\x86\x01\n\x06Worker\x12\x0f\n\x07node_id\x18\x01 \x01(\t\x12\x0c\n\x04\x61\x64\x64r\x18\x02 \x01(\t\x12.\n\x06labels\x18\x03 \x03(\x0b\x32\x1e.leibrix_cp.Worker.LabelsEntry\x1a-\n\x0bLabelsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"\xb7\x01\n\rRegisterEvent\x12\"\n\x06worker\x18\x01 \x01(\x0b\x32\x12.leibrix_cp.Worker\x12,\n\x08\x63\x61pacity\x18\x02 \x01(\x0b\x32\x15.leibrix_cp.ResourcesH\x00\x88\x01\x01\x12\x18\n\x10software_version\x18\x03 \x01(\t\x12-\n\tinventory\x18\x04 \x03(\x0b\x32\x1a.leibrix_cp.InventoryEntryB\x0b\n\t_capacity\"\x93\x01\n\x0eInventoryEntry\x12\x12\n\ndataset_id\x18\x01 \x01(\t\x12\x10\n\x08\x65poch_id\x18\x02 \x01(\t\x12\x0f\n\x07plan_id\x18\x03 \x01(\t\x12\x0c\n\x04rows\x18\x04 \x01(\x03\x12\r\n\x05\x62ytes\x18\x05 \x01(\x03\x12\x11\n\ttenant_id\x18\x06 \x01(\t\x12\x1a\n\x12schema_fingerprint\x18\x07 \x01(\t\"x\n\x0eHeartbeatEvent\x12\x1e\n\x11memory_used_bytes\x18\x01 \x01(\x03H\x00\x88\x01\x01\x12\x1c\n\x0floads_in_flight\x18\x02 \x01(\x05H\x01\x88\x01\x01\x42\x14\n\x12_memory_used_bytesB\x12\n\x10_loads_in_flight\"\xa3\x02\n\x19\x44\x61taPullStatusUpdateEvent\x12\x12\n\ndataset_id\x18\x01 \x01(\t\x12\x10\n\x08\x65poch_id\x18\x02 \x01(\t\x12<\n\x06status\x18\x03 \x01(\x0e\x32,.leibrix_cp.DataPullStatusUpdateEvent.Status\x12\x15\n\rerror_message\x18\x04 \x01(\t\x12\x0f\n\x07plan_id\x18\x05 \x01(\t\x12\x0c\n\x04rows\x18\x06 \x01(\x03\x12\r\n\x05\x62ytes\x18\x07 \x01(\x03\x12\x1a\n\x12schema_fingerprint\x18\x08 \x01(\t\"A\n\x06Status\x12\x0b\n\x07UNKNOWN\x10\x00\x12\x0f\n\x0bIN_PROGRESS\x10\x01\x12\r\n\tCOMPLETED\x10\x02\x12\n\n\x06\x46\x41ILED\x10\x03\"d\n\x13\x44\x61taAssignmentEvent\x12\x12\n\ndataset_id\x18\x01 \x01(\t\x12\x10\n\x08\x65poch_id\x18\x02 \x01(\t\x12\'\n\tload_plan\x18\x03 \x01(\x0b\x32\x14.leibrix_cp.LoadPlan\"\xf6\x01\n\x08LoadPlan\x12\x0f\n\x07plan_id\x18\x01 \x01(\t\x12&\n\x06source\x18\x02 \x01(\x0b\x32\x16.leibrix_cp.DataSource\x12\x1e\n\x16\x64\x65stination_table_name\x18\x03 \x01(\t\x12\x14\n\x0c\x61rrow_schema\x18\x04 \x01(\x0c\x12\x39\n\x12resolved_partition\x18\x05 \x01(\x0b\x32\x1d.leibrix_cp.ResolvedPartition\x12\x15\n\rexpected_rows\x18\x06 \x01(\x03\x12\x16\n\x0e\x65xpected_bytes\x18\x07 \x01(\x03\x12\x11\n\ttenant_id\x18\x08 \x01(\t\"\xfc\x01\n\x11ResolvedPartition\x12)\n\ntime_range\x18\x01 \x01(\x0b\x32\x15.leibrix_cp.TimeRange\x12\x18\n\x10time_column_name\x18\x02 \x01(\t\x12\x1c\n\x14time_partition_value\x18\x03 \x01(\t\x12L\n\x10\x64imension_values\x18\x04 \x03(\x0b\x32\x32.leibrix_cp.ResolvedPartition.DimensionValuesEntry\x1a\x36\n\x14\x44imensionValuesEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"a\n\x0e\x43ommonAckEvent\x12\x11\n\tserver_id\x18\x01 \x01(\t\x12\x12\n\nevent_type\x18\x02 \x01(\t\x12(\n\x07payload\x18\x03 \x01(\x0b\x32\x17.google.protobuf.Struct2m\n\x13\x43ontrolPlaneService\x12V\n\x10\x43oordinateWorker\x12\x1e.leibrix_cp.EventStreamMessage\x1a\x1e.leibrix_cp.EventStreamMessage(\x01\x30\x01\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -45,24 +45,24 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_WORKER_LABELSENTRY']._serialized_end=618
   _globals['_REGISTEREVENT']._serialized_start=621
   _globals['_REGISTEREVENT']._serialized_end=804
-  _globals['_INVENTORYENTRY']._serialized_start=806
-  _globals['_INVENTORYENTRY']._serialized_end=925
-  _globals['_HEARTBEATEVENT']._serialized_start=927
-  _globals['_HEARTBEATEVENT']._serialized_end=1047
-  _globals['_DATAPULLSTATUSUPDATEEVENT']._serialized_start=1050
-  _globals['_DATAPULLSTATUSUPDATEEVENT']._serialized_end=1341
-  _globals['_DATAPULLSTATUSUPDATEEVENT_STATUS']._serialized_start=1276
-  _globals['_DATAPULLSTATUSUPDATEEVENT_STATUS']._serialized_end=1341
-  _globals['_DATAASSIGNMENTEVENT']._serialized_start=1343
-  _globals['_DATAASSIGNMENTEVENT']._serialized_end=1443
-  _globals['_LOADPLAN']._serialized_start=1446
-  _globals['_LOADPLAN']._serialized_end=1692
-  _globals['_RESOLVEDPARTITION']._serialized_start=1695
-  _globals['_RESOLVEDPARTITION']._serialized_end=1947
-  _globals['_RESOLVEDPARTITION_DIMENSIONVALUESENTRY']._serialized_start=1893
-  _globals['_RESOLVEDPARTITION_DIMENSIONVALUESENTRY']._serialized_end=1947
-  _globals['_COMMONACKEVENT']._serialized_start=1949
-  _globals['_COMMONACKEVENT']._serialized_end=2046
-  _globals['_CONTROLPLANESERVICE']._serialized_start=2048
-  _globals['_CONTROLPLANESERVICE']._serialized_end=2157
+  _globals['_INVENTORYENTRY']._serialized_start=807
+  _globals['_INVENTORYENTRY']._serialized_end=954
+  _globals['_HEARTBEATEVENT']._serialized_start=956
+  _globals['_HEARTBEATEVENT']._serialized_end=1076
+  _globals['_DATAPULLSTATUSUPDATEEVENT']._serialized_start=1079
+  _globals['_DATAPULLSTATUSUPDATEEVENT']._serialized_end=1370
+  _globals['_DATAPULLSTATUSUPDATEEVENT_STATUS']._serialized_start=1305
+  _globals['_DATAPULLSTATUSUPDATEEVENT_STATUS']._serialized_end=1370
+  _globals['_DATAASSIGNMENTEVENT']._serialized_start=1372
+  _globals['_DATAASSIGNMENTEVENT']._serialized_end=1472
+  _globals['_LOADPLAN']._serialized_start=1475
+  _globals['_LOADPLAN']._serialized_end=1721
+  _globals['_RESOLVEDPARTITION']._serialized_start=1724
+  _globals['_RESOLVEDPARTITION']._serialized_end=1976
+  _globals['_RESOLVEDPARTITION_DIMENSIONVALUESENTRY']._serialized_start=1922
+  _globals['_RESOLVEDPARTITION_DIMENSIONVALUESENTRY']._serialized_end=1976
+  _globals['_COMMONACKEVENT']._serialized_start=1978
+  _globals['_COMMONACKEVENT']._serialized_end=2075
+  _globals['_CONTROLPLANESERVICE']._serialized_start=2077
+  _globals['_CONTROLPLANESERVICE']._serialized_end=2186
 # @@protoc_insertion_point(module_scope)

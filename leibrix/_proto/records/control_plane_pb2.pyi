@@ -59,20 +59,22 @@ class RegisterEvent(_message.Message):
     def __init__(self, worker: _Optional[_Union[Worker, _Mapping]] = ..., capacity: _Optional[_Union[_common_pb2.Resources, _Mapping]] = ..., software_version: _Optional[str] = ..., inventory: _Optional[_Iterable[_Union[InventoryEntry, _Mapping]]] = ...) -> None: ...
 
 class InventoryEntry(_message.Message):
-    __slots__ = ("dataset_id", "epoch_id", "plan_id", "rows", "bytes", "tenant_id")
+    __slots__ = ("dataset_id", "epoch_id", "plan_id", "rows", "bytes", "tenant_id", "schema_fingerprint")
     DATASET_ID_FIELD_NUMBER: _ClassVar[int]
     EPOCH_ID_FIELD_NUMBER: _ClassVar[int]
     PLAN_ID_FIELD_NUMBER: _ClassVar[int]
     ROWS_FIELD_NUMBER: _ClassVar[int]
     BYTES_FIELD_NUMBER: _ClassVar[int]
     TENANT_ID_FIELD_NUMBER: _ClassVar[int]
+    SCHEMA_FINGERPRINT_FIELD_NUMBER: _ClassVar[int]
     dataset_id: str
     epoch_id: str
     plan_id: str
     rows: int
     bytes: int
     tenant_id: str
-    def __init__(self, dataset_id: _Optional[str] = ..., epoch_id: _Optional[str] = ..., plan_id: _Optional[str] = ..., rows: _Optional[int] = ..., bytes: _Optional[int] = ..., tenant_id: _Optional[str] = ...) -> None: ...
+    schema_fingerprint: str
+    def __init__(self, dataset_id: _Optional[str] = ..., epoch_id: _Optional[str] = ..., plan_id: _Optional[str] = ..., rows: _Optional[int] = ..., bytes: _Optional[int] = ..., tenant_id: _Optional[str] = ..., schema_fingerprint: _Optional[str] = ...) -> None: ...
 
 class HeartbeatEvent(_message.Message):
     __slots__ = ("memory_used_bytes", "loads_in_flight")
