@@ -129,31 +129,39 @@ class Janitor:
         return done
 
     async def prune_epochs(self) -> int:
-        """Delete RETIRED epochs (and their heat) whose RETIRED transition is older than ``retired_ttl_s``."""
+        """Delete RETIRED epochs (and their heat) whose RETIRED transition is older than ``retired_ttl_s``.
+
+        Candidates are picked from the RETIRED index without the lock (a pass
+        that finds nothing never contends with scheduling), then re-checked
+        under it, one transaction's worth at a time.
+        """
         coord = self.coord
         state = coord.state
         cutoff = int((time.time() - self.retired_ttl_s) * 1000)
-        candidates = list(coord.retired)
+        candidates = []
+        for i, key in enumerate(list(coord.retired)):
+            if i % _CHUNK == _CHUNK - 1:
+                await trio.sleep(0)  # the first look at an epoch decodes its history
+            if self._expired(key, cutoff):
+                candidates.append(key)
         step, done = coord.epochs_per_txn, 0
         for i in range(0, len(candidates), step):
             async with coord.lock:
                 await coord.flush_locked()
-                doomed: list[tuple[str, str, str]] = []
-                revisions: list[int] = []
-                for key in candidates[i:i + step]:
-                    e = state.epochs.get(key)
-                    at = retired_at_ms(e) if e is not None else None
-                    rev = state.epoch_revision(key)
-                    if at is not None and at <= cutoff and rev is not None:
-                        doomed.append(key)
-                        revisions.append(rev)
-                if doomed:
-                    try:
-                        await coord.delete_epochs(doomed, revisions)
-                    except Conflict:
-                        log.info("pruning epochs: a record was rewritten meanwhile; the next pass decides again")
-                        break
+                doomed = [key for key in candidates[i:i + step] if self._expired(key, cutoff)]
+                revisions = [state.epoch_revision(key) for key in doomed]
+                try:
+                    await coord.delete_epochs(doomed, revisions)
+                except Conflict:
+                    log.info("pruning epochs: a record was rewritten meanwhile; the next pass decides again")
+                    break
             done += len(doomed)
             if self.counters is not None:
                 self.counters.epochs.inc(len(doomed))
         return done
+
+    def _expired(self, key: tuple[str, str, str], cutoff_ms: int) -> bool:
+        """Whether the epoch is RETIRED since ``cutoff_ms`` or earlier, with a known record revision."""
+        e = self.coord.state.epochs.get(key)
+        at = retired_at_ms(e) if e is not None else None
+        return at is not None and at <= cutoff_ms and self.coord.state.epoch_revision(key) is not None
