@@ -19,8 +19,9 @@ prior, which needs no storing). A failover loses at most one interval of
 access reports; a clean end of term (the leader service is cancelled while
 the term is still valid) flushes once more, best effort. Every master's
 Mirror keeps the records (``ClusterState.heat_records``), so a new leader
-seeds an epoch's heat from its checkpoint on first use (``Coordinator.heat``)
-without reading anything at takeover.
+reads nothing from etcd at takeover: it seeds each epoch's heat from its
+checkpoint, in chunks right after the term starts (:meth:`HeatCheckpointer.warm`)
+or on first use (``Coordinator.heat``), whichever comes first.
 
 Records go with their epoch: ``Coordinator.delete_epochs`` deletes both in one
 transaction (``DropDataset``, ``DeleteTenant``, the janitor). Checkpoints are
@@ -46,6 +47,8 @@ log = logging.getLogger(__name__)
 
 #: How long the final flush at the end of a term may take before it is abandoned.
 _FINAL_FLUSH_S = 1.0
+#: Checkpoints decoded between yields to the Trio loop when a term starts.
+_WARM_CHUNK = 1000
 
 
 def checkpoint_counter(registry: CollectorRegistry | None) -> Counter:
@@ -62,9 +65,11 @@ class HeatCheckpointer:
         self._counter = counter
 
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
-        """Checkpoint every interval until cancelled, then flush once more if the term still allows it."""
+        """Warm the term's heat from the checkpoints, then checkpoint every interval until cancelled, then
+        flush once more if the term still allows it."""
         task_status.started()
         try:
+            await self.warm()
             while True:
                 await trio.sleep(self.interval_s)
                 try:
@@ -78,6 +83,30 @@ class HeatCheckpointer:
                     await self.flush()
                 except (Fenced, EtcdUnavailable):
                     pass  # the term is over (or etcd is gone): at most one interval of heat is lost
+
+    async def warm(self) -> int:
+        """Seed the heat of every epoch that has a checkpoint, a chunk at a time; returns how many were seeded.
+
+        ``Coordinator.heat`` would seed each epoch on first use anyway, but the
+        first scheduling pass of a term asks for the benefit of every PENDING
+        epoch in one synchronous call: with 100,000 checkpoints that is about
+        0.2 s of decoding without a checkpoint of the Trio loop. Done here under
+        ``Coordinator.lock`` (so that pass waits for it) with a checkpoint every
+        ``_WARM_CHUNK`` records, the lease keepalive and the RPCs keep running.
+        """
+        coord = self.coord
+        state, seeded = coord.state, 0
+        names = list(state.heat_records)
+        async with coord.lock:
+            for i in range(0, len(names), _WARM_CHUNK):
+                now = coord.clock()
+                for name in names[i:i + _WARM_CHUNK]:
+                    e = state.epochs.get(tuple(name.split("/", 2)))
+                    if e is not None and e.heat is None:
+                        coord.heat(e, now)
+                        seeded += 1
+                await trio.lowlevel.checkpoint()
+        return seeded
 
     async def flush(self) -> int:
         """Write the heat of every epoch fed since the last flush; returns how many records were written.

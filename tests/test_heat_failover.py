@@ -12,6 +12,7 @@ from typing import Any
 
 import trio
 
+from leibrix._admission import service_of
 from leibrix._etcd import EtcdClient
 from leibrix._master import Master
 from leibrix._proto import leibrix_cp as cp
@@ -182,3 +183,28 @@ async def test_checkpoints_are_bounded_by_the_interval_and_go_with_their_epochs(
 
 async def _has(etcd: EtcdClient, keys: set[str]) -> bool:
     return keys <= set(await heat_records(etcd))
+
+
+async def test_a_new_leader_warms_every_checkpointed_epoch_at_the_start_of_its_term(
+        etcd_server: Any, etcd: EtcdClient, nursery: trio.Nursery) -> None:
+    a = await start_master(nursery, etcd_server.endpoint, "a", **OPTS)
+    await leading(a)
+    b = await start_master(nursery, etcd_server.endpoint, "b", **OPTS)
+    await rpc(a, "upsert_tenant_quota", quota(admission_policy=QUEUE))
+    resp = await rpc(a, "admit_dataset", admission(days=1))
+    (only,) = [e.epoch_id for e in resp.epochs.epochs]
+    await access(a, only, 9)
+
+    async def stored() -> bool:
+        return key(only) in await heat_records(etcd)
+
+    await eventually(stored, what="the checkpoint")
+    # RETIRED: no scheduling pass or RPC of the new leader will ask for its heat, only the warm-up
+    await rpc(a, "retire_epoch", cp.RetireEpochRequest(tenant_id="acme", dataset_id="orders", epoch_id=only))
+    await a.shutdown()
+    await leading(b)
+    svc = service_of(b)
+    e = svc.state.epochs[("acme", "orders", only)]
+    await wait_for(lambda: e.heat is not None, what="the warm-up")
+    model = svc.coordinator.config.heat
+    assert 8 < e.heat.get(model, trio.current_time()) <= 10
