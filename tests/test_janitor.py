@@ -89,7 +89,7 @@ async def test_expired_requests_are_pruned_and_a_retry_after_that_is_a_no_op(
 
 async def test_retired_epochs_are_pruned_with_their_heat_after_the_ttl(
         etcd_server: Any, etcd: EtcdClient, nursery: trio.Nursery) -> None:
-    m = await start_master(nursery, etcd_server.endpoint, retired_ttl_s=1.0, prune_interval_s=0.2,
+    m = await start_master(nursery, etcd_server.endpoint, retired_ttl_s=2.0, prune_interval_s=0.2,
                            heat_checkpoint_interval_s=0.2)
     await leading(m)
     await rpc(m, "upsert_tenant_quota", quota(admission_policy=QUEUE))
