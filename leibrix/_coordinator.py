@@ -532,11 +532,20 @@ class Coordinator:
         return None
 
     async def on_status(self, worker_id: str, update: cp.DataPullStatusUpdateEvent) -> None:
-        """A worker reported load progress; raises ``FailedPrecondition`` if the epoch is not assigned there."""
+        """A worker reported load progress; raises ``FailedPrecondition`` if the epoch is not assigned there.
+
+        Returns once the report's effect is *staged*, not written: the flusher
+        commits it with every other staged report in the next group commit.
+        The hub reads a worker's stream in order and calls this for each
+        status, so waiting for the commit here would let one stream carry only
+        one status per etcd round trip — with thousands of loads finishing at
+        once, the worker's heartbeats would queue behind them for minutes and a
+        healthy worker be declared DEAD. Nothing is lost by not waiting: a
+        leader that dies before the commit is replaced by one that reconciles
+        the worker's inventory when it re-registers.
+        """
         async with self.lock:
-            done = await self._status(worker_id, update)
-        if done is not None:
-            await done.wait()
+            await self._status(worker_id, update)
 
     async def _status(self, worker_id: str, update: cp.DataPullStatusUpdateEvent) -> trio.Event | None:
         """Stage the effect of one status report; returns the event of the batch that writes it."""

@@ -98,6 +98,8 @@ _WORKER_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._:-]{0,127}")
 _PAYLOAD_FROM_MASTER = {"data_assignment", "common_ack"}
 #: Worker records per fenced transaction (etcd's --max-txn-ops is larger).
 _MAX_BATCH = 500
+#: Status reports a session may have read ahead of the coordinator before its reader waits.
+_STATUS_BACKLOG = 10_000
 
 
 # ---------------------------------------------------------------- the seam
@@ -215,6 +217,8 @@ class _Session:
     peer: str
     queue: asyncio.Queue
     closing: asyncio.Event = field(default_factory=asyncio.Event)
+    #: Status reports read but not yet handed to the coordinator (see ``WorkerHub._status_loop``).
+    statuses: asyncio.Queue = field(default_factory=lambda: asyncio.Queue(_STATUS_BACKLOG))
     reason: _Close | None = None
 
     def close(self, status: Status, message: str, *, leader: str = "") -> None:
@@ -763,16 +767,18 @@ class WorkerHub(cp.ControlPlaneServiceBase):
         """Run reader and sender until either ends or the hub closes the session."""
         reader = asyncio.ensure_future(self._read_loop(stream, session))
         sender = asyncio.ensure_future(self._send_loop(stream, session))
+        statuses = asyncio.ensure_future(self._status_loop(session))
         closing = asyncio.ensure_future(session.closing.wait())
+        tasks = (reader, sender, statuses, closing)
         try:
-            done, _ = await asyncio.wait({reader, sender, closing}, return_when=asyncio.FIRST_COMPLETED)
+            done, _ = await asyncio.wait(set(tasks), return_when=asyncio.FIRST_COMPLETED)
         finally:
-            for t in (reader, sender, closing):
+            for t in tasks:
                 t.cancel()
-            await asyncio.gather(reader, sender, closing, return_exceptions=True)
+            await asyncio.gather(*tasks, return_exceptions=True)
         if session.reason is not None:
             return session.reason
-        for t in (reader, sender):
+        for t in (reader, sender, statuses):
             if t in done and t.exception() is not None:
                 raise t.exception()
         return _Close(Status.OK, "")
@@ -800,12 +806,7 @@ class WorkerHub(cp.ControlPlaneServiceBase):
                 if hb.HasField("loads_in_flight"):
                     m.loads_in_flight = hb.loads_in_flight
             elif kind == "data_pull_status_update":
-                update = cp.DataPullStatusUpdateEvent().parse(msg.data_pull_status_update.SerializeToString())
-                try:
-                    await trio_asyncio.trio_as_aio(self._on_status)(wid, update)
-                except FailedPrecondition as e:
-                    session.close(Status.FAILED_PRECONDITION, e.message)
-                    return
+                await session.statuses.put(msg.data_pull_status_update)
             elif kind == "register_event":
                 session.close(Status.FAILED_PRECONDITION, f"worker {wid!r} is already registered on this stream")
                 return
@@ -817,14 +818,37 @@ class WorkerHub(cp.ControlPlaneServiceBase):
                               "payload: none of register_event, heartbeat_event, data_pull_status_update is set")
                 return
 
-    async def _on_status(self, worker_id: str, update: cp.DataPullStatusUpdateEvent) -> None:
+    async def _status_loop(self, session: _Session) -> None:
+        """Hand a session's status reports to the coordinator, in order, apart from its reader.
+
+        The reader only queues them: a coordinator that is busy (a long
+        scheduling pass, thousands of loads finishing at once) must never stop
+        the stream from being read, or the worker's heartbeats would wait behind
+        its statuses and a healthy worker be declared DEAD. Whatever has queued
+        up crosses into Trio in one call (each crossing costs a handful of
+        reference cycles for the garbage collector).
+        """
+        queue = session.statuses
+        while True:
+            batch = [await queue.get()]
+            while not queue.empty() and len(batch) < _MAX_BATCH:
+                batch.append(queue.get_nowait())
+            updates = [cp.DataPullStatusUpdateEvent().parse(u.SerializeToString()) for u in batch]
+            try:
+                await trio_asyncio.trio_as_aio(self._on_statuses)(session.worker_id, updates)
+            except FailedPrecondition as e:
+                session.close(Status.FAILED_PRECONDITION, e.message)
+                return
+
+    async def _on_statuses(self, worker_id: str, updates: list[cp.DataPullStatusUpdateEvent]) -> None:
         term = self._term
         if term is None:
             raise Unavailable("not the leader", leader=self.leader_hint())
-        if self.coordinator is None:
-            raise FailedPrecondition(
-                f"data_pull_status_update: epoch {update.dataset_id}/{update.epoch_id} was never assigned to {worker_id}")
-        await self.coordinator.on_status(worker_id, update)
+        for update in updates:
+            if self.coordinator is None:
+                raise FailedPrecondition(f"data_pull_status_update: epoch {update.dataset_id}/{update.epoch_id} "
+                                         f"was never assigned to {worker_id}")
+            await self.coordinator.on_status(worker_id, update)
 
     def _detach(self, session: _Session) -> None:
         m = self.members.get(session.worker_id)

@@ -146,6 +146,8 @@ class RawWorker:
     plans: list[pb.DataAssignmentEvent] = dataclasses.field(default_factory=list)
     registered: bool = False
     inventory: list[pb.InventoryEntry] = dataclasses.field(default_factory=list)
+    #: Seconds between receiving an assignment and reporting it (heartbeats go on meanwhile).
+    delay_s: float = 0.0
 
     async def run(self, addr: str, stop: asyncio.Event) -> None:
         """One session (asyncio, under trio-asyncio) until ``stop`` is set; ends by itself."""
@@ -176,6 +178,7 @@ class RawWorker:
                 fingerprint = self.answer(a)
                 if fingerprint is None:
                     continue
+                await asyncio.sleep(self.delay_s)
                 st = pb.EventStreamMessage(worker_id=self.worker_id)
                 u = st.data_pull_status_update
                 u.dataset_id, u.epoch_id, u.plan_id = a.dataset_id, a.epoch_id, a.load_plan.plan_id
