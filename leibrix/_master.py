@@ -137,6 +137,14 @@ class LeaderService(Protocol):
     async def run_term(self, ctx: TermContext, *, task_status: trio.TaskStatus[None]) -> None:
         """Run for the term; call ``task_status.started()`` when ready; return or be cancelled at its end."""
 
+    # A service may also define ``async def before_resign(self, ctx: TermContext) -> None``: called on a
+    # graceful shutdown while the term is still valid, just before the resignation (bounded by
+    # ``_BEFORE_RESIGN_S``), to write what the term holds only in memory (e.g. heat checkpoints).
+
+
+#: How long a graceful shutdown lets leader services write before it resigns.
+_BEFORE_RESIGN_S = 0.5
+
 
 def _check_bindable(addr: tuple[str, int], what: str) -> None:
     family = socket.AF_INET6 if ":" in addr[0] else socket.AF_INET
@@ -366,6 +374,11 @@ class Master:
         self.health.set(False)
         ctx = self._ctx
         if ctx is not None and self.election is not None:
+            for service in self._leader_services:
+                before = getattr(service, "before_resign", None)
+                if before is not None and ctx.term.is_valid():
+                    with trio.move_on_after(_BEFORE_RESIGN_S):
+                        await before(ctx)
             with trio.move_on_after(1.0):
                 try:
                     await self.election.resign(ctx.term)

@@ -208,3 +208,21 @@ async def test_a_new_leader_warms_every_checkpointed_epoch_at_the_start_of_its_t
     await wait_for(lambda: e.heat is not None, what="the warm-up")
     model = svc.coordinator.config.heat
     assert 8 < e.heat.get(model, trio.current_time()) <= 10
+
+
+async def test_a_graceful_shutdown_writes_its_heat_before_resigning(
+        etcd_server: Any, etcd: EtcdClient, nursery: trio.Nursery) -> None:
+    """SIGTERM path (``Master.shutdown``): heat fed after the last checkpoint reaches the successor."""
+    a = await start_master(nursery, etcd_server.endpoint, "a", heat_checkpoint_interval_s=600.0)
+    await leading(a)
+    b = await start_master(nursery, etcd_server.endpoint, "b", heat_checkpoint_interval_s=600.0)
+    await rpc(a, "upsert_tenant_quota", quota(admission_policy=QUEUE))
+    resp = await rpc(a, "admit_dataset", admission(days=2))
+    first = resp.epochs.epochs[0].epoch_id
+    await access(a, first, 7)
+    assert await heat_records(etcd) == {}  # the interval is 10 minutes: nothing written yet
+    await a.shutdown()
+    recs = await heat_records(etcd)
+    assert set(recs) == {key(first)} and 7 < recs[key(first)][0].value <= 8
+    await leading(b)
+    assert 7 < (await list_epochs(b))[first].heat <= 8
