@@ -643,14 +643,14 @@ class Coordinator:
 
         return self._stage([new], after)
 
-    async def on_registered(self, worker_id: str, inventory: list[cp.InventoryEntry]) -> None:
+    async def on_registered(self, worker_id: str, inventory: list[pb.InventoryEntry]) -> None:
         """Reconcile a (re)registered worker: keep valid holdings, evict the rest, (re)send missing plans."""
         async with self.lock:
             await self.flush_locked()
             held = {(i.dataset_id, i.epoch_id): i for i in inventory}
             changed: list[Epoch] = []
             resend: list[Epoch] = []
-            completed: list[cp.InventoryEntry] = []
+            completed: list[pb.InventoryEntry] = []
             evicts: list[tuple[Epoch, str]] = []
             for i, key in enumerate(sorted(self.state.by_worker.get(worker_id, ()))):
                 if i % 500 == 499:
@@ -683,7 +683,9 @@ class Coordinator:
                     await trio.lowlevel.checkpoint()
             for (d, ep), entry in held.items():
                 await self.send_evict(entry.tenant_id, d, ep, worker_id, "not assigned to this worker")
-            for entry in completed:
+            for i, entry in enumerate(completed):
+                if i % 500 == 499:
+                    await trio.lowlevel.checkpoint()
                 await self._status(worker_id, cp.DataPullStatusUpdateEvent(
                     dataset_id=entry.dataset_id, epoch_id=entry.epoch_id,
                     status=cp.DataPullStatusUpdateEventStatus.COMPLETED, plan_id=entry.plan_id, rows=entry.rows,

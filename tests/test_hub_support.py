@@ -28,6 +28,7 @@ from leibrix._errors import FailedPrecondition
 from leibrix._grpc import GrpcServer, HealthFlag
 from leibrix._liveness import WState
 from leibrix._proto import leibrix_cp as cp
+from leibrix._proto.records import control_plane_pb2 as pb
 from leibrix._store import FencedWriter, Keys
 from leibrix._worker._cmd import worker_command
 from leibrix._worker_hub import HubConfig, WorkerHub
@@ -118,7 +119,7 @@ class TableCoordinator:
             self.ready.setdefault(key, set()).add(worker_id)
         self._poke()
 
-    async def on_registered(self, worker_id: str, inventory: list[cp.InventoryEntry]) -> None:
+    async def on_registered(self, worker_id: str, inventory: list[pb.InventoryEntry]) -> None:
         held = {(e.tenant_id, e.dataset_id, e.epoch_id) for e in inventory}
         for key in held:
             if worker_id in self.assigned.get(key, set()):
