@@ -114,8 +114,11 @@ def _freeze_survivors(phase: str, info: dict[str, int]) -> None:
     replicas and routes) would otherwise pile up in the oldest generation, and
     the next full collection would walk all of it in one 0.5 s pause: the tail
     of admission latency, and a threat to the lease. Objects that lived through
-    two collections are almost all long-lived state; reference cycles among
-    them are reclaimed only if they are later freed by reference counting.
+    two collections are almost all long-lived state, and frozen objects are
+    still freed by reference counting when they die. The price: a *cycle* that
+    dies after being frozen (a closed worker session, an ended term's tasks) is
+    never reclaimed — kilobytes per reconnect or term, not per request, since
+    request-scoped cycles die young and are collected as before.
     """
     if phase == "stop" and info["generation"] == 1:
         gc.freeze()
