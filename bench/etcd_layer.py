@@ -6,8 +6,6 @@ Starts a private single-member etcd (production timings) in a temp dir and reaps
 
 from __future__ import annotations
 
-import statistics
-import sys
 import tempfile
 import time
 from pathlib import Path

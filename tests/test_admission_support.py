@@ -120,10 +120,10 @@ def routed(master: Master, tenant: str = "acme", dataset: str = "orders") -> set
 async def workers(nursery: trio.Nursery, master: Master, *ids: str, memory: str = "256MiB",
                   pool: str = "") -> dict[str, trio.Process]:
     """Start real worker processes (reaped by ``nursery``) and wait until the leader sees them ACTIVE."""
-    from tests.test_hub_support import _run_worker, worker_cmd
+    from tests.test_hub_support import run_process, worker_cmd
 
     extra = ("--pool", pool) if pool else ()
-    procs = {wid: await nursery.start(_run_worker, worker_cmd(master.config.grpc_listen, wid, *extra, memory=memory))
+    procs = {wid: await nursery.start(run_process, worker_cmd(master.config.grpc_listen, wid, *extra, memory=memory))
              for wid in ids}
     hub = master.worker_hub
     await wait_for(lambda: len(hub.eligible(pool or None)) >= len(ids), timeout=30, what="workers")

@@ -10,8 +10,6 @@
 
 from __future__ import annotations
 
-import os
-import signal
 import sys
 from typing import Any
 
@@ -23,6 +21,7 @@ from leibrix._local import free_hostport
 from leibrix._master import Master
 from leibrix._proto.records import state_pb2
 from leibrix._store import Keys
+from tests.test_hub_support import run_process
 
 CLUSTER = "hk"
 KEYS = Keys(CLUSTER)
@@ -57,18 +56,6 @@ async def crashable_master(nursery: trio.Nursery, endpoint: str, name: str, **op
     return holder["m"], holder["scope"]
 
 
-async def _run_process(cmd: list[str], *, task_status: trio.TaskStatus[trio.Process]) -> None:
-    proc = await trio.lowlevel.open_process(cmd, env={**os.environ, "PYTHONUNBUFFERED": "1"})
-    try:
-        task_status.started(proc)
-        await proc.wait()
-    finally:
-        if proc.returncode is None:
-            proc.send_signal(signal.SIGKILL)
-        with trio.CancelScope(shield=True):
-            await proc.wait()
-
-
 async def master_process(nursery: trio.Nursery, endpoint: str, name: str, **options: Any
                          ) -> tuple[trio.Process, str]:
     """``python -m leibrix master`` with ``options`` as flags; returns the process (reaped by ``nursery``)
@@ -78,7 +65,7 @@ async def master_process(nursery: trio.Nursery, endpoint: str, name: str, **opti
     cmd = [sys.executable, "-m", "leibrix", "master", f"--name={name}", f"--cluster={CLUSTER}",
            f"--grpc-listen={cfg.grpc_listen}", f"--http-listen={cfg.http_listen}", f"--etcd-endpoints={endpoint}",
            "--lease-ttl=1", "--log-level=warning", *flags]
-    return await nursery.start(_run_process, cmd), cfg.grpc_listen
+    return await nursery.start(run_process, cmd), cfg.grpc_listen
 
 
 async def leader_id(etcd: EtcdClient) -> str | None:

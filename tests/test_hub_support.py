@@ -187,10 +187,11 @@ def worker_cmd(master: str, wid: str, *extra: str, memory: str = "256MiB") -> li
 
 async def spawn_worker(nursery: trio.Nursery, master: str, wid: str, *extra: str) -> trio.Process:
     """Start a real worker process; the caller's nursery reaps it (SIGKILL on exit)."""
-    return await nursery.start(_run_worker, worker_cmd(master, wid, *extra))
+    return await nursery.start(run_process, worker_cmd(master, wid, *extra))
 
 
-async def _run_worker(cmd: list[str], *, task_status) -> None:
+async def run_process(cmd: list[str], *, task_status) -> None:
+    """Run ``cmd`` (a worker or master process) for as long as the calling nursery lives; SIGKILL and reap it at the end."""
     proc = await trio.lowlevel.open_process(cmd, env={**os.environ, "PYTHONUNBUFFERED": "1"})
     try:
         task_status.started(proc)
