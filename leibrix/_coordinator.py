@@ -141,11 +141,10 @@ class Coordinator:
         self.lock = trio.Lock()
         # Worker status reports are group-committed: each report's change is staged here (under the
         # lock), a flusher writes every staged epoch in one fenced transaction, then runs the follow-up
-        # commands; the reporter waits for that batch. Lock holders flush first, so they never read
+        # commands (the reporter does not wait: see ``on_status``). Lock holders flush first, so they never read
         # a stale copy of a staged epoch.
         self._staged: dict[EpochKey, Epoch] = {}
         self._after: list[Callable[[], Awaitable[None]]] = []
-        self._batch_done = trio.Event()
         self._dirty = trio.Event()
         for e in state.epochs.values():
             e.heat = None  # a new term resumes from the stored checkpoints, not from an older term's memory
@@ -371,14 +370,13 @@ class Coordinator:
             async with self.lock:
                 await self.flush_locked()
 
-    def _stage(self, epochs: Iterable[Epoch], after: Callable[[], Awaitable[None]] | None = None) -> trio.Event:
-        """Stage epoch records for the next group commit; returns the event set once they are written."""
+    def _stage(self, epochs: Iterable[Epoch], after: Callable[[], Awaitable[None]] | None = None) -> None:
+        """Stage epoch records (and a follow-up to run after them) for the flusher's next group commit."""
         for e in epochs:
             self._staged[e.key] = e
         if after is not None:
             self._after.append(after)
         self._dirty.set()
-        return self._batch_done
 
     def current(self, key: EpochKey) -> Epoch | None:
         """The newest copy of an epoch: staged for the next commit, else the stored one."""
@@ -388,14 +386,11 @@ class Coordinator:
         """Write every staged epoch (one batch) and run the follow-ups; call with ``lock`` held."""
         if not self._staged and not self._after:
             return
-        staged, after, done = self._staged, self._after, self._batch_done
-        self._staged, self._after, self._batch_done = {}, [], trio.Event()
-        try:
-            await self.write(list(staged.values()))
-            for fn in after:
-                await fn()
-        finally:
-            done.set()
+        staged, after = self._staged, self._after
+        self._staged, self._after = {}, []
+        await self.write(list(staged.values()))
+        for fn in after:
+            await fn()
 
     def _next_retry_in(self) -> float:
         now = self.clock()
@@ -547,8 +542,8 @@ class Coordinator:
         async with self.lock:
             await self._status(worker_id, update)
 
-    async def _status(self, worker_id: str, update: cp.DataPullStatusUpdateEvent) -> trio.Event | None:
-        """Stage the effect of one status report; returns the event of the batch that writes it."""
+    async def _status(self, worker_id: str, update: cp.DataPullStatusUpdateEvent) -> None:
+        """Stage the effect of one status report (the flusher writes it with the next group commit)."""
         found = self._find(worker_id, update.dataset_id, update.epoch_id)
         if found is None:
             raise FailedPrecondition(
@@ -556,18 +551,19 @@ class Coordinator:
         e, replica = found
         status = cp.DataPullStatusUpdateEventStatus
         if update.status == status.IN_PROGRESS or replica.state != ASSIGNED:
-            return None
+            return
         if update.plan_id and update.plan_id != replica.plan_id:
             log.info("stale status for %s on %s (plan %s, current %s)", e.key, worker_id, update.plan_id,
                      replica.plan_id)
-            return None
+            return
         if update.status == status.COMPLETED:
             problem = self._validate(e, update)
             if problem is None:
-                return self._loaded(e, worker_id)
+                self._loaded(e, worker_id)
+                return
         else:
             problem = f"load failed on {worker_id}: {update.error_message or 'no reason given'}"
-        return self._failed(e, worker_id, problem)
+        self._failed(e, worker_id, problem)
 
     def _validate(self, e: Epoch, u: cp.DataPullStatusUpdateEvent) -> str | None:
         """The problem with a COMPLETED report, or None if the load matches its plan.
@@ -594,7 +590,7 @@ class Coordinator:
                     f"differs from the plan's {planned} ({_schema.canonical(_schema.from_ipc(ds.arrow_schema))})")
         return None
 
-    def _loaded(self, e: Epoch, worker_id: str) -> trio.Event:
+    def _loaded(self, e: Epoch, worker_id: str) -> None:
         reps = tuple(Replica(r.worker_id, LOADED, r.plan_id) if r.worker_id == worker_id else r for r in e.replicas)
         new = e.evolve(replicas=reps)
         if new.state is State.LOADING:
@@ -612,11 +608,12 @@ class Coordinator:
                 else:
                     old = None
         if old is None:
-            return self._stage(out)
+            self._stage(out)
+            return
         key, reason = old.key, f"replaced by {new.epoch_id}"
-        return self._stage(out, lambda: self._finish_retire(key, reason))
+        self._stage(out, lambda: self._finish_retire(key, reason))
 
-    def _failed(self, e: Epoch, worker_id: str, problem: str) -> trio.Event:
+    def _failed(self, e: Epoch, worker_id: str, problem: str) -> None:
         attempts = e.attempts + 1
         keep = tuple(r for r in e.replicas if r.worker_id != worker_id)
         if self.config.retry.after_failure(attempts) is State.FAILED and e.state is not State.READY:
@@ -641,7 +638,7 @@ class Coordinator:
                 await self.send_evict(e.tenant_id, e.dataset_id, e.epoch_id, w, problem)
             self.kick()
 
-        return self._stage([new], after)
+        self._stage([new], after)
 
     async def on_registered(self, worker_id: str, inventory: list[pb.InventoryEntry]) -> None:
         """Reconcile a (re)registered worker: keep valid holdings, evict the rest, (re)send missing plans."""
