@@ -2,20 +2,16 @@
 
 from __future__ import annotations
 
-import asyncio
 from typing import Any
 
 import trio
-import trio_asyncio
 
-from leibrix import _schema
 from leibrix._admission import service_of
 from leibrix._config import MasterConfig
 from leibrix._master import Master
 from leibrix._proto import leibrix_cp as cp
-from leibrix._proto.records import control_plane_pb2 as pb
 from tests.test_admission_support import _addr, admission, leading, quota, rpc, states, wait_for
-from tests.test_schema_e2e import RawWorker
+from tests.test_schema_e2e import RawWorker, connected, planned
 
 ACTIVE = cp.WorkerState.ACTIVE
 
@@ -28,31 +24,20 @@ async def test_heartbeats_are_read_while_the_coordinator_is_busy(etcd_server: An
     await nursery.start(m.run)
     await leading(m)
 
-    def planned(a: pb.DataAssignmentEvent) -> str:
-        return _schema.fingerprint(_schema.from_ipc(a.load_plan.arrow_schema))
-
-    raw = RawWorker("raw1", planned, delay_s=0.3)
-    async with trio_asyncio.open_loop():
-        stop = asyncio.Event()
-        async with trio.open_nursery() as inner:
-            inner.start_soon(trio_asyncio.aio_as_trio(raw.run), m.config.grpc_listen, stop)
-            try:
-                await wait_for(lambda: m.worker_hub.state("raw1") == ACTIVE, what="raw worker ACTIVE")
-                await rpc(m, "upsert_tenant_quota", quota(admission_policy=cp.AdmissionPolicy.QUEUE))
-                await rpc(m, "admit_dataset", admission(regions=("eu",)))
-                await wait_for(lambda: len(raw.plans) == 1, what="the assignment")
-                (eid,) = states(m)
-                coord = service_of(m).coordinator
-                # The coordinator is busy (as in a long scheduling pass) when the worker's COMPLETED
-                # arrives, and stays busy for many heartbeat intervals.
-                async with coord.lock:
-                    seen: set[int] = set()
-                    with trio.move_on_after(2.0):
-                        while True:
-                            seen.add(m.worker_hub.state("raw1"))
-                            await trio.sleep(0.01)
-                    assert seen == {ACTIVE}, f"the worker looked {seen} while the coordinator was busy"
-                    assert states(m)[eid] == "LOADING"
-                await wait_for(lambda: states(m)[eid] == "READY", what="READY once the coordinator is free")
-            finally:
-                stop.set()
+    async with connected(m, RawWorker("raw1", planned, delay_s=0.3)) as raw:
+        await rpc(m, "upsert_tenant_quota", quota(admission_policy=cp.AdmissionPolicy.QUEUE))
+        await rpc(m, "admit_dataset", admission(regions=("eu",)))
+        await wait_for(lambda: len(raw.plans) == 1, what="the assignment")
+        (eid,) = states(m)
+        coord = service_of(m).coordinator
+        # The coordinator is busy (as in a long scheduling pass) when the worker's COMPLETED
+        # arrives, and stays busy for many heartbeat intervals.
+        async with coord.lock:
+            seen: set[int] = set()
+            with trio.move_on_after(2.0):
+                while True:
+                    seen.add(m.worker_hub.state("raw1"))
+                    await trio.sleep(0.01)
+            assert seen == {ACTIVE}, f"the worker looked {seen} while the coordinator was busy"
+            assert states(m)[eid] == "LOADING"
+        await wait_for(lambda: states(m)[eid] == "READY", what="READY once the coordinator is free")

@@ -5,7 +5,8 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
 from datetime import timedelta
 from typing import Any
 
@@ -39,6 +40,7 @@ from tests.test_admission_support import (
 )
 
 QUEUE = cp.AdmissionPolicy.QUEUE
+ACTIVE = cp.WorkerState.ACTIVE
 #: Short enough for a test, long enough that each retry is a separate assignment.
 FAST_RETRY = RetryPolicy(max_attempts=2, base_s=0.05, cap_s=0.1)
 
@@ -211,6 +213,27 @@ class RawWorker:
             channel.close()
 
 
+def planned(a: pb.DataAssignmentEvent) -> str:
+    """The fingerprint of the schema an assignment's plan carries (what an honest worker reports)."""
+    return _schema.fingerprint(_schema.from_ipc(a.load_plan.arrow_schema))
+
+
+@asynccontextmanager
+async def connected(master: Any, raw: RawWorker) -> AsyncIterator[RawWorker]:
+    """Run one session of ``raw`` against ``master`` for the body of the ``async with``: it is registered
+    and ACTIVE on entry; the session ends (its stream cancelled, its tasks reaped) on exit."""
+    async with trio_asyncio.open_loop():
+        stop = asyncio.Event()
+        async with trio.open_nursery() as inner:
+            inner.start_soon(trio_asyncio.aio_as_trio(raw.run), master.config.grpc_listen, stop)
+            try:
+                await wait_for(lambda: raw.registered and master.worker_hub.state(raw.worker_id) == ACTIVE,
+                               what=f"{raw.worker_id} registered and ACTIVE")
+                yield raw
+            finally:
+                stop.set()
+
+
 async def test_a_completed_report_with_another_schema_is_retried_then_failed(etcd_server: Any,
                                                                              nursery: trio.Nursery) -> None:
     m = await start_master(nursery, etcd_server.endpoint)
@@ -220,28 +243,20 @@ async def test_a_completed_report_with_another_schema_is_retried_then_failed(etc
     other = _schema.synthetic("ts", ["country"])  # a table this process knows: the master can name it
 
     def answer(a: pb.DataAssignmentEvent) -> str:
-        planned = _schema.fingerprint(_schema.from_ipc(a.load_plan.arrow_schema))
-        return {"good": planned, "blank": "", "bad": other.fingerprint}[a.dataset_id]
+        return {"good": planned(a), "blank": "", "bad": other.fingerprint}[a.dataset_id]
 
     raw = RawWorker("raw1", answer)
-    async with trio_asyncio.open_loop():
-        stop = asyncio.Event()
-        async with trio.open_nursery() as inner:
-            inner.start_soon(trio_asyncio.aio_as_trio(raw.run), m.config.grpc_listen, stop)
-            try:
-                await wait_for(lambda: len(m.worker_hub.eligible(None)) == 1, what="raw worker ACTIVE")
-                await rpc(m, "upsert_tenant_quota", quota(admission_policy=QUEUE))
-                for name in ("good", "blank", "bad"):
-                    await rpc(m, "admit_dataset", admission(dataset=name, regions=("eu",)))
-                (bad,) = states(m, dataset="bad")
-                with trio.fail_after(30):
-                    while states(m, dataset="bad")[bad] != "FAILED":
-                        assert bad not in routed(m, dataset="bad"), "a load with the wrong schema was routed"
-                        await trio.sleep(0.02)
-                await wait_for(lambda: set(states(m, dataset="good").values()) == {"READY"}, what="good READY")
-                await wait_for(lambda: set(states(m, dataset="blank").values()) == {"READY"}, what="blank READY")
-            finally:
-                stop.set()
+    async with connected(m, raw):
+        await rpc(m, "upsert_tenant_quota", quota(admission_policy=QUEUE))
+        for name in ("good", "blank", "bad"):
+            await rpc(m, "admit_dataset", admission(dataset=name, regions=("eu",)))
+        (bad,) = states(m, dataset="bad")
+        with trio.fail_after(30):
+            while states(m, dataset="bad")[bad] != "FAILED":
+                assert bad not in routed(m, dataset="bad"), "a load with the wrong schema was routed"
+                await trio.sleep(0.02)
+        await wait_for(lambda: set(states(m, dataset="good").values()) == {"READY"}, what="good READY")
+        await wait_for(lambda: set(states(m, dataset="blank").values()) == {"READY"}, what="blank READY")
     # every plan carried the dataset's schema
     assert {a.load_plan.arrow_schema for a in raw.plans} == {table.ipc}
     assert [a.dataset_id for a in raw.plans].count("bad") == FAST_RETRY.max_attempts
@@ -263,40 +278,26 @@ async def test_a_reconnecting_workers_inventory_is_schema_checked_like_a_load(et
     short_retries(m)
     other = _schema.synthetic("ts", ["country"])
     silent = RawWorker("raw1", lambda a: None)
-    async with trio_asyncio.open_loop():
-        stop = asyncio.Event()
-        async with trio.open_nursery() as inner:
-            inner.start_soon(trio_asyncio.aio_as_trio(silent.run), m.config.grpc_listen, stop)
-            try:
-                await wait_for(lambda: len(m.worker_hub.eligible(None)) == 1, what="raw worker ACTIVE")
-                await rpc(m, "upsert_tenant_quota", quota(admission_policy=QUEUE))
-                await rpc(m, "admit_dataset", admission(regions=("eu",)))
-                await wait_for(lambda: len(silent.plans) == 1, what="the assignment")
-            finally:
-                stop.set()
-        (eid,) = states(m)
-        assert states(m)[eid] == "LOADING"
-        plan = silent.plans[0].load_plan
-        fingerprint = {"planned": _schema.fingerprint(_schema.from_ipc(plan.arrow_schema)),
-                       "other": other.fingerprint}[held]
-        entry = pb.InventoryEntry(dataset_id="orders", epoch_id=eid, plan_id=plan.plan_id, tenant_id="acme",
-                                  rows=plan.expected_rows, bytes=plan.expected_bytes // 2,
-                                  schema_fingerprint=fingerprint)
-        back = RawWorker("raw1", lambda a: None, inventory=[entry])
-        stop = asyncio.Event()
-        async with trio.open_nursery() as inner:
-            inner.start_soon(trio_asyncio.aio_as_trio(back.run), m.config.grpc_listen, stop)
-            try:
-                e = service_of(m).state.epochs[("acme", "orders", eid)]
-                if held == "planned":
-                    await wait_for(lambda: states(m)[eid] == "READY", what="READY from the inventory")
-                    assert routed(m) == {eid}
-                else:
-                    await wait_for(lambda: service_of(m).state.epochs[("acme", "orders", eid)].attempts == 1,
-                                   what="the inventory entry failing validation")
-                    e = service_of(m).state.epochs[("acme", "orders", eid)]
-                    assert e.state.name != "READY" and routed(m) == set()
-                    assert any(t.reason.startswith(f"validation failed: loaded schema {other.fingerprint}")
-                               for t in e.history), e.history
-            finally:
-                stop.set()
+    async with connected(m, silent):
+        await rpc(m, "upsert_tenant_quota", quota(admission_policy=QUEUE))
+        await rpc(m, "admit_dataset", admission(regions=("eu",)))
+        await wait_for(lambda: len(silent.plans) == 1, what="the assignment")
+    (eid,) = states(m)
+    assert states(m)[eid] == "LOADING"
+    plan = silent.plans[0].load_plan
+    fingerprint = {"planned": planned(silent.plans[0]),
+                   "other": other.fingerprint}[held]
+    entry = pb.InventoryEntry(dataset_id="orders", epoch_id=eid, plan_id=plan.plan_id, tenant_id="acme",
+                              rows=plan.expected_rows, bytes=plan.expected_bytes // 2,
+                              schema_fingerprint=fingerprint)
+    async with connected(m, RawWorker("raw1", lambda a: None, inventory=[entry])):
+        if held == "planned":
+            await wait_for(lambda: states(m)[eid] == "READY", what="READY from the inventory")
+            assert routed(m) == {eid}
+        else:
+            await wait_for(lambda: service_of(m).state.epochs[("acme", "orders", eid)].attempts == 1,
+                           what="the inventory entry failing validation")
+            e = service_of(m).state.epochs[("acme", "orders", eid)]
+            assert e.state.name != "READY" and routed(m) == set()
+            assert any(t.reason.startswith(f"validation failed: loaded schema {other.fingerprint}")
+                       for t in e.history), e.history
