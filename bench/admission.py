@@ -33,7 +33,8 @@ Goals (issue 5): ≥ 1,000 epochs/s, p99 ≤ 50 ms, ≤ 512 MiB at 100,000 epoch
 takeover ≤ 2 s with 100,000 epochs.
 
 ``BENCH_KEEP=1`` keeps the processes' logs (the path is printed);
-``BENCH_PROFILE_DIR=DIR`` runs each master under cProfile into ``DIR``.
+``BENCH_PROFILE_DIR=DIR`` runs each master under cProfile into ``DIR``;
+``BENCH_LATENCY_LOG=PATH`` writes each latency-phase request (wall-clock send time, ms) to ``PATH``.
 """
 
 from __future__ import annotations
@@ -163,8 +164,8 @@ async def simulate_workers(spec: dict) -> None:
             channel = Channel(host, int(port))
             try:
                 await session(wid, index, channel)
-            except Exception:  # noqa: BLE001 - the master went away or redirected: try the next one
-                pass
+            except Exception as e:  # noqa: BLE001 - the master went away or redirected: try the next one
+                print(f"{time.strftime('%H:%M:%S')} {wid}: session ended: {e!r}", file=sys.stderr, flush=True)
             finally:
                 channel.close()
             await asyncio.sleep(0.1)
@@ -288,8 +289,12 @@ async def _scenario(masters: list[str], pids: list[int], size: dict, report: Rep
             t = time.perf_counter()
             await api.admit_dataset(req)
             lat.append(time.perf_counter() - t)
+            sent.append((time.time() - lat[-1], lat[-1]))
 
+        sent: list[tuple[float, float]] = []
         await asyncio.gather(*(one(i) for i in range(int(rate * seconds))))
+        if log_path := os.environ.get("BENCH_LATENCY_LOG"):
+            Path(log_path).write_text("".join(f"{at:.3f} {1000 * s:.2f}\n" for at, s in sorted(sent)))
         lat.sort()
         report.add("admission.offered_rate", rate, "req/s", f"{len(lat)} single-epoch requests, open loop")
         report.add("admission.p50_ms", 1000 * lat[len(lat) // 2], "ms")

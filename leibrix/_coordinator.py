@@ -77,6 +77,9 @@ log = logging.getLogger(__name__)
 
 _STRATEGY_NAMES = {1: "round_robin", 2: "hash", 3: "capacity"}
 
+#: Withdrawn assignments remembered per term (see ``Coordinator.withdrawn``); the oldest are forgotten first.
+_WITHDRAWN_MAX = 65_536
+
 
 class WorkerDirectory(Protocol):
     """What the coordinator needs from the worker hub (implemented in ``leibrix._worker_hub``)."""
@@ -135,6 +138,10 @@ class Coordinator:
         #: Epochs fed by ``report_access`` since the last heat checkpoint took them (``leibrix._heat_checkpoint``).
         self.heat_dirty: set[EpochKey] = set()
         self.repair: set[EpochKey] = set()
+        #: ``(worker, dataset, epoch) → tenant`` of replicas this term took away from a worker (a move,
+        #: an eviction, a retirement, a failed load). A status the worker sent before its evict arrived
+        #: is late, not bogus: it is answered with an evict instead of closing the stream.
+        self.withdrawn: dict[tuple[str, str, str], str] = {}
         self._waiters: dict[EpochKey, list[trio.Event]] = {}
         #: Serialises every read-modify-write of epoch records (scheduling, worker events, admissions):
         #: without it two writers could each commit a copy of the same epoch and lose the other's change.
@@ -172,6 +179,13 @@ class Coordinator:
             self.retired.discard(key)
         if new is None:
             self.heat_dirty.discard(key)
+        if old is not None and old.replicas and (new is None or new.replicas != old.replicas):
+            kept = new.worker_ids() if new is not None else ()
+            for w in old.worker_ids():
+                if w not in kept:
+                    self.withdrawn[(w, e.dataset_id, e.epoch_id)] = e.tenant_id
+            while len(self.withdrawn) > _WITHDRAWN_MAX:
+                del self.withdrawn[next(iter(self.withdrawn))]
         if new is None or new.state not in CHARGED or new.state is State.RETIRING:
             self.repair.discard(key)
         elif len(self._live(new)) < self.state.replication(new):
@@ -526,8 +540,25 @@ class Coordinator:
                         return e, r
         return None
 
+    def _withdrawn_from(self, worker_id: str, dataset_id: str, epoch_id: str) -> str | None:
+        """The tenant of an epoch whose replica on ``worker_id`` this term withdrew (committed, or staged
+        and not yet committed), else None."""
+        tenant = self.withdrawn.get((worker_id, dataset_id, epoch_id))
+        if tenant is not None:
+            return tenant
+        for tenant_id in self.state.tenant_ids():
+            stored = self.state.epochs.get((tenant_id, dataset_id, epoch_id))
+            if stored is not None and worker_id in stored.worker_ids():
+                return tenant_id
+        return None
+
     async def on_status(self, worker_id: str, update: cp.DataPullStatusUpdateEvent) -> None:
-        """A worker reported load progress; raises ``FailedPrecondition`` if the epoch is not assigned there.
+        """A worker reported load progress; raises ``FailedPrecondition`` if the epoch was never assigned there.
+
+        A report for a replica this term has since withdrawn (moved, evicted,
+        retired; the worker sent it before the evict reached it) is *late*,
+        not bad input: it changes nothing and, unless it reports a failure,
+        is answered with ``evict_epoch``, so the worker drops the table.
 
         Returns once the report's effect is *staged*, not written: the flusher
         commits it with every other staged report in the next group commit.
@@ -545,11 +576,18 @@ class Coordinator:
     async def _status(self, worker_id: str, update: cp.DataPullStatusUpdateEvent) -> None:
         """Stage the effect of one status report (the flusher writes it with the next group commit)."""
         found = self._find(worker_id, update.dataset_id, update.epoch_id)
-        if found is None:
-            raise FailedPrecondition(
-                f"epoch {update.dataset_id}/{update.epoch_id} was never assigned to worker {worker_id!r}")
-        e, replica = found
         status = cp.DataPullStatusUpdateEventStatus
+        if found is None:
+            tenant = self._withdrawn_from(worker_id, update.dataset_id, update.epoch_id)
+            if tenant is None:
+                raise FailedPrecondition(
+                    f"epoch {update.dataset_id}/{update.epoch_id} was never assigned to worker {worker_id!r}")
+            log.info("late status %s for %s/%s from %s: its assignment was withdrawn", update.status,
+                     update.dataset_id, update.epoch_id, worker_id)
+            if update.status != status.FAILED:  # it holds (or is loading) a table nobody wants there
+                await self.send_evict(tenant, update.dataset_id, update.epoch_id, worker_id, "assignment withdrawn")
+            return
+        e, replica = found
         if update.status == status.IN_PROGRESS or replica.state != ASSIGNED:
             return
         if update.plan_id and update.plan_id != replica.plan_id:

@@ -3,20 +3,14 @@ protocol client standing in for a worker that misreports its table."""
 
 from __future__ import annotations
 
-import asyncio
 import dataclasses
-from collections.abc import AsyncIterator, Callable
-from contextlib import asynccontextmanager
 from datetime import timedelta
 from typing import Any
 
 import nanoarrow as na
 import pytest
 import trio
-import trio_asyncio
-from google.protobuf import json_format
-from grpclib.client import Channel
-from grpclib.const import Cardinality, Status
+from grpclib.const import Status
 from grpclib.exceptions import GRPCError
 
 from leibrix import _schema
@@ -25,7 +19,6 @@ from leibrix._lifecycle import RetryPolicy
 from leibrix._proto import leibrix_cp as cp
 from leibrix._proto.records import control_plane_pb2 as pb
 from leibrix._requests import time_partitioned_admission
-from leibrix._worker._agent import COORDINATE_PATH
 from tests.test_admission_support import (
     T0,
     admission,
@@ -38,9 +31,9 @@ from tests.test_admission_support import (
     wait_for,
     workers,
 )
+from tests.test_raw_worker_support import RawWorker, connected, planned
 
 QUEUE = cp.AdmissionPolicy.QUEUE
-ACTIVE = cp.WorkerState.ACTIVE
 #: Short enough for a test, long enough that each retry is a separate assignment.
 FAST_RETRY = RetryPolicy(max_attempts=2, base_s=0.05, cap_s=0.1)
 
@@ -135,103 +128,6 @@ async def test_admission_refuses_a_dimension_colliding_with_a_synthetic_column(e
 
 
 # ---------------------------------------------------------------- a raw protocol worker
-
-
-@dataclasses.dataclass
-class RawWorker:
-    """A worker speaking ``CoordinateWorker`` directly: it answers every ``data_assignment`` with a
-    COMPLETED report whose rows and bytes match the plan and whose schema fingerprint ``answer`` picks
-    (``None``: it stays silent, as a worker that is still loading). It registers with ``inventory``."""
-
-    worker_id: str
-    answer: Callable[[pb.DataAssignmentEvent], str | None]
-    plans: list[pb.DataAssignmentEvent] = dataclasses.field(default_factory=list)
-    registered: bool = False
-    inventory: list[pb.InventoryEntry] = dataclasses.field(default_factory=list)
-    #: Seconds between receiving an assignment and reporting it (heartbeats go on meanwhile).
-    delay_s: float = 0.0
-
-    async def run(self, addr: str, stop: asyncio.Event) -> None:
-        """One session (asyncio, under trio-asyncio) until ``stop`` is set; ends by itself."""
-        host, port = addr.rsplit(":", 1)
-        channel = Channel(host, int(port))
-        stream = channel.request(COORDINATE_PATH, Cardinality.STREAM_STREAM, pb.EventStreamMessage,
-                                 pb.EventStreamMessage)
-        lock = asyncio.Lock()
-        tasks: list[asyncio.Task] = []
-
-        async def send(msg: pb.EventStreamMessage) -> None:
-            async with lock:
-                await stream.send_message(msg)
-
-        async def beat(interval: float) -> None:
-            while True:
-                await asyncio.sleep(interval)
-                hb = pb.EventStreamMessage(worker_id=self.worker_id)
-                hb.heartbeat_event.memory_used_bytes = 0
-                await send(hb)
-
-        async def serve() -> None:
-            while (msg := await stream.recv_message()) is not None:
-                if msg.WhichOneof("payload") != "data_assignment":
-                    continue
-                a = msg.data_assignment
-                self.plans.append(a)
-                fingerprint = self.answer(a)
-                if fingerprint is None:
-                    continue
-                await asyncio.sleep(self.delay_s)
-                st = pb.EventStreamMessage(worker_id=self.worker_id)
-                u = st.data_pull_status_update
-                u.dataset_id, u.epoch_id, u.plan_id = a.dataset_id, a.epoch_id, a.load_plan.plan_id
-                u.status = pb.DataPullStatusUpdateEvent.COMPLETED
-                u.rows, u.bytes = a.load_plan.expected_rows, a.load_plan.expected_bytes // 2
-                u.schema_fingerprint = fingerprint
-                await send(st)
-
-        try:
-            async with stream:
-                reg = pb.EventStreamMessage(worker_id=self.worker_id)
-                reg.register_event.worker.node_id = self.worker_id
-                reg.register_event.worker.addr = "127.0.0.1:1"
-                reg.register_event.capacity.memory_bytes = 1 << 30
-                reg.register_event.capacity.cpu_cores = 4
-                reg.register_event.inventory.extend(self.inventory)
-                await stream.send_message(reg)
-                ack = await stream.recv_message()
-                assert ack is not None and ack.common_ack.event_type == "registration_ack", ack
-                payload = json_format.MessageToDict(ack.common_ack.payload)
-                self.registered = True
-                tasks = [asyncio.ensure_future(beat(float(payload["heartbeat_interval_s"]))),
-                         asyncio.ensure_future(serve())]
-                await stop.wait()
-                await stream.cancel()
-        finally:
-            for t in tasks:
-                t.cancel()
-            await asyncio.gather(*tasks, return_exceptions=True)
-            channel.close()
-
-
-def planned(a: pb.DataAssignmentEvent) -> str:
-    """The fingerprint of the schema an assignment's plan carries (what an honest worker reports)."""
-    return _schema.fingerprint(_schema.from_ipc(a.load_plan.arrow_schema))
-
-
-@asynccontextmanager
-async def connected(master: Any, raw: RawWorker) -> AsyncIterator[RawWorker]:
-    """Run one session of ``raw`` against ``master`` for the body of the ``async with``: it is registered
-    and ACTIVE on entry; the session ends (its stream cancelled, its tasks reaped) on exit."""
-    async with trio_asyncio.open_loop():
-        stop = asyncio.Event()
-        async with trio.open_nursery() as inner:
-            inner.start_soon(trio_asyncio.aio_as_trio(raw.run), master.config.grpc_listen, stop)
-            try:
-                await wait_for(lambda: raw.registered and master.worker_hub.state(raw.worker_id) == ACTIVE,
-                               what=f"{raw.worker_id} registered and ACTIVE")
-                yield raw
-            finally:
-                stop.set()
 
 
 async def test_a_completed_report_with_another_schema_is_retried_then_failed(etcd_server: Any,
