@@ -6,8 +6,8 @@ repeat them:
 * **Trio handlers.** grpclib calls handlers on the asyncio side of the bridge.
   RPC implementations are written as ordinary Trio code and decorated with
   :func:`trio_rpc`, which runs them (unary or server-streaming) as Trio tasks
-  through :func:`trio_asyncio.trio_as_aio`; a cancelled client call cancels
-  the Trio task.
+  through trio-asyncio (unary ones via :func:`call_trio`, which leaves no
+  garbage cycle per call); a cancelled client call cancels the Trio task.
 * **One error mapping.** :func:`_guard` wraps every handler the server serves:
   a :class:`leibrix._errors.ApiError` becomes the same gRPC status and message;
   :class:`~leibrix._errors.Unavailable` also carries the leader's address as
@@ -28,10 +28,11 @@ path the Rust worker dials).
 
 from __future__ import annotations
 
+import asyncio
 import functools
 import inspect
 import logging
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Awaitable, Callable, Iterable, Mapping
 from typing import Any, TypeVar
 
 import grpclib.const
@@ -50,7 +51,7 @@ from leibrix._etcd import EtcdUnavailable
 # default pool, which is what server reflection serves.
 from leibrix._proto.records import control_plane_pb2, management_pb2  # noqa: F401  # isort: skip
 
-__all__ = ["LEADER_METADATA", "GrpcServer", "HealthFlag", "trio_rpc"]
+__all__ = ["LEADER_METADATA", "GrpcServer", "HealthFlag", "call_trio", "trio_rpc"]
 
 log = logging.getLogger(__name__)
 
@@ -62,6 +63,7 @@ _CONTROL_PLANE = "/leibrix_cp.ControlPlaneService/"
 _CONTROL_PLANE_ALIAS = "/control_plane.ControlPlaneService/"
 
 F = TypeVar("F", bound=Callable[..., Any])
+T = TypeVar("T")
 
 
 def trio_rpc(fn: F) -> F:
@@ -88,9 +90,31 @@ def trio_rpc(fn: F) -> F:
 
     @functools.wraps(fn)
     async def unary(self: Any, request: Any) -> Any:
-        return await trio_asyncio.trio_as_aio(fn)(self, request)
+        return await call_trio(fn, self, request)
 
     return unary  # type: ignore[return-value]
+
+
+async def call_trio(fn: Callable[..., Awaitable[T]], *args: Any) -> T:
+    """From asyncio code under trio-asyncio, run the Trio function ``fn(*args)`` as a Trio task and return
+    its result (cancelling the caller cancels the task), leaving no garbage cycle behind.
+
+    ``trio_asyncio.trio_as_aio`` replaces its Future's ``cancel`` with a closure
+    over the task's handle, and the handle holds the Future and ``args``: a
+    reference cycle, so every crossing would leave the request it carried for
+    the cyclic garbage collector (and keep it forever once ``gc.freeze`` has
+    moved it to the permanent generation: see ``leibrix._master``). Removing
+    the replacement once the Future is done breaks the cycle, and reference
+    counting frees everything at once.
+    """
+    fut = asyncio.get_running_loop().trio_as_future(fn, *args)
+    try:
+        return await fut
+    finally:
+        try:
+            del fut.cancel  # the instance attribute; ``Future.cancel`` itself stays
+        except AttributeError:
+            pass
 
 
 def _as_api_error(exc: BaseException) -> ApiError | None:

@@ -45,7 +45,7 @@ workers, so a growing cluster gets used without a thundering herd.
 
 Threading model: grpclib is asyncio-only (trio-asyncio, DESIGN.md §4). Each
 stream's I/O is one asyncio coroutine; it calls Trio code (coordinator,
-fenced writes) through :func:`trio_asyncio.trio_as_aio`. Shared state is only
+fenced writes) through :func:`leibrix._grpc.call_trio`. Shared state is only
 touched from the single event-loop thread, so no locks are needed.
 """
 
@@ -67,13 +67,13 @@ import grpclib.exceptions
 import grpclib.server
 import h2.exceptions
 import trio
-import trio_asyncio
 from google.protobuf.message import DecodeError
 from grpclib.const import Status
 
 from leibrix._config import default_of
 from leibrix._errors import ApiError, FailedPrecondition, InvalidArgument, NotFound, Unavailable
 from leibrix._etcd import EtcdError, Put
+from leibrix._grpc import call_trio
 from leibrix._liveness import Liveness, Transition, WState
 from leibrix._proto import leibrix_cp as cp
 from leibrix._proto.records import control_plane_pb2 as pb
@@ -712,7 +712,7 @@ class WorkerHub(cp.ControlPlaneServiceBase):
         # upb entries as they are: converting 10,000 of them to betterproto took seconds of the loop
         inventory = list(reg.inventory)
         try:
-            await trio_asyncio.trio_as_aio(self._admit)(m, inventory)
+            await call_trio(self._admit, m, inventory)
         except BaseException:
             m.session = None
             raise
@@ -836,7 +836,7 @@ class WorkerHub(cp.ControlPlaneServiceBase):
                 batch.append(queue.get_nowait())
             updates = [cp.DataPullStatusUpdateEvent().parse(u.SerializeToString()) for u in batch]
             try:
-                await trio_asyncio.trio_as_aio(self._on_statuses)(session.worker_id, updates)
+                await call_trio(self._on_statuses, session.worker_id, updates)
             except FailedPrecondition as e:
                 session.close(Status.FAILED_PRECONDITION, e.message)
                 return
