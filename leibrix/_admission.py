@@ -6,9 +6,13 @@ The path of one admission (all on the leader):
    reach the queue);
 2. the request waits in a bounded queue; the batcher takes everything queued
    (up to ``max_batch``) and decides each admission in order against the
-   in-memory state plus what earlier admissions of the same batch decided;
+   in-memory state plus what earlier admissions of the same batch, and of
+   the batches still being written, decided (an admission of a dataset or
+   request id such a batch holds waits for that write);
 3. all accepted admissions of the batch are written in fenced transactions
-   (records for the dataset, every new epoch, the idempotency record last);
+   (records for the dataset, every new epoch, the idempotency record last),
+   while the next batch is decided (up to ``max_inflight_batches`` at once);
+   a rejection is answered at once, since it stores nothing;
 4. only then are the callers answered: an acknowledged admission is in etcd,
    so a leader failover can never lose it.
 
@@ -93,6 +97,8 @@ class AdmissionConfig:
     max_batch: int = 512
     #: Epochs created by one batch, at most (a bigger admission still goes alone in its batch).
     max_batch_epochs: int = 5000
+    #: Batches decided and being written at once (their etcd round trips overlap; see ``Admissions``).
+    max_inflight_batches: int = 4
     #: Admissions waiting for the batcher before callers wait to enqueue.
     queue_size: int = 10_000
     #: Seconds an idempotency record (``requests/<id>``) is kept before the janitor deletes it.
@@ -109,7 +115,14 @@ class _Job:
 
 @dataclass(slots=True)
 class _Batch:
-    """Writes of one batch and the effects later admissions of the batch must see."""
+    """Writes of one batch and the effects later admissions must see until the batch is stored.
+
+    A batch is decided against the in-memory state, which shows a batch's
+    writes only once they are committed; so each new batch starts from the
+    effects of the batches still being written (``after``): their datasets and
+    request ids (an admission touching one waits for that write), and their
+    new datasets, demand and eviction victims (counted as if stored).
+    """
 
     ops: list[Put | Delete] = field(default_factory=list)
     request_ops: list[Put] = field(default_factory=list)
@@ -119,6 +132,34 @@ class _Batch:
     demand: dict[str, list[float]] = field(default_factory=dict)
     retire: list[tuple[tuple[str, str, str], str]] = field(default_factory=list)
     accepted: list[_Job] = field(default_factory=list)
+    #: Datasets and request ids of batches still being written (an admission touching one is deferred).
+    busy_datasets: set[tuple[str, str]] = field(default_factory=set)
+    busy_requests: set[str] = field(default_factory=set)
+    #: Epochs already chosen for eviction (by this batch or one being written): never counted twice.
+    victims: set[tuple[str, str, str]] = field(default_factory=set)
+
+    @classmethod
+    def after(cls, inflight: Sequence[_Batch]) -> _Batch:
+        """A new batch that sees the effects of ``inflight`` (decided, not yet stored)."""
+        b = cls()
+        for prior in inflight:
+            b.busy_datasets |= prior.datasets
+            b.busy_requests |= prior.requests
+            b.victims |= prior.victims
+            for t, n in prior.new_datasets.items():
+                b.new_datasets[t] = b.new_datasets.get(t, 0) + n
+            for t, acc in prior.demand.items():
+                mine = b.demand.setdefault(t, [0, 0, 0.0])
+                for i in range(3):
+                    mine[i] += acc[i]
+        return b
+
+    def conflicts(self, spec: AdmissionSpec) -> bool:
+        """Whether ``spec`` touches a dataset or request id of this batch or of one being written."""
+        ds = (spec.tenant_id, spec.dataset_id)
+        rid = spec.request_id
+        return (ds in self.datasets or ds in self.busy_datasets
+                or bool(rid) and (rid in self.requests or rid in self.busy_requests))
 
 
 class Admissions:
@@ -132,6 +173,8 @@ class Admissions:
         self.requests = requests
         self.config = config
         self._send, self._recv = trio.open_memory_channel[_Job](config.queue_size)
+        #: Set (and replaced) each time a batch being written is done with.
+        self._stored = trio.Event()
 
     async def admit(self, spec: AdmissionSpec) -> cp.AdmitDatasetResponse:
         """Queue a validated admission and wait for its decision (raises the ``ApiError`` on rejection)."""
@@ -147,18 +190,36 @@ class Admissions:
         return job.response
 
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
-        """Batch queued admissions until cancelled; queued callers get UNAVAILABLE at the end of the term."""
+        """Batch queued admissions until cancelled; queued callers get UNAVAILABLE at the end of the term.
+
+        Up to ``max_inflight_batches`` batches are written at once: the next
+        batch is decided while earlier ones wait for etcd (each new batch sees
+        their effects, see ``_Batch``), so an admission waits for its own
+        round trip, not for the one in progress when it arrived.
+        """
         task_status.started()
         carry: list[_Job] = []
+        inflight: list[_Batch] = []
+        room = trio.Semaphore(self.config.max_inflight_batches)
         try:
-            while True:
-                jobs = carry or [await self._recv.receive()]
-                while len(jobs) < self.config.max_batch:
-                    try:
-                        jobs.append(self._recv.receive_nowait())
-                    except trio.WouldBlock:
-                        break
-                carry = await self._run_batch(jobs)
+            async with trio.open_nursery() as writers:
+                while True:
+                    jobs = carry or [await self._recv.receive()]
+                    while len(jobs) < self.config.max_batch:
+                        try:
+                            jobs.append(self._recv.receive_nowait())
+                        except trio.WouldBlock:
+                            break
+                    await room.acquire()
+                    batch, carry = await self._decide_batch(jobs, inflight)
+                    if batch.accepted:
+                        inflight.append(batch)
+                        writers.start_soon(self._store, batch, inflight, room)
+                        continue
+                    room.release()
+                    if len(carry) == len(jobs):
+                        # Every one of them waits for a batch being written (there is one): wait for it.
+                        await self._stored.wait()
         finally:
             self._send.close()
             leftovers = list(carry)
@@ -172,20 +233,19 @@ class Admissions:
                     job.error = Unavailable("leadership ended before this admission was decided; retry")
                     job.done.set()
 
-    async def _run_batch(self, jobs: list[_Job]) -> list[_Job]:
-        """Decide and write one batch; returns the jobs deferred to the next batch."""
-        batch = _Batch()
+    async def _decide_batch(self, jobs: list[_Job], inflight: Sequence[_Batch]) -> tuple[_Batch, list[_Job]]:
+        """Decide ``jobs`` in order; rejected ones are answered at once. Returns the batch (its accepted jobs
+        wait for its write) and the jobs deferred to a later batch."""
+        batch = _Batch.after(inflight)
         deferred: list[_Job] = []
         # Admissions only create epochs and datasets (changes to existing epochs go through the
-        # coordinator), so the batch does not hold the coordinator's lock: its etcd round trip overlaps
-        # with the coordinator's placements and status writes instead of queueing behind them.
+        # coordinator), so deciding does not hold the coordinator's lock: the batches' etcd round trips
+        # overlap with the coordinator's placements and status writes instead of queueing behind them.
         epochs = 0
         for job in jobs:
             spec = job.spec
-            if ((spec.tenant_id, spec.dataset_id) in batch.datasets
-                    or (spec.request_id and spec.request_id in batch.requests)
-                    or (epochs and epochs + spec.epoch_count > self.config.max_batch_epochs)):
-                # The same dataset or request twice, or a full batch: decide after this batch is written.
+            if batch.conflicts(spec) or (epochs and epochs + spec.epoch_count > self.config.max_batch_epochs):
+                # The same dataset or request twice, or a full batch: decide after the earlier write.
                 deferred.append(job)
                 continue
             epochs += spec.epoch_count
@@ -193,35 +253,46 @@ class Admissions:
                 self._decide(job, batch)
             except ApiError as exc:
                 job.error = exc
+                job.done.set()  # a rejection is not stored: nothing to wait for
             # Deciding thousands of epochs takes a while: let the lease keepalive and the RPCs run.
             await trio.lowlevel.checkpoint()
+        return batch, deferred
+
+    async def _store(self, batch: _Batch, inflight: list[_Batch], room: trio.Semaphore) -> None:
+        """Write one decided batch, answer its callers, then start the retirements it decided."""
         try:
-            await self._write(batch)
-        except Fenced:
-            for job in [*batch.accepted, *deferred]:
-                job.response = None
-                job.error = Unavailable("leadership was lost before this admission was stored; retry")
-            self._finish(jobs, ())
-            raise
-        except EtcdUnavailable as exc:
-            for job in batch.accepted:
-                job.response = None
-                job.error = Unavailable(f"the state store did not answer; retry with the same request_id: {exc}")
-        self._finish(jobs, deferred)
-        if batch.retire:
-            by_reason: dict[str, list[tuple[str, str, str]]] = {}
-            for key, reason in batch.retire:
-                by_reason.setdefault(reason, []).append(key)
-            for reason, keys in by_reason.items():
-                await self.coord.retire(keys, reason)
-        self.coord.kick()
-        return deferred
+            try:
+                await self._write(batch)
+            except (Fenced, EtcdUnavailable) as exc:
+                why = ("leadership was lost before this admission was stored; retry" if isinstance(exc, Fenced) else
+                       f"the state store did not answer; retry with the same request_id: {exc}")
+                self._answer(batch, Unavailable(why))
+                if isinstance(exc, Fenced):
+                    raise
+                return  # not known to be stored: evicting for it could only lose data
+            self._answer(batch, None)
+            if batch.retire:
+                by_reason: dict[str, list[tuple[str, str, str]]] = {}
+                for key, reason in batch.retire:
+                    by_reason.setdefault(reason, []).append(key)
+                for reason, keys in by_reason.items():
+                    await self.coord.retire(keys, reason)
+            self.coord.kick()
+        finally:
+            # cancelled (the term ended) before the write returned: the outcome is unknown
+            self._answer(batch, Unavailable("leadership ended during this admission; retry"))
+            inflight.remove(batch)
+            room.release()
+            self._stored.set()
+            self._stored = trio.Event()
 
     @staticmethod
-    def _finish(jobs: Sequence[_Job], deferred: Sequence[_Job]) -> None:
-        later = {id(job) for job in deferred}
-        for job in jobs:
-            if id(job) not in later:
+    def _answer(batch: _Batch, error: ApiError | None) -> None:
+        """Wake the batch's callers not answered yet: with their response, or with ``error`` instead."""
+        for job in batch.accepted:
+            if not job.done.is_set():
+                if error is not None:
+                    job.response, job.error = None, error
                 job.done.set()
 
     async def _write(self, batch: _Batch) -> None:
@@ -240,6 +311,7 @@ class Admissions:
                 if stored.fingerprint != spec.fingerprint:
                     raise InvalidArgument("request_id", f"{spec.request_id!r} was already used for a different request")
                 job.response = cp.AdmitDatasetResponse().parse(stored.response.SerializeToString())
+                job.done.set()  # the stored first answer: nothing to write
                 return
         tenant = self.state.tenants.get(t)
         if tenant is None:
@@ -272,8 +344,9 @@ class Admissions:
                     if old.state is not State.READY:
                         retire.append((old.key, f"replaced by refresh {s.epoch_id} before it was ready"))
         demand = Amount(len(new), est.memory_bytes * rf * len(new), est.cpu_cores * rf * len(new))
+        freed = Amount(0, 0, 0.0)
         if quota.policy is not Policy.QUEUE and new:
-            self._check_room(spec, quota, demand, est.scan_cost / max(1, est.memory_bytes), batch, retire)
+            freed = self._check_room(spec, quota, demand, est.scan_cost / max(1, est.memory_bytes), batch, retire)
         now = now_ms()
         ds_bytes = encode_dataset(spec.raw, rf, strategy, ds.admitted_ms if ds else now, spec.version,
                                   arrow_schema=schema.ipc, schema_fingerprint=schema.fingerprint)
@@ -283,13 +356,14 @@ class Admissions:
             e = Epoch(t, d, s.epoch_id, s.start_ms, s.end_ms, s.dims, State.PENDING, (), (), est.memory_bytes,
                       est.cpu_cores, est.scan_cost, est.rows, spec.version, replaces=old.epoch_id if old else "")
             batch.ops.append(Put(self.keys.epoch(t, d, s.epoch_id), encode_epoch(e)))
-        acc = batch.demand.setdefault(t, [0, 0, 0.0])
-        acc[0] += demand.epochs
-        acc[1] += demand.memory_bytes
-        acc[2] += demand.cpu_cores
+        acc = batch.demand.setdefault(t, [0, 0, 0.0])  # net of the evictions it decided (not yet retired)
+        acc[0] += demand.epochs - freed.epochs
+        acc[1] += demand.memory_bytes - freed.memory_bytes
+        acc[2] += demand.cpu_cores - freed.cpu_cores
         if ds is None:
             batch.new_datasets[t] = batch.new_datasets.get(t, 0) + 1
         batch.retire.extend(retire)
+        batch.victims.update(key for key, _ in retire)
         queued = len(new) if quota.policy is Policy.QUEUE else 0
         msg = f"admitted {len(new)} new epoch(s) of {len(slices)}" + (" (refresh)" if refresh else "")
         if queued:
@@ -335,8 +409,10 @@ class Admissions:
         return kept, retire
 
     def _check_room(self, spec: AdmissionSpec, quota, demand: Amount, new_benefit: float, batch: _Batch,
-                    retire: list[tuple[tuple[str, str, str], str]]) -> None:
-        """REJECT / EVICT_LOWER_BENEFIT: the tenant's budgets and the pool's free capacity must take ``demand``."""
+                    retire: list[tuple[tuple[str, str, str], str]]) -> Amount:
+        """REJECT / EVICT_LOWER_BENEFIT: the tenant's budgets and the pool's free capacity must take ``demand``.
+
+        Returns what the evictions it chose free (zero unless EVICT_LOWER_BENEFIT had to evict)."""
         t = spec.tenant_id
         u = self.state.usage(t)
         acc = batch.demand.get(t, [0, 0, 0.0])
@@ -344,13 +420,18 @@ class Admissions:
         have = Amount(base.epochs + acc[0], base.memory_bytes + acc[1], base.cpu_cores + acc[2])
         msg = budget_shortfall(quota, have, memory_bytes=demand.memory_bytes, cpu_cores=demand.cpu_cores,
                                epochs=demand.epochs)
+        freed = Amount(0, 0, 0.0)
         if msg and quota.policy is Policy.EVICT_LOWER_BENEFIT:
-            have, victims = self._evict_for(t, quota, have, demand, new_benefit, retire)
+            before = have
+            have, victims = self._evict_for(t, quota, have, demand, new_benefit, retire, batch.victims)
             msg = budget_shortfall(quota, have, memory_bytes=demand.memory_bytes, cpu_cores=demand.cpu_cores,
                                    epochs=demand.epochs)
             if msg:
                 msg += f" (even after evicting {victims} lower-benefit epoch(s))"
                 del retire[len(retire) - victims:]
+            else:
+                freed = Amount(before.epochs - have.epochs, before.memory_bytes - have.memory_bytes,
+                               before.cpu_cores - have.cpu_cores)
         if msg:
             raise ResourceExhausted(msg)
         hub = self.coord.hub
@@ -360,19 +441,27 @@ class Admissions:
             free = sum(max(0, w.memory_bytes - w.used_memory_bytes) for w in workers)
             queued = sum(self.state.usage(o).pending_memory_bytes + batch.demand.get(o, [0, 0, 0.0])[1]
                          for o in self.state.tenant_ids() if self.coord.pool_of(o) == pool)
-            if demand.memory_bytes > free - queued:
+            if demand.memory_bytes - freed.memory_bytes > free - queued:
                 raise ResourceExhausted(
                     f"pool {quota.pool or '(shared)'!r} capacity: {free} bytes free on {len(workers)} worker(s), "
-                    f"{queued} bytes already queued, {demand.memory_bytes} requested")
+                    f"{queued} bytes already queued, {demand.memory_bytes} requested"
+                    + (f", {freed.memory_bytes} freed by evictions" if freed.memory_bytes else ""))
+        return freed
 
     def _evict_for(self, tenant_id: str, quota, have: Amount, demand: Amount, new_benefit: float,
-                   retire: list[tuple[tuple[str, str, str], str]]) -> tuple[Amount, int]:
+                   retire: list[tuple[tuple[str, str, str], str]], taken: set[tuple[str, str, str]]
+                   ) -> tuple[Amount, int]:
         """Retire the tenant's residents that the new epochs beat by the hysteresis, until the memory and
-        CPU budgets take ``demand`` (``leibrix.placement.eviction_candidates`` picks the cheapest)."""
+        CPU budgets take ``demand`` (``leibrix.placement.eviction_candidates`` picks the cheapest).
+
+        Epochs in ``taken`` (chosen already by an earlier admission of this
+        batch or of a batch being written) are not candidates: one eviction
+        never makes room twice.
+        """
         coord = self.coord
         now = coord.clock()
         residents = [e for (t, _), per in self.state.by_dataset.items() if t == tenant_id for e in per.values()
-                     if e.state in (State.READY, State.LOADING, State.VALIDATING)]
+                     if e.state in (State.READY, State.LOADING, State.VALIDATING) and e.key not in taken]
         if not residents:
             return have, 0
         charges = {e.key: self.state.charge_of(e) for e in residents}
