@@ -1,14 +1,10 @@
 """The one door to etcd: a small Trio-native wrapper over the synchronous ``etcd3`` client.
 
 Nothing else in Leibrix imports ``etcd3``. The client library is synchronous
-(blocking gRPC calls) but exposes its gRPC stubs: single request/response calls
-(get, put, delete, txn, lease grant/revoke, status) go through grpcio's future
-API, whose completion wakes the Trio task (no thread hand-off: the cheapest path
-for every fenced write); the rest (paged listing, lease keepalive, watch setup)
-run in a worker thread through :func:`trio.to_thread.run_sync`. Either way each
-call has its own gRPC deadline, the Trio loop never blocks, and a call abandoned
-by a cancelled caller still ends by its deadline (nothing leaks for longer than
-``timeout``). Watches arrive on the library's
+(blocking gRPC calls), so every call here runs in a worker thread through
+:func:`trio.to_thread.run_sync` with its own gRPC deadline: the Trio loop never
+blocks, and a call abandoned by a cancelled caller still ends by its deadline
+(nothing leaks for longer than ``timeout``). Watches arrive on the library's
 callback thread and are bridged into Trio through a bounded memory channel with
 :func:`trio.from_thread.run`, so a slow consumer applies back-pressure instead of
 growing an unbounded queue; the etcd watch is cancelled when the consumer leaves.
@@ -447,49 +443,16 @@ class EtcdClient:
     def _kv_call(self, method: str, request: Any) -> Any:
         return getattr(self._raw.kvstub, method)(request, self.timeout)
 
-    async def _unary(self, stub: str, method: str, request: Any) -> Any:
-        """One unary call, with the same deadline and errors as :meth:`_call` but no worker thread.
-
-        grpcio's future API sends it; its completion (on grpcio's own thread)
-        wakes the Trio task through the run's token. Every fenced write takes
-        this path: it skips the thread hand-off and the condition wait of a
-        blocking call in a worker thread, which cost more CPU than the call
-        itself. A cancelled caller cancels the RPC.
-        """
-        token = trio.lowlevel.current_trio_token()
-        done = trio.Event()
-
-        def wake(_: object) -> None:
-            try:
-                token.run_sync_soon(done.set)
-            except trio.RunFinishedError:
-                pass  # the caller's run is over: nobody waits for this answer
-
-        try:
-            future = getattr(getattr(self._raw, stub), method).future(request, self.timeout)
-        except (grpc.RpcError, etcd3.exceptions.Etcd3Exception, ValueError) as exc:
-            raise self._failed(exc) from None
-        future.add_done_callback(wake)
-        try:
-            await done.wait()
-        finally:
-            if not done.is_set():
-                future.cancel()
-        try:
-            return future.result()
-        except (grpc.RpcError, ValueError) as exc:
-            raise self._failed(exc) from None
-
     # -- KV -----------------------------------------------------------------------
 
     async def get(self, key: str) -> KeyValue | None:
         """The key's current value and revisions, or ``None`` if it does not exist."""
-        resp = await self._unary("kvstub", "Range", rpc.RangeRequest(key=key.encode()))
+        resp = await self._call(lambda: self._kv_call("Range", rpc.RangeRequest(key=key.encode())))
         return _kv(resp.kvs[0]) if resp.kvs else None
 
     async def get_with_revision(self, key: str) -> tuple[KeyValue | None, int]:
         """Like :meth:`get`, plus the store revision the answer reflects (to watch from revision + 1)."""
-        resp = await self._unary("kvstub", "Range", rpc.RangeRequest(key=key.encode()))
+        resp = await self._call(lambda: self._kv_call("Range", rpc.RangeRequest(key=key.encode())))
         return (_kv(resp.kvs[0]) if resp.kvs else None), resp.header.revision
 
     async def get_prefix(self, prefix: str) -> tuple[list[KeyValue], int]:
@@ -527,13 +490,13 @@ class EtcdClient:
     async def put(self, key: str, value: bytes, *, lease: int = 0) -> int:
         """Unconditional write (tests and tools only: state writes go through a fenced txn)."""
         req = rpc.PutRequest(key=key.encode(), value=value, lease=lease)
-        resp = await self._unary("kvstub", "Put", req)
+        resp = await self._call(lambda: self._kv_call("Put", req))
         return resp.header.revision
 
     async def delete(self, key: str) -> bool:
         """Delete one key unconditionally; ``True`` if it existed."""
         req = rpc.DeleteRangeRequest(key=key.encode())
-        resp = await self._unary("kvstub", "DeleteRange", req)
+        resp = await self._call(lambda: self._kv_call("DeleteRange", req))
         return resp.deleted > 0
 
     async def txn(
@@ -553,7 +516,7 @@ class EtcdClient:
             success=[_op_msg(op) for op in success],
             failure=[_op_msg(op) for op in failure],
         )
-        resp = await self._unary("kvstub", "Txn", req)
+        resp = await self._call(lambda: self._kv_call("Txn", req))
         return TxnResult(resp.succeeded, resp.header.revision)
 
     # -- leases -------------------------------------------------------------------
@@ -563,7 +526,7 @@ class EtcdClient:
         if not isinstance(ttl, int) or ttl < 1:
             raise ValueError(f"lease ttl must be a whole number of seconds >= 1, got {ttl!r}")
         req = rpc.LeaseGrantRequest(TTL=ttl)
-        resp = await self._unary("leasestub", "LeaseGrant", req)
+        resp = await self._call(lambda: self._raw.leasestub.LeaseGrant(req, self.timeout))
         if resp.error:
             raise EtcdRejected("LEASE_GRANT", resp.error)
         return resp.ID
@@ -591,7 +554,7 @@ class EtcdClient:
         """Revoke a lease, deleting every key attached to it. Revoking a gone lease is not an error."""
         req = rpc.LeaseRevokeRequest(ID=lease_id)
         try:
-            await self._unary("leasestub", "LeaseRevoke", req)
+            await self._call(lambda: self._raw.leasestub.LeaseRevoke(req, self.timeout))
         except EtcdRejected as exc:
             if exc.code != "NOT_FOUND":
                 raise
@@ -700,7 +663,7 @@ class EtcdClient:
         for tools and tests.
         """
         req = rpc.CompactionRequest(revision=revision, physical=True)
-        await self._unary("kvstub", "Compact", req)
+        await self._call(lambda: self._kv_call("Compact", req))
 
     async def members(self) -> list[Member]:
         """The cluster's members as the answering endpoint knows them."""
@@ -711,7 +674,7 @@ class EtcdClient:
 
     async def status(self) -> ServerStatus:
         """Status of the answering member; ``leader_id == 0`` means it sees no Raft leader."""
-        resp = await self._unary("maintenancestub", "Status", rpc.StatusRequest())
+        resp = await self._call(lambda: self._raw.maintenancestub.Status(rpc.StatusRequest(), self.timeout))
         return ServerStatus(resp.version, resp.header.member_id, resp.leader, resp.raftTerm, resp.dbSize)
 
     async def wait_ready(self, *, deadline: float = math.inf) -> None:
@@ -722,7 +685,9 @@ class EtcdClient:
         """
         while True:
             try:
-                await self._unary("kvstub", "Range", rpc.RangeRequest(key=b"\0", serializable=False, limit=1))
+                await self._call(
+                    lambda: self._kv_call("Range", rpc.RangeRequest(key=b"\0", serializable=False, limit=1))
+                )
                 return
             except EtcdUnavailable:
                 if trio.current_time() >= deadline:
