@@ -98,7 +98,7 @@ class AdmissionConfig:
     #: Epochs created by one batch, at most (a bigger admission still goes alone in its batch).
     max_batch_epochs: int = 5000
     #: Batches decided and being written at once (their etcd round trips overlap; see ``Admissions``).
-    max_inflight_batches: int = 4
+    max_inflight_batches: int = 2
     #: Admissions waiting for the batcher before callers wait to enqueue.
     queue_size: int = 10_000
     #: Seconds an idempotency record (``requests/<id>``) is kept before the janitor deletes it.
