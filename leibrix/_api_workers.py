@@ -22,7 +22,7 @@ def drain_response(hub: WorkerHub, drain: Drain) -> cp.DrainWorkerResponse:
     if drain.done.is_set():
         remaining = drain.remaining
     else:  # still running: what the worker holds right now
-        remaining = len(hub.coordinator.replicas_on(drain.worker_id)) if hub.coordinator else 0
+        remaining = hub.coordinator.replica_count(drain.worker_id) if hub.coordinator else 0
     return cp.DrainWorkerResponse(
         worker_id=drain.worker_id, state=state,
         moved_make_before_break=drain.moved_make_before_break,

@@ -107,6 +107,11 @@ class CoordinatorConfig:
     #: Candidates per pass that may try to displace residents when their pool is full.
     max_displacements: int = 16
     move_timeout_s: float = 60.0
+    #: Shortest time between two scheduling passes (s): kicks arriving meanwhile are served by one pass, so a
+    #: stream of admissions is placed in a few larger fenced writes instead of one write (and pass) each.
+    min_pass_interval_s: float = 0.02
+    #: Shortest time between two group commits of staged status reports (s), for the same reason.
+    min_flush_interval_s: float = 0.01
     #: Seconds between heat checkpoints to etcd (``leibrix._heat_checkpoint``).
     heat_checkpoint_interval_s: float = default_of("heat_checkpoint_interval_s")
     #: Seconds a RETIRED epoch's record is kept before the janitor deletes it (``leibrix._janitor``).
@@ -255,6 +260,23 @@ class Coordinator:
         """``(tenant, dataset, epoch)`` of every replica held or assigned on ``worker_id``."""
         return sorted(self.state.by_worker.get(worker_id, ()))
 
+    def replica_count(self, worker_id: str) -> int:
+        """How many replicas ``worker_id`` holds or is assigned (constant time)."""
+        return len(self.state.by_worker.get(worker_id, ()))
+
+    def movable_replicas(self, worker_id: str, limit: int) -> list[tuple[str, str, str]]:
+        """Up to ``limit`` replicas on ``worker_id`` worth moving (join rebalancing): loaded ones of READY
+        epochs. A replica still loading is never moved (it would load twice). Stops at ``limit`` instead of
+        walking (and sorting) everything the worker holds."""
+        out: list[tuple[str, str, str]] = []
+        for key in self.state.by_worker.get(worker_id, ()):
+            e = self.state.epochs.get(key)
+            if e is not None and e.state is State.READY and worker_id in e.worker_ids(LOADED):
+                out.append(key)
+                if len(out) >= limit:
+                    break
+        return out
+
     def dataset_of(self, e: Epoch) -> Dataset | None:
         """The epoch's dataset record."""
         return self.state.datasets.get((e.tenant_id, e.dataset_id))
@@ -376,6 +398,7 @@ class Coordinator:
                     await self._kick.wait()
                 self._kick = trio.Event()
                 await self.schedule()
+                await trio.sleep(self.config.min_pass_interval_s)
 
     async def _flusher(self) -> None:
         while True:
@@ -383,6 +406,7 @@ class Coordinator:
             self._dirty = trio.Event()
             async with self.lock:
                 await self.flush_locked()
+            await trio.sleep(self.config.min_flush_interval_s)
 
     def _stage(self, epochs: Iterable[Epoch], after: Callable[[], Awaitable[None]] | None = None) -> None:
         """Stage epoch records (and a follow-up to run after them) for the flusher's next group commit."""

@@ -122,6 +122,8 @@ class EpochCoordinator(Protocol):
     async def on_capacity(self) -> None: ...
     async def on_worker_dead(self, worker_id: str) -> None: ...
     def replicas_on(self, worker_id: str) -> list[tuple[str, str, str]]: ...
+    def replica_count(self, worker_id: str) -> int: ...
+    def movable_replicas(self, worker_id: str, limit: int) -> list[tuple[str, str, str]]: ...
     async def move_replica(
         self, tenant: str, dataset: str, epoch: str, from_worker: str, *, make_before_break: bool
     ) -> bool: ...
@@ -582,14 +584,18 @@ class WorkerHub(cp.ControlPlaneServiceBase):
                 pools.setdefault(m.pool, []).append(m.worker_id)
         plan: list[tuple[str, str, str, str]] = []
         for wids in pools.values():
-            held = {wid: list(coordinator.replicas_on(wid)) for wid in wids}
-            counts = {wid: len(r) for wid, r in held.items()}
+            # counts in constant time, and only the donors' first few movable replicas: a pass costs the
+            # same at 100,000 replicas as at 10 (listing and sorting them all stalled the loop ~130 ms)
+            counts = {wid: coordinator.replica_count(wid) for wid in wids}
+            movable: dict[str, list[tuple[str, str, str]]] = {}
             while len(plan) < budget and len(counts) > 1:
                 donor = max(counts, key=counts.__getitem__)
                 receiver = min(counts, key=counts.__getitem__)
-                if counts[donor] - counts[receiver] <= 1 or not held[donor]:
+                if donor not in movable:
+                    movable[donor] = coordinator.movable_replicas(donor, budget)
+                if counts[donor] - counts[receiver] <= 1 or not movable[donor]:
                     break
-                t, d, e = held[donor].pop()
+                t, d, e = movable[donor].pop()
                 plan.append((t, d, e, donor))
                 counts[donor] -= 1
                 counts[receiver] += 1
@@ -874,7 +880,7 @@ class WorkerHub(cp.ControlPlaneServiceBase):
 
         term = self._term
         used_mem, used_cpu = self.reserved(worker_id)
-        replicas = len(self.coordinator.replicas_on(worker_id)) if term and self.coordinator else 0
+        replicas = self.coordinator.replica_count(worker_id) if term and self.coordinator else 0
         return cp.WorkerInfo(
             worker_id=worker_id, addr=m.addr, labels=dict(m.labels), state=cp.WorkerState(int(w.state)),
             capacity=cp.Resources(memory_bytes=m.memory_bytes, cpu_cores=m.cpu_cores),

@@ -151,6 +151,12 @@ class TableCoordinator:
     def replicas_on(self, worker_id: str) -> list[Key]:
         return sorted(k for k, ws in self.assigned.items() if worker_id in ws)
 
+    def replica_count(self, worker_id: str) -> int:
+        return self._load(worker_id)
+
+    def movable_replicas(self, worker_id: str, limit: int) -> list[Key]:
+        return [k for k, ws in sorted(self.ready.items()) if worker_id in ws][:limit]
+
     async def move_replica(self, tenant: str, dataset: str, epoch: str, from_worker: str, *,
                            make_before_break: bool) -> bool:
         key = (tenant, dataset, epoch)
