@@ -60,6 +60,13 @@ async def until_ok(master: Master | str, name: str, request: Any) -> Any:
             await trio.sleep(0.05)
 
 
+async def leader_and_follower(etcd_server: Any, nursery: trio.Nursery) -> tuple[Master, Master]:
+    """Master "a", leading, and master "b", following with a warm mirror (both with ``OPTS``)."""
+    a = await start_master(nursery, etcd_server.endpoint, "a", **OPTS)
+    await leading(a)
+    return a, await start_master(nursery, etcd_server.endpoint, "b", **OPTS)
+
+
 async def feed_three(leader: Master | str, etcd: EtcdClient) -> tuple[str, str, str]:
     """Three PENDING epochs (cold, hot, warm: the cold one sorts first); hot and warm fed and checkpointed."""
     await until_ok(leader, "upsert_tenant_quota", quota(admission_policy=QUEUE))
@@ -97,9 +104,7 @@ async def check_resumed_heat(new_leader: Master, etcd: EtcdClient, cold: str, ho
 
 async def test_heat_survives_the_leaders_resignation_decayed_by_the_time_since(
         etcd_server: Any, etcd: EtcdClient, nursery: trio.Nursery) -> None:
-    a = await start_master(nursery, etcd_server.endpoint, "a", **OPTS)
-    await leading(a)
-    b = await start_master(nursery, etcd_server.endpoint, "b", **OPTS)
+    a, b = await leader_and_follower(etcd_server, nursery)
     cold, hot, warm = await feed_three(a, etcd)
     await a.shutdown()
     await leading(b)
@@ -123,9 +128,7 @@ async def test_heat_survives_a_killed_leader(etcd_server: Any, etcd: EtcdClient,
 
 async def test_a_pending_epoch_made_hot_before_a_failover_is_still_loaded_first(
         etcd_server: Any, etcd: EtcdClient, nursery: trio.Nursery) -> None:
-    a = await start_master(nursery, etcd_server.endpoint, "a", **OPTS)
-    await leading(a)
-    b = await start_master(nursery, etcd_server.endpoint, "b", **OPTS)
+    a, b = await leader_and_follower(etcd_server, nursery)
     await rpc(a, "upsert_tenant_quota", quota(admission_policy=QUEUE))
     resp = await rpc(a, "admit_dataset", admission(days=2, bytes_per_epoch=100 * MiB))
     cold, hot = sorted(e.epoch_id for e in resp.epochs.epochs)  # by the prior alone, cold would go first
@@ -187,9 +190,7 @@ async def _has(etcd: EtcdClient, keys: set[str]) -> bool:
 
 async def test_a_new_leader_warms_every_checkpointed_epoch_at_the_start_of_its_term(
         etcd_server: Any, etcd: EtcdClient, nursery: trio.Nursery) -> None:
-    a = await start_master(nursery, etcd_server.endpoint, "a", **OPTS)
-    await leading(a)
-    b = await start_master(nursery, etcd_server.endpoint, "b", **OPTS)
+    a, b = await leader_and_follower(etcd_server, nursery)
     await rpc(a, "upsert_tenant_quota", quota(admission_policy=QUEUE))
     resp = await rpc(a, "admit_dataset", admission(days=1))
     (only,) = [e.epoch_id for e in resp.epochs.epochs]
