@@ -44,6 +44,7 @@ from grpclib.const import Cardinality, Status
 from grpclib.exceptions import GRPCError, ProtocolError, StreamTerminatedError
 
 import leibrix
+from leibrix._grpc import call_trio
 from leibrix._proto.records import control_plane_pb2 as pb
 from leibrix._worker._loader import Loaded, Loader
 
@@ -247,7 +248,7 @@ class Agent:
         if ack.event_type == "evict_epoch":
             ds, ep = str(payload.get("dataset_id", "")), str(payload.get("epoch_id", ""))
             # in a thread: the DuckDB lock may be held by a running load
-            dropped = await trio_asyncio.trio_as_aio(trio.to_thread.run_sync)(self.loader.evict, ds, ep)
+            dropped = await call_trio(trio.to_thread.run_sync, self.loader.evict, ds, ep)
             log.info("evicted %s/%s (%s): %s", payload.get("dataset_id"), payload.get("epoch_id"),
                      payload.get("reason", ""), "dropped" if dropped else "not held")
             return False
@@ -292,8 +293,8 @@ class Agent:
             self._loads_in_flight += 1
             outbox.put_nowait(self._status(a, S.IN_PROGRESS))
             try:
-                loaded = await trio_asyncio.trio_as_aio(trio.to_thread.run_sync)(
-                    lambda: self.loader.load(a, tenant_id=tenant or self.config.pool))
+                loaded = await call_trio(
+                    trio.to_thread.run_sync, lambda: self.loader.load(a, tenant_id=tenant or self.config.pool))
             except Exception as e:  # a failed load is reported, never fatal to the worker
                 log.warning("load of %s/%s failed: %s", a.dataset_id, a.epoch_id, e)
                 outbox.put_nowait(self._status(a, S.FAILED, error=f"{type(e).__name__}: {e}"))
