@@ -28,6 +28,7 @@ run: install
 	$(VENV)/bin/leibrix local
 
 test: install
+	$(VENV)/bin/lint-imports
 	$(PY) -m pytest -q $(PYTEST_ARGS)
 
 test-slow: install

@@ -3,7 +3,7 @@
 Processes (all on loopback, all real):
 
 * **etcd**: one member (the Debian ``etcd`` 3.4), started by the benchmark;
-* **two masters** (``leibrix._master.Master`` with issue 5 installed, sharing
+* **two masters** (``leibrix.master._master.Master`` with issue 5 installed, sharing
   that etcd): the first leads, the second follows with a warm mirror;
 * **workers** (``--load``): one plain-asyncio process simulating 10 workers
   as streams over two connections — they register with an inventory,
@@ -53,10 +53,11 @@ from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
 from bench._report import Report, options
-from leibrix._local import free_hostport
-from leibrix._requests import time_partitioned_admission
+from leibrix.wire._grpc import COORDINATE_WORKER
+from leibrix.cli._local import free_hostport
+from leibrix.client._requests import time_partitioned_admission
 
-PATH = "/leibrix_cp.ControlPlaneService/CoordinateWorker"
+PATH = COORDINATE_WORKER
 #: Leader lease TTL of the benchmark's masters (s). The takeover is measured with a graceful
 #: resignation, so the TTL does not enter it; it only has to ride out the bulk load's etcd stalls.
 LEASE_TTL = 3
@@ -74,8 +75,8 @@ def serve_master(spec: dict) -> None:
 
     import trio
 
-    from leibrix._config import MasterConfig
-    from leibrix._master_cmd import serve
+    from leibrix.master._config import MasterConfig
+    from leibrix.cli._master import serve
 
     @dataclass(frozen=True, slots=True)
     class BenchConfig(MasterConfig):
@@ -106,7 +107,7 @@ async def simulate_workers(spec: dict) -> None:
     from grpclib.client import Channel
     from grpclib.const import Cardinality
 
-    from leibrix._proto.records import control_plane_pb2 as pb
+    from leibrix.wire._proto.records import control_plane_pb2 as pb
 
     held: dict[str, dict[tuple[str, str], pb.InventoryEntry]] = {}
 
@@ -214,7 +215,7 @@ async def _scenario(masters: list[str], pids: list[int], size: dict, report: Rep
     from grpclib.client import Channel
     from grpclib.exceptions import GRPCError
 
-    from leibrix._proto import leibrix_cp as cp
+    from leibrix.wire._proto import leibrix_cp as cp
 
     def stub(addr: str) -> tuple[Channel, cp.ManagementServiceStub]:
         host, port = addr.rsplit(":", 1)
@@ -344,7 +345,7 @@ async def _until(pred, timeout: float, what: str, step: float = 0.2) -> None:
 
 def run(quick: bool) -> Report:
     """Run the whole scenario and return the report."""
-    from leibrix._etcd_member import MemberConfig, find_etcd_binary
+    from leibrix.store._member import MemberConfig, find_etcd_binary
 
     size = (dict(epochs=10_000, per_request=100, tenants=4, workers=10, rate=100, seconds=4) if quick else
             dict(epochs=100_000, per_request=100, tenants=4, workers=10, rate=200, seconds=10))

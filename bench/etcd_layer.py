@@ -12,11 +12,11 @@ from pathlib import Path
 
 import trio
 
-from leibrix._election import Election
-from leibrix._etcd import EtcdClient, Put
-from leibrix._etcd_member import PRODUCTION_TIMINGS, MemberConfig, free_port_url, run_member
-from leibrix._proto.records import state_pb2
-from leibrix._store import FencedWriter, Keys, Mirror
+from leibrix.store._election import Election
+from leibrix.store._etcd import EtcdClient, Put
+from leibrix.store._member import PRODUCTION_TIMINGS, MemberConfig, free_port_url, run_member
+from leibrix.wire._proto.records import state_pb2
+from leibrix.store._store import FencedWriter, Keys, Mirror
 
 from bench._report import Report, options
 
@@ -57,7 +57,7 @@ async def main(quick: bool, json_path: Path | None) -> None:
             try:
                 # 1. raw etcd3 txn, synchronous (no bridge) vs through the bridge vs fenced commit
                 import etcd3.etcdrpc as rpc
-                from leibrix._etcd import _op_msg
+                from leibrix.store._etcd import _op_msg
                 req = rpc.TxnRequest(success=[_op_msg(Put("/bench/sync", b"x"))])
                 lat_sync = []
                 for i in range(n_txn):

@@ -31,11 +31,11 @@ import numpy as np
 import trio
 
 from bench._report import Report, options
-from leibrix._config import DEFAULT_LEASE_TTL
-from leibrix._etcd import EtcdClient, EtcdUnavailable, KeyValue
-from leibrix._etcd_member import PRODUCTION_TIMINGS
-from leibrix._local import LocalCluster
-from leibrix._proto.records import state_pb2
+from leibrix.master._config import DEFAULT_LEASE_TTL
+from leibrix.store._etcd import EtcdClient, EtcdUnavailable, KeyValue
+from leibrix.store._member import PRODUCTION_TIMINGS
+from leibrix.cli._local import LocalCluster
+from leibrix.wire._proto.records import state_pb2
 
 CLUSTER = "bench"
 LEADER_KEY = f"/leibrix/{CLUSTER}/leader"

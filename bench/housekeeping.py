@@ -7,7 +7,7 @@ delays the lease keepalive, RPCs and worker events). Against a private etcd
 PENDING and half RETIRED two hours ago, and N request records, half of them
 two hours old, the benchmark times (``*_stall_ms``: the longest gap seen by a
 task that sleeps 1 ms in a loop during the step). As in a master, the seeded
-state is frozen by ``leibrix._master._quiet_gc`` once the Mirror holds it;
+state is frozen by ``leibrix.master._master._quiet_gc`` once the Mirror holds it;
 without that a full collection of the cyclic GC (~50 ms at 10,000 epochs,
 more at 100,000) lands in whichever step comes first and hides its own stall.
 
@@ -42,17 +42,17 @@ from typing import TypeVar
 import trio
 
 from bench._report import Report, options
-from leibrix._coordinator import Coordinator, CoordinatorConfig
-from leibrix._election import Election
-from leibrix._etcd import EtcdClient, Put
-from leibrix._etcd_member import TEST_TIMINGS, MemberConfig, free_port_url, run_member
-from leibrix._heat_checkpoint import HeatCheckpointer
-from leibrix._janitor import Janitor
-from leibrix._lifecycle import State, Transition
-from leibrix._master import _quiet_gc
-from leibrix._proto.records import state_pb2
-from leibrix._state import ClusterState, Epoch, encode_epoch, now_ms
-from leibrix._store import FencedWriter, Keys, Mirror
+from leibrix.control._coordinator import Coordinator, CoordinatorConfig
+from leibrix.store._election import Election
+from leibrix.store._etcd import EtcdClient, Put
+from leibrix.store._member import TEST_TIMINGS, MemberConfig, free_port_url, run_member
+from leibrix.control._heat_checkpoint import HeatCheckpointer
+from leibrix.control._janitor import Janitor
+from leibrix.domain._lifecycle import State, Transition
+from leibrix.master._master import _quiet_gc
+from leibrix.wire._proto.records import state_pb2
+from leibrix.state._model import ClusterState, Epoch, encode_epoch, now_ms
+from leibrix.store._store import FencedWriter, Keys, Mirror
 
 T = TypeVar("T")
 _TXN = 1000  # puts per transaction while seeding etcd

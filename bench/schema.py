@@ -34,13 +34,14 @@ from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
 from bench._report import Report, options
-from leibrix import _schema, _state
-from leibrix._estimates import SyntheticSource
-from leibrix._proto.records import control_plane_pb2 as pb
-from leibrix._proto.records import management_pb2
-from leibrix._requests import time_partitioned_admission
-from leibrix._validation import AdmissionSpec, validate_admission
-from leibrix._worker._loader import Loader
+from leibrix.domain import _schema
+from leibrix.state import _model as _state
+from leibrix.domain._estimates import SyntheticSource
+from leibrix.wire._proto.records import control_plane_pb2 as pb
+from leibrix.wire._proto.records import management_pb2
+from leibrix.client._requests import time_partitioned_admission
+from leibrix.domain._validation import AdmissionSpec, validate_admission
+from leibrix.worker._loader import Loader
 
 T0 = datetime(2026, 11, 1, tzinfo=timezone.utc)
 

@@ -2,7 +2,7 @@
 
 Processes (all on loopback):
 
-* **master**: a real :class:`leibrix._master.Master` (embedded etcd, gRPC,
+* **master**: a real :class:`leibrix.master._master.Master` (embedded etcd, gRPC,
   election, the worker hub) with the heartbeat interval under test;
 * **load generators** (``--load``): plain-asyncio processes, each simulating
   many workers multiplexed as HTTP/2 streams, 90 per connection (the
@@ -43,13 +43,14 @@ import tempfile
 import time
 from pathlib import Path
 
-from leibrix._local import free_hostport
-from leibrix._requests import time_partitioned_admission
-from leibrix._proto import leibrix_cp as cp
+from leibrix.wire._grpc import COORDINATE_WORKER
+from leibrix.cli._local import free_hostport
+from leibrix.client._requests import time_partitioned_admission
+from leibrix.wire._proto import leibrix_cp as cp
 
 HEARTBEAT_S = 5.0
 DEAD_S = 10.0
-PATH = "/leibrix_cp.ControlPlaneService/CoordinateWorker"
+PATH = COORDINATE_WORKER
 #: children's stderr (set LEIBRIX_BENCH_LOG=path to keep it)
 _LOG = open(os.environ["LEIBRIX_BENCH_LOG"], "a") if os.environ.get("LEIBRIX_BENCH_LOG") else subprocess.DEVNULL
 
@@ -64,9 +65,9 @@ def serve_master(spec: dict) -> None:
 
     import trio
 
-    from leibrix._config import MasterConfig
-    from leibrix._etcd_member import TEST_TIMINGS
-    from leibrix._master_cmd import serve
+    from leibrix.master._config import MasterConfig
+    from leibrix.store._member import TEST_TIMINGS
+    from leibrix.cli._master import serve
 
     @dataclass(frozen=True, slots=True)
     class BenchConfig(MasterConfig):
@@ -128,7 +129,7 @@ async def _load(spec: dict) -> None:
     from grpclib.client import Channel
     from grpclib.const import Cardinality
 
-    from leibrix._proto.records import control_plane_pb2 as pb
+    from leibrix.wire._proto.records import control_plane_pb2 as pb
 
     host, port = spec["master"].rsplit(":", 1)
     channels = [Channel(host, int(port)) for _ in range(spec["conns"])]

@@ -2,9 +2,9 @@
 
 Two generators run over the same files:
 
-* betterproto 2.0.0b7 -> ``leibrix/_proto/leibrix_cp/__init__.py``: the gRPC
+* betterproto 2.0.0b7 -> ``leibrix/wire/_proto/leibrix_cp/__init__.py``: the gRPC
   surface (messages, grpclib stubs and service bases);
-* protoc's own Python generator -> ``leibrix/_proto/records/*_pb2.py``: upb-backed
+* protoc's own Python generator -> ``leibrix/wire/_proto/records/*_pb2.py``: upb-backed
   messages used for etcd values (parsing is ~100x faster than betterproto) and,
   because importing them registers the file descriptors, for server reflection.
 
@@ -29,7 +29,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 PROTO_DIR = ROOT / "proto"
-OUT = ROOT / "leibrix" / "_proto"
+OUT = ROOT / "leibrix" / "wire" / "_proto"
 GENERATED = ("leibrix_cp", "records")
 
 
@@ -60,7 +60,7 @@ def generate(dest: Path) -> None:
             '"""protoc-generated (upb) messages of proto/leibrix_cp; see proto/generate.py."""\n'
         )
         for src in sorted((pb / "leibrix_cp").iterdir()):
-            text = src.read_text().replace("from leibrix_cp import", "from leibrix._proto.records import")
+            text = src.read_text().replace("from leibrix_cp import", "from leibrix.wire._proto.records import")
             (records / src.name).write_text(text)
 
 

@@ -1,0 +1,149 @@
+"""Dataset, epoch and route RPCs: ``AdmitDataset`` (upstream), ``GetDataset``, ``ListEpochs``,
+``RetireEpoch``, ``DropDataset``, ``ReportAccess``, ``ResolveRoute``, ``WatchRoutes``.
+
+``AdmitDataset`` follows the one response rule of ``leibrix.control._admission``:
+accepted → OK with the upstream body (``ACCEPTED``), anything else → a gRPC
+error status with the message and no body. Writes and access reports go to
+the leader (followers answer UNAVAILABLE + ``leibrix-leader``); reads and
+routes are answered by any master from its watched state (a follower may lag
+the leader by the watch delay, and knows worker addresses only while leading).
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import AsyncIterator
+from datetime import datetime, timezone
+
+from leibrix.control._admission import AdmissionService
+from leibrix.domain._errors import InvalidArgument, NotFound
+from leibrix.store._etcd import Delete
+from leibrix.api._server import trio_rpc
+from leibrix.domain._lifecycle import State
+from leibrix.wire._proto import leibrix_cp as cp
+from leibrix.state._model import epoch_to_wire
+from leibrix.store._term import Leadership
+from leibrix.domain._validation import check_id, validate_admission
+
+
+class DatasetApi(cp.ManagementServiceBase):
+    """ManagementService area: admission, dataset/epoch inspection, retirement, heat and routes."""
+
+    def __init__(self, leadership: Leadership, admission: AdmissionService) -> None:
+        self.leadership = leadership
+        self.admission = admission
+
+    def _service(self) -> AdmissionService:
+        return self.admission
+
+    def _dataset(self, tenant_id: str, dataset_id: str):
+        svc = self._service()
+        t = check_id("tenant_id", tenant_id)
+        d = check_id("dataset_id", dataset_id)
+        ds = svc.state.datasets.get((t, d))
+        if ds is None:
+            raise NotFound(f"dataset {t}/{d} not found")
+        return svc, ds
+
+    @trio_rpc
+    async def admit_dataset(self, request: cp.AdmitDatasetRequest) -> cp.AdmitDatasetResponse:
+        """Validate, decide (policy, quotas, idempotency) and persist an admission; see ``leibrix.control._admission``."""
+        svc = self._service()
+        spec = validate_admission(request, svc.admission_config.limits)
+        _, admissions = svc.leading()
+        return await admissions.admit(spec)
+
+    @trio_rpc
+    async def get_dataset(self, request: cp.GetDatasetRequest) -> cp.DatasetInfo:
+        """The dataset's source, placement options and how many epochs are in each state."""
+        svc, ds = self._dataset(request.tenant_id, request.dataset_id)
+        counts = Counter(e.state.name for e in svc.state.dataset_epochs(ds.tenant_id, ds.dataset_id))
+        return cp.DatasetInfo(
+            tenant_id=ds.tenant_id,
+            dataset_id=ds.dataset_id,
+            source=cp.DataSource().parse(ds.request.source.SerializeToString()),
+            replication_factor=ds.replication_factor,
+            strategy=cp.PlacementStrategy(ds.strategy),
+            retention_epochs=ds.retention,
+            epochs_by_state=dict(counts),
+            admitted_at=datetime.fromtimestamp(ds.admitted_ms / 1000, tz=timezone.utc),
+        )
+
+    @trio_rpc
+    async def list_epochs(self, request: cp.ListEpochsRequest) -> cp.ListEpochsResponse:
+        """Every epoch of the dataset with state, history, replicas, estimates, heat and benefit."""
+        svc, ds = self._dataset(request.tenant_id, request.dataset_id)
+        coord = svc.coordinator
+        out = []
+        for e in sorted(svc.state.dataset_epochs(ds.tenant_id, ds.dataset_id), key=lambda e: (e.start_ms, e.dims)):
+            heat = benefit = 0.0
+            if coord is not None:
+                now = coord.clock()
+                heat = coord.heat(e, now).get(coord.config.heat, now)
+                benefit = coord.benefit(e, now)
+            out.append(epoch_to_wire(e, svc.worker_addr, heat, benefit))
+        return cp.ListEpochsResponse(epochs=out)
+
+    @trio_rpc
+    async def retire_epoch(self, request: cp.RetireEpochRequest) -> cp.CommonResponse:
+        """Retire one epoch: its route is withdrawn first, then its replicas are evicted."""
+        svc, ds = self._dataset(request.tenant_id, request.dataset_id)
+        epoch_id = check_id("epoch_id", request.epoch_id)
+        e = svc.state.epochs.get((ds.tenant_id, ds.dataset_id, epoch_id))
+        if e is None:
+            raise NotFound(f"epoch {ds.tenant_id}/{ds.dataset_id}/{epoch_id} not found")
+        coord, _ = svc.leading()
+        n = await coord.retire([e.key], "retired by RetireEpoch")
+        msg = f"epoch {epoch_id} retired" if n else f"epoch {epoch_id} was already {e.state.name}"
+        return cp.CommonResponse(status=cp.ResponseStatus.SUCCESS, message=msg)
+
+    @trio_rpc
+    async def drop_dataset(self, request: cp.DropDatasetRequest) -> cp.CommonResponse:
+        """Drop a dataset: withdraw every route, evict every replica, delete its records."""
+        svc, ds = self._dataset(request.tenant_id, request.dataset_id)
+        coord, _ = svc.leading()
+        ctx = self.leadership.leader_context()
+        keys = [e.key for e in list(svc.state.dataset_epochs(ds.tenant_id, ds.dataset_id))]
+        await coord.retire(keys, "dataset dropped", delete=True)
+        await ctx.writer.commit([Delete(ctx.keys.dataset(ds.tenant_id, ds.dataset_id))])
+        return cp.CommonResponse(status=cp.ResponseStatus.SUCCESS,
+                                 message=f"dataset {ds.tenant_id}/{ds.dataset_id} dropped ({len(keys)} epoch(s))")
+
+    @trio_rpc
+    async def report_access(self, request: cp.ReportAccessRequest) -> cp.CommonResponse:
+        """Feed heat: ``count`` queries that scanned ``scanned_bytes`` (one epoch, or all when epoch_id is empty)."""
+        svc, ds = self._dataset(request.tenant_id, request.dataset_id)
+        if request.count < 0:
+            raise InvalidArgument("count", f"must be >= 0, got {request.count}")
+        if request.scanned_bytes < 0:
+            raise InvalidArgument("scanned_bytes", f"must be >= 0, got {request.scanned_bytes}")
+        coord, _ = svc.leading()
+        if request.epoch_id:
+            e = svc.state.epochs.get((ds.tenant_id, ds.dataset_id, check_id("epoch_id", request.epoch_id)))
+            if e is None:
+                raise NotFound(f"epoch {ds.tenant_id}/{ds.dataset_id}/{request.epoch_id} not found")
+            targets = [e]
+        else:
+            targets = [e for e in svc.state.dataset_epochs(ds.tenant_id, ds.dataset_id) if e.state is not State.RETIRED]
+        for e in targets:
+            coord.report_access(e, request.count, request.scanned_bytes // max(1, len(targets)))
+        return cp.CommonResponse(status=cp.ResponseStatus.SUCCESS, message=f"{len(targets)} epoch(s) updated")
+
+    @trio_rpc
+    async def resolve_route(self, request: cp.ResolveRouteRequest) -> cp.ResolveRouteResponse:
+        """READY epochs overlapping the time range and matching the filter, with workers and tokens."""
+        return self._service().routes.resolve(request)
+
+    @trio_rpc
+    async def watch_routes(self, request: cp.WatchRoutesRequest) -> AsyncIterator[cp.RouteUpdate]:
+        """The tenant's routes (UPSERTs), ``SNAPSHOT_DONE``, then every change until the client leaves."""
+        tenant_id = check_id("tenant_id", request.tenant_id)
+        svc = self._service()
+        if tenant_id not in svc.state.tenants:
+            raise NotFound(f"tenant {tenant_id!r} not found")
+        recv = svc.routes.subscribe(tenant_id)
+        try:
+            async for update in recv:
+                yield update
+        finally:
+            recv.close()

@@ -1,0 +1,200 @@
+"""The gRPC server: grpclib (asyncio-only) hosted inside Trio through trio-asyncio.
+
+Three things every RPC of the master shares live here, so no service has to
+repeat them:
+
+* **Trio handlers.** grpclib calls handlers on the asyncio side of the bridge.
+  RPC implementations are written as ordinary Trio code and decorated with
+  :func:`trio_rpc`, which runs them (unary or server-streaming) as Trio tasks
+  through trio-asyncio (unary ones via :func:`call_trio`, which leaves no
+  garbage cycle per call); a cancelled client call cancels the Trio task.
+* **One error mapping.** :func:`_guard` wraps every handler the server serves:
+  a :class:`leibrix.domain._errors.ApiError` becomes the same gRPC status and message;
+  :class:`~leibrix.domain._errors.Unavailable` also carries the leader's address as
+  trailing metadata ``leibrix-leader`` (grpclib lets a handler send its own
+  trailers with ``Stream.send_trailing_metadata``; once sent, grpclib's own
+  exception-to-status step is skipped); an unreachable etcd is ``UNAVAILABLE``
+  too, because a retry may succeed. Anything else stays grpclib's ``UNKNOWN``
+  and is logged: it is a bug, never the caller's fault.
+* **The standard services.** ``grpc.health.v1.Health`` (SERVING only while
+  :class:`HealthFlag` says this member is healthy) and server reflection
+  (v1 and v1alpha). Reflection reads descriptors from protobuf's default pool;
+  importing the protoc-generated ``leibrix.wire._proto.records`` modules registers ours.
+
+The worker stream is served at both ``/leibrix_cp.ControlPlaneService/...``
+(the Go master's path) and ``/control_plane.ControlPlaneService/...`` (the
+path the Rust worker dials).
+"""
+
+from __future__ import annotations
+
+import functools
+import inspect
+import logging
+from collections.abc import Callable, Iterable, Mapping
+from typing import Any, TypeVar
+
+import grpclib.const
+import grpclib.server
+import h2.exceptions
+import trio
+import trio_asyncio
+from grpclib.health.check import ServiceStatus
+from grpclib.health.service import Health
+from grpclib.reflection.service import ServerReflection
+
+from leibrix.domain._errors import ApiError, Unavailable
+from leibrix.wire._grpc import CONTROL_PLANE_ALIASES, LEADER_METADATA, call_trio
+from leibrix.store._etcd import EtcdUnavailable
+
+# Imported for their side effect: registering our file descriptors in protobuf's
+# default pool, which is what server reflection serves.
+from leibrix.wire._proto.records import control_plane_pb2, management_pb2  # noqa: F401  # isort: skip
+
+__all__ = ["GrpcServer", "HealthFlag", "trio_rpc"]
+
+log = logging.getLogger(__name__)
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+def trio_rpc(fn: F) -> F:
+    """Mark an RPC method as Trio code, callable from grpclib's asyncio side.
+
+    Use it on every method that overrides a generated ``*ServiceBase`` RPC::
+
+        class TenantApi:
+            @trio_rpc
+            async def get_tenant(self, request: GetTenantRequest) -> TenantInfo:
+                ...  # plain Trio: await trio.sleep(...), self.master.etcd..., raise NotFound(...)
+
+    Unary methods return the response; server-streaming methods are async
+    generators and ``yield`` responses. Raise :class:`leibrix.domain._errors.ApiError`
+    subclasses for anything the caller did wrong.
+    """
+    if inspect.isasyncgenfunction(fn):
+
+        @functools.wraps(fn)
+        def stream(self: Any, request: Any) -> Any:
+            return trio_asyncio.trio_as_aio(fn(self, request))
+
+        return stream  # type: ignore[return-value]
+
+    @functools.wraps(fn)
+    async def unary(self: Any, request: Any) -> Any:
+        return await call_trio(fn, self, request)
+
+    return unary  # type: ignore[return-value]
+
+
+def _as_api_error(exc: BaseException) -> ApiError | None:
+    """The client-facing error ``exc`` stands for, or None if it is a bug."""
+    if isinstance(exc, ApiError):
+        return exc
+    if isinstance(exc, EtcdUnavailable):
+        return Unavailable(f"the state store is unreachable, retry: {exc}")
+    if isinstance(exc, BaseExceptionGroup) and len(exc.exceptions) == 1:
+        return _as_api_error(exc.exceptions[0])
+    return None
+
+
+def _guard(func: Callable[[grpclib.server.Stream], Any]) -> Callable[[grpclib.server.Stream], Any]:
+    """Wrap one grpclib handler with the ApiError -> status (+ leader metadata) mapping."""
+
+    @functools.wraps(func)
+    async def handler(stream: grpclib.server.Stream) -> None:
+        try:
+            await func(stream)
+        except Exception as exc:
+            err = _as_api_error(exc)
+            if err is None:
+                raise
+            metadata = {LEADER_METADATA: err.leader} if isinstance(err, Unavailable) and err.leader else None
+            try:
+                await stream.send_trailing_metadata(
+                    status=err.status, status_message=err.message, metadata=metadata
+                )
+            except h2.exceptions.StreamClosedError:
+                pass  # the client has gone; nothing to tell it
+
+    return handler
+
+
+class _Guarded:
+    """A servable whose handlers are ``service``'s, guarded, optionally under other paths."""
+
+    def __init__(self, mapping: Mapping[str, grpclib.const.Handler]) -> None:
+        self._mapping = {
+            path: grpclib.const.Handler(_guard(h.func), h.cardinality, h.request_type, h.reply_type)
+            for path, h in mapping.items()
+        }
+
+    def __mapping__(self) -> dict[str, grpclib.const.Handler]:
+        return dict(self._mapping)
+
+
+class HealthFlag:
+    """This member's health as ``grpc.health.v1`` reports it (for every service and overall).
+
+    Set it from Trio with :meth:`set`; grpclib's ``Watch`` streams see changes.
+    """
+
+    def __init__(self) -> None:
+        self._status = ServiceStatus()
+        self._status.set(False)
+
+    @property
+    def serving(self) -> bool:
+        """True when Health answers SERVING."""
+        return bool(self._status.__status__())
+
+    def set(self, healthy: bool) -> None:
+        """Report this member healthy (SERVING) or not (NOT_SERVING)."""
+        self._status.set(bool(healthy))
+
+
+class GrpcServer:
+    """The master's gRPC endpoint: the given services, Health and Reflection, all guarded.
+
+    ``services`` are grpclib servables (e.g. betterproto ``ServiceBase``
+    instances) whose RPC methods use :func:`trio_rpc`. A service that serves
+    ``ControlPlaneService`` is also reachable under the Rust worker's path.
+    """
+
+    def __init__(self, services: Iterable[Any], health: HealthFlag) -> None:
+        self.health = health
+        self._services = list(services)
+
+    def _servables(self) -> list[Any]:
+        guarded: list[Any] = []
+        aliases: dict[str, grpclib.const.Handler] = {}
+        for service in self._services:
+            mapping = service.__mapping__()
+            guarded.append(_Guarded(mapping))
+            for path, handler in mapping.items():
+                if path in CONTROL_PLANE_ALIASES:
+                    aliases[CONTROL_PLANE_ALIASES[path]] = handler
+        health = Health({s: [self.health._status] for s in guarded})
+        servables = ServerReflection.extend([*guarded, health])
+        if aliases:
+            # Not listed by reflection: the alias has no descriptor of its own.
+            servables.append(_Guarded(aliases))
+        return servables
+
+    async def serve(self, host: str, port: int, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+        """Listen on ``host:port`` until cancelled; ``started()`` once the port is bound.
+
+        Binding errors (port in use) raise ``OSError`` before ``started()``. On
+        cancellation the listener closes, in-flight calls are cancelled and
+        given a second to finish, then the asyncio loop is closed.
+        """
+        async with trio_asyncio.open_loop():
+            server = grpclib.server.Server(self._servables())
+            await trio_asyncio.aio_as_trio(server.start)(host, port)
+            try:
+                task_status.started()
+                await trio.sleep_forever()
+            finally:
+                with trio.CancelScope(shield=True), trio.move_on_after(1.0):
+                    server.close()
+                    await trio_asyncio.aio_as_trio(server.wait_closed)()

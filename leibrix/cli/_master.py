@@ -1,0 +1,134 @@
+"""``leibrix master``: run one master until SIGTERM/SIGINT.
+
+Exit status: 0 after a clean shutdown, 2 for an invalid configuration, 1 when
+the master cannot start (port in use, unusable data dir, missing or unsafe etcd
+binary) or its embedded etcd member keeps dying. Every failure prints one
+``leibrix master: error: ...`` line saying what to fix.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import signal
+import sys
+import time
+
+import trio
+
+from leibrix.master._config import ConfigError, MasterConfig, add_arguments, load_config
+
+HELP = "run a master: embedded etcd, gRPC + HTTP endpoints, leader election"
+
+log = logging.getLogger("leibrix.master")
+
+
+def configure(parser: argparse.ArgumentParser) -> None:
+    """Add every master option (see :data:`leibrix.master._config.OPTIONS`)."""
+    parser.description = (
+        f"{HELP}. Options come from flags, then LEIBRIX_* environment variables, then the "
+        "--config TOML file, then defaults (listening on loopback only)."
+    )
+    add_arguments(parser)
+
+
+class JsonFormatter(logging.Formatter):
+    """One JSON object per line (``ts``, ``level``, ``logger``, ``msg``, ``exc``) for log shippers."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        """Render ``record`` as a JSON line."""
+        entry = {
+            "ts": self.formatTime(record, "%Y-%m-%dT%H:%M:%S") + f".{int(record.msecs):03d}Z",
+            "level": record.levelname.lower(),
+            "logger": record.name,
+            "msg": record.getMessage(),
+        }
+        if record.exc_info:
+            entry["exc"] = self.formatException(record.exc_info)
+        return json.dumps(entry)
+
+
+def setup_logging(level: str, fmt: str) -> None:
+    """One line per event on stderr, with the logger name (the module) for grepping."""
+    handler = logging.StreamHandler(sys.stderr)
+    if fmt == "json":
+        formatter: logging.Formatter = JsonFormatter()
+        formatter.converter = time.gmtime
+    else:
+        formatter = logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s")
+    handler.setFormatter(formatter)
+    logging.basicConfig(level=getattr(logging, level.upper()), handlers=[handler])
+
+
+async def serve(config: MasterConfig, *, task_status: trio.TaskStatus[object] = trio.TASK_STATUS_IGNORED) -> None:
+    """Run a master until SIGTERM/SIGINT, then shut it down gracefully; ``started(master)`` once serving.
+
+    The first signal starts :meth:`Master.shutdown`; a second signal, or the
+    shutdown taking longer than ``shutdown_timeout``, cancels whatever is left
+    (the etcd member is still stopped and reaped).
+    """
+    from leibrix.master._master import Master
+
+    master = Master(config)
+    async with trio.open_nursery() as nursery:
+
+        async def on_signals() -> None:
+            with trio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:
+                signum = await signals.__anext__()
+                log.info("received %s: shutting down", signal.Signals(signum).name)
+                nursery.start_soon(master.shutdown)
+                with trio.move_on_after(config.shutdown_timeout):
+                    await signals.__anext__()
+                log.warning("shutdown did not finish in time (or a second signal): cancelling")
+                nursery.cancel_scope.cancel()
+
+        async def run_master(task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+            try:
+                await master.run(task_status=task_status)
+            finally:
+                nursery.cancel_scope.cancel()
+
+        nursery.start_soon(on_signals)
+        await nursery.start(run_master)
+        task_status.started(master)
+
+
+def _explain(exc: BaseException) -> str | None:
+    """The operator-facing message for a start-up failure, or None for a bug."""
+    from leibrix.store._etcd import EtcdUnavailable
+    from leibrix.store._member import EtcdBinaryError, MemberFailed
+    from leibrix.master._master import StartupError
+
+    if isinstance(exc, BaseExceptionGroup):
+        for inner in exc.exceptions:
+            text = _explain(inner)
+            if text is not None:
+                return text
+        return None
+    if isinstance(exc, (ConfigError, StartupError, EtcdBinaryError, MemberFailed)):
+        return str(exc)
+    if isinstance(exc, EtcdUnavailable):
+        return f"etcd did not become ready: {exc}"
+    if isinstance(exc, OSError):
+        return f"cannot listen: {exc}"
+    return None
+
+
+def run(args: argparse.Namespace) -> int:
+    """Entry point of ``leibrix master``; returns the exit status."""
+    try:
+        config = load_config(args)
+    except ConfigError as exc:
+        print(f"leibrix master: error: {exc}", file=sys.stderr)
+        return 2
+    setup_logging(config.log_level, config.log_format)
+    try:
+        trio.run(serve, config)
+    except BaseException as exc:  # noqa: BLE001 - every failure gets one clear line and a status
+        text = _explain(exc)
+        if text is None:
+            raise
+        print(f"leibrix master: error: {text}", file=sys.stderr)
+        return 1
+    return 0

@@ -1,0 +1,126 @@
+"""Draining a worker: empty it without ever dropping below the replicas an epoch has.
+
+A drain runs in the leader's term (it dies with the term; the DRAINING state
+is persisted, so the next leader keeps the worker out of placements):
+
+1. the worker becomes DRAINING (persisted): no new placements;
+2. each replica it holds is moved **make-before-break** — loaded elsewhere and
+   READY before it is evicted here — at most ``max_parallel`` at a time;
+3. at the deadline, replicas still here are moved **break-before-make**
+   (evicted first, then re-placed): the operator chose to lose redundancy
+   briefly rather than wait, and the result says so;
+4. once empty the worker gets ``drain_command`` (it may exit) and becomes DRAINED.
+
+Progress is observable while it runs (:class:`Drain` counters, and the
+worker's state and replica count through ``GetWorker``).
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+
+import trio
+
+from leibrix.domain._errors import FailedPrecondition, InvalidArgument, NotFound, Unavailable
+from leibrix.domain._liveness import WState
+
+__all__ = ["DEFAULT_DEADLINE_S", "DEFAULT_MAX_PARALLEL", "Drain", "start_drain"]
+
+log = logging.getLogger(__name__)
+
+DEFAULT_DEADLINE_S = 600.0
+DEFAULT_MAX_PARALLEL = 2
+
+
+@dataclass(eq=False)
+class Drain:
+    """One drain in progress (or finished): its parameters, counters and completion event."""
+
+    worker_id: str
+    deadline_s: float
+    max_parallel: int
+    moved_make_before_break: int = 0
+    moved_break_before_make: int = 0
+    failed: int = 0
+    deadline_exceeded: bool = False
+    remaining: int = 0
+    message: str = ""
+    done: trio.Event = field(default_factory=trio.Event)
+
+
+def _check(worker_id: str, deadline_s: float, max_parallel: int) -> tuple[float, int]:
+    if not worker_id:
+        raise InvalidArgument("worker_id", "is required")
+    if deadline_s < 0 or deadline_s != deadline_s:
+        raise InvalidArgument("deadline_s", f"must be >= 0 seconds (0 = default {DEFAULT_DEADLINE_S:g}), got {deadline_s}")
+    if max_parallel < 0:
+        raise InvalidArgument("max_parallel", f"must be >= 0 (0 = default {DEFAULT_MAX_PARALLEL}), got {max_parallel}")
+    return deadline_s or DEFAULT_DEADLINE_S, max_parallel or DEFAULT_MAX_PARALLEL
+
+
+async def start_drain(hub, worker_id: str, *, deadline_s: float = 0.0, max_parallel: int = 0) -> Drain:
+    """Start (or join) the drain of ``worker_id`` in the leader's term; returns at once.
+
+    Idempotent: asking again while a drain runs returns the running one.
+    Raises NotFound for an unknown worker, FailedPrecondition for a DEAD one
+    (its replicas are being re-placed already) and Unavailable on a follower.
+    """
+    deadline_s, max_parallel = _check(worker_id, deadline_s, max_parallel)
+    term = hub._term
+    if term is None:
+        raise Unavailable("not the leader", leader=hub.leader_hint())
+    m = hub.members.get(worker_id)
+    state = hub.liveness.state(worker_id)
+    if m is None or state is None:
+        raise NotFound(f"worker {worker_id!r} is not known to the leader")
+    if m.drain is not None and (not m.drain.done.is_set() or state is WState.DRAINED):
+        return m.drain
+    if state is WState.DEAD:
+        raise FailedPrecondition(f"worker {worker_id!r} is DEAD: its replicas are re-placed, nothing to drain")
+    if hub.coordinator is None:
+        raise FailedPrecondition("no epoch coordinator is running in this term")
+    drain = Drain(worker_id, deadline_s, max_parallel)
+    m.drain = drain
+    await hub.set_drain(worker_id, WState.DRAINING)
+    term.nursery.start_soon(_run, hub, hub.coordinator, drain)
+    return drain
+
+
+async def _run(hub, coordinator, drain: Drain) -> None:
+    wid = drain.worker_id
+    try:
+        limiter = trio.CapacityLimiter(drain.max_parallel)
+        deadline = trio.current_time() + drain.deadline_s
+
+        async def move(key: tuple[str, str, str], make_before_break: bool) -> None:
+            async with limiter:
+                ok = await coordinator.move_replica(*key, wid, make_before_break=make_before_break)
+            if not ok:
+                drain.failed += 1
+            elif make_before_break:
+                drain.moved_make_before_break += 1
+            else:
+                drain.moved_break_before_make += 1
+
+        with trio.move_on_at(deadline):
+            async with trio.open_nursery() as n:
+                for key in coordinator.replicas_on(wid):
+                    n.start_soon(move, key, True)
+        left = coordinator.replicas_on(wid)
+        if left and trio.current_time() >= deadline:
+            drain.deadline_exceeded = True
+            async with trio.open_nursery() as n:
+                for key in left:
+                    n.start_soon(move, key, False)
+        drain.remaining = len(coordinator.replicas_on(wid))
+        if drain.remaining == 0:
+            await hub.command(wid, "drain_command", {"reason": "drained", "worker_id": wid})
+            await hub.set_drain(wid, WState.DRAINED)
+            drain.message = "drained" + (" (deadline exceeded: the rest moved break-before-make)"
+                                         if drain.deadline_exceeded else "")
+        else:
+            drain.message = f"{drain.remaining} replicas could not be moved (no eligible destination)"
+        log.info("drain of %s: %s", wid, drain.message)
+    finally:
+        drain.done.set()

@@ -1,0 +1,102 @@
+"""The composition root: every part of a master is built and wired here, and only here.
+
+:func:`compose` runs once per master process, after the etcd client and the
+Mirror exist and before anything serves. It reads the configuration, builds
+each part with what it needs passed to its constructor, registers the
+watched tables on the Mirror, and returns :class:`Parts`: the gRPC services
+to serve and the leader services to run in every term, in their start order.
+
+Who owns what:
+
+* the **worker hub** (:mod:`leibrix.workers`) serves ``CoordinateWorker`` for
+  the master's whole life and works only while leading;
+* the **admission service** (:mod:`leibrix.control`) owns the state model,
+  the route table and, per term, the coordinator, admission queue, heat
+  checkpointer and janitor; it hands the term's coordinator to the hub;
+* the **ManagementService** (:mod:`leibrix.api`) is one object per area
+  (cluster, tenants, datasets, workers), each answering its own RPCs.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field, fields
+from typing import TYPE_CHECKING, Any
+
+from leibrix.api._cluster import ClusterApi, ManagementService
+from leibrix.api._datasets import DatasetApi
+from leibrix.api._tenants import TenantApi
+from leibrix.api._workers import WorkerApi
+from leibrix.control._admission import AdmissionConfig, AdmissionService
+from leibrix.control._coordinator import CoordinatorConfig
+from leibrix.domain._heat import HeatModel
+from leibrix.domain._validation import AdmissionLimits
+from leibrix.store._term import LeaderService
+from leibrix.workers._hub import HubConfig, WorkerHub
+
+if TYPE_CHECKING:
+    from leibrix.master._config import MasterConfig
+    from leibrix.master._master import Master
+
+__all__ = ["Parts", "admission_configs", "compose", "hub_config"]
+
+
+@dataclass(slots=True)
+class Parts:
+    """What a master serves and runs, as built by :func:`compose`.
+
+    ``leader_services`` start in this order at the beginning of every term
+    (each ``run_term`` is started before the next) and are cancelled together
+    when it ends.
+    """
+
+    management: Any
+    leader_services: list[LeaderService] = field(default_factory=list)
+    grpc_services: list[Any] = field(default_factory=list)
+    hub: WorkerHub | None = None
+    admission: AdmissionService | None = None
+
+
+def hub_config(config: MasterConfig) -> HubConfig:
+    """The hub's knobs: each field ``f`` of :class:`HubConfig` is the master option ``worker_<f>``."""
+    values = {f.name: getattr(config, "worker_" + f.name) for f in fields(HubConfig)
+              if hasattr(config, "worker_" + f.name)}
+    return HubConfig(**values)
+
+
+def admission_configs(config: MasterConfig) -> tuple[AdmissionConfig, CoordinatorConfig]:
+    """Admission and coordinator tunables from the master's options of the same names."""
+    base = CoordinatorConfig()
+    coordinator = dataclasses.replace(
+        base,
+        hysteresis=config.residency_hysteresis,
+        default_replication=config.default_replication,
+        max_candidates=config.schedule_max_candidates,
+        heat=HeatModel(half_life_s=config.heat_half_life_s),
+        heat_checkpoint_interval_s=config.heat_checkpoint_interval_s,
+        retired_ttl_s=config.retired_ttl_s,
+        prune_interval_s=config.prune_interval_s,
+    )
+    admission = AdmissionConfig(limits=AdmissionLimits(max_epochs_per_request=config.max_epochs_per_request),
+                                request_ttl_s=config.request_ttl_s)
+    return admission, coordinator
+
+
+def compose(master: Master) -> Parts:
+    """Build and wire every part of ``master`` (its etcd client and Mirror exist; nothing serves yet)."""
+    assert master.mirror is not None
+    config = master.config
+    hub = WorkerHub(hub_config(config), master_id=config.name, keys=master.keys, leader_hint=master.leader_hint)
+    hub.register_tables(master.mirror)
+    admission_config, coordinator_config = admission_configs(config)
+    admission = AdmissionService(leadership=master, hub=hub, admission=admission_config,
+                                 coordinator=coordinator_config, registry=master.metrics.registry)
+    admission.attach(master.mirror)
+    management = ManagementService([
+        ClusterApi(master),
+        TenantApi(master, admission),
+        DatasetApi(master, admission),
+        WorkerApi(master, hub),
+    ])
+    return Parts(management=management, leader_services=[admission, hub], grpc_services=[hub],
+                 hub=hub, admission=admission)

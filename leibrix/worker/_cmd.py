@@ -1,0 +1,109 @@
+"""``leibrix worker``: run the reference worker process.
+
+Example::
+
+    leibrix worker --master 127.0.0.1:7070 --id w1 --memory 8GiB --cpu 4 --zone z1 --pool acme
+
+``--master`` may be repeated (or comma-separated) to list every master: the
+worker tries them in turn and follows ``leibrix-leader`` redirects, so it finds
+the leader wherever it is.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import socket
+import sys
+
+import trio
+import trio_asyncio
+
+from leibrix.worker._agent import Agent, WorkerConfig
+from leibrix.worker._loader import Loader
+from leibrix.worker._sizes import parse_size
+
+HELP = "run a reference worker (in-memory DuckDB) that registers with the master"
+
+
+def worker_command(masters: list[str], worker_id: str, *, memory: str = "1GiB", cpu: float = 1.0,
+                   zone: str = "", pool: str = "", extra: tuple[str, ...] = ()) -> list[str]:
+    """The command line that runs one reference worker with this interpreter.
+
+    For whatever starts workers as child processes (``leibrix local``, tests,
+    benchmarks), so the flags are spelled in one place.
+    """
+    cmd = [sys.executable, "-m", "leibrix", "worker", "--master", ",".join(masters), "--id", worker_id,
+           "--memory", memory, "--cpu", str(cpu)]
+    if zone:
+        cmd += ["--zone", zone]
+    if pool:
+        cmd += ["--pool", pool]
+    return [*cmd, *extra]
+
+
+def _size(text: str) -> int:
+    try:
+        return parse_size(text)
+    except ValueError as e:
+        raise argparse.ArgumentTypeError(str(e)) from None
+
+
+def _positive_float(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+    if not value > 0:
+        raise argparse.ArgumentTypeError(f"must be > 0, got {text}")
+    return value
+
+
+def _label(text: str) -> tuple[str, str]:
+    key, sep, value = text.partition("=")
+    if not sep or not key:
+        raise argparse.ArgumentTypeError(f"label {text!r}: expected KEY=VALUE")
+    return key, value
+
+
+def configure(parser: argparse.ArgumentParser) -> None:
+    """Add the worker's arguments."""
+    parser.add_argument("--master", action="append", required=True, metavar="HOST:PORT",
+                        help="a master's gRPC address; repeat or comma-separate to list all masters")
+    parser.add_argument("--id", required=True, help="worker id, unique in the cluster")
+    parser.add_argument("--memory", type=_size, required=True, help="memory capacity, e.g. 8GiB or 512MiB")
+    parser.add_argument("--cpu", type=_positive_float, required=True, help="CPU cores offered")
+    parser.add_argument("--zone", default="", help="failure zone label (replicas spread across zones)")
+    parser.add_argument("--pool", default="", help="tenant pool this worker serves (label `pool`)")
+    parser.add_argument("--label", type=_label, action="append", default=[], metavar="KEY=VALUE",
+                        help="extra label; repeatable")
+    parser.add_argument("--addr", default="", help="address the gateway reaches this worker at "
+                        "(default: hostname:0, the reference worker serves no queries)")
+    parser.add_argument("--parallel-loads", type=int, default=2, help="loads executed at once")
+    parser.add_argument("--max-rows", type=int, default=5_000_000,
+                        help="cap on synthetic rows per epoch until real sources land")
+    parser.add_argument("--log-level", default="INFO")
+
+
+def run(args: argparse.Namespace) -> int:
+    """Run the worker until it is drained (exit 0) or refused for good (exit 2)."""
+    logging.basicConfig(level=args.log_level.upper(),
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    masters = [m.strip() for arg in args.master for m in arg.split(",") if m.strip()]
+    config = WorkerConfig(
+        masters=masters, worker_id=args.id, memory_bytes=args.memory, cpu_cores=args.cpu,
+        zone=args.zone, pool=args.pool, addr=args.addr or f"{socket.gethostname()}:0",
+        labels=dict(args.label), max_parallel_loads=max(1, args.parallel_loads),
+    )
+    loader = Loader(memory_limit_bytes=args.memory, max_rows=args.max_rows)
+
+    async def main() -> int:
+        async with trio_asyncio.open_loop():
+            return await Agent(config, loader).run()
+
+    try:
+        return trio.run(main)
+    except KeyboardInterrupt:
+        return 130
+    finally:
+        loader.close()

@@ -1,0 +1,208 @@
+"""Executing a LoadPlan into the worker's in-memory DuckDB, and evicting it again.
+
+Until the sources issue lands there is no real source reader, so a plan is
+executed by generating **deterministic synthetic rows**: ``expected_rows`` rows
+(capped by ``max_rows``) whose values derive only from the plan id and the row
+number, with the epoch's time window and dimension values when the plan
+resolves them. Everything reported back is *measured*, never echoed from the
+plan: rows by ``count(*)``, bytes by DuckDB's own memory accounting before and
+after the load, and the schema fingerprint (``leibrix.domain._schema.fingerprint``) of
+the table's real Arrow schema, read back from DuckDB through nanoarrow.
+
+The table's columns are ``leibrix.domain._schema.synthetic``'s definition (this module
+only knows how to *fill* each column role). When the plan carries an
+``arrow_schema``, the table built must have the same fingerprint; otherwise the
+table is dropped and the load fails with ``SchemaMismatch`` naming both
+schemas, which the agent reports as FAILED — a table that is not what the
+master planned must never be reported COMPLETED.
+
+All methods are synchronous and thread-safe (one lock around the DuckDB
+connection); the agent calls them through :func:`trio.to_thread.run_sync` so the
+event loop never blocks on a load.
+"""
+
+from __future__ import annotations
+
+import threading
+from dataclasses import dataclass
+
+import duckdb
+import nanoarrow as na
+
+from leibrix.domain import _schema
+from leibrix.wire._proto.records import control_plane_pb2 as pb
+
+__all__ = ["Loaded", "Loader", "SchemaMismatch", "table_name"]
+
+
+def table_name(dataset_id: str, epoch_id: str) -> str:
+    """The destination table of an epoch, as the wire contract names it: ``{dataset_id}__{epoch_id}``."""
+    return f"{dataset_id}__{epoch_id}"
+
+
+def _quote(identifier: str) -> str:
+    return '"' + identifier.replace('"', '""') + '"'
+
+
+def _literal(text: str) -> str:
+    return "'" + text.replace("'", "''") + "'"
+
+
+class SchemaMismatch(ValueError):
+    """The table a plan produced does not have the schema the plan carries (the table is dropped)."""
+
+
+@dataclass(frozen=True, slots=True)
+class Loaded:
+    """What one table holds: the facts a worker reports and re-registers with."""
+
+    tenant_id: str
+    dataset_id: str
+    epoch_id: str
+    plan_id: str
+    rows: int
+    bytes: int
+    schema_fingerprint: str
+
+    def inventory_entry(self) -> pb.InventoryEntry:
+        """This table as a registration inventory entry (so a reconnect reconciles, not reloads)."""
+        return pb.InventoryEntry(
+            dataset_id=self.dataset_id,
+            epoch_id=self.epoch_id,
+            plan_id=self.plan_id,
+            rows=self.rows,
+            bytes=self.bytes,
+            tenant_id=self.tenant_id,
+            schema_fingerprint=self.schema_fingerprint,
+        )
+
+
+class Loader:
+    """One in-memory DuckDB database holding one table per resident epoch.
+
+    Parameters
+    ----------
+    memory_limit_bytes:
+        DuckDB's ``memory_limit``: the worker's advertised memory capacity, so a
+        plan that does not fit fails with DuckDB's out-of-memory error (reported
+        as FAILED) instead of swapping the host.
+    max_rows:
+        Cap on synthetic rows per plan, to keep test and demo machines safe.
+    """
+
+    def __init__(self, *, memory_limit_bytes: int, max_rows: int = 5_000_000) -> None:
+        self._lock = threading.Lock()
+        self._con = duckdb.connect(":memory:")
+        self._con.execute(f"SET memory_limit = '{max(memory_limit_bytes, 1 << 20)}B'")
+        self._con.execute("SET threads = 1")
+        # an in-memory cache must not spill to disk (DuckDB's default is ./.tmp): over the limit is a failed load
+        self._con.execute("SET temp_directory = ''")
+        self.max_rows = max_rows
+        self._tables: dict[str, Loaded] = {}
+
+    def close(self) -> None:
+        """Release the database (every table is gone: a restarted worker starts empty)."""
+        with self._lock:
+            self._con.close()
+
+    # ---- queries -------------------------------------------------------
+
+    def inventory(self) -> list[Loaded]:
+        """Every table currently held, for registration."""
+        with self._lock:
+            return list(self._tables.values())
+
+    def holds(self, dataset_id: str, epoch_id: str) -> Loaded | None:
+        """The loaded table of that epoch, if any."""
+        return self._tables.get(table_name(dataset_id, epoch_id))
+
+    @property
+    def memory_used_bytes(self) -> int:
+        """Bytes of all resident tables, as measured when each was loaded."""
+        return sum(t.bytes for t in list(self._tables.values()))
+
+    def query(self, sql: str) -> list[tuple]:
+        """Run a read query (used by tests and the demo to check what is resident)."""
+        with self._lock:
+            return self._con.execute(sql).fetchall()
+
+    # ---- commands ------------------------------------------------------
+
+    def load(self, assignment: pb.DataAssignmentEvent, *, tenant_id: str) -> Loaded:
+        """Execute a ``data_assignment``: (re)create its table and measure what it holds.
+
+        Idempotent: loading the same plan again replaces the table, so a
+        re-sent assignment after a reconnect is harmless.
+        """
+        plan = assignment.load_plan
+        dataset_id, epoch_id = assignment.dataset_id, assignment.epoch_id
+        if not dataset_id or not epoch_id:
+            raise ValueError("data_assignment needs dataset_id and epoch_id")
+        name = plan.destination_table_name or table_name(dataset_id, epoch_id)
+        rows = max(0, min(plan.expected_rows, self.max_rows))
+        seed = plan.plan_id or name
+        part = plan.resolved_partition
+        expected = None
+        if plan.arrow_schema:
+            try:
+                expected = _schema.from_ipc(plan.arrow_schema)
+            except ValueError as exc:
+                raise ValueError(f"load_plan.arrow_schema: {exc}") from None
+        table = _schema.synthetic(part.time_column_name, part.dimension_values.keys())
+        start_us, span_us = 0, 86_400_000_000
+        if part.HasField("time_range") and part.time_range.HasField("start_inclusive"):
+            start_us = part.time_range.start_inclusive.ToMicroseconds()
+            end_us = part.time_range.end_exclusive.ToMicroseconds()
+            span_us = max(1, end_us - start_us)
+        fill = {
+            "id": "i",
+            "time": f"make_timestamp({start_us}::BIGINT + (hash(i, {_literal(seed)}) % {span_us})::BIGINT)",
+            "key": f"'k' || (hash(i, {_literal(seed + '/k')}) % 1000)::VARCHAR",
+            "value": f"(hash(i, {_literal(seed + '/v')}) % 1000000)::DOUBLE / 1000.0",
+        }
+
+        def expr(c: _schema.Column) -> str:
+            return _literal(part.dimension_values[c.name]) if c.role == "dimension" else fill[c.role]
+
+        columns = ", ".join(f"CAST({expr(c)} AS {c.sql_type}) AS {_quote(c.name)}" for c in table.columns)
+        sql = f"CREATE OR REPLACE TABLE {_quote(name)} AS SELECT {columns} FROM range({rows}) t(i)"
+        with self._lock:
+            before = self._memory()
+            self._con.execute(sql)
+            after = self._memory()
+            old = self._tables.pop(name, None)
+            measured = self._arrow_schema(name)
+            fingerprint = _schema.fingerprint(measured)
+            if expected is not None and (planned := _schema.fingerprint(expected)) != fingerprint:
+                self._con.execute(f"DROP TABLE {_quote(name)}")
+                raise SchemaMismatch(
+                    f"loaded schema {fingerprint} ({_schema.canonical(measured)}) differs from the plan's "
+                    f"{planned} ({_schema.canonical(expected)}); table {name} dropped")
+            (count,) = self._con.execute(f"SELECT count(*) FROM {_quote(name)}").fetchone()
+            # a replaced table freed its old bytes in the same statement
+            size = max(0, after - before + (old.bytes if old else 0))
+            loaded = Loaded(plan.tenant_id or tenant_id, dataset_id, epoch_id, plan.plan_id,
+                            int(count), size, fingerprint)
+            self._tables[name] = loaded
+            return loaded
+
+    def evict(self, dataset_id: str, epoch_id: str) -> bool:
+        """Drop an epoch's table; False if it was not held (eviction is idempotent)."""
+        name = table_name(dataset_id, epoch_id)
+        with self._lock:
+            self._con.execute(f"DROP TABLE IF EXISTS {_quote(name)}")
+            return self._tables.pop(name, None) is not None
+
+    def _arrow_schema(self, name: str) -> na.Schema:
+        # On a cursor of its own: DuckDB refuses to export a relation while the connection has an
+        # unfinished result (e.g. after a fetchone). The stream is closed at once for the same reason.
+        cursor = self._con.cursor()
+        try:
+            with na.ArrayStream(cursor.sql(f"SELECT * FROM {_quote(name)} LIMIT 0")) as stream:
+                return stream.schema
+        finally:
+            cursor.close()
+
+    def _memory(self) -> int:
+        (total,) = self._con.execute("SELECT sum(memory_usage_bytes) FROM duckdb_memory()").fetchone()
+        return int(total or 0)

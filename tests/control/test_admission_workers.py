@@ -1,0 +1,274 @@
+"""Admission end to end with real reference workers: loads, READY only after validation, routes,
+quota boundaries, every policy, benefit residency with hysteresis, refresh make-before-break,
+retention, retire/drop, tenant isolation."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+import trio
+from grpclib.const import Status
+from grpclib.exceptions import GRPCError
+
+from leibrix.wire._proto import leibrix_cp as cp
+from tests.support.admission import (
+    MiB,
+    admission,
+    leading,
+    quota,
+    routed,
+    rpc,
+    start_master,
+    states,
+    wait_for,
+    watch_routes,
+    workers,
+)
+
+QUEUE, REJECT, EVICT = cp.AdmissionPolicy.QUEUE, cp.AdmissionPolicy.REJECT, cp.AdmissionPolicy.EVICT_LOWER_BENEFIT
+
+
+async def cluster(etcd_server: Any, nursery: trio.Nursery, *ids: str, memory: str = "256MiB") -> Any:
+    m = await start_master(nursery, etcd_server.endpoint)
+    await leading(m)
+    await workers(nursery, m, *ids, memory=memory)
+    return m
+
+
+async def all_ready(m: Any, tenant: str = "acme", dataset: str = "orders", n: int | None = None) -> None:
+    def done() -> bool:
+        s = states(m, tenant, dataset)
+        return bool(s) and (n is None or len(s) == n) and set(s.values()) == {"READY"}
+
+    await wait_for(done, timeout=30, what="READY")
+
+
+async def test_epochs_load_on_replicas_validate_and_route(etcd_server: Any, nursery: trio.Nursery) -> None:
+    m = await cluster(etcd_server, nursery, "w1", "w2")
+    await rpc(m, "upsert_tenant_quota", quota(admission_policy=QUEUE))
+    resp = await rpc(m, "admit_dataset", admission(days=2, regions=("eu", "us"), replication_factor=2))
+    assert len(resp.epochs.epochs) == 4
+    await all_ready(m, n=4)
+    listed = await rpc(m, "list_epochs", cp.ListEpochsRequest(tenant_id="acme", dataset_id="orders"))
+    for ep in listed.epochs:
+        assert [(t.from_state.name, t.to_state.name) for t in ep.history] == [
+            ("PENDING", "LOADING"), ("LOADING", "VALIDATING"), ("VALIDATING", "READY")]
+        assert sorted(r.worker_id for r in ep.replicas) == ["w1", "w2"]
+        assert {r.state for r in ep.replicas} == {cp.ReplicaInfoState.LOADED}
+        assert ep.estimate.memory_bytes == 16 * MiB and ep.benefit > 0
+    routes = await rpc(m, "resolve_route", cp.ResolveRouteRequest(tenant_id="acme", dataset_id="orders",
+                                                                     dimension_filter={"region": "us"}))
+    assert len(routes.routes) == 2
+    for r in routes.routes:
+        assert r.worker_ids == ["w1", "w2"] and all(a for a in r.worker_addrs) and r.token
+        assert r.table_name == f"orders__{r.epoch.epoch_id}" and r.epoch.dimension_values == {"region": "us"}
+    info = await rpc(m, "get_dataset", cp.GetDatasetRequest(tenant_id="acme", dataset_id="orders"))
+    assert info.epochs_by_state == {"READY": 4} and info.replication_factor == 2
+    tenant = await rpc(m, "get_tenant", cp.GetTenantRequest(tenant_id="acme"))
+    assert tenant.usage.epochs == 4 and tenant.usage.memory_bytes == 4 * 2 * 16 * MiB
+
+
+async def test_memory_quota_is_enforced_at_the_exact_boundary(etcd_server: Any, nursery: trio.Nursery) -> None:
+    m = await cluster(etcd_server, nursery, "w1")
+    await rpc(m, "upsert_tenant_quota", quota(admission_policy=REJECT, max_memory_bytes=3 * 16 * MiB))
+    await rpc(m, "admit_dataset", admission(days=2))  # 2 epochs: 32 MiB of 48
+    await rpc(m, "admit_dataset", admission(dataset="more", days=1))  # exactly 48 of 48: fits
+    with pytest.raises(GRPCError) as info:
+        await rpc(m, "admit_dataset", admission(dataset="over", days=1))
+    assert info.value.status == Status.RESOURCE_EXHAUSTED
+    assert info.value.message == (f"tenant 'acme' memory budget: {48 * MiB} bytes, {48 * MiB} charged + "
+                                  f"{16 * MiB} requested = {64 * MiB}")
+    await all_ready(m, n=2)
+    await all_ready(m, dataset="more", n=1)
+    assert m.parts.admission.state.usage("acme").memory_bytes == 48 * MiB
+    # Retiring one epoch frees exactly one epoch of budget.
+    eid = next(iter(states(m)))
+    await rpc(m, "retire_epoch", cp.RetireEpochRequest(tenant_id="acme", dataset_id="orders", epoch_id=eid))
+    await rpc(m, "admit_dataset", admission(dataset="over", days=1))
+
+
+async def test_epoch_and_dataset_budgets(etcd_server: Any, nursery: trio.Nursery) -> None:
+    m = await cluster(etcd_server, nursery, "w1")
+    await rpc(m, "upsert_tenant_quota", quota(admission_policy=REJECT, max_epochs=2, max_datasets=2))
+    await rpc(m, "admit_dataset", admission(days=2))
+    with pytest.raises(GRPCError) as info:
+        await rpc(m, "admit_dataset", admission(dataset="b"))
+    assert info.value.status == Status.RESOURCE_EXHAUSTED and "epoch budget: 2 epochs, 2 charged + 1" in info.value.message
+    await rpc(m, "upsert_tenant_quota", quota(admission_policy=REJECT, max_epochs=10, max_datasets=2))
+    await rpc(m, "admit_dataset", admission(dataset="b"))
+    with pytest.raises(GRPCError) as info:
+        await rpc(m, "admit_dataset", admission(dataset="c"))
+    assert info.value.status == Status.RESOURCE_EXHAUSTED and "dataset budget: 2 datasets, 2 admitted" in info.value.message
+
+
+async def test_queue_policy_waits_as_pending_and_loads_when_room_appears(etcd_server: Any, nursery: trio.Nursery) -> None:
+    m = await cluster(etcd_server, nursery, "w1")
+    await rpc(m, "upsert_tenant_quota", quota(admission_policy=QUEUE, max_epochs=1))
+    resp = await rpc(m, "admit_dataset", admission(days=3))
+    assert resp.pending_epochs == 3
+    await wait_for(lambda: sorted(states(m).values()) == ["PENDING", "PENDING", "READY"], what="one loaded")
+    await trio.sleep(0.3)
+    assert sorted(states(m).values()) == ["PENDING", "PENDING", "READY"]  # the budget holds
+    await rpc(m, "upsert_tenant_quota", quota(admission_policy=QUEUE, max_epochs=3))
+    await all_ready(m, n=3)
+
+
+async def test_evict_lower_benefit_policy_with_hysteresis(etcd_server: Any, nursery: trio.Nursery) -> None:
+    m = await cluster(etcd_server, nursery, "w1")
+    await rpc(m, "upsert_tenant_quota", quota(admission_policy=EVICT, max_memory_bytes=32 * MiB))
+    await rpc(m, "admit_dataset", admission(dataset="cold", days=2, hints=cp.EstimateHints(
+        bytes_per_epoch=16 * MiB, scan_cost=100.0)))
+    await all_ready(m, dataset="cold", n=2)
+    # 1.2x the benefit does not beat the 1.5x hysteresis: nothing is evicted, the admission is rejected.
+    with pytest.raises(GRPCError) as info:
+        await rpc(m, "admit_dataset", admission(dataset="warm", hints=cp.EstimateHints(
+            bytes_per_epoch=16 * MiB, scan_cost=120.0)))
+    assert info.value.status == Status.RESOURCE_EXHAUSTED and "evicting 0 lower-benefit" in info.value.message
+    assert set(states(m, dataset="cold").values()) == {"READY"}
+    # 10x the benefit evicts the tenant's lowest-benefit resident (heat breaks the tie: the other is hot).
+    hot = sorted(states(m, dataset="cold"))[1]
+    await rpc(m, "report_access", cp.ReportAccessRequest(tenant_id="acme", dataset_id="cold", epoch_id=hot, count=50))
+    resp = await rpc(m, "admit_dataset", admission(dataset="hot", hints=cp.EstimateHints(
+        bytes_per_epoch=16 * MiB, scan_cost=1000.0)))
+    assert resp.status == cp.AdmitDatasetResponseStatus.ACCEPTED
+    await all_ready(m, dataset="hot", n=1)
+    cold = states(m, dataset="cold")
+    assert cold[hot] == "READY" and sorted(cold.values()) == ["READY", "RETIRED"]
+
+
+async def test_residency_by_benefit_across_tenants_with_hysteresis(etcd_server: Any, nursery: trio.Nursery) -> None:
+    # One worker fits four 64 MiB epochs; two QUEUE tenants compete for it by benefit.
+    m = await cluster(etcd_server, nursery, "w1", memory="256MiB")
+    for t in ("a", "b"):
+        await rpc(m, "upsert_tenant_quota", quota(t, admission_policy=QUEUE))
+    big = dict(bytes_per_epoch=64 * MiB)
+    await rpc(m, "admit_dataset", admission("a", "base", days=4, hints=cp.EstimateHints(scan_cost=100.0, **big)))
+    await all_ready(m, "a", "base", n=4)
+    await rpc(m, "admit_dataset", admission("b", "meh", hints=cp.EstimateHints(scan_cost=140.0, **big)))
+    await trio.sleep(0.5)
+    assert set(states(m, "b", "meh").values()) == {"PENDING"}  # 1.4x < 1.5x hysteresis: no churn
+    await rpc(m, "admit_dataset", admission("b", "hot", hints=cp.EstimateHints(scan_cost=1000.0, **big)))
+    await all_ready(m, "b", "hot", n=1)
+    base = states(m, "a", "base")
+    assert sorted(base.values()) == ["PENDING", "READY", "READY", "READY"]  # exactly one displaced
+    assert set(states(m, "b", "meh").values()) == {"PENDING"}
+
+
+async def test_refresh_is_make_before_break_and_routes_never_empty(etcd_server: Any, nursery: trio.Nursery) -> None:
+    m = await cluster(etcd_server, nursery, "w1", "w2")
+    await rpc(m, "upsert_tenant_quota", quota(admission_policy=QUEUE))
+    v1 = await rpc(m, "admit_dataset", admission(version="v1", days=2))
+    await all_ready(m, n=2)
+    old = {e.epoch_id for e in v1.epochs.epochs}
+    seen: dict[str, Any] = {}
+
+    def swapped(updates: list[cp.RouteUpdate]) -> bool:
+        removed = {u.route.epoch.epoch_id for u in updates if u.kind == cp.RouteUpdateKind.REMOVE}
+        return old <= removed
+
+    async def watch() -> None:
+        seen["updates"] = await watch_routes(m, "acme", swapped)
+
+    async with trio.open_nursery() as n:
+        n.start_soon(watch)
+        await wait_for(lambda: m.parts.admission.routes._subscribers.get("acme"), what="subscribed")
+        v2 = await rpc(m, "admit_dataset", admission(version="v2", days=2))
+        assert v2.refresh and {e.epoch_id for e in v2.epochs.epochs}.isdisjoint(old)
+    updates = seen["updates"]
+    snapshot = [u for u in updates[: updates.index(next(u for u in updates if u.kind == cp.RouteUpdateKind.SNAPSHOT_DONE))]]
+    live = {u.route.epoch.epoch_id for u in snapshot}
+    assert live == old
+    # Replay the stream: at every point each time window has at least one routed epoch.
+    windows = {e.epoch_id: e.time_range.start_inclusive for e in [*v1.epochs.epochs, *v2.epochs.epochs]}
+    for u in updates[len(snapshot) + 1:]:
+        (live.add if u.kind == cp.RouteUpdateKind.UPSERT else live.discard)(u.route.epoch.epoch_id)
+        assert {windows[e] for e in live} == set(windows[e] for e in old), "a window lost its route"
+    await wait_for(lambda: all(states(m)[e] == "RETIRED" for e in old), what="old retired")
+    assert routed(m) == {e.epoch_id for e in v2.epochs.epochs}
+    resolved = await rpc(m, "resolve_route", cp.ResolveRouteRequest(tenant_id="acme", dataset_id="orders"))
+    assert {r.epoch.epoch_id for r in resolved.routes} == {e.epoch_id for e in v2.epochs.epochs}
+
+
+async def test_retention_keeps_the_newest_epochs(etcd_server: Any, nursery: trio.Nursery) -> None:
+    m = await cluster(etcd_server, nursery, "w1")
+    await rpc(m, "upsert_tenant_quota", quota(admission_policy=QUEUE))
+    first = await rpc(m, "admit_dataset", admission(days=3, retention_epochs=2))
+    assert len(first.epochs.epochs) == 2  # the oldest of 3 windows is never created
+    await all_ready(m, n=2)
+    later = admission(days=1, retention_epochs=2, start=first.epochs.epochs[-1].time_range.end_exclusive)
+    resp = await rpc(m, "admit_dataset", later)
+    (new,) = resp.epochs.epochs
+    oldest = first.epochs.epochs[0].epoch_id
+    await wait_for(lambda: states(m).get(oldest) == "RETIRED" and states(m).get(new.epoch_id) == "READY",
+                   what="retention")
+    assert routed(m) == {first.epochs.epochs[1].epoch_id, new.epoch_id}
+
+
+async def test_retire_and_drop_withdraw_routes_then_evict(etcd_server: Any, nursery: trio.Nursery) -> None:
+    m = await cluster(etcd_server, nursery, "w1")
+    await rpc(m, "upsert_tenant_quota", quota(admission_policy=QUEUE))
+    await rpc(m, "admit_dataset", admission(days=2))
+    await all_ready(m, n=2)
+    a, b = sorted(states(m))
+    await rpc(m, "retire_epoch", cp.RetireEpochRequest(tenant_id="acme", dataset_id="orders", epoch_id=a))
+    assert routed(m) == {b}
+    ep = m.parts.admission.state.epochs[("acme", "orders", a)]
+    assert ep.state.name == "RETIRED" and ep.replicas == ()
+    assert [t.to_state.name for t in ep.history][-2:] == ["RETIRING", "RETIRED"]
+    await rpc(m, "drop_dataset", cp.DropDatasetRequest(tenant_id="acme", dataset_id="orders"))
+    assert routed(m) == set() and states(m) == {}
+    with pytest.raises(GRPCError) as info:
+        await rpc(m, "get_dataset", cp.GetDatasetRequest(tenant_id="acme", dataset_id="orders"))
+    assert info.value.status == Status.NOT_FOUND
+    await wait_for(lambda: m.parts.admission.state.reserved.get("w1", [0])[0] == 0, what="released")
+
+
+async def test_two_tenants_cannot_touch_each_others_budgets(etcd_server: Any, nursery: trio.Nursery) -> None:
+    m = await cluster(etcd_server, nursery, "w1")
+    await rpc(m, "upsert_tenant_quota", quota("a", admission_policy=REJECT, max_memory_bytes=16 * MiB))
+    await rpc(m, "upsert_tenant_quota", quota("b", admission_policy=REJECT, max_memory_bytes=64 * MiB))
+    await rpc(m, "admit_dataset", admission("b", days=4))  # b fills its own budget
+    await rpc(m, "admit_dataset", admission("a"))  # a's budget is untouched by b
+    with pytest.raises(GRPCError) as info:
+        await rpc(m, "admit_dataset", admission("a", "second"))
+    assert "tenant 'a' memory budget" in info.value.message
+    with pytest.raises(GRPCError) as info:
+        await rpc(m, "admit_dataset", admission("b", "second"))
+    assert "tenant 'b' memory budget" in info.value.message
+    await all_ready(m, "a", n=1)
+    await all_ready(m, "b", n=4)
+    ua, ub = m.parts.admission.state.usage("a"), m.parts.admission.state.usage("b")
+    assert (ua.memory_bytes, ub.memory_bytes) == (16 * MiB, 64 * MiB)
+
+
+async def test_invalid_loads_retry_with_backoff_then_fail_and_never_route(etcd_server: Any, nursery: trio.Nursery) -> None:
+    m = await cluster(etcd_server, nursery, "w1")
+    await rpc(m, "upsert_tenant_quota", quota(admission_policy=QUEUE))
+    # The plan allows 2 x 1,000 bytes; DuckDB holds any table in far more: every load fails validation.
+    await rpc(m, "admit_dataset", admission(bytes_per_epoch=1000))
+    (eid,) = states(m)
+    with trio.fail_after(30):
+        while states(m)[eid] != "FAILED":
+            assert routed(m) == set(), "a load that failed validation was routed"
+            await trio.sleep(0.02)
+    e = m.parts.admission.state.epochs[("acme", "orders", eid)]
+    assert e.attempts == 3 and e.replicas == ()
+    assert "validation failed: loaded" in e.history[-1].reason and "gave up after 3 attempts" in e.history[-1].reason
+    retries = [t.at_ms for t in e.history if t.to_state.name == "LOADING"]
+    assert len(retries) == 3 and retries[2] - retries[1] >= 1500  # backoff 1 s, then 2 s
+    assert m.parts.admission.state.usage("acme").epochs == 0  # a FAILED epoch charges nothing
+
+
+async def test_pools_isolate_tenants(etcd_server: Any, nursery: trio.Nursery) -> None:
+    m = await cluster(etcd_server, nursery, "shared1")
+    await rpc(m, "upsert_tenant_quota", quota("acme", admission_policy=QUEUE, worker_pool="gold"))
+    await rpc(m, "upsert_tenant_quota", quota("free", admission_policy=QUEUE))
+    await workers(nursery, m, "gold1", "gold2", pool="gold")
+    await rpc(m, "admit_dataset", admission("acme", days=3, replication_factor=2))
+    await rpc(m, "admit_dataset", admission("free", days=2))
+    await all_ready(m, "acme", n=3)
+    await all_ready(m, "free", n=2)
+    state = m.parts.admission.state
+    assert {w for e in state.dataset_epochs("acme", "orders") for w in e.worker_ids()} == {"gold1", "gold2"}
+    assert {w for e in state.dataset_epochs("free", "orders") for w in e.worker_ids()} == {"shared1"}

@@ -1,0 +1,198 @@
+"""Schema validation end to end: real etcd, a real master, real gRPC, real reference workers, and a raw
+protocol client standing in for a worker that misreports its table."""
+
+from __future__ import annotations
+
+import dataclasses
+from datetime import timedelta
+from typing import Any
+
+import nanoarrow as na
+import pytest
+import trio
+from grpclib.const import Status
+from grpclib.exceptions import GRPCError
+
+from leibrix.domain import _schema
+from leibrix.domain._lifecycle import RetryPolicy
+from leibrix.wire._proto import leibrix_cp as cp
+from leibrix.wire._proto.records import control_plane_pb2 as pb
+from leibrix.client._requests import time_partitioned_admission
+from tests.support.admission import (
+    T0,
+    admission,
+    leading,
+    quota,
+    routed,
+    rpc,
+    start_master,
+    states,
+    wait_for,
+    workers,
+)
+from tests.support.raw_worker import RawWorker, connected, planned
+
+QUEUE = cp.AdmissionPolicy.QUEUE
+#: Short enough for a test, long enough that each retry is a separate assignment.
+FAST_RETRY = RetryPolicy(max_attempts=2, base_s=0.05, cap_s=0.1)
+
+
+def short_retries(m: Any) -> None:
+    coord = m.parts.admission.coordinator
+    coord.config = dataclasses.replace(coord.config, retry=FAST_RETRY)
+
+
+def record_reports(m: Any) -> list[cp.DataPullStatusUpdateEvent]:
+    """Every status report the leader's coordinator receives (then handled as usual)."""
+    coord = m.parts.admission.coordinator
+    seen: list[cp.DataPullStatusUpdateEvent] = []
+    handle = coord.on_status
+
+    async def on_status(worker_id: str, update: cp.DataPullStatusUpdateEvent) -> None:
+        seen.append(update)
+        await handle(worker_id, update)
+
+    coord.on_status = on_status
+    return seen
+
+
+async def test_reference_worker_loads_an_epoch_ready_with_the_datasets_fingerprint(etcd_server: Any,
+                                                                                  nursery: trio.Nursery) -> None:
+    m = await start_master(nursery, etcd_server.endpoint)
+    await leading(m)
+    reports = record_reports(m)
+    await workers(nursery, m, "w1")
+    await rpc(m, "upsert_tenant_quota", quota(admission_policy=QUEUE))
+    await rpc(m, "admit_dataset", admission(regions=("eu",), time_column="event_time"))
+    (eid,) = states(m)
+    await wait_for(lambda: states(m)[eid] == "READY", timeout=30, what="READY")
+    ds = m.parts.admission.state.datasets[("acme", "orders")]
+    expected = _schema.synthetic("event_time", ["region"])
+    assert (ds.schema_fingerprint, ds.arrow_schema) == (expected.fingerprint, expected.ipc)
+    completed = [u for u in reports if u.status == cp.DataPullStatusUpdateEventStatus.COMPLETED]
+    # the worker measured its DuckDB table; it agrees with what admission recorded
+    assert [u.schema_fingerprint for u in completed] == [expected.fingerprint]
+    assert routed(m) == {eid}
+
+
+async def test_source_schema_the_worker_cannot_build_fails_on_the_worker_and_never_serves(
+        etcd_server: Any, nursery: trio.Nursery) -> None:
+    m = await start_master(nursery, etcd_server.endpoint)
+    await leading(m)
+    short_retries(m)
+    adm = m.parts.admission.admissions
+    # A source connector whose table is not the synthetic one (as a real catalog's would be): the
+    # reference worker can only build the synthetic table, so its own check must fail the load.
+    table = na.struct({"id": na.int64(), "ts": na.timestamp("us"), "amount": na.decimal128(12, 2)})
+    text = _schema.canonical(table)
+    catalog = _schema.TableSchema((), text, _schema.fingerprint(table), _schema.to_ipc(table))
+
+    @dataclasses.dataclass(frozen=True)
+    class CatalogSource:
+        def schema(self, spec: Any) -> _schema.TableSchema:
+            return catalog
+
+    adm.config = dataclasses.replace(adm.config, source=CatalogSource())
+    await workers(nursery, m, "w1")
+    await rpc(m, "upsert_tenant_quota", quota(admission_policy=QUEUE))
+    await rpc(m, "admit_dataset", admission(regions=("eu",)))
+    (eid,) = states(m)
+    with trio.fail_after(30):
+        while states(m)[eid] != "FAILED":
+            assert routed(m) == set(), "a load with the wrong schema was routed"
+            await trio.sleep(0.02)
+    e = m.parts.admission.state.epochs[("acme", "orders", eid)]
+    assert e.attempts == FAST_RETRY.max_attempts and e.replicas == ()
+    built = _schema.synthetic("ts", ["region"])
+    reasons = [t.reason for t in e.history if t.to_state.name in ("PENDING", "FAILED")]
+    assert len(reasons) == 2 and "retrying" in reasons[0] and "gave up after 2 attempts" in reasons[1]
+    for reason in reasons:  # the worker's own report, naming both schemas
+        assert (f"load failed on w1: SchemaMismatch: loaded schema {built.fingerprint} ({built.text}) "
+                f"differs from the plan's {catalog.fingerprint} ({text})") in reason
+
+
+async def test_admission_refuses_a_dimension_colliding_with_a_synthetic_column(etcd_server: Any,
+                                                                               nursery: trio.Nursery) -> None:
+    m = await start_master(nursery, etcd_server.endpoint)
+    await leading(m)
+    await rpc(m, "upsert_tenant_quota", quota(admission_policy=QUEUE))
+    req = time_partitioned_admission("acme", "orders", start=T0, end=T0 + timedelta(days=1),
+                                     dimensions={"region": ["eu"], "Value": ["x"]})
+    with pytest.raises(GRPCError) as info:
+        await rpc(m, "admit_dataset", req)
+    assert info.value.status == Status.INVALID_ARGUMENT
+    assert info.value.message.startswith("source.partition.dimension_partitions[1].column.name: column 'Value' "
+                                         "collides with the synthetic table's column 'value'")
+    assert ("acme", "orders") not in m.parts.admission.state.datasets
+
+
+# ---------------------------------------------------------------- a raw protocol worker
+
+
+async def test_a_completed_report_with_another_schema_is_retried_then_failed(etcd_server: Any,
+                                                                             nursery: trio.Nursery) -> None:
+    m = await start_master(nursery, etcd_server.endpoint)
+    await leading(m)
+    short_retries(m)
+    table = _schema.synthetic("ts", ["region"])
+    other = _schema.synthetic("ts", ["country"])  # a table this process knows: the master can name it
+
+    def answer(a: pb.DataAssignmentEvent) -> str:
+        return {"good": planned(a), "blank": "", "bad": other.fingerprint}[a.dataset_id]
+
+    raw = RawWorker("raw1", answer)
+    async with connected(m, raw):
+        await rpc(m, "upsert_tenant_quota", quota(admission_policy=QUEUE))
+        for name in ("good", "blank", "bad"):
+            await rpc(m, "admit_dataset", admission(dataset=name, regions=("eu",)))
+        (bad,) = states(m, dataset="bad")
+        with trio.fail_after(30):
+            while states(m, dataset="bad")[bad] != "FAILED":
+                assert bad not in routed(m, dataset="bad"), "a load with the wrong schema was routed"
+                await trio.sleep(0.02)
+        await wait_for(lambda: set(states(m, dataset="good").values()) == {"READY"}, what="good READY")
+        await wait_for(lambda: set(states(m, dataset="blank").values()) == {"READY"}, what="blank READY")
+    # every plan carried the dataset's schema
+    assert {a.load_plan.arrow_schema for a in raw.plans} == {table.ipc}
+    assert [a.dataset_id for a in raw.plans].count("bad") == FAST_RETRY.max_attempts
+    e = m.parts.admission.state.epochs[("acme", "bad", bad)]
+    assert e.attempts == FAST_RETRY.max_attempts and e.replicas == ()
+    problem = (f"validation failed: loaded schema {other.fingerprint} ({other.text}) differs from the plan's "
+               f"{table.fingerprint} ({table.text})")
+    assert [t.reason for t in e.history if t.to_state.name in ("PENDING", "FAILED")] == [
+        f"{problem}; attempt 1, retrying", f"{problem}; gave up after 2 attempts"]
+
+
+@pytest.mark.parametrize("held", ["planned", "other"])
+async def test_a_reconnecting_workers_inventory_is_schema_checked_like_a_load(etcd_server: Any, nursery: trio.Nursery,
+                                                                             held: str) -> None:
+    """A worker that loaded while disconnected reports the table in its registration inventory: the master
+    validates that entry (schema fingerprint included) exactly as it validates a COMPLETED report."""
+    m = await start_master(nursery, etcd_server.endpoint)
+    await leading(m)
+    short_retries(m)
+    other = _schema.synthetic("ts", ["country"])
+    silent = RawWorker("raw1", lambda a: None)
+    async with connected(m, silent):
+        await rpc(m, "upsert_tenant_quota", quota(admission_policy=QUEUE))
+        await rpc(m, "admit_dataset", admission(regions=("eu",)))
+        await wait_for(lambda: len(silent.plans) == 1, what="the assignment")
+    (eid,) = states(m)
+    assert states(m)[eid] == "LOADING"
+    plan = silent.plans[0].load_plan
+    fingerprint = {"planned": planned(silent.plans[0]),
+                   "other": other.fingerprint}[held]
+    entry = pb.InventoryEntry(dataset_id="orders", epoch_id=eid, plan_id=plan.plan_id, tenant_id="acme",
+                              rows=plan.expected_rows, bytes=plan.expected_bytes // 2,
+                              schema_fingerprint=fingerprint)
+    async with connected(m, RawWorker("raw1", lambda a: None, inventory=[entry])):
+        if held == "planned":
+            await wait_for(lambda: states(m)[eid] == "READY", what="READY from the inventory")
+            assert routed(m) == {eid}
+        else:
+            await wait_for(lambda: m.parts.admission.state.epochs[("acme", "orders", eid)].attempts == 1,
+                           what="the inventory entry failing validation")
+            e = m.parts.admission.state.epochs[("acme", "orders", eid)]
+            assert e.state.name != "READY" and routed(m) == set()
+            assert any(t.reason.startswith(f"validation failed: loaded schema {other.fingerprint}")
+                       for t in e.history), e.history
