@@ -44,7 +44,6 @@ import time
 import uuid
 from collections.abc import Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass
-from typing import Protocol
 
 import numpy as np
 import trio
@@ -71,6 +70,7 @@ from leibrix.state._model import (
     now_ms,
 )
 from leibrix.store._store import Keys
+from leibrix.workers._protocols import WorkerDirectory
 from leibrix.domain._tenants import Amount, budget_shortfall
 
 log = logging.getLogger(__name__)
@@ -79,15 +79,6 @@ _STRATEGY_NAMES = {1: "round_robin", 2: "hash", 3: "capacity"}
 
 #: Withdrawn assignments remembered per term (see ``Coordinator.withdrawn``); the oldest are forgotten first.
 _WITHDRAWN_MAX = 65_536
-
-
-class WorkerDirectory(Protocol):
-    """What the coordinator needs from the worker hub (implemented in ``leibrix.workers._hub``)."""
-
-    def eligible(self, pool: str | None) -> list[pl.WorkerSpec]: ...
-    def addr(self, worker_id: str) -> str | None: ...
-    async def send(self, worker_id: str, msg: cp.EventStreamMessage) -> bool: ...
-    async def evict(self, worker_id: str, tenant: str, dataset: str, epoch: str, reason: str) -> bool: ...
 
 
 @dataclass(frozen=True, slots=True)

@@ -15,7 +15,7 @@ when it is a state transition, and ``registration_ack`` carries the heartbeat
 interval, the master id and the term. Then the coordinator reconciles the
 worker's inventory. Heartbeats only touch the in-memory liveness machine (no
 ack, no etcd write: the hot path is one upb parse and one dict update); status
-updates go to the :class:`EpochCoordinator`.
+updates go to the term's :class:`~leibrix.workers._protocols.EpochCoordinator`.
 
 **Bad input** closes only the offending stream with a precise status:
 garbage bytes → INVALID_ARGUMENT, a frame over ``max_message_bytes`` →
@@ -60,7 +60,7 @@ import time
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import Any
 
 import grpclib.const
 import grpclib.exceptions
@@ -72,6 +72,7 @@ from grpclib.const import Status
 
 from leibrix.domain._errors import ApiError, FailedPrecondition, InvalidArgument, NotFound, Unavailable
 from leibrix.store._etcd import EtcdError, Put
+from leibrix.workers._protocols import EpochCoordinator
 from leibrix.wire._grpc import COORDINATE_WORKER, LEADER_METADATA, call_trio
 from leibrix.domain._liveness import Liveness, Transition, WState
 from leibrix.wire._proto import leibrix_cp as cp
@@ -80,10 +81,8 @@ from leibrix.wire._proto.records import state_pb2
 from leibrix.store._store import Fenced
 
 __all__ = [
-    "EpochCoordinator",
     "HubConfig",
     "Member",
-    "WorkerDirectory",
     "WorkerHub",
 ]
 
@@ -96,34 +95,6 @@ _PAYLOAD_FROM_MASTER = {"data_assignment", "common_ack"}
 _MAX_BATCH = 500
 #: Status reports a session may have read ahead of the coordinator before its reader waits.
 _STATUS_BACKLOG = 10_000
-
-
-# ---------------------------------------------------------------- the seam
-
-
-class WorkerDirectory(Protocol):
-    """What the coordinator (issue 5) may ask about workers; implemented by :class:`WorkerHub`."""
-
-    def eligible(self, pool: str | None) -> list[Any]: ...
-    def state(self, worker_id: str) -> cp.WorkerState | None: ...
-    def addr(self, worker_id: str) -> str | None: ...
-    async def send(self, worker_id: str, msg: cp.EventStreamMessage) -> bool: ...
-
-
-class EpochCoordinator(Protocol):
-    """What the hub asks of the epoch coordinator (issue 5's half of the seam)."""
-
-    async def on_status(self, worker_id: str, update: cp.DataPullStatusUpdateEvent) -> None: ...
-    async def on_registered(self, worker_id: str, inventory: list[pb.InventoryEntry]) -> None: ...
-    async def on_capacity(self) -> None: ...
-    async def on_worker_dead(self, worker_id: str) -> None: ...
-    def reserved(self, worker_id: str) -> tuple[int, float]: ...
-    def replicas_on(self, worker_id: str) -> list[tuple[str, str, str]]: ...
-    def replica_count(self, worker_id: str) -> int: ...
-    def movable_replicas(self, worker_id: str, limit: int) -> list[tuple[str, str, str]]: ...
-    async def move_replica(
-        self, tenant: str, dataset: str, epoch: str, from_worker: str, *, make_before_break: bool
-    ) -> bool: ...
 
 
 # ---------------------------------------------------------------- config and members
