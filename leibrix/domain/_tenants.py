@@ -167,6 +167,17 @@ class Amount:
     memory_bytes: int
     cpu_cores: float
 
+    def __add__(self, other: Amount) -> Amount:
+        return Amount(self.epochs + other.epochs, self.memory_bytes + other.memory_bytes,
+                      self.cpu_cores + other.cpu_cores)
+
+    def __sub__(self, other: Amount) -> Amount:
+        return Amount(self.epochs - other.epochs, self.memory_bytes - other.memory_bytes,
+                      self.cpu_cores - other.cpu_cores)
+
+
+#: Nothing: the start of a sum of amounts.
+NO_AMOUNT = Amount(0, 0, 0.0)
 
 def committed(u: Usage) -> Amount:
     """Charged usage plus the PENDING queue: what REJECT-policy admissions are checked against.

@@ -108,7 +108,7 @@ class Epoch:
         return h
 
     @property
-    def key(self) -> tuple[str, str, str]:
+    def key(self) -> EpochKey:
         """``(tenant, dataset, epoch)``: the epoch's identity across the cluster."""
         return (self.tenant_id, self.dataset_id, self.epoch_id)
 
@@ -128,7 +128,7 @@ class Epoch:
         return [r.worker_id for r in self.replicas if not states or r.state in states]
 
     def __repr__(self) -> str:
-        return f"Epoch({'/'.join(self.key)}, {self.state.name}, replicas={list(self.replicas)})"
+        return f"Epoch({epoch_name(self.key)}, {self.state.name}, replicas={list(self.replicas)})"
 
 
 class Dataset:
@@ -318,7 +318,21 @@ def epoch_info(epoch_id: str, start_ms: int, end_ms: int, dims: tuple[tuple[str,
 
 # ---------------------------------------------------------------- the model
 
+#: ``(tenant, dataset, epoch)``: an epoch's identity (``Epoch.key``).
 EpochKey = tuple[str, str, str]
+
+
+def epoch_name(key: EpochKey) -> str:
+    """The key as one string, ``"t/d/e"``: its etcd key below ``epochs/`` and ``heat/``, and its name in
+    placement calls (ids never contain ``/``)."""
+    return "/".join(key)
+
+
+def parse_epoch_name(name: str) -> EpochKey:
+    """The key named by ``epoch_name``."""
+    t, d, e = name.split("/", 2)
+    return (t, d, e)
+
 EpochListener = Callable[["Epoch | None", "Epoch | None"], None]
 
 
@@ -467,7 +481,7 @@ class ClusterState:
         A delete guarded by ``mod_revision == this`` cannot remove a record that
         was rewritten after the model read it (see ``leibrix.control._janitor``).
         """
-        return self._epoch_table.mod_revision("/".join(key)) if self._epoch_table is not None else None
+        return self._epoch_table.mod_revision(epoch_name(key)) if self._epoch_table is not None else None
 
     def dataset_epochs(self, tenant_id: str, dataset_id: str) -> Iterable[Epoch]:
         """The epochs of one dataset (any state)."""
@@ -488,7 +502,7 @@ class ClusterState:
             lambda k, old, new: self.put_dataset(new) if new is not None else self.delete_dataset(*k.split("/", 1)))
         epochs = mirror.table(Keys.EPOCHS, decode_epoch)
         epochs.on_change(
-            lambda k, old, new: self.put_epoch(new) if new is not None else self.delete_epoch(tuple(k.split("/", 2))))
+            lambda k, old, new: self.put_epoch(new) if new is not None else self.delete_epoch(parse_epoch_name(k)))
         self._epoch_table = epochs
         self.heat_records = mirror.table(Keys.HEAT, bytes)
         return mirror.table(Keys.REQUESTS, state_pb2.RequestRecord.FromString)
