@@ -179,6 +179,7 @@ class Amount:
 #: Nothing: the start of a sum of amounts.
 NO_AMOUNT = Amount(0, 0, 0.0)
 
+
 def committed(u: Usage) -> Amount:
     """Charged usage plus the PENDING queue: what REJECT-policy admissions are checked against.
 
