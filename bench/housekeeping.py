@@ -7,7 +7,7 @@ delays the lease keepalive, RPCs and worker events). Against a private etcd
 PENDING and half RETIRED two hours ago, and N request records, half of them
 two hours old, the benchmark times (``*_stall_ms``: the longest gap seen by a
 task that sleeps 1 ms in a loop during the step). As in a master, the seeded
-state is frozen by ``leibrix.master._master._quiet_gc`` once the Mirror holds it;
+state is frozen by ``leibrix.master._gc.quiet_gc`` once the Mirror holds it;
 without that a full collection of the cyclic GC (~50 ms at 10,000 epochs,
 more at 100,000) lands in whichever step comes first and hides its own stall.
 
@@ -49,7 +49,7 @@ from leibrix.store._member import TEST_TIMINGS, MemberConfig, free_port_url, run
 from leibrix.control._heat_checkpoint import HeatCheckpointer
 from leibrix.control._janitor import Janitor
 from leibrix.domain._lifecycle import State, Transition
-from leibrix.master._master import _quiet_gc
+from leibrix.master._gc import quiet_gc
 from leibrix.wire._proto.records import state_pb2
 from leibrix.state._model import ClusterState, Epoch, encode_epoch, now_ms
 from leibrix.store._store import FencedWriter, Keys, Mirror
@@ -125,7 +125,7 @@ async def measure(client: EtcdClient, nursery: trio.Nursery, n: int, report: Rep
     await nursery.start(mirror.run)
     writer = FencedWriter(client, term, mirror)
     await seed(writer, keys, n)
-    _quiet_gc()  # as a master does once its Mirror is loaded: else a gen-2 collection lands in the first step
+    quiet_gc()  # as a master does once its Mirror is loaded: else a gen-2 collection lands in the first step
     half = n // 2
 
     def add(name: str, value: float, unit: str, note: str = "") -> None:

@@ -6,8 +6,9 @@ they start are described in :mod:`tests.support.etcd`.
 
 from __future__ import annotations
 
+import gc
 import os
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Iterator, Awaitable, Callable
 from pathlib import Path
 
 import pytest
@@ -33,6 +34,17 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
     for item in items:
         if "slow" in item.keywords:
             item.add_marker(skip)
+
+
+@pytest.fixture(autouse=True)
+def restore_gc() -> Iterator[None]:
+    """Put the cyclic collector back as it was: an in-process master freezes the heap and raises thresholds."""
+    thresholds = gc.get_threshold()
+    try:
+        yield
+    finally:
+        gc.unfreeze()
+        gc.set_threshold(*thresholds)
 
 
 @pytest.fixture

@@ -1,6 +1,6 @@
 """The Master: one Trio task tree that runs etcd, serves gRPC and HTTP, and leads when elected.
 
-The tree (DESIGN.md §2)::
+The tree::
 
     Master.run
     ├── etcd member supervisor        leibrix.store._member.run_member (none with --etcd-endpoints)
@@ -30,7 +30,6 @@ key, cancel the services (open streams close), then stop the etcd member.
 from __future__ import annotations
 
 import errno
-import gc
 import logging
 import os
 import socket
@@ -54,6 +53,7 @@ from leibrix.wire._proto.records import state_pb2
 from leibrix.store._store import Fenced, FencedWriter, Keys, Mirror, Table
 from leibrix.store._term import TermContext
 from leibrix.master._compose import Parts, compose
+from leibrix.master._gc import pace_gc, quiet_gc
 
 __all__ = ["Master", "StartupError"]
 
@@ -67,58 +67,6 @@ _CRASH_BACKOFF = 1.0
 _HANDOVER_WAIT = 1.5
 #: How long start-up waits for the etcd cluster to have a quorum.
 _READY_TIMEOUT = 60.0
-
-
-#: Generation thresholds after start-up (CPython's default is 700, 10, 10): a safety net behind ``pace_gc``.
-_GC_THRESHOLDS = (50_000, 50, 1000)
-#: Seconds between the master's paced young collections (``pace_gc``).
-GC_PACE_S = 0.25
-
-
-def _quiet_gc() -> None:
-    """Keep the cyclic garbage collector from stalling the Trio loop past the lease.
-
-    Called once the Mirror's first load is done, before this master takes any
-    lease (presence, election). At 100k epochs the Mirror and the state model
-    hold millions of long-lived objects, and with the default thresholds a
-    full (generation 2) collection walks them all, taking 200-800 ms during
-    which no Trio task runs: the leader's keepalive (every lease TTL / 3)
-    would then miss and a healthy leader lose its 1 s lease. ``gc.freeze()``
-    moves everything alive now (start-up state, the loaded Mirror) into the
-    permanent generation, which collections never scan; ``pace_gc`` then
-    does the same for state built later, and the higher thresholds only back
-    it up. Objects are still freed by reference counting as usual.
-    """
-    gc.collect()
-    gc.freeze()
-    gc.set_threshold(*_GC_THRESHOLDS)
-
-
-async def pace_gc(interval_s: float = GC_PACE_S) -> None:
-    """Every ``interval_s``: collect the young generations, then freeze what survived (until cancelled).
-
-    CPython starts a young collection when allocations *minus deallocations*
-    pass the threshold. A master mostly replaces state (every transition
-    writes a new epoch record and frees the old one), so that count grows
-    slowly while the young generation fills with new long-lived records: at
-    100,000 epochs a triggered collection walked about 300,000 objects, a
-    90-100 ms pause every 3 s (measured in ``bench.admission``'s latency
-    window). On a clock, each collection walks only what a quarter second
-    allocated (a few ms at 5,000 admissions/s, well under 1 ms at rest), and
-    what survives it is long-lived state: frozen (``gc.freeze`` is a
-    constant-time splice), it is never walked again, so neither young nor
-    full collections grow with the cluster.
-
-    The price of freezing early: a reference cycle still alive at a freeze
-    and dead later is never reclaimed. The master's per-request paths make
-    no cycles (``leibrix.api._server.call_trio`` breaks trio-asyncio's), so what
-    can leak that way is per connection or per term (a worker session, a
-    term's tasks), not per request: kilobytes per reconnect.
-    """
-    while True:
-        await trio.sleep(interval_s)
-        gc.collect(1)
-        gc.freeze()
 
 
 class StartupError(Exception):
@@ -298,7 +246,7 @@ class Master:
             await nursery.start(self.mirror.run)
             self._mirror_ready = True
             # before campaigning or taking any lease, so the one full collection stalls nothing
-            _quiet_gc()
+            quiet_gc()
             nursery.start_soon(pace_gc)
             await nursery.start(GrpcServer(services, self.health).serve, grpc_host, grpc_port)
             await nursery.start(HttpServer(self.metrics, self.health_report).serve, http_host, http_port)
@@ -318,8 +266,7 @@ class Master:
         Waiting (at most ``_HANDOVER_WAIT``) until the next leader has made its
         first fenced write matters with an embedded member: stopping our member
         right away could take etcd's Raft leader down in the middle of the
-        successor's campaign and stall it for seconds (measured by
-        bench.failover). Safe to call more than once and before :meth:`run` is
+        successor's campaign and stall it for seconds. Safe to call more than once and before :meth:`run` is
         serving. The etcd member is stopped by :meth:`run` after the services end.
         """
         if self._stopping:

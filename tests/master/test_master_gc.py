@@ -9,7 +9,7 @@ from typing import Any
 
 import trio
 
-from leibrix.master._master import _GC_THRESHOLDS, GC_PACE_S
+from leibrix.master._gc import GC_PACE_S, GC_THRESHOLDS
 from leibrix.wire._proto import leibrix_cp as cp
 from tests.support.admission import admission, leading, quota, rpc, start_master
 
@@ -34,7 +34,7 @@ async def test_master_freezes_the_loaded_heap_then_paces_young_collections(etcd_
     with _Restored():
         master = await start_master(nursery, etcd_server.endpoint)
         assert master.health_report()[1]["mirror_loaded"]
-        assert gc.get_threshold() == _GC_THRESHOLDS
+        assert gc.get_threshold() == GC_THRESHOLDS
         assert gc.get_freeze_count() > 0  # the start-up heap sits in the permanent generation
         # state built later is frozen by the next paced collection, without any threshold being reached
         kept = [[i] for i in range(10_000)]
