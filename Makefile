@@ -6,7 +6,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-stamp
 ETCD := $(shell command -v etcd 2>/dev/null)
 
-.PHONY: run test test-slow proto proto-check bench etcd install clean
+.PHONY: run test test-slow proto proto-check bench etcd install clean docs
 
 # Install the project (building the Cython extension) into .venv, once per change
 # of the build inputs.
@@ -39,6 +39,10 @@ proto: install
 
 proto-check: install
 	$(PY) proto/generate.py --check
+
+# Regenerate the configuration reference in docs/operations.md from the master's options.
+docs: $(STAMP)
+	$(PY) -m leibrix.master._reference --write docs/operations.md
 
 bench: install
 	$(PY) -m bench.placement
