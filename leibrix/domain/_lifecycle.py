@@ -1,6 +1,6 @@
 """The epoch lifecycle: the ONE transition table, retry backoff, and transition records.
 
-Every state change of an epoch goes through ``transition`` (DESIGN.md §7), so
+Every state change of an epoch goes through ``transition``, so
 an illegal move (say ``PENDING → READY``, which would route a partial load) is
 rejected in exactly one place, and every accepted move leaves a timestamped,
 reasoned ``Transition`` in the epoch's history::
@@ -29,22 +29,14 @@ Why each back-edge exists:
 
 from __future__ import annotations
 
-import enum
 from dataclasses import dataclass
 
 from leibrix.domain._errors import FailedPrecondition
+from leibrix.wire._proto import leibrix_cp as cp
 
 
-class State(enum.IntEnum):
-    """Epoch states; values equal the wire enum ``leibrix_cp.EpochState``."""
-
-    PENDING = 1
-    LOADING = 2
-    VALIDATING = 3
-    READY = 4
-    RETIRING = 5
-    RETIRED = 6
-    FAILED = 7
+#: Epoch states: the wire enum itself (``UNKNOWN`` never appears in stored state).
+State = cp.EpochState
 
 
 P, L, V, R, RG, RD, F = (State.PENDING, State.LOADING, State.VALIDATING, State.READY,
@@ -87,7 +79,7 @@ HISTORY_LIMIT = 16
 
 def check(from_state: State, to_state: State, what: str = "epoch") -> None:
     """Raise ``IllegalTransition`` unless ``from_state → to_state`` is in ``TRANSITIONS``."""
-    if to_state not in TRANSITIONS[from_state]:
+    if to_state not in TRANSITIONS.get(from_state, ()):
         raise IllegalTransition(f"{what}: illegal transition {from_state.name} -> {to_state.name}")
 
 
