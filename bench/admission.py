@@ -3,7 +3,7 @@
 Processes (all on loopback, all real):
 
 * **etcd**: one member (the Debian ``etcd`` 3.4), started by the benchmark;
-* **two masters** (``leibrix.master._master.Master`` with issue 5 installed, sharing
+* **two masters** (``leibrix.master._master.Master`` as composed for production, sharing
   that etcd): the first leads, the second follows with a warm mirror;
 * **workers** (``--load``): one plain-asyncio process simulating 10 workers
   as streams over two connections — they register with an inventory,
@@ -29,7 +29,7 @@ Measured:
   acknowledges a new admission. It bounds "winning the election → serving"
   from above (it also includes the resignation and the client's retry step).
 
-Goals (issue 5): ≥ 1,000 epochs/s, p99 ≤ 50 ms, ≤ 512 MiB at 100,000 epochs,
+Goals: ≥ 1,000 epochs/s, p99 ≤ 50 ms, ≤ 512 MiB at 100,000 epochs,
 takeover ≤ 2 s with 100,000 epochs.
 
 ``BENCH_KEEP=1`` keeps the processes' logs (the path is printed);
@@ -69,7 +69,7 @@ T0 = datetime(2026, 1, 1, tzinfo=timezone.utc)
 
 
 def serve_master(spec: dict) -> None:
-    """Child: one master on the shared etcd (its extension hook installs issue 5 and the worker hub)."""
+    """Child: one master on the shared etcd, composed as in production."""
     import logging
     from dataclasses import dataclass
 

@@ -26,7 +26,7 @@ Measured:
   one dataset admitted through the API; ``null`` with the reason when admission
   is unavailable).
 
-Goals (issue 4): 5,000 streams at 5 s heartbeats with the master ≤ 50% of one
+Goals: 5,000 streams at 5 s heartbeats with the master ≤ 50% of one
 core and ≤ 512 MiB resident; re-placement sent within 1 s of DEAD.
 """
 

@@ -1,8 +1,7 @@
 """What the source connector tells admission: per-epoch resource estimates and the table's schema.
 
-Until the sources issue brings real connectors (Iceberg manifests and
-schemas, StarRocks stats, SQL ``DESCRIBE``), two stand-ins answer, and
-admission calls only their one method each:
+Two estimators that need no source access answer, and admission calls only
+their one method each:
 
 * ``HintEstimator.estimate(hints)`` — memory, CPU, scan cost and rows per epoch;
 * ``SyntheticSource.schema(spec)`` — the Arrow schema of every epoch's table,
@@ -12,9 +11,8 @@ admission calls only their one method each:
 
 The master must know, before loading, how much memory and CPU an epoch replica
 will take (for budgets and packing) and what scanning it costs (for benefit).
-The sources issue will ask the catalog (Iceberg manifests, StarRocks stats);
-until then this estimator uses the ``EstimateHints`` of the request, else
-conservative defaults:
+This estimator uses the ``EstimateHints`` of the request, else conservative
+defaults:
 
 * ``memory_bytes`` = ``hints.bytes_per_epoch`` if set, else ``default_bytes``
   (64 MiB) — the in-memory size of one epoch replica;

@@ -1,6 +1,6 @@
 """Access heat with exponential decay: how hot an epoch is *now*, from the gateway's access reports.
 
-Benefit (DESIGN.md §8) is ``scan_cost × heat ÷ memory``: heat is the factor
+Benefit is ``scan_cost × heat ÷ memory``: heat is the factor
 that changes with time. A plain counter would keep yesterday's burst resident
 forever, so heat halves every ``half_life_s`` seconds without accesses::
 

@@ -22,7 +22,7 @@ stops it.
 
 grpclib is asyncio-only: each session is one asyncio coroutine run through
 :func:`trio_asyncio.aio_as_trio`, so the Trio side cancels exactly one coroutine
-(DESIGN.md §4). Inside it every outbound message goes through one queue and one
+Inside it every outbound message goes through one queue and one
 sender task, because concurrent ``send_message`` calls could interleave HTTP/2
 frames. Wire messages are the upb ``*_pb2`` classes: ~100x cheaper to parse
 than betterproto, and the Rust worker speaks the same bytes.

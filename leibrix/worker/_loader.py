@@ -1,7 +1,6 @@
 """Executing a LoadPlan into the worker's in-memory DuckDB, and evicting it again.
 
-Until the sources issue lands there is no real source reader, so a plan is
-executed by generating **deterministic synthetic rows**: ``expected_rows`` rows
+A plan is executed by generating **deterministic synthetic rows**: ``expected_rows`` rows
 (capped by ``max_rows``) whose values derive only from the plan id and the row
 number, with the epoch's time window and dimension values when the plan
 resolves them. Everything reported back is *measured*, never echoed from the
