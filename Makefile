@@ -5,8 +5,11 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-stamp
 ETCD := $(shell command -v etcd 2>/dev/null)
+# PostgreSQL's binaries live under /usr/lib/postgresql/<major>/bin (not on PATH); MariaDB's in /usr/sbin.
+PG_CTL := $(shell command -v pg_ctl 2>/dev/null || ls /usr/lib/postgresql/*/bin/pg_ctl 2>/dev/null | head -n 1)
+MARIADBD := $(shell command -v mariadbd 2>/dev/null || ls /usr/sbin/mariadbd 2>/dev/null)
 
-.PHONY: run test test-slow proto proto-check bench etcd install clean docs
+.PHONY: run test test-slow proto proto-check bench etcd databases install clean docs
 
 # Install the project (building the Cython extension) into .venv, once per change
 # of the build inputs.
@@ -16,12 +19,22 @@ $(STAMP): pyproject.toml setup.py $(wildcard _placement/*.pyx _placement/*.pxd)
 	$(PY) -m pip install -q -e '.[test,proto,bench]'
 	touch $@
 
-install: $(STAMP) etcd
+install: $(STAMP) etcd databases
 
 # etcd server from Debian (3.4.23, see DESIGN.md §4); nothing to do if on PATH.
 etcd:
 ifeq ($(ETCD),)
 	apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q etcd-server
+endif
+
+# PostgreSQL (15) and MariaDB (10.11) servers from Debian, for the source connectors' tests
+# (the tests start their own throw-away servers); nothing to do if both are installed.
+databases:
+ifeq ($(PG_CTL),)
+	apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q postgresql
+endif
+ifeq ($(MARIADBD),)
+	apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q mariadb-server
 endif
 
 run: install
