@@ -443,12 +443,14 @@ class GetTenantRequest(betterproto.Message):
 
 @dataclass(eq=False, repr=False)
 class ListTenantsRequest(betterproto.Message):
-    pass
+    page_size: int = betterproto.int32_field(1)
+    page_token: str = betterproto.string_field(2)
 
 
 @dataclass(eq=False, repr=False)
 class ListTenantsResponse(betterproto.Message):
     tenants: List["TenantInfo"] = betterproto.message_field(1)
+    next_page_token: str = betterproto.string_field(2)
 
 
 @dataclass(eq=False, repr=False)
@@ -511,11 +513,27 @@ class GetDatasetRequest(betterproto.Message):
 class ListEpochsRequest(betterproto.Message):
     tenant_id: str = betterproto.string_field(1)
     dataset_id: str = betterproto.string_field(2)
+    page_size: int = betterproto.int32_field(3)
+    page_token: str = betterproto.string_field(4)
 
 
 @dataclass(eq=False, repr=False)
 class ListEpochsResponse(betterproto.Message):
     epochs: List["EpochStatus"] = betterproto.message_field(1)
+    next_page_token: str = betterproto.string_field(2)
+
+
+@dataclass(eq=False, repr=False)
+class ListDatasetsRequest(betterproto.Message):
+    tenant_id: str = betterproto.string_field(1)
+    page_size: int = betterproto.int32_field(2)
+    page_token: str = betterproto.string_field(3)
+
+
+@dataclass(eq=False, repr=False)
+class ListDatasetsResponse(betterproto.Message):
+    datasets: List["DatasetInfo"] = betterproto.message_field(1)
+    next_page_token: str = betterproto.string_field(2)
 
 
 @dataclass(eq=False, repr=False)
@@ -595,12 +613,14 @@ class WorkerInfo(betterproto.Message):
 
 @dataclass(eq=False, repr=False)
 class ListWorkersRequest(betterproto.Message):
-    pass
+    page_size: int = betterproto.int32_field(1)
+    page_token: str = betterproto.string_field(2)
 
 
 @dataclass(eq=False, repr=False)
 class ListWorkersResponse(betterproto.Message):
     workers: List["WorkerInfo"] = betterproto.message_field(1)
+    next_page_token: str = betterproto.string_field(2)
 
 
 @dataclass(eq=False, repr=False)
@@ -1066,6 +1086,23 @@ class ManagementServiceStub(betterproto.ServiceStub):
         ):
             yield response
 
+    async def list_datasets(
+        self,
+        list_datasets_request: "ListDatasetsRequest",
+        *,
+        timeout: Optional[float] = None,
+        deadline: Optional["Deadline"] = None,
+        metadata: Optional["MetadataLike"] = None
+    ) -> "ListDatasetsResponse":
+        return await self._unary_unary(
+            "/leibrix_cp.ManagementService/ListDatasets",
+            list_datasets_request,
+            ListDatasetsResponse,
+            timeout=timeout,
+            deadline=deadline,
+            metadata=metadata,
+        )
+
 
 class ControlPlaneServiceBase(ServiceBase):
 
@@ -1174,6 +1211,11 @@ class ManagementServiceBase(ServiceBase):
     ) -> AsyncIterator[RouteUpdate]:
         raise grpclib.GRPCError(grpclib.const.Status.UNIMPLEMENTED)
         yield RouteUpdate()
+
+    async def list_datasets(
+        self, list_datasets_request: "ListDatasetsRequest"
+    ) -> "ListDatasetsResponse":
+        raise grpclib.GRPCError(grpclib.const.Status.UNIMPLEMENTED)
 
     async def __rpc_admit_dataset(
         self, stream: "grpclib.server.Stream[AdmitDatasetRequest, AdmitDatasetResponse]"
@@ -1290,6 +1332,13 @@ class ManagementServiceBase(ServiceBase):
             request,
         )
 
+    async def __rpc_list_datasets(
+        self, stream: "grpclib.server.Stream[ListDatasetsRequest, ListDatasetsResponse]"
+    ) -> None:
+        request = await stream.recv_message()
+        response = await self.list_datasets(request)
+        await stream.send_message(response)
+
     def __mapping__(self) -> Dict[str, grpclib.const.Handler]:
         return {
             "/leibrix_cp.ManagementService/AdmitDataset": grpclib.const.Handler(
@@ -1387,5 +1436,11 @@ class ManagementServiceBase(ServiceBase):
                 grpclib.const.Cardinality.UNARY_STREAM,
                 WatchRoutesRequest,
                 RouteUpdate,
+            ),
+            "/leibrix_cp.ManagementService/ListDatasets": grpclib.const.Handler(
+                self.__rpc_list_datasets,
+                grpclib.const.Cardinality.UNARY_UNARY,
+                ListDatasetsRequest,
+                ListDatasetsResponse,
             ),
         }
