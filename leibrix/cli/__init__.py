@@ -1,8 +1,9 @@
 """The ``leibrix`` command: one sub-command per module.
 
-Each command module exposes ``HELP`` (one line), ``configure(parser)`` (adds its
-arguments) and ``run(args) -> int`` (the exit status). Modules are imported
-only when their command runs, so ``leibrix --help`` stays fast.
+Each command module exposes ``configure(parser)`` (adds its arguments) and
+``run(args) -> int`` (the exit status); its one-line help is in
+:data:`COMMANDS`. Modules are imported only when their command runs, so
+``leibrix --help`` stays fast.
 """
 
 from __future__ import annotations

@@ -19,7 +19,6 @@ import trio
 
 from leibrix.master._config import ConfigError, MasterConfig, add_arguments, load_config
 
-HELP = "run a master: embedded etcd, gRPC + HTTP endpoints, leader election"
 
 log = logging.getLogger("leibrix.master")
 
@@ -27,7 +26,7 @@ log = logging.getLogger("leibrix.master")
 def configure(parser: argparse.ArgumentParser) -> None:
     """Add every master option (see :data:`leibrix.master._config.OPTIONS`)."""
     parser.description = (
-        f"{HELP}. Options come from flags, then LEIBRIX_* environment variables, then the "
+        f"{parser.description}. Options come from flags, then LEIBRIX_* environment variables, then the "
         "--config TOML file, then defaults (listening on loopback only)."
     )
     add_arguments(parser)

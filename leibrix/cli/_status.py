@@ -16,7 +16,6 @@ from leibrix.wire._proto import leibrix_cp as cp
 
 __all__ = ["render_status"]
 
-HELP = "show the cluster: masters, leader and term, etcd members and health"
 
 def render_status(status: cp.ClusterStatus, answered_by: str) -> Table:
     """The cluster status as a rich table (one row per master, then the etcd members)."""

@@ -55,8 +55,6 @@ TRANSITIONS: dict[State, frozenset[State]] = {
 
 #: States whose replicas count against the tenant's hard budgets (resident + loading).
 CHARGED = frozenset({L, V, R, RG})
-#: States that are finished: kept for history only, never placed or routed.
-TERMINAL = frozenset({RD})
 
 
 class IllegalTransition(FailedPrecondition):

@@ -24,7 +24,6 @@ from . import (
     select_within_budgets,
 )
 
-HELP = "print a placement of sample workers and datasets"
 GiB = 1 << 30
 
 

@@ -78,15 +78,6 @@ class RouteTable:
             self._changed(None, e)
         state.listeners.append(self._changed)
 
-    def close(self) -> None:
-        """Stop following the state and end every subscription."""
-        if self._changed in self.state.listeners:
-            self.state.listeners.remove(self._changed)
-        for subs in self._subscribers.values():
-            for ch in subs:
-                ch.close()
-        self._subscribers.clear()
-
     def routes(self, tenant_id: str) -> Mapping[tuple[str, str], Route]:
         """Every current route of a tenant, keyed by ``(dataset, epoch)``."""
         return self._routes.get(tenant_id, {})

@@ -23,7 +23,6 @@ from leibrix.worker._agent import Agent, WorkerConfig
 from leibrix.worker._loader import Loader
 from leibrix.worker._sizes import parse_size
 
-HELP = "run a reference worker (in-memory DuckDB) that registers with the master"
 
 
 def worker_command(masters: list[str], worker_id: str, *, memory: str = "1GiB", cpu: float = 1.0,
