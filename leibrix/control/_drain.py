@@ -24,6 +24,7 @@ import trio
 
 from leibrix.domain._errors import FailedPrecondition, InvalidArgument, NotFound, Unavailable
 from leibrix.domain._liveness import WState
+from leibrix.state._model import EpochKey
 
 __all__ = ["DEFAULT_DEADLINE_S", "DEFAULT_MAX_PARALLEL", "Drain", "start_drain"]
 
@@ -93,7 +94,7 @@ async def _run(hub, coordinator, drain: Drain) -> None:
         limiter = trio.CapacityLimiter(drain.max_parallel)
         deadline = trio.current_time() + drain.deadline_s
 
-        async def move(key: tuple[str, str, str], make_before_break: bool) -> None:
+        async def move(key: EpochKey, make_before_break: bool) -> None:
             async with limiter:
                 ok = await coordinator.move_replica(*key, wid, make_before_break=make_before_break)
             if not ok:

@@ -1,13 +1,13 @@
 """Heat checkpoints: the leader's access heat, written to etcd every few seconds so it survives a failover.
 
 Heat (``leibrix.domain._heat``) is fed per access report, which can arrive thousands
-of times a second; DESIGN.md §6 keeps per-heartbeat data out of etcd, and
+of times a second; etcd holds state transitions, never per-heartbeat data, and
 per-access data is the same kind. Heat is still worth keeping across a
 failover: without it a new leader ranks every epoch by the prior and may load
 cold epochs before the ones the gateway is hammering. The compromise chosen
 here:
 
-* ``Coordinator.report_access`` only marks the epoch *dirty* (in memory);
+* ``Ledger.report_access`` only marks the epoch *dirty* (in memory);
 * every ``heat_checkpoint_interval_s`` this per-term leader service writes
   ``heat/<t>/<d>/<e>`` (a ``HeatRecord``: the heat decayed to that moment,
   stamped with the wall clock) for the epochs fed since the last checkpoint,
@@ -21,11 +21,11 @@ the term is still valid) flushes once more, best effort. Every master's
 Mirror keeps the records (``ClusterState.heat_records``), so a new leader
 reads nothing from etcd at takeover: it seeds each epoch's heat from its
 checkpoint, in chunks right after the term starts (:meth:`HeatCheckpointer.warm`)
-or on first use (``Coordinator.heat``), whichever comes first.
+or on first use (``Ledger.heat``), whichever comes first.
 
-Records go with their epoch: ``Coordinator.delete_epochs`` deletes both in one
+Records go with their epoch: ``Ledger.delete_epochs`` deletes both in one
 transaction (``DropDataset``, ``DeleteTenant``, the janitor). Checkpoints are
-written under ``Coordinator.lock`` after checking the epoch still exists, so a
+written under ``Ledger.lock`` after checking the epoch still exists, so a
 checkpoint can never recreate the record of an epoch deleted meanwhile.
 """
 
@@ -37,7 +37,8 @@ import time
 import trio
 from prometheus_client import CollectorRegistry, Counter
 
-from leibrix.control._coordinator import Coordinator
+from leibrix.control._ledger import Ledger
+from leibrix.state._model import parse_epoch_name
 from leibrix.store._etcd import EtcdUnavailable, Put
 from leibrix.store._store import Fenced
 
@@ -59,7 +60,7 @@ def checkpoint_counter(registry: CollectorRegistry | None) -> Counter:
 class HeatCheckpointer:
     """The per-term leader service that writes dirty epochs' heat every ``interval_s`` (see module doc)."""
 
-    def __init__(self, coord: Coordinator, *, interval_s: float, counter: Counter | None = None) -> None:
+    def __init__(self, coord: Ledger, *, interval_s: float, counter: Counter | None = None) -> None:
         self.coord = coord
         self.interval_s = interval_s
         self._counter = counter
@@ -87,11 +88,11 @@ class HeatCheckpointer:
     async def warm(self) -> int:
         """Seed the heat of every epoch that has a checkpoint, a chunk at a time; returns how many were seeded.
 
-        ``Coordinator.heat`` would seed each epoch on first use anyway, but the
+        ``Ledger.heat`` would seed each epoch on first use anyway, but the
         first scheduling pass of a term asks for the benefit of every PENDING
         epoch in one synchronous call: with 100,000 checkpoints that is about
         0.2 s of decoding without a checkpoint of the Trio loop. Done here under
-        ``Coordinator.lock`` (so that pass waits for it) with a checkpoint every
+        ``Ledger.lock`` (so that pass waits for it) with a checkpoint every
         ``_WARM_CHUNK`` records, the lease keepalive and the RPCs keep running.
         """
         coord = self.coord
@@ -101,7 +102,7 @@ class HeatCheckpointer:
             for i in range(0, len(names), _WARM_CHUNK):
                 now = coord.clock()
                 for name in names[i:i + _WARM_CHUNK]:
-                    e = state.epochs.get(tuple(name.split("/", 2)))
+                    e = state.epochs.get(parse_epoch_name(name))
                     if e is not None and e.heat is None:
                         coord.heat(e, now)
                         seeded += 1

@@ -6,8 +6,8 @@ Without it two kinds of records grow forever:
   request id. They are deleted ``request_ttl_s`` after they were written
   (default 24 h, the usual idempotency-key window). A retry with the same id
   after that is a *new* request, which is still safe: re-admitting a dataset
-  with an identical request is a no-op (``Admissions._decide`` answers
-  "already admitted: no change" and creates nothing).
+  with an identical request is a no-op (it is answered "already admitted: no
+  change" and creates nothing).
 * RETIRED epoch records (kept so ``GetDataset``/``ListEpochs`` show what
   happened). They are deleted, with their heat checkpoint, once their RETIRED
   transition is older than ``retired_ttl_s`` (default 1 h). FAILED epochs are
@@ -15,9 +15,9 @@ Without it two kinds of records grow forever:
   moves FAILED to RETIRED, and the TTL starts then).
 
 A pass runs every ``prune_interval_s``. It never walks all epochs: RETIRED
-ones are indexed by the coordinator (``Coordinator.retired``, maintained from
+ones are indexed by the coordinator (``Ledger.retired``, maintained from
 state changes), and the requests walk yields to the loop every few thousand
-records. Epoch deletions happen under ``Coordinator.lock`` (which serialises
+records. Epoch deletions happen under ``Ledger.lock`` (which serialises
 every read-modify-write of epoch records), one bounded chunk per lock hold so
 scheduling is never held up for long, and every delete compares the record's
 ``mod_revision`` with the one the decision was made on: admissions write
@@ -35,11 +35,11 @@ from collections.abc import Awaitable, Callable
 import trio
 from prometheus_client import CollectorRegistry, Counter
 
-from leibrix.control._coordinator import Coordinator
+from leibrix.control._ledger import Ledger
 from leibrix.store._etcd import Compare, Delete, EtcdUnavailable
 from leibrix.domain._lifecycle import State
 from leibrix.wire._proto.records import state_pb2
-from leibrix.state._model import Epoch
+from leibrix.state._model import Epoch, EpochKey
 from leibrix.store._store import Conflict, Keys, Table
 
 __all__ = ["Janitor", "JanitorCounters"]
@@ -70,7 +70,7 @@ def retired_at_ms(e: Epoch) -> int | None:
 class Janitor:
     """Prunes expired ``requests/`` and RETIRED epochs for one term (see the module docstring)."""
 
-    def __init__(self, coord: Coordinator, requests: Table[state_pb2.RequestRecord] | None, *,
+    def __init__(self, coord: Ledger, requests: Table[state_pb2.RequestRecord] | None, *,
                  commit: Callable[..., Awaitable[int]], request_ttl_s: float, retired_ttl_s: float,
                  interval_s: float, counters: JanitorCounters | None = None) -> None:
         self.coord = coord
@@ -160,7 +160,7 @@ class Janitor:
                 self.counters.epochs.inc(len(doomed))
         return done
 
-    def _expired(self, key: tuple[str, str, str], cutoff_ms: int) -> bool:
+    def _expired(self, key: EpochKey, cutoff_ms: int) -> bool:
         """Whether the epoch is RETIRED since ``cutoff_ms`` or earlier, with a known record revision."""
         e = self.coord.state.epochs.get(key)
         at = retired_at_ms(e) if e is not None else None

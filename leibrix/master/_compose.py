@@ -27,7 +27,8 @@ from leibrix.api._cluster import ClusterApi, ManagementService
 from leibrix.api._datasets import DatasetApi
 from leibrix.api._tenants import TenantApi
 from leibrix.api._workers import WorkerApi
-from leibrix.control._admission import AdmissionConfig, AdmissionService
+from leibrix.control._admission import AdmissionService
+from leibrix.control._admissions import AdmissionConfig
 from leibrix.control._coordinator import CoordinatorConfig
 from leibrix.domain._heat import HeatModel
 from leibrix.domain._validation import AdmissionLimits

@@ -1,0 +1,380 @@
+"""The coordinator's ledger: what the leader knows and does about epochs in one term, shared by every part.
+
+The parts of the coordinator (scheduling, worker events, retirement; see
+``leibrix.control._coordinator``) each take the :class:`Ledger` and nothing
+else of each other's state. It holds:
+
+* **Indices** kept from every state change (``ClusterState.listeners``):
+  PENDING epochs (the scheduling queue), under-replicated charged epochs
+  (repair), RETIRED epochs (the janitor's work list), epochs whose heat was
+  fed since the last checkpoint, and replicas this term withdrew from a
+  worker (so a status the worker sent before its evict arrived is known to
+  be late, not bogus).
+* **Heat and benefit**: ``benefit = scan_cost × heat ÷ memory``, with heat
+  leader-local and seeded lazily from the stored checkpoints.
+* **Writes**: every change is a fenced etcd write made *before* the command
+  that follows from it is sent, so a new leader that reads etcd knows every
+  command the old one could have sent. Worker status reports are
+  group-committed: their changes are *staged* and the next flush writes them
+  in one transaction. ``lock`` serialises every read-modify-write of epoch
+  records; a lock holder flushes first, so it never reads a stale copy of a
+  staged epoch.
+* **Commands** to workers through the hub (``WorkerDirectory``).
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Awaitable, Callable, Iterable, Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import trio
+
+from leibrix import placement as pl
+from leibrix.domain._heat import Heat, HeatModel
+from leibrix.domain._lifecycle import CHARGED, RetryPolicy, State, transition
+from leibrix.state._model import (
+    EVICTING,
+    LOADED,
+    ClusterState,
+    Dataset,
+    Epoch,
+    EpochKey,
+    Replica,
+    encode_epoch,
+    epoch_name,
+    now_ms,
+)
+from leibrix.store._etcd import Compare, Delete, Put
+from leibrix.store._store import Keys
+from leibrix.wire._proto import leibrix_cp as cp
+from leibrix.workers._protocols import WorkerDirectory
+from leibrix.control._loadplan import assignment
+
+__all__ = ["CoordinatorConfig", "Ledger", "live_replicas"]
+
+#: Withdrawn assignments remembered per term (see ``Ledger.withdrawn``); the oldest are forgotten first.
+_WITHDRAWN_MAX = 65_536
+#: The strategy of an epoch whose dataset, tenant and cluster name none the wire knows.
+_FALLBACK_STRATEGY = cp.PlacementStrategy.CAPACITY
+
+
+@dataclass(frozen=True, slots=True)
+class CoordinatorConfig:
+    """Tunables of placement and residency (defaults suit a small cluster)."""
+
+    default_strategy: int = cp.PlacementStrategy.CAPACITY
+    default_replication: int = 1
+    hysteresis: float = 1.5
+    bytes_tolerance: float = 2.0
+    retry: RetryPolicy = RetryPolicy()
+    heat: HeatModel = HeatModel()
+    #: Ops per fenced transaction (etcd's --max-txn-ops must be at least this).
+    max_txn_ops: int = 1000
+    #: Most PENDING epochs placed per scheduling pass (the rest wait for the next).
+    max_candidates: int = 5000
+    #: Candidates per pass that may try to displace residents when their pool is full.
+    max_displacements: int = 16
+    move_timeout_s: float = 60.0
+    #: Shortest time between two scheduling passes (s): kicks arriving meanwhile are served by one pass, so a
+    #: stream of admissions is placed in a few larger fenced writes instead of one write (and pass) each.
+    min_pass_interval_s: float = 0.02
+    #: Shortest time between two group commits of staged status reports (s), for the same reason.
+    min_flush_interval_s: float = 0.01
+    #: Seconds between heat checkpoints to etcd (``leibrix.control._heat_checkpoint``).
+    heat_checkpoint_interval_s: float = 10.0
+    #: Seconds a RETIRED epoch's record is kept before the janitor deletes it (``leibrix.control._janitor``).
+    retired_ttl_s: float = 3600.0
+    #: Seconds between the janitor's pruning passes.
+    prune_interval_s: float = 60.0
+
+
+def live_replicas(e: Epoch) -> list[Replica]:
+    """The epoch's replicas that are not being evicted."""
+    return [r for r in e.replicas if r.state != EVICTING]
+
+
+def strategy_name(code: int) -> str:
+    """The ``leibrix.placement`` name of a ``PlacementStrategy`` wire value (``"round_robin"``, ...)."""
+    try:
+        strategy = cp.PlacementStrategy(code)
+    except ValueError:
+        strategy = _FALLBACK_STRATEGY
+    if strategy is cp.PlacementStrategy.STRATEGY_DEFAULT:
+        strategy = _FALLBACK_STRATEGY
+    return strategy.name.lower()
+
+
+class Ledger:
+    """The term's epoch indices, heat, writes and commands (see the module docstring).
+
+    ``commit(ops, *, compares=())`` is the term's ``FencedWriter.commit``;
+    ``hub`` is None where no worker can be reached (benchmarks of the
+    housekeeping services).
+    """
+
+    def __init__(self, *, state: ClusterState, commit: Callable[..., Awaitable[int]], keys: Keys,
+                 hub: WorkerDirectory | None, config: CoordinatorConfig = CoordinatorConfig(),
+                 clock: Callable[[], float] = time.monotonic) -> None:
+        self.state = state
+        self._commit = commit
+        self.keys = keys
+        self.hub = hub
+        self.config = config
+        self.clock = clock
+        self._kick = trio.Event()
+        self._strategies: dict[str, pl.Strategy] = {}
+        self.pending: set[EpochKey] = set()
+        #: RETIRED epochs (the janitor's index: it never walks every epoch to find them).
+        self.retired: set[EpochKey] = set()
+        #: Epochs fed by ``report_access`` since the last heat checkpoint took them.
+        self.heat_dirty: set[EpochKey] = set()
+        self.repair: set[EpochKey] = set()
+        #: ``(worker, dataset, epoch) → tenant`` of replicas this term took away from a worker (a move,
+        #: an eviction, a retirement, a failed load).
+        self.withdrawn: dict[tuple[str, str, str], str] = {}
+        self._waiters: dict[EpochKey, list[trio.Event]] = {}
+        #: Serialises every read-modify-write of epoch records (scheduling, worker events, admissions'
+        #: evictions): without it two writers could each commit a copy of the same epoch and lose the other's.
+        self.lock = trio.Lock()
+        self._staged: dict[EpochKey, Epoch] = {}
+        self._after: list[Callable[[], Awaitable[None]]] = []
+        self._dirty = trio.Event()
+        for e in state.epochs.values():
+            e.heat = None  # a new term resumes from the stored checkpoints, not from an older term's memory
+            self._track(None, e)
+        state.listeners.append(self._track)
+
+    def close(self) -> None:
+        """Stop following state changes (end of term)."""
+        if self._track in self.state.listeners:
+            self.state.listeners.remove(self._track)
+
+    # ------------------------------------------------------------ indices
+
+    def _track(self, old: Epoch | None, new: Epoch | None) -> None:
+        e = new or old
+        assert e is not None
+        key = e.key
+        if new is not None and new.state is State.PENDING:
+            self.pending.add(key)
+        else:
+            self.pending.discard(key)
+        if new is not None and new.state is State.RETIRED:
+            self.retired.add(key)
+        else:
+            self.retired.discard(key)
+        if new is None:
+            self.heat_dirty.discard(key)
+        if old is not None and old.replicas and (new is None or new.replicas != old.replicas):
+            kept = new.worker_ids() if new is not None else ()
+            for w in old.worker_ids():
+                if w not in kept:
+                    self.withdrawn[(w, e.dataset_id, e.epoch_id)] = e.tenant_id
+            while len(self.withdrawn) > _WITHDRAWN_MAX:
+                del self.withdrawn[next(iter(self.withdrawn))]
+        if new is None or new.state not in CHARGED or new.state is State.RETIRING:
+            self.repair.discard(key)
+        elif len(live_replicas(new)) < self.state.replication(new):
+            self.repair.add(key)
+        else:
+            self.repair.discard(key)
+        for ev in self._waiters.pop(key, ()):
+            ev.set()
+
+    async def changed(self, key: EpochKey) -> None:
+        """Return at the next stored change of the epoch ``key``."""
+        ev = trio.Event()
+        self._waiters.setdefault(key, []).append(ev)
+        await ev.wait()
+
+    def kick(self) -> None:
+        """Ask for a scheduling pass soon (cheap; passes coalesce)."""
+        self._kick.set()
+
+    async def kicked(self, timeout: float) -> None:
+        """Wait up to ``timeout`` seconds for a kick, and take it."""
+        with trio.move_on_after(timeout):
+            await self._kick.wait()
+        self._kick = trio.Event()
+
+    # ------------------------------------------------------------ heat and benefit
+
+    def heat(self, e: Epoch, now: float | None = None) -> Heat:
+        """The epoch's heat, leader-local; on first use in a term it is seeded from the epoch's stored
+        checkpoint (decayed by the wall-clock time since it was written), else from the prior.
+
+        Seeding lazily, one epoch at a time, keeps a takeover free of any walk
+        over the checkpoints: the Mirror already holds them, undecoded.
+        """
+        if e.heat is None:
+            now = self.clock() if now is None else now
+            records = self.state.heat_records
+            raw = records.get(epoch_name(e.key)) if records else None
+            model = self.config.heat
+            e.heat = Heat.new(model, now) if raw is None else Heat.restore(raw, model, now, time.time())
+        return e.heat
+
+    def benefits(self, epochs: Sequence[Epoch], now: float) -> list[float]:
+        """``scan_cost × heat ÷ memory`` of many epochs in one ``leibrix.placement.benefit`` call."""
+        if not epochs:
+            return []
+        model = self.config.heat
+        heats = [self.heat(e, now) for e in epochs]
+        scan = np.fromiter((h.scan_cost(e.scan_cost) for h, e in zip(heats, epochs)), float, len(epochs))
+        heat = np.fromiter((h.get(model, now) for h in heats), float, len(epochs))
+        mem = np.fromiter((max(1, e.memory_bytes) for e in epochs), float, len(epochs))
+        return pl.benefit(scan, heat, mem).tolist()
+
+    def benefit(self, e: Epoch, now: float) -> float:
+        """One epoch's benefit (see ``benefits``)."""
+        return self.benefits([e], now)[0]
+
+    def report_access(self, e: Epoch, count: int, scanned_bytes: int) -> None:
+        """Feed an access report into the epoch's heat; a hotter PENDING epoch may now be loaded.
+
+        The epoch is only marked dirty here: the heat checkpointer writes it
+        at its next interval, so etcd sees at most one write per accessed
+        epoch per interval however many reports arrive.
+        """
+        now = self.clock()
+        e.heat = self.heat(e, now).fed(self.config.heat, now, count, scanned_bytes)
+        self.heat_dirty.add(e.key)
+        if e.state is State.PENDING:
+            self.kick()
+
+    # ------------------------------------------------------------ what workers hold
+
+    def reserved(self, worker_id: str) -> tuple[int, float]:
+        """(memory bytes, CPU cores) reserved on a worker by replicas of charged epochs (the hub's ``reserved_fn``)."""
+        mem, cpu = self.state.reserved.get(worker_id, (0, 0.0))
+        return int(mem), max(0.0, cpu)
+
+    def replicas_on(self, worker_id: str) -> list[EpochKey]:
+        """Every epoch with a replica held or assigned on ``worker_id``."""
+        return sorted(self.state.by_worker.get(worker_id, ()))
+
+    def replica_count(self, worker_id: str) -> int:
+        """How many replicas ``worker_id`` holds or is assigned (constant time)."""
+        return len(self.state.by_worker.get(worker_id, ()))
+
+    def movable_replicas(self, worker_id: str, limit: int) -> list[EpochKey]:
+        """Up to ``limit`` replicas on ``worker_id`` worth moving (join rebalancing): loaded ones of READY
+        epochs. A replica still loading is never moved (it would load twice). Stops at ``limit`` instead of
+        walking (and sorting) everything the worker holds."""
+        out: list[EpochKey] = []
+        for key in self.state.by_worker.get(worker_id, ()):
+            e = self.state.epochs.get(key)
+            if e is not None and e.state is State.READY and worker_id in e.worker_ids(LOADED):
+                out.append(key)
+                if len(out) >= limit:
+                    break
+        return out
+
+    # ------------------------------------------------------------ placement options
+
+    def dataset_of(self, e: Epoch) -> Dataset | None:
+        """The epoch's dataset record."""
+        return self.state.datasets.get((e.tenant_id, e.dataset_id))
+
+    def strategy_name(self, e: Epoch) -> str:
+        """The placement strategy of the epoch's dataset, else its tenant's default, else the cluster's."""
+        ds = self.dataset_of(e)
+        tenant = self.state.tenants.get(e.tenant_id)
+        code = (ds.strategy if ds else 0) or (tenant.quota.default_strategy if tenant else 0) or \
+            self.config.default_strategy
+        return strategy_name(code)
+
+    def strategy(self, name: str) -> pl.Strategy:
+        """One strategy instance per name for the term (round-robin keeps its cursor across passes)."""
+        s = self._strategies.get(name)
+        if s is None:
+            s = self._strategies[name] = pl.make_strategy(name)
+        return s
+
+    def pool_of(self, tenant_id: str) -> str | None:
+        """The tenant's worker pool (None = the shared pool)."""
+        t = self.state.tenants.get(tenant_id)
+        return (t.quota.pool or None) if t else None
+
+    # ------------------------------------------------------------ writes
+
+    def move(self, e: Epoch, to: State, reason: str, **changes: object) -> Epoch:
+        """A copy of ``e`` in state ``to`` (the transition checked and recorded in its history)."""
+        history = transition(e.state, to, e.history, now_ms(), reason, what=epoch_name(e.key))
+        return e.evolve(state=to, history=history, **changes)
+
+    async def write(self, epochs: Sequence[Epoch], extra: Sequence[Put | Delete] = ()) -> None:
+        """Commit epoch records (plus ``extra`` ops) in fenced transactions of bounded size."""
+        ops: list[Put | Delete] = list(extra)
+        ops.extend(Put(self.keys.epoch(*e.key), encode_epoch(e)) for e in epochs)
+        step = self.config.max_txn_ops
+        for i in range(0, len(ops), step):
+            await self._commit(ops[i:i + step])
+
+    @property
+    def epochs_per_txn(self) -> int:
+        """Epochs ``delete_epochs`` removes per transaction: two ops and one compare each, plus the fence."""
+        return max(1, self.config.max_txn_ops // 2 - 1)
+
+    async def delete_epochs(self, keys: Sequence[EpochKey], revisions: Sequence[int] | None = None) -> None:
+        """Delete epoch records together with their heat checkpoints, in fenced transactions of bounded size.
+
+        An epoch's record and its ``heat/`` record always go in the same
+        transaction, so no checkpoint outlives its epoch. With ``revisions``
+        (one per key: the ``mod_revision`` the caller decided on), each delete
+        is guarded by ``mod_revision ==`` that value: a record rewritten
+        meanwhile (say, re-admitted) is never lost, the transaction fails with
+        ``Conflict`` instead (earlier transactions of the call stay applied).
+        """
+        step = self.epochs_per_txn
+        for i in range(0, len(keys), step):
+            chunk = keys[i:i + step]
+            ops = [op for k in chunk for op in (Delete(self.keys.epoch(*k)), Delete(self.keys.heat(*k)))]
+            if revisions is None:
+                await self._commit(ops)
+            else:
+                await self._commit(ops, compares=[Compare(self.keys.epoch(*k), "mod", "==", rev)
+                                                  for k, rev in zip(chunk, revisions[i:i + step])])
+
+    def stage(self, epochs: Iterable[Epoch], after: Callable[[], Awaitable[None]] | None = None) -> None:
+        """Stage epoch records (and a follow-up to run after them) for the next group commit."""
+        for e in epochs:
+            self._staged[e.key] = e
+        if after is not None:
+            self._after.append(after)
+        self._dirty.set()
+
+    async def staged(self) -> None:
+        """Return once something is staged (and take the signal)."""
+        await self._dirty.wait()
+        self._dirty = trio.Event()
+
+    def current(self, key: EpochKey) -> Epoch | None:
+        """The newest copy of an epoch: staged for the next commit, else the stored one."""
+        return self._staged.get(key) or self.state.epochs.get(key)
+
+    async def flush_locked(self) -> None:
+        """Write every staged epoch (one batch) and run the follow-ups; call with ``lock`` held."""
+        if not self._staged and not self._after:
+            return
+        staged, after = self._staged, self._after
+        self._staged, self._after = {}, []
+        await self.write(list(staged.values()))
+        for fn in after:
+            await fn()
+
+    # ------------------------------------------------------------ commands
+
+    async def send_assignment(self, e: Epoch, worker_id: str) -> bool:
+        """Push ``data_assignment`` for ``e`` to one worker."""
+        if self.hub is None:
+            return False
+        return await self.hub.send(worker_id, assignment(e, self.dataset_of(e), worker_id))
+
+    async def send_evict(self, key: EpochKey, worker_id: str, reason: str) -> bool:
+        """Push ``common_ack`` ``evict_epoch`` (payload dataset_id, epoch_id, reason) to one worker."""
+        if self.hub is None:
+            return False
+        return await self.hub.evict(worker_id, *key, reason)

@@ -1,0 +1,252 @@
+"""Scheduling passes: which PENDING epochs load now, and where every missing replica goes.
+
+One pass (``Scheduler.schedule_locked``), run whenever something changed and
+on retry timers:
+
+1. **Repair**: charged epochs with fewer live replicas than their replication
+   factor (a worker died, a load failed) get the missing replicas, placed with
+   the epoch's strategy and ``existing=`` the survivors (minimal movement).
+2. **Residency by benefit**: PENDING epochs, highest benefit first (tenant
+   priority breaks ties), are loaded when their tenant's hard budget has room
+   and the strategy finds workers in the tenant's pool. When the pool is
+   full, a candidate may displace resident epochs (of any tenant sharing the
+   pool) whose benefit is lower by at least the hysteresis factor; displaced
+   epochs go back to PENDING and are evicted. Budgets are never loosened for
+   this: benefit decides *among* tenants, quotas bound *each* tenant.
+
+An epoch that finds no room simply stays PENDING: capacity is waited for,
+never a reason to give up on an epoch.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Iterable, Sequence
+
+import trio
+
+from leibrix import placement as pl
+from leibrix.control._ledger import Ledger, live_replicas
+from leibrix.domain._lifecycle import State
+from leibrix.domain._tenants import NO_AMOUNT, Amount, budget_shortfall
+from leibrix.state._model import ASSIGNED, Epoch, EpochKey, Replica, epoch_name
+
+__all__ = ["Round", "Scheduler"]
+
+
+def _per_replica(e: Epoch) -> Amount:
+    """What one replica of ``e`` occupies on its worker."""
+    return Amount(1, e.memory_bytes, e.cpu_cores)
+
+
+class Round:
+    """Worker capacity as seen during one scheduling pass: the hub's view plus this pass's placements."""
+
+    def __init__(self, ledger: Ledger) -> None:
+        self.ledger = ledger
+        self._pools: dict[str | None, list[pl.WorkerSpec]] = {}
+        self._extra: dict[str, Amount] = {}
+        self._residents: dict[str | None, dict[EpochKey, Epoch]] = {}
+
+    def workers(self, pool: str | None) -> list[pl.WorkerSpec]:
+        """The pool's eligible workers with this pass's placements (and releases) in their usage."""
+        ws = self._pools.get(pool)
+        if ws is None:
+            hub = self.ledger.hub
+            ws = self._pools[pool] = hub.eligible(pool) if hub else []
+        out = []
+        for w in ws:
+            x = self._extra.get(w.id)
+            if x is not None:
+                w = dataclasses.replace(w, used_memory_bytes=max(0, w.used_memory_bytes + int(x.memory_bytes)),
+                                        used_cpu_cores=max(0.0, w.used_cpu_cores + x.cpu_cores))
+            out.append(w)
+        return out
+
+    def _add(self, worker_id: str, amount: Amount) -> None:
+        self._extra[worker_id] = self._extra.get(worker_id, NO_AMOUNT) + amount
+
+    def release(self, e: Epoch, workers: Iterable[str], sign: int = 1) -> None:
+        """Credit back an evicted epoch's replicas within this pass (``sign=-1`` undoes it)."""
+        one = _per_replica(e)
+        for w in workers:
+            self._add(w, NO_AMOUNT - one if sign > 0 else one)
+
+    def residents(self, pool: str | None) -> dict[EpochKey, Epoch]:
+        """READY epochs with a replica on the pool's eligible workers (computed once per pass)."""
+        found = self._residents.get(pool)
+        if found is None:
+            state = self.ledger.state
+            found = self._residents[pool] = {
+                key: e for w in self.workers(pool) for key in state.by_worker.get(w.id, ())
+                if (e := state.epochs.get(key)) is not None and e.state is State.READY}
+        return found
+
+    def place_many(self, requests: Sequence[tuple[Epoch, Sequence[str]]], *, extra: int = 0,
+                   exclude: frozenset[str] = frozenset()) -> dict[EpochKey, tuple[str, ...]]:
+        """New workers for each epoch's missing replicas (or ``extra`` more), one strategy call per
+        (pool, strategy) group; epochs that cannot get all of them are left out."""
+        ledger = self.ledger
+        groups: dict[tuple[str | None, str], list[tuple[Epoch, Sequence[str]]]] = {}
+        for e, existing in requests:
+            groups.setdefault((ledger.pool_of(e.tenant_id), ledger.strategy_name(e)), []).append((e, existing))
+        out: dict[EpochKey, tuple[str, ...]] = {}
+        for (pool, name), reqs in groups.items():
+            ws = [w for w in self.workers(pool) if w.id not in exclude]
+            ids = {w.id for w in ws}
+            items: list[pl.ItemSpec] = []
+            held: dict[str, tuple[str, ...]] = {}
+            for e, existing in reqs:
+                want = ledger.state.replication(e) + extra
+                if len(existing) >= want or len(ids | set(existing)) < want:
+                    continue
+                item = epoch_name(e.key)
+                items.append(pl.ItemSpec(key=item, memory_bytes=e.memory_bytes, cpu_cores=e.cpu_cores, replicas=want))
+                if existing:
+                    held[item] = tuple(existing)
+            if not items:
+                continue
+            result = ledger.strategy(name).place(items, ws, existing=held)
+            for e, existing in reqs:
+                got = result.assignments.get(epoch_name(e.key))
+                if got:
+                    new = tuple(w for w in got if w not in existing)
+                    for w in new:
+                        self._add(w, _per_replica(e))
+                    out[e.key] = new
+        return out
+
+    def place(self, e: Epoch, *, existing: Sequence[str], extra: int = 0,
+              exclude: frozenset[str] = frozenset()) -> tuple[str, ...]:
+        """New workers for one epoch (see ``place_many``), () if they cannot all be placed."""
+        return self.place_many([(e, existing)], extra=extra, exclude=exclude).get(e.key, ())
+
+
+class Scheduler:
+    """Scheduling passes over a :class:`Ledger` (see the module docstring)."""
+
+    def __init__(self, ledger: Ledger) -> None:
+        self.ledger = ledger
+
+    async def schedule_locked(self) -> None:
+        """One pass: repair under-replicated epochs, then load PENDING ones by benefit; call with the lock held."""
+        ledger = self.ledger
+        state, config = ledger.state, ledger.config
+        await ledger.flush_locked()
+        now = ledger.clock()
+        rounds = Round(ledger)
+        changed: list[Epoch] = []
+        sends: list[tuple[Epoch, str]] = []
+        evicts: list[tuple[Epoch, str, str]] = []
+        # 1. repair: every under-replicated epoch, in one placement call per (pool, strategy)
+        repairs = [(e, [r.worker_id for r in live_replicas(e)]) for key in sorted(ledger.repair)
+                   if (e := state.epochs.get(key)) is not None and e.retry_at <= now]
+        placed = rounds.place_many(repairs)
+        for i, (e, _) in enumerate(repairs):
+            if i % 500 == 499:
+                await trio.lowlevel.checkpoint()
+            got = placed.get(e.key)
+            if got:
+                new = e.evolve(replicas=e.replicas + tuple(Replica(w, ASSIGNED, e.plan_id) for w in got))
+                changed.append(new)
+                sends.extend((new, w) for w in got)
+        await trio.lowlevel.checkpoint()
+        # 2. residency by benefit: budgets first (in benefit order), then one placement call per group
+        fits = self._within_budgets(now)
+        await trio.lowlevel.checkpoint()
+        placed = rounds.place_many([(e, ()) for e in fits])
+        displaced: set[EpochKey] = set()
+        attempts = 0
+        for i, e in enumerate(fits):
+            if i % 500 == 499:
+                await trio.lowlevel.checkpoint()
+            got = placed.get(e.key)
+            if not got and attempts < config.max_displacements:
+                attempts += 1
+                got = self._displace_for(e, now, rounds, displaced, changed, evicts)
+            if not got:
+                continue
+            plan_id = f"{e.epoch_id}.{e.attempts}"
+            new = ledger.move(e, State.LOADING, f"placed on {', '.join(got)}", plan_id=plan_id,
+                              replicas=tuple(Replica(w, ASSIGNED, plan_id) for w in got))
+            changed.append(new)
+            sends.extend((new, w) for w in got)
+        if not changed:
+            return
+        await ledger.write(changed)
+        if ledger.pending:
+            # This pass placed something and more is queued (it may have stopped at max_candidates):
+            # go again. A pass that places nothing does not re-kick, so a full cluster does not spin.
+            ledger.kick()
+        for e, w, reason in evicts:
+            await ledger.send_evict(e.key, w, reason)
+        for i, (e, w) in enumerate(sends):
+            await ledger.send_assignment(e, w)
+            if i % 256 == 255:
+                await trio.lowlevel.checkpoint()  # let the hub's senders drain their queues
+
+    def _within_budgets(self, now: float) -> list[Epoch]:
+        """PENDING epochs due now, by tenant priority then benefit, that their tenant's budgets can take
+        together (at most ``max_candidates``)."""
+        ledger = self.ledger
+        state = ledger.state
+        candidates = [e for k in ledger.pending if (e := state.epochs.get(k)) is not None and e.retry_at <= now]
+        prio = {t: ten.quota.priority for t, ten in state.tenants.items()}
+        order = sorted(zip(candidates, ledger.benefits(candidates, now)),
+                       key=lambda eb: (-prio.get(eb[0].tenant_id, 0), -eb[1], eb[0].key))
+        charged: dict[str, Amount] = {}
+        fits: list[Epoch] = []
+        for e, _ in order:
+            if len(fits) >= ledger.config.max_candidates:
+                break
+            tenant = state.tenants.get(e.tenant_id)
+            if tenant is None or ledger.dataset_of(e) is None:
+                continue
+            mem, cpu = state.charge_of(e)
+            u = tenant.usage
+            probe = Amount(u.epochs, u.memory_bytes, u.cpu_cores) + charged.get(e.tenant_id, NO_AMOUNT)
+            if budget_shortfall(tenant.quota, probe, memory_bytes=mem, cpu_cores=cpu, epochs=1):
+                continue
+            charged[e.tenant_id] = charged.get(e.tenant_id, NO_AMOUNT) + Amount(1, mem, cpu)
+            fits.append(e)
+        return fits
+
+    def _displace_for(self, cand: Epoch, now: float, rounds: Round, displaced: set[EpochKey],
+                      changed: list[Epoch], evicts: list[tuple[Epoch, str, str]]) -> tuple[str, ...]:
+        """Make room for ``cand`` by evicting READY residents of its pool that it beats by the hysteresis.
+
+        ``leibrix.placement.eviction_candidates`` picks the cheapest residents
+        to evict (each must be worse than the candidate by ≥ the hysteresis
+        factor); the eviction happens only if the candidate can then really be
+        placed, so no resident is evicted for nothing.
+        """
+        ledger = self.ledger
+        ready = {epoch_name(k): e for k, e in rounds.residents(ledger.pool_of(cand.tenant_id)).items()
+                 if k not in displaced}
+        if not ready:
+            return ()
+        residents = list(ready.values())
+        n = ledger.state.replication(cand)
+        choice = pl.eviction_candidates(
+            [pl.Candidate(name, b, e.memory_bytes * len(e.replicas), e.cpu_cores * len(e.replicas))
+             for (name, e), b in zip(ready.items(), ledger.benefits(residents, now))],
+            [pl.Candidate(epoch_name(cand.key), ledger.benefit(cand, now), cand.memory_bytes * n,
+                          cand.cpu_cores * n)],
+            ledger.config.hysteresis,
+        )
+        if not choice.admit:
+            return ()
+        victims = [ready[name] for name in choice.evict]
+        for v in victims:
+            rounds.release(v, v.worker_ids())
+        placed = rounds.place(cand, existing=[])
+        if not placed:
+            for v in victims:
+                rounds.release(v, v.worker_ids(), sign=-1)
+            return ()
+        reason = f"displaced by higher-benefit {epoch_name(cand.key)}"
+        for v in victims:
+            displaced.add(v.key)
+            changed.append(ledger.move(v, State.PENDING, reason, replicas=()))
+            evicts.extend((v, w, reason) for w in v.worker_ids())
+        return placed
