@@ -354,6 +354,9 @@ class ClusterState:
         #: worker id -> [memory bytes, CPU cores] reserved by replicas of charged epochs
         self.reserved: dict[str, list[float]] = {}
         self.listeners: list[EpochListener] = []
+        #: Revision of the last epoch change: the etcd revision when the change came through the Mirror
+        #: (the same on every master), else one more than the previous.
+        self.revision = 0
         #: ``"t/d/e"`` -> raw ``HeatRecord`` (the last heat checkpoint), kept warm by the Mirror on every master
         #: so a new leader seeds an epoch's heat from it on first use (decoded lazily, one epoch at a time).
         self.heat_records: Mapping[str, bytes] = {}
@@ -425,8 +428,15 @@ class ClusterState:
             self.usage(tenant_id).datasets -= 1
 
     # -- epochs
-    def put_epoch(self, e: Epoch) -> None:
-        """Store (insert or replace) an epoch, updating indices, usage and listeners."""
+    def _advance(self, revision: int | None) -> None:
+        self.revision = self.revision + 1 if revision is None else max(self.revision, revision)
+
+    def put_epoch(self, e: Epoch, revision: int | None = None) -> None:
+        """Store (insert or replace) an epoch, updating indices, usage and listeners.
+
+        ``revision`` is the etcd revision of the change, when it has one.
+        """
+        self._advance(revision)
         key = e.key
         old = self.epochs.get(key)
         if old is not None:
@@ -447,11 +457,12 @@ class ClusterState:
         for listener in self.listeners:
             listener(old, e)
 
-    def delete_epoch(self, key: EpochKey) -> None:
+    def delete_epoch(self, key: EpochKey, revision: int | None = None) -> None:
         """Remove an epoch (RETIRED epochs are deleted once their evictions are sent)."""
         old = self.epochs.pop(key, None)
         if old is None:
             return
+        self._advance(revision)
         self._unindex(old)
         per = self.by_dataset.get(key[:2])
         if per is not None:
@@ -502,7 +513,8 @@ class ClusterState:
             lambda k, old, new: self.put_dataset(new) if new is not None else self.delete_dataset(*k.split("/", 1)))
         epochs = mirror.table(Keys.EPOCHS, decode_epoch)
         epochs.on_change(
-            lambda k, old, new: self.put_epoch(new) if new is not None else self.delete_epoch(parse_epoch_name(k)))
+            lambda k, old, new: self.put_epoch(new, epochs.changed_at) if new is not None
+            else self.delete_epoch(parse_epoch_name(k), epochs.changed_at))
         self._epoch_table = epochs
         self.heat_records = mirror.table(Keys.HEAT, bytes)
         return mirror.table(Keys.REQUESTS, state_pb2.RequestRecord.FromString)

@@ -15,10 +15,12 @@ READY new epoch whose ``replaces`` names a still-READY old one), the old one is
 hidden from ``resolve``: clients never read two versions of one slice.
 
 The table is fed by ``ClusterState`` listeners (so it works the same on the
-leader and on followers) and keeps per-tenant subscriber channels for
-``WatchRoutes``. A subscriber that cannot keep up (its bounded buffer is full)
-is dropped and must re-subscribe: the table never blocks state updates on a
-slow gateway.
+leader and on followers). Every update carries ``ClusterState.revision``: the
+etcd revision of the change, which means the same on every master, so a
+subscriber that reconnects to another master can tell whether that master is
+behind it. The table keeps per-tenant subscriber channels for ``WatchRoutes``.
+A subscriber that cannot keep up (its bounded buffer is full) is dropped and
+must re-subscribe: the table never blocks state updates on a slow gateway.
 """
 
 from __future__ import annotations
@@ -71,7 +73,6 @@ class RouteTable:
     def __init__(self, state: ClusterState, addr: Callable[[str], str | None] = lambda w: None) -> None:
         self.state = state
         self.addr = addr
-        self.revision = 0
         self._routes: dict[str, dict[tuple[str, str], Route]] = {}
         self._subscribers: dict[str, set[trio.MemorySendChannel[cp.RouteUpdate]]] = {}
         for e in state.epochs.values():
@@ -97,15 +98,14 @@ class RouteTable:
                 del self._routes[e.tenant_id]
         else:
             per[(e.dataset_id, e.epoch_id)] = after
-        self.revision += 1
         subs = self._subscribers.get(e.tenant_id)
         if subs:
             if after is None:
                 update = cp.RouteUpdate(kind=cp.RouteUpdateKind.REMOVE, route=self._wire_removed(old or e),
-                                        revision=self.revision)
+                                        revision=self.state.revision)
             else:
                 update = cp.RouteUpdate(kind=cp.RouteUpdateKind.UPSERT, route=self.to_wire(after, new),
-                                        revision=self.revision)
+                                        revision=self.state.revision)
             for ch in list(subs):
                 try:
                     ch.send_nowait(update)
@@ -178,7 +178,7 @@ class RouteTable:
         for _, r in current:
             e = self.state.epochs[(r.tenant_id, r.dataset_id, r.epoch_id)]
             send.send_nowait(cp.RouteUpdate(kind=cp.RouteUpdateKind.UPSERT, route=self.to_wire(r, e),
-                                            revision=self.revision))
-        send.send_nowait(cp.RouteUpdate(kind=cp.RouteUpdateKind.SNAPSHOT_DONE, revision=self.revision))
+                                            revision=self.state.revision))
+        send.send_nowait(cp.RouteUpdate(kind=cp.RouteUpdateKind.SNAPSHOT_DONE, revision=self.state.revision))
         self._subscribers.setdefault(tenant_id, set()).add(send)
         return recv
