@@ -1,5 +1,5 @@
 """Admission through a real master over gRPC (real etcd), without workers: tenants, validation,
-the response rule, idempotency, policies when there is no capacity."""
+the response rule, idempotency, and every policy when no capacity has joined (accepted, PENDING)."""
 
 from __future__ import annotations
 
@@ -83,24 +83,30 @@ async def test_unknown_source_type_over_the_wire(etcd_server: Any, nursery: trio
     assert err.status == Status.INVALID_ARGUMENT and "unknown source type" in err.message
 
 
-async def test_queue_accepts_as_pending_and_reject_answers_resource_exhausted(
-        etcd_server: Any, etcd: EtcdClient, nursery: trio.Nursery) -> None:
+@pytest.mark.parametrize("policy", [cp.AdmissionPolicy.QUEUE, cp.AdmissionPolicy.REJECT,
+                                    cp.AdmissionPolicy.EVICT_LOWER_BENEFIT])
+async def test_no_capacity_yet_is_not_a_rejection_under_any_policy(
+        etcd_server: Any, etcd: EtcdClient, nursery: trio.Nursery, policy: cp.AdmissionPolicy) -> None:
     m = await start_master(nursery, etcd_server.endpoint)
     await leading(m)
-    await rpc(m, "upsert_tenant_quota", quota("q", admission_policy=cp.AdmissionPolicy.QUEUE))
-    await rpc(m, "upsert_tenant_quota", quota("r", admission_policy=cp.AdmissionPolicy.REJECT))
-    resp = await rpc(m, "admit_dataset", admission("q", days=2, regions=("eu", "us")))
+    await rpc(m, "upsert_tenant_quota", quota("t", admission_policy=policy, max_epochs=6))
+    resp = await rpc(m, "admit_dataset", admission("t", days=2, regions=("eu", "us")))
     assert resp.status == cp.AdmitDatasetResponseStatus.ACCEPTED
-    assert len(resp.epochs.epochs) == 4 and resp.pending_epochs == 4 and "PENDING" in resp.message
-    assert set(states(m, "q").values()) == {"PENDING"}
+    assert len(resp.epochs.epochs) == 4 and resp.pending_epochs == 4
+    assert set(states(m, "t").values()) == {"PENDING"}
     # The acknowledged admission is in etcd, not only in memory.
-    kvs, _ = await etcd.get_prefix(Keys("adm").epochs_of("q", "orders"))
+    kvs, _ = await etcd.get_prefix(Keys("adm").epochs_of("t", "orders"))
     assert sorted(state_pb2.EpochRecord.FromString(kv.value).info.epoch_id for kv in kvs) == sorted(
         e.epoch_id for e in resp.epochs.epochs)
-    err = await error_of(m, "admit_dataset", admission("r"))
-    assert err.status == Status.RESOURCE_EXHAUSTED
-    assert "capacity" in err.message and "0 bytes free on 0 worker(s)" in err.message
-    assert states(m, "r") == {}
+    # The tenant's own budget still binds: 4 queued + 4 more > 6 epochs.
+    if policy == cp.AdmissionPolicy.QUEUE:
+        more = await rpc(m, "admit_dataset", admission("t", "more", days=2, regions=("eu", "us")))
+        assert more.pending_epochs == 4 and "PENDING" in more.message
+    else:
+        err = await error_of(m, "admit_dataset", admission("t", "more", days=2, regions=("eu", "us")))
+        assert err.status == Status.RESOURCE_EXHAUSTED
+        assert err.message.startswith("tenant 't' epoch budget: 6 epochs, 4 charged + 4 requested = 8")
+        assert states(m, "t", "more") == {}
 
 
 async def test_idempotent_retries_and_no_op_readmission(etcd_server: Any, etcd: EtcdClient, nursery: trio.Nursery) -> None:

@@ -272,3 +272,16 @@ async def test_pools_isolate_tenants(etcd_server: Any, nursery: trio.Nursery) ->
     state = m.parts.admission.state
     assert {w for e in state.dataset_epochs("acme", "orders") for w in e.worker_ids()} == {"gold1", "gold2"}
     assert {w for e in state.dataset_epochs("free", "orders") for w in e.worker_ids()} == {"shared1"}
+
+
+@pytest.mark.parametrize("policy", [REJECT, EVICT])
+async def test_admitted_before_any_worker_joins_loads_once_capacity_joins(
+        etcd_server: Any, nursery: trio.Nursery, policy: cp.AdmissionPolicy) -> None:
+    m = await start_master(nursery, etcd_server.endpoint)
+    await leading(m)
+    await rpc(m, "upsert_tenant_quota", quota(admission_policy=policy, max_memory_bytes=2 * 16 * MiB))
+    resp = await rpc(m, "admit_dataset", admission(days=2))
+    assert resp.status == cp.AdmitDatasetResponseStatus.ACCEPTED and resp.pending_epochs == 2
+    assert set(states(m).values()) == {"PENDING"}
+    await workers(nursery, m, "w1")
+    await all_ready(m, n=2)
