@@ -1,5 +1,5 @@
 """The coordinator's per-pass candidate cap (``CoordinatorConfig.max_candidates``) must not strand
-PENDING epochs: a pass that placed some re-kicks itself while others remain (commit eb45864).
+PENDING epochs: a pass that placed some re-kicks itself while others remain.
 
 Real master + etcd + one reference worker; the cap is lowered on the live term's coordinator (it is
 not a master option), so each pass places at most two epochs and only the re-kick reaches the rest.

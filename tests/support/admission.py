@@ -1,8 +1,8 @@
 """Harness for the admission tests: real masters (in-process, real etcd, real gRPC) and real workers.
 
 * :func:`start_master` runs a :class:`leibrix.master._master.Master` on free loopback
-  ports against the ``etcd_server`` fixture; the master's extension hook installs
-  issue 5 (``leibrix.api._datasets``/``_api_tenants``) and the worker hub.
+  ports against the ``etcd_server`` fixture (its composition root wires the
+  admission service, the ManagementService areas and the worker hub).
 * :func:`rpc` calls a ManagementService RPC over real gRPC (following
   ``leibrix-leader`` redirects) and returns the reply, or raises ``GRPCError``.
 * :func:`admission` builds an ``AdmitDatasetRequest`` (days × regions).
@@ -94,8 +94,8 @@ async def watch_routes(master: Master | str, tenant: str, until: Callable[[list[
                        timeout: float = 30.0) -> list[cp.RouteUpdate]:
     """Stream ``WatchRoutes`` until ``until(updates)`` holds; returns every update received.
 
-    The stream is consumed inside one asyncio coroutine that ends by itself
-    (DESIGN.md §4: never cancel an ``aio_as_trio`` iterator from Trio).
+    The stream is consumed inside one asyncio coroutine that ends by itself:
+    an ``aio_as_trio`` iterator must never be cancelled from Trio.
     """
     updates: list[cp.RouteUpdate] = []
 
