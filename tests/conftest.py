@@ -47,10 +47,7 @@ def restore_gc() -> Iterator[None]:
         gc.set_threshold(*thresholds)
 
 
-@pytest.fixture
-async def etcd_server(tmp_path: Path, nursery: trio.Nursery) -> AsyncIterator[EtcdServer]:
-    """A real single-member etcd, stopped and reaped at teardown."""
-    server = EtcdServer(member_config(tmp_path / "etcd"), nursery)
+async def _serve(server: EtcdServer) -> AsyncIterator[EtcdServer]:
     await server.start()
     try:
         yield server
@@ -59,15 +56,41 @@ async def etcd_server(tmp_path: Path, nursery: trio.Nursery) -> AsyncIterator[Et
             await server.stop()
 
 
-@pytest.fixture
-async def etcd(etcd_server: EtcdServer) -> AsyncIterator[EtcdClient]:
-    """An ``EtcdClient`` connected to ``etcd_server``."""
-    client = await EtcdClient.connect([etcd_server.endpoint], timeout=5.0)
+async def _connect(server: EtcdServer) -> AsyncIterator[EtcdClient]:
+    client = await EtcdClient.connect([server.endpoint], timeout=5.0)
     try:
         yield client
     finally:
         with trio.CancelScope(shield=True):
             await client.aclose()
+
+
+@pytest.fixture
+async def etcd_server(tmp_path: Path, nursery: trio.Nursery) -> AsyncIterator[EtcdServer]:
+    """A real single-member etcd configured as a master's embedded member, stopped and reaped at teardown."""
+    async for server in _serve(EtcdServer(member_config(tmp_path / "etcd"), nursery)):
+        yield server
+
+
+@pytest.fixture
+async def etcd(etcd_server: EtcdServer) -> AsyncIterator[EtcdClient]:
+    """An ``EtcdClient`` connected to ``etcd_server``."""
+    async for client in _connect(etcd_server):
+        yield client
+
+
+@pytest.fixture
+async def default_etcd_server(tmp_path: Path, nursery: trio.Nursery) -> AsyncIterator[EtcdServer]:
+    """A real etcd on etcd's own limits (no --max-txn-ops / --max-request-bytes), as an operator runs it."""
+    async for server in _serve(EtcdServer(member_config(tmp_path / "default-etcd", txn_limits=None), nursery)):
+        yield server
+
+
+@pytest.fixture
+async def default_etcd(default_etcd_server: EtcdServer) -> AsyncIterator[EtcdClient]:
+    """An ``EtcdClient`` connected to ``default_etcd_server``."""
+    async for client in _connect(default_etcd_server):
+        yield client
 
 
 @pytest.fixture

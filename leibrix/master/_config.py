@@ -31,12 +31,15 @@ from leibrix.domain._validation import AdmissionLimits
 from leibrix.workers._hub import HubConfig
 from leibrix.wire._address import split_hostport
 from leibrix.store._member import (
+    EMBEDDED_TXN_LIMITS,
+    MEMBER_HEADROOM,
     PRODUCTION_TIMINGS,
     MemberConfig,
     Timings,
     parse_initial_cluster,
     validate_url,
 )
+from leibrix.store._writer import TxnLimits
 
 __all__ = ["ConfigError", "MasterConfig", "OPTIONS", "add_arguments", "load_config"]
 
@@ -113,6 +116,16 @@ OPTIONS: tuple[Option, ...] = (
            "Raft heartbeat of the embedded member (ms)", "MS"),
     Option("etcd_election_ms", int, PRODUCTION_TIMINGS.election_ms,
            "Raft election timeout of the embedded member (ms, >= 5 x heartbeat)", "MS"),
+    Option("etcd_max_txn_ops", int, 0,
+           "most compares and ops the master puts in one etcd transaction (larger writes are split); "
+           f"0: etcd's default {TxnLimits().max_ops} with --etcd-endpoints (match the cluster's --max-txn-ops), "
+           f"{EMBEDDED_TXN_LIMITS.max_ops} with the embedded member, which is started with "
+           f"--max-txn-ops of {MEMBER_HEADROOM} x this", "N"),
+    Option("etcd_max_request_bytes", int, 0,
+           "largest etcd request the master sends (larger writes are split); "
+           f"0: etcd's default {TxnLimits().max_request_bytes} with --etcd-endpoints (match the cluster's "
+           f"--max-request-bytes), {EMBEDDED_TXN_LIMITS.max_request_bytes} with the embedded member, which is "
+           f"started with --max-request-bytes of {MEMBER_HEADROOM} x this", "BYTES"),
     Option("etcd_max_restarts", int, 5,
            "restart a crashed etcd member this many times in a row before exiting non-zero", "N"),
     Option("allow_unsafe_etcd", bool, False,
@@ -199,6 +212,8 @@ class MasterConfig:
     initial_cluster: str = _BY_NAME["initial_cluster"].default
     etcd_heartbeat_ms: int = _BY_NAME["etcd_heartbeat_ms"].default
     etcd_election_ms: int = _BY_NAME["etcd_election_ms"].default
+    etcd_max_txn_ops: int = _BY_NAME["etcd_max_txn_ops"].default
+    etcd_max_request_bytes: int = _BY_NAME["etcd_max_request_bytes"].default
     etcd_max_restarts: int = _BY_NAME["etcd_max_restarts"].default
     allow_unsafe_etcd: bool = _BY_NAME["allow_unsafe_etcd"].default
     lease_ttl: int = _BY_NAME["lease_ttl"].default
@@ -246,6 +261,13 @@ class MasterConfig:
         """The etcd endpoints the client dials: the external ones, or the embedded member."""
         return list(self.etcd_endpoints) or [self.etcd_client_url]
 
+    @property
+    def txn_limits(self) -> TxnLimits:
+        """How large the master's etcd transactions may be (0 in an option: the default for the etcd in use)."""
+        base = EMBEDDED_TXN_LIMITS if self.embedded else TxnLimits()
+        return TxnLimits(self.etcd_max_txn_ops or base.max_ops,
+                         self.etcd_max_request_bytes or base.max_request_bytes)
+
     def _where(self, name: str) -> str:
         return f"{_BY_NAME[name].flag} ({self.sources.get(name, 'default')})"
 
@@ -264,6 +286,7 @@ class MasterConfig:
                 binary=self.etcd_binary or None,
                 allow_unsafe=self.allow_unsafe_etcd,
                 max_restarts=self.etcd_max_restarts,
+                txn_limits=self.txn_limits,
                 # shutdown_timeout + this stays under the 5 s a supervisor waits
                 stop_grace=_MEMBER_STOP_GRACE,
             )
@@ -310,6 +333,14 @@ class MasterConfig:
             raise ConfigError(
                 f"{self._where('default_replication')}: {self.default_replication} is outside 1-{MAX_REPLICATION}"
             )
+        for name in ("etcd_max_txn_ops", "etcd_max_request_bytes"):
+            if getattr(self, name) < 0:
+                raise ConfigError(f"{self._where(name)}: {getattr(self, name)} must be >= 0 (0: the default)")
+        try:
+            self.txn_limits
+        except ValueError as exc:
+            where = self._where("etcd_max_txn_ops" if "max_ops" in str(exc) else "etcd_max_request_bytes")
+            raise ConfigError(f"{where}: {exc}") from None
         for endpoint in self.etcd_endpoints:
             url = endpoint if "://" in endpoint else f"http://{endpoint}"
             try:

@@ -9,12 +9,9 @@ callback thread and are bridged into Trio through a bounded memory channel with
 :func:`trio.from_thread.run`, so a slow consumer applies back-pressure instead of
 growing an unbounded queue; the etcd watch is cancelled when the consumer leaves.
 
-The types are plain frozen dataclasses (:class:`KeyValue`, :class:`Put`,
-:class:`Delete`, :class:`Compare`...) so callers never see protobuf or
-library objects, and failures are three exceptions callers can act on:
-:class:`EtcdUnavailable` (retry later / elsewhere), :class:`LeaseLost`
-(the lease is gone: whatever it guarded is over) and :class:`Compacted`
-(the watch start revision is history: re-list).
+The values and errors the client takes and raises are defined in
+:mod:`leibrix.store._ops` and re-exported here, so callers import everything
+etcd-shaped from this one module.
 """
 
 from __future__ import annotations
@@ -22,17 +19,36 @@ from __future__ import annotations
 import math
 from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
-from dataclasses import dataclass
-from typing import Any, Literal, TypeVar
+from typing import Any, TypeVar
 from urllib.parse import urlsplit
 
 import etcd3
 import etcd3.etcdrpc as rpc
 import etcd3.events
 import etcd3.exceptions
-import etcd3.utils
 import grpc
 import trio
+
+from leibrix.store._ops import (
+    Compacted,
+    Compare,
+    Delete,
+    EtcdError,
+    EtcdRefused,
+    EtcdUnavailable,
+    KeyValue,
+    LeaseLost,
+    Member,
+    Put,
+    ServerStatus,
+    TxnResult,
+    WatchEvent,
+    _compare_msg,
+    _kv,
+    _op_msg,
+    op_size,
+    prefix_end,
+)
 
 __all__ = [
     "Compacted",
@@ -40,7 +56,7 @@ __all__ = [
     "Delete",
     "EtcdClient",
     "EtcdError",
-    "EtcdRejected",
+    "EtcdRefused",
     "EtcdUnavailable",
     "KeyValue",
     "LeaseLost",
@@ -50,6 +66,7 @@ __all__ = [
     "TxnResult",
     "WatchEvent",
     "WatchStream",
+    "op_size",
     "prefix_end",
 ]
 
@@ -69,212 +86,6 @@ _WATCH_BUFFER = 256
 _UNAVAILABLE_CODES = frozenset(
     {grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED, grpc.StatusCode.CANCELLED}
 )
-
-
-class EtcdError(Exception):
-    """Base class of every error this module raises."""
-
-
-class EtcdUnavailable(EtcdError):
-    """etcd did not answer: connection refused, deadline passed or no quorum.
-
-    The operation may or may not have been applied (a write that timed out can
-    still commit); callers that must know re-read, and fenced writers rely on
-    their compare to make a retry safe.
-    """
-
-
-class EtcdRejected(EtcdError):
-    """etcd answered and refused the request (too many txn ops, request too large, quota...).
-
-    ``code`` is the gRPC status name and ``details`` etcd's message, e.g.
-    ``RESOURCE_EXHAUSTED: etcdserver: mvcc: database space exceeded``. Retrying
-    the same request will fail the same way.
-    """
-
-    def __init__(self, code: str, details: str) -> None:
-        super().__init__(f"{code}: {details}")
-        self.code = code
-        self.details = details
-
-
-class LeaseLost(EtcdError):
-    """The lease no longer exists (expired or revoked): keys attached to it are gone."""
-
-
-class Compacted(EtcdError):
-    """A watch asked for history etcd has compacted away; re-list, then watch again.
-
-    ``compact_revision`` is the oldest revision still available.
-    """
-
-    def __init__(self, compact_revision: int) -> None:
-        super().__init__(f"revision compacted; oldest available is {compact_revision}")
-        self.compact_revision = compact_revision
-
-
-@dataclass(frozen=True, slots=True)
-class KeyValue:
-    """One key as etcd stores it, with the revisions that make fencing and dedup possible.
-
-    ``create_revision`` is the revision that created this incarnation of the key
-    (a deleted and re-created key gets a new one: that is why it is a fencing
-    token); ``mod_revision`` the revision of the last write, ``version`` the
-    number of writes since creation and ``lease`` the attached lease id (0: none).
-    """
-
-    key: str
-    value: bytes
-    create_revision: int
-    mod_revision: int
-    version: int
-    lease: int
-
-
-@dataclass(frozen=True, slots=True)
-class Put:
-    """Write ``value`` at ``key`` inside a transaction, optionally attached to a lease."""
-
-    key: str
-    value: bytes
-    lease: int = 0
-
-
-@dataclass(frozen=True, slots=True)
-class Delete:
-    """Delete ``key`` inside a transaction; with ``prefix=True`` every key starting with it."""
-
-    key: str
-    prefix: bool = False
-
-
-@dataclass(frozen=True, slots=True)
-class Compare:
-    """One guard of a transaction: ``target(key) op value``.
-
-    ``target`` is ``"create"``/``"mod"``/``"version"`` (compared with an int; a
-    missing key has all three equal to 0) or ``"value"`` (compared with bytes).
-    ``Compare(k, "create", "==", token)`` is the fencing compare.
-    """
-
-    key: str
-    target: Literal["create", "mod", "version", "value"]
-    op: Literal["==", "!=", "<", ">"]
-    value: int | bytes
-
-    def __post_init__(self) -> None:
-        if self.target not in _TARGETS:
-            raise ValueError(f"Compare.target must be one of {sorted(_TARGETS)}, got {self.target!r}")
-        if self.op not in _OPS:
-            raise ValueError(f"Compare.op must be one of {sorted(_OPS)}, got {self.op!r}")
-        want: type = bytes if self.target == "value" else int
-        if not isinstance(self.value, want) or isinstance(self.value, bool):
-            raise ValueError(
-                f"Compare.value for target {self.target!r} must be {want.__name__}, "
-                f"got {type(self.value).__name__}"
-            )
-
-
-_TARGETS = {
-    "create": rpc.Compare.CREATE,
-    "mod": rpc.Compare.MOD,
-    "version": rpc.Compare.VERSION,
-    "value": rpc.Compare.VALUE,
-}
-_OPS = {
-    "==": rpc.Compare.EQUAL,
-    "!=": rpc.Compare.NOT_EQUAL,
-    "<": rpc.Compare.LESS,
-    ">": rpc.Compare.GREATER,
-}
-
-
-@dataclass(frozen=True, slots=True)
-class TxnResult:
-    """Outcome of a transaction: whether every compare held, and the store revision after it.
-
-    When ``succeeded`` the revision is the one the success ops were written at
-    (if they wrote anything), which lets a writer apply its own change locally
-    and recognise the echo on the watch.
-    """
-
-    succeeded: bool
-    revision: int
-
-
-@dataclass(frozen=True, slots=True)
-class WatchEvent:
-    """A change seen by a watch: the key's new state (``put``) or its tombstone (``delete``).
-
-    For a delete only ``kv.key`` and ``kv.mod_revision`` (the deleting revision)
-    are meaningful.
-    """
-
-    kind: Literal["put", "delete"]
-    kv: KeyValue
-
-
-@dataclass(frozen=True, slots=True)
-class Member:
-    """An etcd cluster member as ``MemberList`` reports it (ids are etcd's uint64)."""
-
-    id: int
-    name: str
-    peer_urls: tuple[str, ...]
-    client_urls: tuple[str, ...]
-
-
-@dataclass(frozen=True, slots=True)
-class ServerStatus:
-    """Health facts of the member the client is talking to (``Maintenance.Status``)."""
-
-    version: str
-    member_id: int
-    leader_id: int
-    raft_term: int
-    db_size: int
-
-
-def prefix_end(prefix: str) -> bytes:
-    """The exclusive end of the key range holding every key that starts with ``prefix``."""
-    return etcd3.utils.prefix_range_end(prefix.encode())
-
-
-def _kv(raw: Any) -> KeyValue:
-    return KeyValue(
-        raw.key.decode(),
-        raw.value,
-        raw.create_revision,
-        raw.mod_revision,
-        raw.version,
-        raw.lease,
-    )
-
-
-def _compare_msg(c: Compare) -> Any:
-    msg = rpc.Compare(key=c.key.encode(), target=_TARGETS[c.target], result=_OPS[c.op])
-    if c.target == "create":
-        msg.create_revision = c.value
-    elif c.target == "mod":
-        msg.mod_revision = c.value
-    elif c.target == "version":
-        msg.version = c.value
-    else:
-        msg.value = c.value
-    return msg
-
-
-def _op_msg(op: Put | Delete) -> Any:
-    if isinstance(op, Put):
-        if not isinstance(op.value, bytes):
-            raise ValueError(f"Put.value for {op.key!r} must be bytes, got {type(op.value).__name__}")
-        return rpc.RequestOp(request_put=rpc.PutRequest(key=op.key.encode(), value=op.value, lease=op.lease))
-    if isinstance(op, Delete):
-        req = rpc.DeleteRangeRequest(key=op.key.encode())
-        if op.prefix:
-            req.range_end = prefix_end(op.key)
-        return rpc.RequestOp(request_delete_range=req)
-    raise TypeError(f"transaction ops must be Put or Delete, got {type(op).__name__}")
 
 
 def _parse_endpoint(endpoint: str) -> tuple[str, int]:
@@ -324,7 +135,7 @@ class EtcdClient:
 
     Create it with :meth:`connect` and close it with :meth:`aclose` (in a
     ``finally``). Every method raises :class:`EtcdUnavailable` when no endpoint
-    answers within ``timeout`` seconds, and :class:`EtcdRejected` when etcd
+    answers within ``timeout`` seconds, and :class:`EtcdRefused` when etcd
     refuses the request itself.
     """
 
@@ -415,7 +226,7 @@ class EtcdClient:
                     self._raw.endpoint_in_use.fail()
                     self._raw._clear_old_stubs()
                 return EtcdUnavailable(f"etcd {code.name}: {exc.details()}")
-            return EtcdRejected(code.name, exc.details() or "")
+            return EtcdRefused(code.name, exc.details() or "")
         if isinstance(exc, etcd3.exceptions.RevisionCompactedError):
             return Compacted(exc.compacted_revision)
         if isinstance(exc, etcd3.exceptions.WatchTimedOut):
@@ -509,7 +320,8 @@ class EtcdClient:
 
         etcd caps the number of ops per transaction (``--max-txn-ops``) and the
         request size (``--max-request-bytes``); exceeding either raises
-        :class:`EtcdRejected` and applies nothing.
+        :class:`EtcdRefused` and applies nothing (size transactions with
+        :func:`op_size`, as :class:`~leibrix.store._writer.FencedWriter` does).
         """
         req = rpc.TxnRequest(
             compare=[_compare_msg(c) for c in compare],
@@ -528,7 +340,7 @@ class EtcdClient:
         req = rpc.LeaseGrantRequest(TTL=ttl)
         resp = await self._call(lambda: self._raw.leasestub.LeaseGrant(req, self.timeout))
         if resp.error:
-            raise EtcdRejected("LEASE_GRANT", resp.error)
+            raise EtcdRefused("LEASE_GRANT", resp.error)
         return resp.ID
 
     async def lease_keepalive(self, lease_id: int) -> int:
@@ -555,7 +367,7 @@ class EtcdClient:
         req = rpc.LeaseRevokeRequest(ID=lease_id)
         try:
             await self._call(lambda: self._raw.leasestub.LeaseRevoke(req, self.timeout))
-        except EtcdRejected as exc:
+        except EtcdRefused as exc:
             if exc.code != "NOT_FOUND":
                 raise
 

@@ -46,11 +46,12 @@ from urllib.parse import urlsplit
 import trio
 
 from leibrix.store._etcd import EtcdClient, EtcdError
+from leibrix.store._writer import TxnLimits
 
 __all__ = [
+    "EMBEDDED_TXN_LIMITS",
     "EtcdBinaryError",
-    "MAX_REQUEST_BYTES",
-    "MAX_TXN_OPS",
+    "MEMBER_HEADROOM",
     "MemberConfig",
     "MemberFailed",
     "MemberState",
@@ -66,17 +67,19 @@ __all__ = [
     "run_member",
 ]
 
-#: Ops per etcd transaction we configure (etcd's default is 128): one admission
-#: batch (dataset + its epochs + idempotency record) must fit in one fenced txn.
-MAX_TXN_OPS = 4096
-#: Largest request etcd accepts (default 1.5 MiB), sized for a full batch of epoch records.
-MAX_REQUEST_BYTES = 8 * 1024 * 1024
+#: What the master's writer sends to its own embedded member by default: about a
+#: thousand epoch records per fenced transaction (etcd's defaults, 128 ops and
+#: 1.5 MiB, would cut a large admission into many more round trips).
+EMBEDDED_TXN_LIMITS = TxnLimits(max_ops=1024, max_request_bytes=4 * 1024 * 1024)
+#: An embedded member accepts this many times the writer's limits, so an item the
+#: writer never splits (an ``Atomic`` group with its compares) still fits.
+MEMBER_HEADROOM = 2
 #: Backend quota. etcd's default is 2 GiB; 100,000 epochs with history need far less,
 #: but running out is an outage (etcd goes read-only), so leave headroom.
 QUOTA_BACKEND_BYTES = 4 * 1024 * 1024 * 1024
 
-# Known-bad releases (DESIGN.md §4): 3.5.0–3.5.2 lose data on SIGKILL (etcd #13766),
-# 3.5.0–3.5.5 on a crash during defrag; 3.4.20–3.4.21 carry the same defrag bug.
+# Known-bad releases: 3.5.0–3.5.2 lose data on SIGKILL, 3.5.0–3.5.5 on a crash
+# during defrag; 3.4.20–3.4.21 carry the same defrag bug.
 _BAD_RANGES = (((3, 5, 0), (3, 5, 5)), ((3, 4, 20), (3, 4, 21)))
 _OLDEST_SUPPORTED = (3, 4, 0)
 
@@ -259,7 +262,9 @@ class MemberConfig:
     cluster of just this member. ``peer_url``/``client_url`` are both listened on
     and advertised. The data directory decides "new cluster" versus "rejoin": a
     member whose ``data_dir`` already holds data restarts with it and ignores
-    the bootstrap flags.
+    the bootstrap flags. ``txn_limits`` are the limits the master's writer
+    keeps to; the member is started accepting :data:`MEMBER_HEADROOM` times
+    more (``None``: etcd's own defaults, as an operator's cluster runs).
     """
 
     name: str
@@ -272,8 +277,7 @@ class MemberConfig:
     binary: str | None = None
     allow_unsafe: bool = False
     quota_bytes: int = QUOTA_BACKEND_BYTES
-    max_txn_ops: int = MAX_TXN_OPS
-    max_request_bytes: int = MAX_REQUEST_BYTES
+    txn_limits: TxnLimits | None = EMBEDDED_TXN_LIMITS
     #: consecutive failed starts/crashes before :func:`run_member` gives up
     max_restarts: int = 5
     #: how long the member must stay up for the failure count to reset
@@ -306,6 +310,16 @@ class MemberConfig:
             raise ValueError(f"max_restarts must be >= 0, got {self.max_restarts}")
 
     @property
+    def max_txn_ops(self) -> int | None:
+        """The member's ``--max-txn-ops`` (None: etcd's default)."""
+        return None if self.txn_limits is None else self.txn_limits.max_ops * MEMBER_HEADROOM
+
+    @property
+    def max_request_bytes(self) -> int | None:
+        """The member's ``--max-request-bytes`` (None: etcd's default)."""
+        return None if self.txn_limits is None else self.txn_limits.max_request_bytes * MEMBER_HEADROOM
+
+    @property
     def log_path(self) -> Path:
         """Where the member's own log goes: beside the data dir (etcd owns the data dir's contents)."""
         return self.data_dir.with_name(self.data_dir.name + ".etcd.log")
@@ -327,8 +341,6 @@ class MemberConfig:
             f"--initial-advertise-peer-urls={self.peer_url}",
             f"--heartbeat-interval={self.timings.heartbeat_ms}",
             f"--election-timeout={self.timings.election_ms}",
-            f"--max-txn-ops={self.max_txn_ops}",
-            f"--max-request-bytes={self.max_request_bytes}",
             f"--quota-backend-bytes={self.quota_bytes}",
             # Keep 30 minutes of history: long enough for a follower's watch to
             # resume after a hiccup without a re-list, short enough to bound the db.
@@ -337,6 +349,8 @@ class MemberConfig:
             "--logger=zap",
             "--log-level=warn",
         ]
+        if self.txn_limits is not None:
+            args += [f"--max-txn-ops={self.max_txn_ops}", f"--max-request-bytes={self.max_request_bytes}"]
         if not self.has_data():
             args += [
                 "--initial-cluster=" + ",".join(f"{n}={u}" for n, u in cluster.items()),

@@ -3,12 +3,10 @@
 Three pieces, one rule each:
 
 * :class:`Keys` is the only place that spells a key (``/leibrix/<cluster>/...``).
-* :class:`FencedWriter` is the only way the leader writes state: every
-  transaction first compares the leader key's ``create_revision`` with the
-  term's token (DESIGN.md §6). If that compare fails the term is over
-  (:class:`Fenced`, and ``term.lost`` is set so the leader nursery is cancelled);
-  if only a caller's extra compare failed, the term is fine and the caller
-  lost an optimistic race (:class:`Conflict`).
+* :class:`FencedWriter` (defined in :mod:`leibrix.store._writer`, re-exported
+  here) is the only way the leader writes state: every transaction first
+  compares the leader key's ``create_revision`` with the term's token, and
+  commits are cut into transactions the etcd in use accepts (:class:`TxnLimits`).
 * :class:`Mirror` is the in-memory copy of the whole cluster prefix that the
   leader *and* every follower keep: one consistent listing, then a watch from
   the next revision. Followers therefore start a term warm, and the leader
@@ -26,10 +24,8 @@ from typing import Generic, TypeVar
 
 import trio
 
-from leibrix.store._election import Term
 from leibrix.store._etcd import (
     Compacted,
-    Compare,
     Delete,
     EtcdClient,
     EtcdUnavailable,
@@ -37,8 +33,9 @@ from leibrix.store._etcd import (
     Put,
     WatchEvent,
 )
+from leibrix.store._writer import Atomic, Conflict, Fenced, FencedWriter, TxnLimits
 
-__all__ = ["Conflict", "Fenced", "FencedWriter", "Keys", "Mirror", "Table"]
+__all__ = ["Atomic", "Conflict", "Fenced", "FencedWriter", "Keys", "Mirror", "Table", "TxnLimits"]
 
 log = logging.getLogger(__name__)
 
@@ -47,7 +44,7 @@ T = TypeVar("T")
 _PART = re.compile(r"[^/\x00]+")
 #: Decodes between checkpoints while (re)loading or catching up, so one big
 #: batch never holds the Trio loop (and the lease keepalive) for long.
-_CHUNK = 2000
+_YIELD_EVERY = 2000
 #: Pause before re-watching after etcd became unreachable.
 _RETRY = 0.1
 
@@ -135,52 +132,6 @@ class Keys:
                 + _part("epoch_id", epoch_id))
 
 
-class Fenced(Exception):
-    """Our leadership term is over: the write was not applied and no further write will be."""
-
-
-class Conflict(Exception):
-    """An extra compare of the transaction failed while the term is still valid; nothing was applied."""
-
-
-class FencedWriter:
-    """Commits the leader's state changes, each fenced by the term's token.
-
-    If ``mirror`` is given, every committed change is applied to it at once,
-    so the leader reads its own writes without waiting for the watch.
-    """
-
-    def __init__(self, client: EtcdClient, term: Term, mirror: Mirror | None = None) -> None:
-        self._client = client
-        self.term = term
-        self._mirror = mirror
-        self._fence = Compare(term.leader_key, "create", "==", term.token)
-
-    async def commit(self, ops: Sequence[Put | Delete], *, compares: Sequence[Compare] = ()) -> int:
-        """Apply ``ops`` atomically if the term is valid and every compare holds; returns the revision.
-
-        Raises :class:`Fenced` (and sets ``term.lost``) if the term is over,
-        including when our own clock says the lease may have expired, in which
-        case nothing is sent at all; :class:`Conflict` if an extra compare
-        failed; ``EtcdUnavailable`` if etcd did not answer (the write may or may
-        not have been applied: retrying is safe because the fence still holds
-        only while we lead).
-        """
-        if not self.term.is_valid():
-            raise Fenced(f"term {self.term.token} is over")
-        result = await self._client.txn([self._fence, *compares], ops)
-        if result.succeeded:
-            if self._mirror is not None:
-                self._mirror.apply_local(ops, result.revision)
-            return result.revision
-        if compares:
-            kv = await self._client.get(self.term.leader_key)
-            if kv is not None and kv.create_revision == self.term.token:
-                raise Conflict(f"a compare failed at revision {result.revision}: {list(compares)}")
-        self.term.lost.set()
-        raise Fenced(f"term {self.term.token} is over: the leader key changed hands")
-
-
 class Table(Mapping[str, T], Generic[T]):
     """A read-only, always-current view of one key prefix, decoded.
 
@@ -188,6 +139,8 @@ class Table(Mapping[str, T], Generic[T]):
     ``on_change(callback)`` to be told ``(key, old, new)`` synchronously on every
     change (``old`` None: created; ``new`` None: deleted), e.g. to maintain an
     index. Callbacks run inside the mirror's task: keep them quick and non-blocking.
+    Inside a callback, :attr:`changed_at` is the etcd revision of the change
+    (the same on every master that applies it).
     """
 
     def __init__(self, prefix: str, decode: Callable[[bytes], T]) -> None:
@@ -196,6 +149,8 @@ class Table(Mapping[str, T], Generic[T]):
         self._values: dict[str, T] = {}
         self._revisions: dict[str, int] = {}
         self._callbacks: list[Callable[[str, T | None, T | None], None]] = []
+        #: etcd revision of the change being reported to the callbacks (0 before the first).
+        self.changed_at = 0
 
     def __getitem__(self, key: str) -> T:
         return self._values[key]
@@ -232,6 +187,7 @@ class Table(Mapping[str, T], Generic[T]):
         old = self._values.get(key)
         self._values[key] = value
         self._revisions[key] = revision
+        self.changed_at = revision
         for callback in self._callbacks:
             callback(key, old, value)
         return True
@@ -242,6 +198,7 @@ class Table(Mapping[str, T], Generic[T]):
             return
         old = self._values.pop(key)
         del self._revisions[key]
+        self.changed_at = revision
         for callback in self._callbacks:
             callback(key, old, None)
 
@@ -334,7 +291,7 @@ class Mirror:
                 table, rest = routed
                 if not self._is_tombstoned(kv.key, kv.mod_revision):
                     table._put(rest, kv.value, kv.mod_revision)
-            if done % _CHUNK == 0:
+            if done % _YIELD_EVERY == 0:
                 await trio.lowlevel.checkpoint()
         if relist:
             present = {kv.key for kv in kvs}
@@ -362,7 +319,7 @@ class Mirror:
                         table._put(rest, ev.kv.value, ev.kv.mod_revision)
                 else:
                     table._delete(rest, ev.kv.mod_revision)
-            if done % _CHUNK == 0:
+            if done % _YIELD_EVERY == 0:
                 await trio.lowlevel.checkpoint()
         self._advance(max(ev.kv.mod_revision for ev in batch))
 

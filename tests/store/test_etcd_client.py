@@ -14,13 +14,14 @@ from leibrix.store._etcd import (
     Compare,
     Delete,
     EtcdClient,
-    EtcdRejected,
+    EtcdRefused,
     EtcdUnavailable,
     LeaseLost,
     Put,
     WatchEvent,
 )
-from leibrix.store._member import MAX_TXN_OPS, free_port_url
+from leibrix.store._member import free_port_url
+from leibrix.store._writer import TxnLimits
 
 
 async def test_put_get_delete_roundtrip(etcd: EtcdClient) -> None:
@@ -101,13 +102,30 @@ def test_compare_rejects_bad_arguments(args: tuple, message: str) -> None:
         Compare(*args)
 
 
-async def test_txn_over_max_ops_is_rejected_whole(etcd: EtcdClient) -> None:
-    ops = [Put(f"/many/{i}", b"") for i in range(MAX_TXN_OPS + 1)]
-    with pytest.raises(EtcdRejected) as info:
-        await etcd.txn([], ops)
+async def test_txn_over_max_ops_is_refused_whole(default_etcd: EtcdClient) -> None:
+    limit = TxnLimits().max_ops  # etcd's default --max-txn-ops
+    ops = [Put(f"/many/{i}", b"") for i in range(limit + 1)]
+    with pytest.raises(EtcdRefused) as info:
+        await default_etcd.txn([], ops)
     assert info.value.code == "INVALID_ARGUMENT" and "too many operations" in info.value.details
-    assert (await etcd.get_prefix("/many/"))[0] == []
-    assert (await etcd.txn([], ops[:MAX_TXN_OPS])).succeeded
+    assert info.value.reason == "too_many_ops" and info.value.exhausted
+    assert (await default_etcd.get_prefix("/many/"))[0] == []
+    assert (await default_etcd.txn([], ops[:limit])).succeeded
+
+
+@pytest.mark.parametrize("size", [1600 * 1024, 3 * 1024 * 1024])
+async def test_request_over_max_bytes_is_refused(default_etcd: EtcdClient, size: int) -> None:
+    """Over etcd's 1.5 MiB etcd itself refuses; over its gRPC message limit gRPC does: both are too large."""
+    with pytest.raises(EtcdRefused) as info:
+        await default_etcd.txn([], [Put("/big", b"x" * size)])
+    assert info.value.reason == "request_too_large" and info.value.exhausted
+    assert await default_etcd.get("/big") is None
+
+
+def test_refusal_reasons_are_classified() -> None:
+    assert EtcdRefused("RESOURCE_EXHAUSTED", "etcdserver: mvcc: database space exceeded").reason == "no_space"
+    other = EtcdRefused("PERMISSION_DENIED", "etcdserver: permission denied")
+    assert other.reason == "other" and not other.exhausted
 
 
 async def test_lease_keepalive_revoke_and_loss(etcd: EtcdClient) -> None:

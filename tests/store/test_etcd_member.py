@@ -15,6 +15,7 @@ from tests.support.etcd import EtcdServer, member_config
 
 from leibrix.store._etcd import EtcdClient, EtcdUnavailable
 from leibrix.store._member import (
+    MEMBER_HEADROOM,
     EtcdBinaryError,
     MemberFailed,
     Timings,
@@ -27,6 +28,7 @@ from leibrix.store._member import (
     parse_initial_cluster,
     run_member,
 )
+from leibrix.store._writer import TxnLimits
 
 ETCD = find_etcd_binary()
 
@@ -94,9 +96,16 @@ def test_member_config_checks_itself_against_initial_cluster(tmp_path: Path) -> 
 def test_command_bootstraps_only_an_empty_data_dir(tmp_path: Path) -> None:
     cfg = member_config(tmp_path)
     assert "--initial-cluster-state=new" in cfg.command(ETCD)
-    assert f"--max-txn-ops={cfg.max_txn_ops}" in cfg.command(ETCD)
     (cfg.data_dir / "member").mkdir(parents=True)
     assert not any(a.startswith("--initial-cluster") for a in cfg.command(ETCD))
+
+
+def test_member_accepts_headroom_over_the_writers_limits(tmp_path: Path) -> None:
+    cfg = member_config(tmp_path, txn_limits=TxnLimits(max_ops=100, max_request_bytes=1_000_000))
+    assert f"--max-txn-ops={100 * MEMBER_HEADROOM}" in cfg.command(ETCD)
+    assert f"--max-request-bytes={1_000_000 * MEMBER_HEADROOM}" in cfg.command(ETCD)
+    on_defaults = member_config(tmp_path, txn_limits=None).command(ETCD)
+    assert not any(a.startswith(("--max-txn-ops", "--max-request-bytes")) for a in on_defaults)
 
 
 # -- binary and version -------------------------------------------------------------

@@ -303,12 +303,12 @@ async def test_mirror_catches_up_with_a_burst(etcd: EtcdClient, nursery: trio.Nu
     await nursery.start(mirror.run)
     value = epoch(1, 123)
     revision = 0
-    for batch in range(5):
-        ops = [Put(KEYS.epoch("t", f"d{batch}", f"e{i:04d}"), value) for i in range(4000)]
+    for batch in range(10):
+        ops = [Put(KEYS.epoch("t", f"d{batch}", f"e{i:04d}"), value) for i in range(2000)]
         revision = (await etcd.txn([], ops)).revision
     with trio.fail_after(20):
         await mirror.wait_for(revision)
-    assert len(epochs) == 20_000 and epochs["t/d4/e3999"].expected_rows == 123
+    assert len(epochs) == 20_000 and epochs["t/d9/e1999"].expected_rows == 123
 
 
 async def test_mirror_rides_out_an_etcd_crash(etcd: EtcdClient, etcd_server, nursery: trio.Nursery) -> None:
