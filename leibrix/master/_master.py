@@ -380,7 +380,7 @@ class Master:
     async def _lead(self, term: Term) -> bool:
         """Lead for one term; returns True if a leader service crashed (the term is then resigned)."""
         assert self.etcd is not None and self.election is not None and self.mirror is not None
-        ctx = TermContext(term, FencedWriter(self.etcd, term, self.mirror), self.mirror, self.keys)
+        ctx = TermContext(term, FencedWriter(self.etcd, term, self.mirror, limits=self.config.txn_limits), self.mirror, self.keys)
         log.info("elected: term %d", term.token)
         self.metrics.terms_won.inc()
         crashed = False
