@@ -1,4 +1,4 @@
-"""Dataset, epoch and route RPCs: ``AdmitDataset`` (upstream), ``GetDataset``, ``ListEpochs``,
+"""Dataset, epoch and route RPCs: ``AdmitDataset`` (upstream), ``GetDataset``, ``ListDatasets``, ``ListEpochs``,
 ``RetireEpoch``, ``DropDataset``, ``ReportAccess``, ``ResolveRoute``, ``WatchRoutes``.
 
 ``AdmitDataset`` follows the one response rule of ``leibrix.control._admission``:
@@ -18,12 +18,28 @@ from datetime import datetime, timezone
 from leibrix.control._admission import AdmissionService
 from leibrix.domain._errors import InvalidArgument, NotFound
 from leibrix.store._etcd import Delete
+from leibrix.api._pages import page
 from leibrix.api._server import trio_rpc
 from leibrix.domain._lifecycle import State
 from leibrix.wire._proto import leibrix_cp as cp
-from leibrix.state._model import epoch_to_wire
+from leibrix.state._model import Dataset, Epoch, epoch_to_wire
 from leibrix.store._term import Leadership
 from leibrix.domain._validation import check_id, validate_admission
+
+
+def _dataset_info(svc: AdmissionService, ds: Dataset) -> cp.DatasetInfo:
+    """The ``DatasetInfo`` of a dataset: source, placement options and how many epochs are in each state."""
+    counts = Counter(e.state.name for e in svc.state.dataset_epochs(ds.tenant_id, ds.dataset_id))
+    return cp.DatasetInfo(
+        tenant_id=ds.tenant_id,
+        dataset_id=ds.dataset_id,
+        source=cp.DataSource().parse(ds.request.source.SerializeToString()),
+        replication_factor=ds.replication_factor,
+        strategy=cp.PlacementStrategy(ds.strategy),
+        retention_epochs=ds.retention,
+        epochs_by_state=dict(counts),
+        admitted_at=datetime.fromtimestamp(ds.admitted_ms / 1000, tz=timezone.utc),
+    )
 
 
 class DatasetApi(cp.ManagementServiceBase):
@@ -57,32 +73,35 @@ class DatasetApi(cp.ManagementServiceBase):
     async def get_dataset(self, request: cp.GetDatasetRequest) -> cp.DatasetInfo:
         """The dataset's source, placement options and how many epochs are in each state."""
         svc, ds = self._dataset(request.tenant_id, request.dataset_id)
-        counts = Counter(e.state.name for e in svc.state.dataset_epochs(ds.tenant_id, ds.dataset_id))
-        return cp.DatasetInfo(
-            tenant_id=ds.tenant_id,
-            dataset_id=ds.dataset_id,
-            source=cp.DataSource().parse(ds.request.source.SerializeToString()),
-            replication_factor=ds.replication_factor,
-            strategy=cp.PlacementStrategy(ds.strategy),
-            retention_epochs=ds.retention,
-            epochs_by_state=dict(counts),
-            admitted_at=datetime.fromtimestamp(ds.admitted_ms / 1000, tz=timezone.utc),
-        )
+        return _dataset_info(svc, ds)
+
+    @trio_rpc
+    async def list_datasets(self, request: cp.ListDatasetsRequest) -> cp.ListDatasetsResponse:
+        """One page of datasets (of one tenant when ``tenant_id`` is set), ordered by (tenant, dataset)."""
+        svc = self._service()
+        tenant_id = check_id("tenant_id", request.tenant_id) if request.tenant_id else None
+        keyed = (((t, d), ds) for (t, d), ds in svc.state.datasets.items() if tenant_id in (None, t))
+        datasets, token = await page(request, keyed, lambda ds: _dataset_info(svc, ds))
+        return cp.ListDatasetsResponse(datasets=datasets, next_page_token=token)
 
     @trio_rpc
     async def list_epochs(self, request: cp.ListEpochsRequest) -> cp.ListEpochsResponse:
-        """Every epoch of the dataset with state, history, replicas, estimates, heat and benefit."""
+        """One page of the dataset's epochs, ordered by (window start, id), with state, history, replicas,
+        estimates, heat and benefit."""
         svc, ds = self._dataset(request.tenant_id, request.dataset_id)
         coord = svc.coordinator
-        out = []
-        for e in sorted(svc.state.dataset_epochs(ds.tenant_id, ds.dataset_id), key=lambda e: (e.start_ms, e.dims)):
+
+        def status(e: Epoch) -> cp.EpochStatus:
             heat = benefit = 0.0
             if coord is not None:
                 now = coord.clock()
                 heat = coord.heat(e, now).get(coord.config.heat, now)
                 benefit = coord.benefit(e, now)
-            out.append(epoch_to_wire(e, svc.worker_addr, heat, benefit))
-        return cp.ListEpochsResponse(epochs=out)
+            return epoch_to_wire(e, svc.worker_addr, heat, benefit)
+
+        keyed = [((e.start_ms, e.epoch_id), e) for e in svc.state.dataset_epochs(ds.tenant_id, ds.dataset_id)]
+        epochs, token = await page(request, keyed, status)
+        return cp.ListEpochsResponse(epochs=epochs, next_page_token=token)
 
     @trio_rpc
     async def retire_epoch(self, request: cp.RetireEpochRequest) -> cp.CommonResponse:

@@ -16,6 +16,13 @@ repeat them:
   exception-to-status step is skipped); an unreachable etcd is ``UNAVAILABLE``
   too, because a retry may succeed. Anything else stays grpclib's ``UNKNOWN``
   and is logged: it is a bug, never the caller's fault.
+* **Hostile input.** Requests are decoded by :class:`leibrix.api._decode.RequestCodec`
+  (bytes that do not parse, or a request over 4 MiB, get ``INVALID_ARGUMENT`` /
+  ``RESOURCE_EXHAUSTED`` naming the field, never ``UNKNOWN``), and
+  :func:`trio_rpc` checks the size of every string, list and map of a request
+  (:func:`leibrix.domain._validation.check_request_bounds`) before the RPC
+  runs. Status messages are bounded where errors are made
+  (:class:`~leibrix.domain._errors.ApiError`).
 * **The standard services.** ``grpc.health.v1.Health`` (SERVING only while
   :class:`HealthFlag` says this member is healthy) and server reflection
   (v1 and v1alpha). Reflection reads descriptors from protobuf's default pool;
@@ -43,7 +50,9 @@ from grpclib.health.check import ServiceStatus
 from grpclib.health.service import Health
 from grpclib.reflection.service import ServerReflection
 
+from leibrix.api._decode import RequestCodec
 from leibrix.domain._errors import ApiError, Unavailable
+from leibrix.domain._validation import check_request_bounds
 from leibrix.wire._grpc import CONTROL_PLANE_ALIASES, LEADER_METADATA, call_trio
 from leibrix.store._etcd import EtcdUnavailable
 
@@ -70,18 +79,21 @@ def trio_rpc(fn: F) -> F:
 
     Unary methods return the response; server-streaming methods are async
     generators and ``yield`` responses. Raise :class:`leibrix.domain._errors.ApiError`
-    subclasses for anything the caller did wrong.
+    subclasses for anything the caller did wrong. The request's bounds are
+    checked before ``fn`` runs.
     """
     if inspect.isasyncgenfunction(fn):
 
         @functools.wraps(fn)
         def stream(self: Any, request: Any) -> Any:
+            check_request_bounds(request)
             return trio_asyncio.trio_as_aio(fn(self, request))
 
         return stream  # type: ignore[return-value]
 
     @functools.wraps(fn)
     async def unary(self: Any, request: Any) -> Any:
+        check_request_bounds(request)
         return await call_trio(fn, self, request)
 
     return unary  # type: ignore[return-value]
@@ -109,6 +121,7 @@ def _guard(func: Callable[[grpclib.server.Stream], Any]) -> Callable[[grpclib.se
             err = _as_api_error(exc)
             if err is None:
                 raise
+            log.debug("%s answered %s: %s", func.__qualname__, err.status.name, err.message)
             metadata = {LEADER_METADATA: err.leader} if isinstance(err, Unavailable) and err.leader else None
             try:
                 await stream.send_trailing_metadata(
@@ -189,7 +202,7 @@ class GrpcServer:
         given a second to finish, then the asyncio loop is closed.
         """
         async with trio_asyncio.open_loop():
-            server = grpclib.server.Server(self._servables())
+            server = grpclib.server.Server(self._servables(), codec=RequestCodec())
             await trio_asyncio.aio_as_trio(server.start)(host, port)
             try:
                 task_status.started()

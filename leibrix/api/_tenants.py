@@ -12,6 +12,7 @@ from __future__ import annotations
 from leibrix.control._admission import AdmissionService
 from leibrix.domain._errors import FailedPrecondition, NotFound
 from leibrix.store._etcd import Delete, Put
+from leibrix.api._pages import page
 from leibrix.api._server import trio_rpc
 from leibrix.domain._lifecycle import State
 from leibrix.wire._proto import leibrix_cp as cp
@@ -51,12 +52,11 @@ class TenantApi(cp.ManagementServiceBase):
 
     @trio_rpc
     async def list_tenants(self, request: cp.ListTenantsRequest) -> cp.ListTenantsResponse:
-        """Every tenant, sorted by id."""
-        svc = self.admission
-        return cp.ListTenantsResponse(tenants=[
-            cp.TenantInfo(quota=t.quota.to_wire(), usage=t.usage.to_wire())
-            for _, t in sorted(svc.state.tenants.items())
-        ])
+        """One page of tenants, ordered by id (see :mod:`leibrix.api._pages`)."""
+        tenants, token = await page(
+            request, (((tid,), t) for tid, t in self.admission.state.tenants.items()),
+            lambda t: cp.TenantInfo(quota=t.quota.to_wire(), usage=t.usage.to_wire()))
+        return cp.ListTenantsResponse(tenants=tenants, next_page_token=token)
 
     @trio_rpc
     async def delete_tenant(self, request: cp.DeleteTenantRequest) -> cp.CommonResponse:

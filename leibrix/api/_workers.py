@@ -1,4 +1,4 @@
-"""ManagementService RPCs about workers: ListWorkers, GetWorker, DrainWorker.
+"""ManagementService RPCs about workers: ListWorkers (paged), GetWorker, DrainWorker.
 
 Liveness lives only in the leader's memory (heartbeats are never written to
 etcd), so these are answered by the leader; a follower answers UNAVAILABLE
@@ -8,7 +8,9 @@ with ``leibrix-leader`` and the client retries there.
 from __future__ import annotations
 
 from leibrix.control._drain import Drain, start_drain
+from leibrix.api._pages import page
 from leibrix.api._server import trio_rpc
+from leibrix.domain._errors import NotFound
 from leibrix.wire._proto import leibrix_cp as cp
 from leibrix.store._term import Leadership
 from leibrix.workers._hub import WorkerHub
@@ -32,6 +34,14 @@ def drain_response(hub: WorkerHub, drain: Drain) -> cp.DrainWorkerResponse:
     )
 
 
+def _info(hub: WorkerHub, worker_id: str) -> cp.WorkerInfo | None:
+    """The worker's info, or None when it left while a page was being built."""
+    try:
+        return hub.info(worker_id)
+    except NotFound:
+        return None
+
+
 class WorkerApi(cp.ManagementServiceBase):
     """ManagementService area: the workers the leader knows, and draining them."""
 
@@ -46,8 +56,10 @@ class WorkerApi(cp.ManagementServiceBase):
 
     @trio_rpc
     async def list_workers(self, request: cp.ListWorkersRequest) -> cp.ListWorkersResponse:
-        """Every worker the leader knows (live, suspect, draining and dead), sorted by id."""
-        return cp.ListWorkersResponse(workers=await self._hub.infos())
+        """One page of the workers the leader knows (live, suspect, draining and dead), ordered by id."""
+        hub = self._hub
+        workers, token = await page(request, (((wid,), wid) for wid in hub.members), lambda wid: _info(hub, wid))
+        return cp.ListWorkersResponse(workers=workers, next_page_token=token)
 
     @trio_rpc
     async def get_worker(self, request: cp.GetWorkerRequest) -> cp.WorkerInfo:

@@ -16,6 +16,17 @@ Identifiers
     ``.`` and ``:`` and be up to 128 characters (``REQUEST_ID_PATTERN``), so
     UUIDs and ``client:seq`` both work.
 
+Bounds of every request (:func:`check_request_bounds`)
+    Before any RPC looks at a request, every string, repeated field and map
+    in it, at any depth, is checked against a size limit, so no code path
+    ever handles (logs, compares, echoes) an unbounded client value:
+    identifiers (any field named ``*_id``, ``page_token``, ``worker_pool``)
+    up to 128 characters; URIs and DSNs up to 4,096; versions up to 128;
+    names up to 128; dimension values (``values``) up to 256; map keys up to
+    128 and map values up to 256; any other string up to 1,024; repeated
+    fields and maps at most 1,000 entries (dimension columns and filters 16).
+    The error names the field and the limit, never the value.
+
 Limits (``AdmissionLimits``; the epochs-per-request cap is configurable)
     at most ``max_epochs_per_request`` epochs (windows × dimension
     combinations, default 10,000) per admission; at most 16 dimension columns
@@ -35,7 +46,7 @@ from datetime import datetime
 import betterproto
 
 from leibrix.domain import _epochs
-from leibrix.domain._errors import InvalidArgument
+from leibrix.domain._errors import InvalidArgument, bounded
 from leibrix.wire._proto import leibrix_cp as cp
 from leibrix.wire._proto.records import management_pb2
 
@@ -49,6 +60,20 @@ MAX_VERSION_LEN = 128
 MAX_NAME_LEN = 128
 MAX_REPLICATION = 16
 MAX_GRANULARITY_VALUE = 1_000
+MAX_ID_LEN = 128
+MAX_URI_LEN = 4_096
+MAX_STRING_LEN = 1_024
+MAX_ENTRIES = 1_000
+
+#: Per field name: the longest string (or each string of a repeated field) a request may carry.
+_STRING_LIMITS = {
+    "uri": MAX_URI_LEN, "dsn": MAX_URI_LEN, "version": MAX_VERSION_LEN, "name": MAX_NAME_LEN,
+    "values": MAX_VALUE_LEN, "page_token": MAX_ID_LEN, "worker_pool": MAX_ID_LEN,
+}
+#: Per field name: the most entries a repeated field or map may carry.
+_ENTRY_LIMITS = {
+    "dimension_partitions": MAX_DIMENSIONS, "dimension_filter": MAX_DIMENSIONS, "values": MAX_VALUES_PER_DIMENSION,
+}
 
 _UNIT_FROM_REQUEST = {
     cp.EpochGranularityTimeUnit.HOUR: _epochs.Unit.HOUR,
@@ -105,6 +130,50 @@ class AdmissionSpec:
         """The epochs of this admission (see ``leibrix.domain._epochs.generate``)."""
         return _epochs.generate(self.start_ms, self.end_ms, self.granularity, self.dimensions, version=self.version,
                                 scope=f"{self.tenant_id}/{self.dataset_id}")
+
+
+def _string_limit(name: str) -> int:
+    if name.endswith("_id"):
+        return MAX_ID_LEN
+    return _STRING_LIMITS.get(name, MAX_STRING_LEN)
+
+
+def _check_scalar(path: str, value: object, limit: int) -> None:
+    if isinstance(value, (str, bytes)) and len(value) > limit:
+        raise InvalidArgument(path, f"longer than {limit} characters ({len(value)} given)")
+    if isinstance(value, betterproto.Message):
+        check_request_bounds(value, f"{path}.")
+
+
+def check_request_bounds(message: betterproto.Message, prefix: str = "") -> None:
+    """Raise ``InvalidArgument`` naming the first string, repeated field or map of ``message`` over its limit.
+
+    Walks every set field at any depth (``prefix`` is the dotted path of
+    ``message`` itself, with a trailing dot). The limits are the ones listed
+    in this module's docstring; the problem quotes the limit and the size
+    given, never the value.
+    """
+    meta = message._betterproto
+    groups = {group: betterproto.which_one_of(message, group)[0] for group in meta.oneof_field_by_group}
+    for name in meta.sorted_field_names:
+        group = meta.oneof_group_by_field.get(name)
+        if group is not None and groups[group] != name:
+            continue
+        value = getattr(message, name)
+        path = prefix + name
+        if isinstance(value, (list, dict)):
+            entries = _ENTRY_LIMITS.get(name, MAX_ENTRIES)
+            if len(value) > entries:
+                raise InvalidArgument(path, f"at most {entries} entries ({len(value)} given)")
+            if isinstance(value, dict):
+                for key, item in value.items():
+                    _check_scalar(f"{path} key", key, MAX_NAME_LEN)
+                    _check_scalar(f"{path}[{bounded(str(key), 64)!r}]", item, MAX_VALUE_LEN)
+            else:
+                for i, item in enumerate(value):
+                    _check_scalar(f"{path}[{i}]", item, _string_limit(name))
+        elif value is not None:
+            _check_scalar(path, value, _string_limit(name))
 
 
 def check_id(field: str, value: str) -> str:

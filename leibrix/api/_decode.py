@@ -1,0 +1,165 @@
+"""Request decoding for the gRPC server: bytes that do not parse are the caller's mistake.
+
+grpclib decodes each request with the server's codec inside the handler, and
+the generated code parses with betterproto's Rust codec, which says only "the
+given binary data does not match the protobuf schema". Left alone, that is an
+``UNKNOWN "Internal Server Error"`` and a traceback per request. The
+:class:`RequestCodec` here turns it into ``INVALID_ARGUMENT`` naming the field
+(one debug log line, no traceback), and refuses a request over
+:data:`MAX_REQUEST_BYTES` (gRPC's usual receive limit) before parsing it.
+
+To name the field, :func:`describe_decode_error` walks the wire format
+against the message's betterproto metadata, only after a parse has failed:
+truncated data, a wire type the field cannot have, a string that is not UTF-8,
+or a ``google.protobuf.Timestamp`` outside 0001-01-01 .. 9999-12-31 or with
+nanos outside ``[0, 1e9)`` — the cases the parser rejects — each named by its
+dotted path (``source.partition.time_partition.filter.start_inclusive``).
+"""
+
+from __future__ import annotations
+
+import logging
+from datetime import datetime
+from typing import Any
+
+import betterproto
+from grpclib.const import Status
+from grpclib.encoding.proto import ProtoCodec
+from grpclib.exceptions import GRPCError
+
+__all__ = ["MAX_REQUEST_BYTES", "RequestCodec", "describe_decode_error"]
+
+log = logging.getLogger(__name__)
+
+#: Largest request message accepted (bytes), as gRPC servers accept by default.
+MAX_REQUEST_BYTES = 4 << 20
+
+#: Seconds of 0001-01-01T00:00:00Z and of 10000-01-01T00:00:00Z, the Timestamp range.
+_MIN_SECONDS, _END_SECONDS = -62_135_596_800, 253_402_300_800
+
+_WIRE_TYPE = {
+    **dict.fromkeys(("int32", "int64", "uint32", "uint64", "sint32", "sint64", "bool", "enum"), 0),
+    **dict.fromkeys(("fixed64", "sfixed64", "double"), 1),
+    **dict.fromkeys(("string", "bytes", "message", "map"), 2),
+    **dict.fromkeys(("fixed32", "sfixed32", "float"), 5),
+}
+
+
+class _Bad(Exception):
+    def __init__(self, path: str, problem: str) -> None:
+        super().__init__(f"{path or 'request'}: {problem}")
+
+
+def _varint(data: bytes, i: int, path: str) -> tuple[int, int]:
+    result = shift = 0
+    while True:
+        if i >= len(data):
+            raise _Bad(path, "truncated (a varint runs past the end)")
+        byte = data[i]
+        i += 1
+        result |= (byte & 0x7F) << shift
+        if not byte & 0x80:
+            break
+        shift += 7
+        if shift >= 70:
+            raise _Bad(path, "malformed varint (more than 10 bytes)")
+    if result >> 64:
+        raise _Bad(path, "malformed varint (more than 64 bits)")
+    return result, i
+
+
+def _signed(value: int, bits: int) -> int:
+    value &= (1 << bits) - 1
+    return value - (1 << bits) if value >> (bits - 1) else value
+
+
+def _fields(data: bytes, path: str):
+    """Yield ``(number, wire_type, value)`` for each field of one message's bytes."""
+    i = 0
+    while i < len(data):
+        tag, i = _varint(data, i, path)
+        number, wire = tag >> 3, tag & 7
+        if number == 0:
+            raise _Bad(path, "field number 0")
+        if wire == 0:
+            value, i = _varint(data, i, path)
+        elif wire in (1, 5):
+            size = 8 if wire == 1 else 4
+            if i + size > len(data):
+                raise _Bad(path, "truncated (a fixed-size field runs past the end)")
+            value, i = data[i:i + size], i + size
+        elif wire == 2:
+            length, i = _varint(data, i, path)
+            if i + length > len(data):
+                raise _Bad(path, f"truncated (field {number} claims {length} bytes, {len(data) - i} left)")
+            value, i = data[i:i + length], i + length
+        else:
+            raise _Bad(path, f"field {number} has wire type {wire} (groups are not supported)")
+        yield number, wire, value
+
+
+def _timestamp(data: bytes, path: str) -> None:
+    seconds = nanos = 0
+    for number, wire, value in _fields(data, path):
+        if number in (1, 2) and wire != 0:
+            raise _Bad(path, f"Timestamp field {number} has wire type {wire}, expected 0")
+        if number == 1:
+            seconds = _signed(value, 64)
+        elif number == 2:
+            nanos = _signed(value, 64)
+    if not _MIN_SECONDS <= seconds < _END_SECONDS:
+        raise _Bad(path, f"Timestamp seconds {seconds} is outside 0001-01-01 .. 9999-12-31")
+    if not 0 <= nanos < 1_000_000_000:
+        raise _Bad(path, f"Timestamp nanos {nanos} is outside [0, 999999999]")
+
+
+def _walk(cls: type[betterproto.Message], data: bytes, prefix: str) -> None:
+    meta = cls._betterproto
+    where = prefix.rstrip(".")
+    for number, wire, value in _fields(data, where):
+        name = meta.field_name_by_number.get(number)
+        if name is None:
+            continue  # unknown fields are skipped, as the parser does
+        path = prefix + name
+        field = meta.meta_by_field_name[name]
+        expected = _WIRE_TYPE.get(field.proto_type)
+        if expected is not None and wire != expected and not (wire == 2 and expected != 2):  # packed repeated
+            raise _Bad(path, f"has wire type {wire}, expected {expected} for a {field.proto_type}")
+        if field.proto_type == "string" and wire == 2:
+            try:
+                value.decode("utf-8")
+            except UnicodeDecodeError as exc:
+                raise _Bad(path, f"is not valid UTF-8 (byte {exc.start})") from None
+        elif field.proto_type in ("message", "map"):
+            sub = meta.cls_by_field[name]
+            if sub is datetime:
+                _timestamp(value, path)
+            elif isinstance(sub, type) and issubclass(sub, betterproto.Message):
+                _walk(sub, value, path + ".")
+
+
+def describe_decode_error(cls: type[betterproto.Message], data: bytes) -> str:
+    """Why ``data`` is not a ``cls``: ``"<dotted field path>: <problem>"`` where the walk can tell."""
+    try:
+        _walk(cls, data, "")
+    except _Bad as bad:
+        return str(bad)
+    return f"request does not parse as {cls.__name__}"
+
+
+class RequestCodec(ProtoCodec):
+    """grpclib's protobuf codec, answering undecodable or oversized requests with a precise status."""
+
+    def decode(self, data: bytes, message_type: Any) -> Any:
+        if len(data) > MAX_REQUEST_BYTES:
+            log.debug("%s of %d bytes refused (limit %d)", message_type.__name__, len(data), MAX_REQUEST_BYTES)
+            raise GRPCError(Status.RESOURCE_EXHAUSTED,
+                            f"request of {len(data)} bytes is larger than the {MAX_REQUEST_BYTES}-byte limit")
+        try:
+            return message_type.FromString(data)
+        except Exception:
+            problem = (describe_decode_error(message_type, data)
+                       if issubclass(message_type, betterproto.Message)
+                       else f"request does not parse as {message_type.__name__}")
+            log.debug("undecodable %s (%d bytes): %s", message_type.__name__, len(data), problem)
+            raise GRPCError(Status.INVALID_ARGUMENT, problem) from None
