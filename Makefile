@@ -21,7 +21,7 @@ $(STAMP): pyproject.toml setup.py $(wildcard _placement/*.pyx _placement/*.pxd)
 
 install: $(STAMP) etcd databases
 
-# etcd server from Debian (3.4.23, see DESIGN.md §4); nothing to do if on PATH.
+# etcd server from Debian (3.4.23: a release etcd recommends); nothing to do if on PATH.
 etcd:
 ifeq ($(ETCD),)
 	apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q etcd-server
