@@ -10,6 +10,8 @@ from pathlib import Path
 import pytest
 
 from leibrix.master._config import OPTIONS, ConfigError, MasterConfig, add_arguments, load_config
+from leibrix.store._member import EMBEDDED_TXN_LIMITS, MEMBER_HEADROOM
+from leibrix.store._writer import TxnLimits
 from leibrix.wire._address import split_hostport
 
 
@@ -81,6 +83,9 @@ def test_env_lists_and_booleans_are_parsed() -> None:
         ([], {"LEIBRIX_RESIDENCY_HYSTERESIS": "0.5"}, "--residency-hysteresis (env LEIBRIX_RESIDENCY_HYSTERESIS): 0.5 must be >= 1"),
         (["--default-replication", "17"], {}, "--default-replication (flag): 17 is outside 1-16"),
         (["--heat-half-life-s", "-1"], {}, "--heat-half-life-s (flag): -1.0 must be > 0"),
+        (["--etcd-max-txn-ops", "1"], {}, "--etcd-max-txn-ops (flag): max_ops must be >= 2"),
+        (["--etcd-max-txn-ops", "-5"], {}, "--etcd-max-txn-ops (flag): -5 must be >= 0"),
+        ([], {"LEIBRIX_ETCD_MAX_REQUEST_BYTES": "100"}, "--etcd-max-request-bytes (env LEIBRIX_ETCD_MAX_REQUEST_BYTES)"),
     ],
 )
 def test_invalid_values_name_the_option_and_source(argv: list[str], env: dict[str, str], message: str) -> None:
@@ -145,6 +150,20 @@ def test_initial_cluster_builds_the_member_config(tmp_path: Path) -> None:
     assert list(member.initial_cluster) == ["m1", "m2", "m3"]
     assert member.data_dir == tmp_path / "etcd" and member.name == "m2"
     assert member.timings.heartbeat_ms == config.etcd_heartbeat_ms
+
+
+def test_one_setting_sizes_the_writer_and_the_embedded_member() -> None:
+    external = load_config(parse("--etcd-endpoints", "10.0.0.1:2379"), environ={})
+    assert external.txn_limits == TxnLimits()  # etcd's own defaults: 128 ops, 1.5 MiB
+    assert (TxnLimits().max_ops, TxnLimits().max_request_bytes) == (128, 1536 * 1024)
+    embedded = load_config(parse(), environ={})
+    assert embedded.txn_limits == EMBEDDED_TXN_LIMITS
+    member = embedded.member_config()
+    assert member.max_txn_ops == EMBEDDED_TXN_LIMITS.max_ops * MEMBER_HEADROOM
+    tuned = load_config(parse("--etcd-max-txn-ops", "500"), environ={"LEIBRIX_ETCD_MAX_REQUEST_BYTES": "2000000"})
+    assert tuned.txn_limits == TxnLimits(500, 2_000_000)
+    assert f"--max-txn-ops={500 * MEMBER_HEADROOM}" in tuned.member_config().command("etcd")
+    assert f"--max-request-bytes={2_000_000 * MEMBER_HEADROOM}" in tuned.member_config().command("etcd")
 
 
 def test_help_documents_every_option() -> None:
