@@ -315,3 +315,27 @@ async def test_config_changes_on_the_live_coordinator_reach_every_part(nursery: 
     await loop.admit(admission(days=3))
     await loop.schedule()
     assert sorted(loop.states()) == ["LOADING", "PENDING", "PENDING"]
+
+
+async def test_a_full_pool_is_shared_by_benefit_with_hysteresis(nursery: trio.Nursery) -> None:
+    loop = await loop_with(nursery, "w1", memory=64 * MiB)
+    await loop.tenant("b", admission_policy=QUEUE)
+
+    def hints(scan_cost: float) -> cp.EstimateHints:
+        return cp.EstimateHints(bytes_per_epoch=16 * MiB, scan_cost=scan_cost)
+
+    await loop.admit(admission(days=4, hints=hints(100.0)))
+    await loop.schedule()
+    await ready(loop, *loop.keys())
+    await loop.admit(admission("b", "meh", hints=hints(140.0)))
+    await loop.schedule()
+    assert loop.states("b", "meh") == ["PENDING"]  # 1.4x does not beat the 1.5x hysteresis: no churn
+    assert loop.states() == ["READY"] * 4
+    await loop.admit(admission("b", "hot", hints=hints(1000.0)))
+    evicts = len(loop.workers.evicted)
+    await loop.schedule()
+    assert loop.states("b", "hot") == ["LOADING"] and loop.states("b", "meh") == ["PENDING"]
+    assert sorted(loop.states()) == ["PENDING", "READY", "READY", "READY"]  # exactly one displaced
+    (displaced,) = [k for k in loop.keys() if loop.epoch(k).state is State.PENDING]
+    assert loop.workers.evicted[evicts:] == [("w1", displaced[2], "displaced by higher-benefit b/hot/"
+                                              + loop.keys("b", "hot")[0][2])]
