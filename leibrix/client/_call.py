@@ -5,24 +5,31 @@ UNAVAILABLE with ``leibrix-leader`` trailing metadata, re-sends the call to
 that leader (a few hops at most, so two confused masters cannot bounce a call
 forever). grpclib is asyncio-only, so each call runs inside a trio-asyncio
 loop and closes its channel in ``finally``.
+
+``addr`` may name several masters, comma-separated: they are tried in order,
+moving on only when one cannot be reached (``OSError``) or still answers
+UNAVAILABLE after its redirects (not leading and naming no leader, or
+stepping down). Other errors are final: the call reached a master that
+answered it. ``metadata`` (for instance a bearer token) is sent
+with every request, redirects included.
 """
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from typing import Any, TypeVar
 
 import trio_asyncio
 from grpclib.client import Channel
 from grpclib.const import Status
-from grpclib.events import RecvTrailingMetadata, listen
+from grpclib.events import RecvTrailingMetadata, SendRequest, listen
 from grpclib.exceptions import GRPCError
 
 from leibrix.wire._address import split_hostport
 from leibrix.wire._grpc import LEADER_METADATA
 from leibrix.wire._proto import leibrix_cp as cp
 
-__all__ = ["call"]
+__all__ = ["call", "split_addresses"]
 
 R = TypeVar("R")
 
@@ -35,17 +42,46 @@ async def call(
     rpc: Callable[[cp.ManagementServiceStub], Awaitable[R]],
     *,
     timeout: float = 5.0,
+    metadata: Mapping[str, str] | None = None,
 ) -> tuple[R, str]:
     """Run ``rpc(stub)`` against the master at ``addr``, following leader redirects.
 
-    Returns ``(response, address that answered)``. Raises ``GRPCError`` for
-    any other failure, ``OSError`` if no master listens at the address.
+    ``addr`` is ``host:port`` or several of them comma-separated (tried in
+    order, see the module docstring). Returns ``(response, address that
+    answered)``. Raises ``GRPCError`` for any other failure, ``OSError`` if no
+    master listens at any of the addresses, ``ValueError`` for a malformed
+    address.
     """
-    try:
-        return await _call(addr, rpc, timeout)
-    except BaseExceptionGroup as group:
-        # trio-asyncio's loop nursery wraps the call's own error; callers want that error.
-        raise _single(group) from None
+    addresses = split_addresses(addr)
+    last: BaseException | None = None
+    for one in addresses:
+        try:
+            return await _call(one, rpc, timeout, dict(metadata or {}))
+        except BaseExceptionGroup as group:
+            # trio-asyncio's loop nursery wraps the call's own error; callers want that error.
+            exc = _single(group)
+        except (OSError, GRPCError) as err:
+            exc = err
+        if not _try_next(exc):
+            raise exc from None
+        last = exc
+    assert last is not None
+    raise last from None
+
+
+def split_addresses(addr: str) -> list[str]:
+    """The ``host:port`` addresses of a comma-separated list, each checked; ValueError when none or malformed."""
+    addresses = [a.strip() for a in addr.split(",") if a.strip()]
+    if not addresses:
+        raise ValueError("no master address given (expected HOST:PORT[,HOST:PORT...])")
+    for a in addresses:
+        split_hostport(a, what="--master")
+    return addresses
+
+
+def _try_next(exc: BaseException) -> bool:
+    """Whether another master may be asked after ``exc``: this one was unreachable or unavailable."""
+    return isinstance(exc, OSError) or (isinstance(exc, GRPCError) and exc.status is Status.UNAVAILABLE)
 
 
 def _single(exc: BaseException) -> BaseException:
@@ -55,7 +91,7 @@ def _single(exc: BaseException) -> BaseException:
 
 
 async def _call(
-    addr: str, rpc: Callable[[cp.ManagementServiceStub], Awaitable[R]], timeout: float
+    addr: str, rpc: Callable[[cp.ManagementServiceStub], Awaitable[R]], timeout: float, metadata: dict[str, str]
 ) -> tuple[R, str]:
     async with trio_asyncio.open_loop():
         for _ in range(_MAX_HOPS + 1):
@@ -69,6 +105,12 @@ async def _call(
                     trailers.update(event.metadata)
 
                 listen(channel, RecvTrailingMetadata, keep)
+                if metadata:
+
+                    async def send(event: SendRequest) -> None:
+                        event.metadata.update(metadata)
+
+                    listen(channel, SendRequest, send)
                 try:
                     return await rpc(cp.ManagementServiceStub(channel, timeout=timeout))
                 finally:
