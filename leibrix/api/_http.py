@@ -19,7 +19,7 @@ from typing import Any
 import trio
 from hypercorn.config import Config
 from hypercorn.trio import serve
-from prometheus_client import CollectorRegistry, Counter, Gauge, make_asgi_app
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, make_asgi_app
 
 __all__ = ["Metrics", "HttpServer"]
 
@@ -32,7 +32,10 @@ class Metrics:
     * ``leibrix_is_leader`` — 1 while this master leads;
     * ``leibrix_term`` — fencing token of the current term (0: no leader known);
     * ``leibrix_etcd_up`` — 1 while etcd answers this master;
-    * ``leibrix_leader_terms_total`` — terms this master has won (flapping shows here).
+    * ``leibrix_leader_terms_total`` — terms this master has won (flapping shows here);
+    * ``leibrix_loop_lag_seconds`` — histogram of how late the Trio loop wakes a 10 ms sleeper;
+    * ``leibrix_loop_stall_max_seconds`` — the longest such lateness in the last minute
+      (see :mod:`leibrix.master._loop`).
     """
 
     def __init__(self) -> None:
@@ -44,6 +47,13 @@ class Metrics:
         self.etcd_up = Gauge("leibrix_etcd_up", "1 while etcd answers this master", registry=self.registry)
         self.terms_won = Counter(
             "leibrix_leader_terms", "leadership terms won by this master", registry=self.registry
+        )
+        self.loop_lag = Histogram(
+            "leibrix_loop_lag_seconds", "how late the event loop woke a periodic sleeper",
+            buckets=(0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0), registry=self.registry,
+        )
+        self.loop_stall_max = Gauge(
+            "leibrix_loop_stall_max_seconds", "longest event-loop stall in the last minute", registry=self.registry
         )
 
 

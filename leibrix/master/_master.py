@@ -49,6 +49,7 @@ from leibrix.store._etcd import EtcdClient, EtcdError, EtcdUnavailable, LeaseLos
 from leibrix.store._member import EtcdBinaryError, MemberState, find_etcd_binary, run_member
 from leibrix.api._server import GrpcServer, HealthFlag
 from leibrix.api._http import HttpServer, Metrics
+from leibrix.master._loop import LoopWatch
 from leibrix.wire._proto.records import state_pb2
 from leibrix.store._store import Fenced, FencedWriter, Keys, Mirror, Table
 from leibrix.store._term import TermContext
@@ -248,6 +249,7 @@ class Master:
             # before campaigning or taking any lease, so the one full collection stalls nothing
             quiet_gc()
             nursery.start_soon(pace_gc)
+            await nursery.start(LoopWatch(self.metrics).run)
             await nursery.start(GrpcServer(services, self.health).serve, grpc_host, grpc_port)
             await nursery.start(HttpServer(self.metrics, self.health_report).serve, http_host, http_port)
             await nursery.start(self._presence)
