@@ -22,6 +22,7 @@ from __future__ import annotations
 import argparse
 import os
 import signal
+import socket
 import subprocess
 import sys
 import tempfile
@@ -127,6 +128,17 @@ def free_hostport() -> str:
     return free_port_url().removeprefix("http://")
 
 
+def _in_use(port: int) -> bool:
+    """True if a loopback listener already holds ``port`` (a bind as the master and etcd do it fails)."""
+    with socket.socket() as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            sock.bind(("127.0.0.1", port))
+        except OSError:
+            return True
+    return False
+
+
 @dataclass(frozen=True, slots=True)
 class MasterSpec:
     """Addresses and data dir of one local master (fixed for its lifetime, restarts included)."""
@@ -149,7 +161,9 @@ class LocalCluster:
 
     ``base_port`` None picks free ports; otherwise master ``i`` uses gRPC
     ``base_port + i``, HTTP ``8081 + i`` and etcd ``2379 + 10 i`` / ``2380 + 10 i``
-    (the single-master layout then equals ``leibrix master``'s defaults).
+    (the single-master layout then equals ``leibrix master``'s defaults), except
+    that a port some other program already listens on (a system etcd on 2379,
+    say) is replaced by a free one; :attr:`moved` says which, for the operator.
     ``timings``/``lease_ttl`` are passed to every master (tests use the fast
     test timings; the failover benchmark the production ones).
     """
@@ -173,16 +187,28 @@ class LocalCluster:
         self.lease_ttl = lease_ttl
         self.extra_args = extra_args
         self.specs: dict[str, MasterSpec] = {}
+        #: One line per layout port that was busy: what it was for and the port taken instead.
+        self.moved: list[str] = []
         for i in range(size):
             name = f"m{i + 1}"
             if base_port is None:
                 grpc, http = free_hostport(), free_hostport()
                 client, peer = free_port_url(), free_port_url()
             else:
-                grpc, http = f"127.0.0.1:{base_port + i}", f"127.0.0.1:{8081 + i}"
-                client, peer = f"http://127.0.0.1:{2379 + 10 * i}", f"http://127.0.0.1:{2380 + 10 * i}"
+                grpc = self._layout_port(base_port + i, f"{name} gRPC")
+                http = self._layout_port(8081 + i, f"{name} HTTP")
+                client = "http://" + self._layout_port(2379 + 10 * i, f"{name} etcd client")
+                peer = "http://" + self._layout_port(2380 + 10 * i, f"{name} etcd peer")
             self.specs[name] = MasterSpec(name, grpc, http, client, peer, self.directory / name)
         self.processes: dict[str, MasterProcess] = {}
+
+    def _layout_port(self, port: int, what: str) -> str:
+        """``127.0.0.1:port``, or a free loopback address (noted in :attr:`moved`) if ``port`` is in use."""
+        if not _in_use(port):
+            return f"127.0.0.1:{port}"
+        taken = free_hostport()
+        self.moved.append(f"{what}: 127.0.0.1:{port} is in use by another program, using {taken} instead")
+        return taken
 
     @property
     def names(self) -> list[str]:
@@ -300,7 +326,8 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--free-ports",
         action="store_true",
-        help="pick free ports instead of the fixed layout (gRPC 50051+i, HTTP 8081+i, etcd 2379+10i/2380+10i)",
+        help="pick free ports instead of the fixed layout (gRPC 50051+i, HTTP 8081+i, etcd 2379+10i/2380+10i); "
+        "without it, a layout port another program holds is replaced by a free one, and said so",
     )
 
 
@@ -410,6 +437,8 @@ async def _after_masters_ready(cluster: LocalCluster, workers: dict[str, MasterP
 
 async def _run_local(args: argparse.Namespace, directory: Path) -> int:
     cluster = LocalCluster(directory, args.masters, base_port=None if args.free_ports else 50051)
+    for line in cluster.moved:
+        print(f"leibrix local: {line}", flush=True)
     workers: dict[str, MasterProcess] = {}
     async with cluster:
         try:

@@ -149,3 +149,52 @@ async def test_leibrix_local_starts_workers_loads_the_sample_and_reaps_everythin
         if local.returncode is None:
             local.kill()
             await local.wait()
+
+
+async def test_leibrix_local_takes_free_ports_where_the_defaults_are_taken(tmp_path: Path) -> None:
+    """A host's own etcd on 2379 (Debian starts one) and other listeners on the layout's ports: moved, said so."""
+    defaults = {"gRPC": 50051, "HTTP": 8081, "etcd client": 2379, "etcd peer": 2380}
+    held: list[socket.socket] = []
+    try:
+        for port in defaults.values():
+            sock = socket.socket()
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            try:
+                sock.bind(("127.0.0.1", port))
+                sock.listen()
+            except OSError:
+                sock.close()  # another program already holds it: just as busy
+                continue
+            held.append(sock)
+        out = tmp_path / "local.out"
+        with open(out, "wb") as sink:
+            local = await trio.lowlevel.open_process(
+                [sys.executable, "-m", "leibrix", "local", "--tmp"], stdout=sink, stderr=subprocess.STDOUT
+            )
+        try:
+            with trio.fail_after(60):
+                while "Ctrl-C stops the cluster." not in out.read_text():
+                    assert local.returncode is None, out.read_text()
+                    await trio.sleep(0.05)
+            text = out.read_text()
+            for what, port in defaults.items():
+                assert re.search(rf"m1 {what}: 127\.0\.0\.1:{port} is in use by another program, "
+                                 rf"using 127\.0\.0\.1:\d+ instead", text), text
+                summary = text.split("Leibrix local cluster")[1]
+                assert not re.search(rf"127\.0\.0\.1:{port}\b", summary), text
+            grpc_addr = re.search(r"leibrix status --master (\S+)", text).group(1)  # type: ignore[union-attr]
+            assert grpc_addr != "127.0.0.1:50051"
+            status = await trio.run_process(
+                [sys.executable, "-m", "leibrix", "status", "--master", grpc_addr], capture_stdout=True, check=False
+            )
+            assert status.returncode == 0 and "LEADER" in status.stdout.decode()
+            local.send_signal(signal.SIGINT)
+            with trio.fail_after(15):
+                assert await local.wait() == 0, out.read_text()
+        finally:
+            if local.returncode is None:
+                local.kill()
+                await local.wait()
+    finally:
+        for sock in held:
+            sock.close()
