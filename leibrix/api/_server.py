@@ -51,10 +51,10 @@ from grpclib.health.service import Health
 from grpclib.reflection.service import ServerReflection
 
 from leibrix.api._decode import RequestCodec
-from leibrix.domain._errors import ApiError, Unavailable
+from leibrix.domain._errors import ApiError, ResourceExhausted, Unavailable
 from leibrix.domain._validation import check_request_bounds
 from leibrix.wire._grpc import CONTROL_PLANE_ALIASES, LEADER_METADATA, call_trio
-from leibrix.store._etcd import EtcdUnavailable
+from leibrix.store._etcd import EtcdRefused, EtcdUnavailable
 
 # Imported for their side effect: registering our file descriptors in protobuf's
 # default pool, which is what server reflection serves.
@@ -105,6 +105,8 @@ def _as_api_error(exc: BaseException) -> ApiError | None:
         return exc
     if isinstance(exc, EtcdUnavailable):
         return Unavailable(f"the state store is unreachable, retry: {exc}")
+    if isinstance(exc, EtcdRefused) and exc.exhausted:
+        return ResourceExhausted(f"the state store refused the write ({exc.reason}): {exc.details}")
     if isinstance(exc, BaseExceptionGroup) and len(exc.exceptions) == 1:
         return _as_api_error(exc.exceptions[0])
     return None
