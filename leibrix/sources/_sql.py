@@ -45,7 +45,7 @@ from leibrix.domain._errors import ApiError, InvalidArgument, NotFound
 from leibrix.sources import _jdbc, _sizes
 from leibrix.sources._types import TIME_FIELD, EpochPlan, SourcePlan, SourceRequest, SqlRead, dimension_field
 
-__all__ = ["ARROW_TYPES", "SqlConnector", "TableStats", "arrow_type"]
+__all__ = ["ARROW_TYPES", "Partition", "SqlConnector", "TableStats", "arrow_type"]
 
 #: How reflected SQLAlchemy types become Arrow types (checked in this order; anything else is read as text).
 ARROW_TYPES = """
@@ -109,6 +109,35 @@ class TableStats:
     rows: int | None
     version: str | None
     string_widths: dict[str, float]
+
+
+@dataclass(frozen=True, slots=True)
+class Partition:
+    """One partition as the source describes it: ``[start_ms, end_ms)`` of the time column, bytes, rows."""
+
+    name: str
+    start_ms: int | None
+    end_ms: int | None
+    data_bytes: int
+    rows: int
+    version: int = 0
+
+
+def _window_sizes(windows: list[tuple[int, int]], parts: list[Partition]) -> list[tuple[float, float, int]]:
+    """Per window: (bytes, rows) of its share of every overlapping partition, and the bytes of those partitions whole."""
+    out = []
+    for s, e in windows:
+        b = r = 0.0
+        scan = 0
+        for p in parts:
+            if p.start_ms is None or p.end_ms is None or p.end_ms <= s or p.start_ms >= e:
+                continue
+            f = (min(e, p.end_ms) - max(s, p.start_ms)) / (p.end_ms - p.start_ms)
+            b += p.data_bytes * f
+            r += p.rows * f
+            scan += p.data_bytes
+        out.append((b, r, scan))
+    return out
 
 
 def _time_kind(t: pa.DataType) -> str | None:
@@ -243,6 +272,9 @@ class SqlConnector:
         width = _sizes.row_width(arrow, self._string_widths(table, arrow, stats))
         counted_total = sum(counts.values())
         denominator = max(stats.rows or 0, counted_total)
+        parts = self.partition_sizes(conn, schema, request.table)
+        per_window = _window_sizes(windows, parts) if parts else None
+        version = self.version(parts) if parts else stats.version
         preparer = conn.dialect.identifier_preparer
         table_sql = preparer.format_table(table)
         columns = tuple(preparer.quote(c.name) for c in table.columns)
@@ -252,12 +284,25 @@ class SqlConnector:
             start, end, dvals = key
             w = index_of[(start, end)]
             rows = counts.get((w, dvals), 0)
-            share = stats.total_bytes * rows / denominator if stats.total_bytes and denominator else rows * width
+            if per_window is not None:  # the source's own partition sizes: bytes per row of the window's partitions
+                w_bytes, w_rows, w_scan = per_window[w]
+                share = rows * w_bytes / w_rows if w_rows else 0.0
+                scan = w_scan
+            else:
+                share = stats.total_bytes * rows / denominator if stats.total_bytes and denominator else rows * width
+                scan = int(round(share)) if indexed or not stats.total_bytes else stats.total_bytes
             read = self._read(conn, table, table_sql, columns, time_col, bound(start), bound(end), dvals)
             epochs[key] = EpochPlan(start, end, dvals, read, rows, True, int(round(share)),
-                                    _sizes.memory_bytes(rows, width),
-                                    int(round(share)) if indexed or not stats.total_bytes else stats.total_bytes)
-        return SourcePlan(stats.version, arrow, epochs)
+                                    _sizes.memory_bytes(rows, width), int(scan))
+        return SourcePlan(version, arrow, epochs)
+
+    def partition_sizes(self, conn, schema: str | None, table_name: str) -> list[Partition] | None:
+        """Per-partition time ranges and sizes the source keeps itself; ``None`` (the default) when it keeps none."""
+        return None
+
+    def version(self, parts: list[Partition]) -> str | None:
+        """The table version implied by its partitions (sources with ``partition_sizes`` override it)."""
+        return None
 
     def count(self, conn, time_col, bounds, dims) -> dict[tuple[int, tuple[tuple[str, str], ...]], int]:
         """Rows per ``(window index, sorted dim pairs)`` with one grouped query (see the module docstring)."""
