@@ -1,20 +1,30 @@
-"""The seam between worker streams and the control loop: one Protocol for each direction.
+"""The seams of worker streams: one Protocol for each direction of each, defined here once.
 
-The hub (this package) implements :class:`WorkerDirectory`; the term's epoch
-coordinator (``leibrix.control``) implements :class:`EpochCoordinator` and is
-handed to the hub with ``WorkerHub.attach``. Neither side names the other's
-classes.
+Between the workers and the control loop: the hub (this package) implements
+:class:`WorkerDirectory`; the term's epoch coordinator (``leibrix.control``)
+implements :class:`EpochCoordinator` and is handed to the hub with
+``WorkerHub.attach``. Neither side names the other's classes.
+
+Inside this package, between the asyncio side (one session per gRPC stream,
+``_stream``) and the Trio side (membership, liveness, persistence,
+``_membership``): the membership implements :class:`Registry`, each stream's
+session implements :class:`Session`.
 """
 
 from __future__ import annotations
 
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
+
+from grpclib.const import Status
 
 from leibrix.placement import WorkerSpec
 from leibrix.wire._proto import leibrix_cp as cp
 from leibrix.wire._proto.records import control_plane_pb2 as pb
 
-__all__ = ["EpochCoordinator", "WorkerDirectory"]
+if TYPE_CHECKING:
+    from leibrix.workers._member import Member
+
+__all__ = ["EpochCoordinator", "Registry", "Session", "WorkerDirectory"]
 
 
 class WorkerDirectory(Protocol):
@@ -41,3 +51,58 @@ class EpochCoordinator(Protocol):
     async def move_replica(
         self, tenant: str, dataset: str, epoch: str, from_worker: str, *, make_before_break: bool
     ) -> bool: ...
+
+
+class Session(Protocol):
+    """What the membership asks of one worker's live stream (called on the event-loop thread)."""
+
+    #: the worker's address as the connection sees it, for messages
+    peer: str
+
+    def offer(self, frame: bytes) -> bool:
+        """Queue a serialized message without waiting; False if the session is closing (a full queue closes it)."""
+        ...
+
+    def close(self, status: Status, message: str, *, leader: str = "") -> None:
+        """End the stream with ``status`` (``leader``: the address for ``leibrix-leader``)."""
+        ...
+
+
+class Registry(Protocol):
+    """What a worker stream asks of the membership.
+
+    The plain methods are called from the asyncio side on the event-loop
+    thread; the coroutines are Trio functions, called through ``call_trio``.
+    """
+
+    def leader_hint(self) -> str:
+        """The current leader's gRPC address ('' if unknown)."""
+        ...
+
+    def serving(self) -> bool:
+        """True during a leadership term: registrations are accepted."""
+        ...
+
+    def pool_known(self, pool: str) -> bool:
+        """Whether a pool label names a known tenant."""
+        ...
+
+    def open_session(self, member: Member, session: Session) -> None:
+        """Make ``session`` the member's live stream; AlreadyExists if it has one."""
+        ...
+
+    async def admit(self, worker_id: str, inventory: list[pb.InventoryEntry]) -> None:
+        """Trio side of a registration: liveness, record, ``registration_ack``, reconcile the inventory."""
+        ...
+
+    def seen(self, worker_id: str, heartbeat: pb.HeartbeatEvent | None) -> None:
+        """A message arrived on the worker's stream (``heartbeat`` if it was one)."""
+        ...
+
+    async def on_statuses(self, worker_id: str, updates: list[cp.DataPullStatusUpdateEvent]) -> None:
+        """Status reports of one worker, in order (FailedPrecondition for one never assigned)."""
+        ...
+
+    def closed(self, worker_id: str, session: Session) -> None:
+        """``session`` ended; the worker is SUSPECT unless another session replaced it."""
+        ...

@@ -5,11 +5,11 @@
 * :func:`serve` hosts the hub in the master's real :class:`~leibrix.api._server.GrpcServer`
   (both worker paths, the guard) on a free loopback port.
 * :class:`TableCoordinator` is a small, complete implementation of the
-  ``EpochCoordinator`` side of the seam (issue 5 builds the production one):
-  a fixed set of epochs with a replica count, placed on the least-loaded
-  ACTIVE workers, validated on COMPLETED, re-placed on DEAD, moved
-  make-before-break. It exists so the hub is exercised over the real
-  protocol before the production coordinator lands.
+  ``EpochCoordinator`` side of the seam: a fixed set of epochs with a
+  replica count, placed on the least-loaded ACTIVE workers, validated on
+  COMPLETED, re-placed on DEAD, moved make-before-break. It exercises the hub
+  over the real protocol without the production coordinator's admission,
+  scheduling and etcd state.
 * :func:`spawn_worker` runs ``python -m leibrix worker`` as a real process.
 """
 
@@ -221,6 +221,13 @@ async def wait_state(hub: WorkerHub, wid: str, state: WState, timeout: float = 1
     w = hub.liveness.get(wid)
     raise AssertionError(f"{wid} not {state.name} within {timeout}s: {w}, now={hub._clock()}, "
                          f"next deadline={hub.liveness.next_deadline()}")
+
+
+async def wait_beating(hub: WorkerHub, wid: str, timeout: float = 5.0) -> None:
+    """Wait for ``wid``'s first heartbeat: from then on it is judged by its cadence, not the first-beat grace."""
+    with trio.fail_after(timeout):
+        while (w := hub.liveness.get(wid)) is None or w.cadence is None:
+            await trio.sleep(0.02)
 
 
 def fast_config(**overrides: Any) -> HubConfig:

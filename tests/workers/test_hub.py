@@ -14,6 +14,7 @@ from tests.support.hub import (
     serve,
     spawn_worker,
     start_leader,
+    wait_beating,
     wait_state,
 )
 
@@ -119,6 +120,7 @@ async def test_frozen_worker_suspect_then_revives_without_moves(etcd, nursery) -
         await wait_state(hub, w, WState.ACTIVE)
     await coord.wait(lambda: all(coord.ready.get(k) for k in EPOCHS))
     sent = len(coord.sent)
+    await wait_beating(hub, "w1")
     p1.send_signal(signal.SIGSTOP)  # missed heartbeats, stream still open
     try:
         await wait_state(hub, "w1", WState.SUSPECT, timeout=2)

@@ -17,7 +17,8 @@ from leibrix.wire._grpc import COORDINATE_WORKER, COORDINATE_WORKER_RUST, LEADER
 from leibrix.domain._liveness import WState
 from leibrix.wire._proto.records import control_plane_pb2 as pb
 from leibrix.store._store import Keys
-from leibrix.workers._hub import WorkerHub, _Frame
+from leibrix.workers._hub import WorkerHub
+from leibrix.workers._messages import Frame as _Frame
 from tests.support.hub import TableCoordinator, fast_config, serve, spawn_worker, start_leader, wait_state
 
 RUST_PATH = COORDINATE_WORKER_RUST
