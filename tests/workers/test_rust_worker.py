@@ -1,0 +1,116 @@
+"""The Rust leibrix-worker on its defaults works with Leibrix: it joins, stays ACTIVE on its own cadence, loads.
+
+Real etcd, a real master, real gRPC on loopback. The worker is
+:class:`tests.support.rust_worker.RustWorker`: the worker's session loop with
+the worker's own message layout. It dials the worker's path, registers with
+only labels (``tenant_id`` naming its tenant, no capacity) and the master's
+address as its own, heartbeats on its fixed cadence whatever the ack offers,
+and answers every LoadPlan IN_PROGRESS then COMPLETED without rows, bytes or
+schema fingerprint. Its cadence (10 s on its defaults) is scaled down with the
+master's: the hub's own interval is 0.2 s, the worker beats every 0.5 s.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pyarrow as pa
+import trio
+
+from leibrix.master._config import MasterConfig
+from leibrix.master._master import Master
+from leibrix.wire._proto import leibrix_cp as cp
+from tests.support.admission import _addr, admission, leading, quota, rpc, states, wait_for
+from tests.support.rust_worker import RustWorker, joined
+
+ACTIVE = cp.WorkerState.ACTIVE
+HUB_INTERVAL, WORKER_INTERVAL = 0.2, 0.5
+
+CATALOGS = {
+    "events": cp.Catalog(iceberg=cp.IcebergCatalog(uri="http://rest:8181")),
+    "sales": cp.Catalog(starrocks=cp.StarRocksCatalog(
+        dsn="mysql://etl:p%40ss@fe1.example:9030/mart?max_concurrency=4", internal_catalog_name="default_catalog")),
+    "users": cp.Catalog(jdbc=cp.JdbcCatalog(uri="postgresql://app@pg.example:5432/crm?sslmode=disable",
+                                            driver="postgresql")),
+}
+#: The catalog as the worker reads it from each dataset's LoadPlan.
+EXPECTED = {
+    "events": ("iceberg", {"uri": "http://rest:8181"}),
+    "sales": ("starrocks", {"catalog_name": "default_catalog", "host": "fe1.example", "port": 9030,
+                            "database": "mart", "username": "etl", "password": "p@ss", "max_concurrency": 4,
+                            "pool_options": None}),
+    "users": ("jdbc", {"uri": "postgresql://app@pg.example:5432/crm?sslmode=disable", "driver": "postgresql",
+                       "pool_options": None}),
+}
+
+
+async def start(etcd_endpoint: str, nursery: trio.Nursery) -> Master:
+    config = MasterConfig(name="m1", cluster="rust", grpc_listen=_addr(), http_listen=_addr(),
+                          etcd_endpoints=[etcd_endpoint], lease_ttl=1, worker_heartbeat_interval=HUB_INTERVAL,
+                          worker_missed_heartbeats=2, worker_dead_timeout=2.0).validate()
+    master = Master(config)
+    await nursery.start(master.run)
+    await leading(master)
+    return master
+
+
+def request(dataset: str) -> cp.AdmitDatasetRequest:
+    req = admission("acme", dataset, regions=("eu",))
+    req.source.catalog = CATALOGS[dataset]
+    return req
+
+
+async def worker_state(m: Master, worker_id: str) -> tuple[int, int]:
+    """The worker's state as the API reports it: (GetWorker, ListWorkers)."""
+    one = await rpc(m, "get_worker", cp.GetWorkerRequest(worker_id=worker_id))
+    listed = {w.worker_id: w.state for w in (await rpc(m, "list_workers", cp.ListWorkersRequest())).workers}
+    return one.state, listed.get(worker_id, cp.WorkerState(0))
+
+
+async def test_rust_worker_joins_loads_three_catalogs_and_stays_active_on_its_own_cadence(
+        etcd_server: Any, nursery: trio.Nursery) -> None:
+    m = await start(etcd_server.endpoint, nursery)
+    # the worker's tenant_id label puts it in pool "acme"; the tenant places its epochs in that pool
+    await rpc(m, "upsert_tenant_quota", quota("acme", worker_pool="acme", admission_policy=cp.AdmissionPolicy.QUEUE))
+    rust = RustWorker("rust-1", "acme", heartbeat_s=WORKER_INTERVAL)
+    async with joined(m.config.grpc_listen, rust):
+        assert rust.ack.get("master_id") == "m1"  # a registration_ack, not a reject
+        info = await rpc(m, "get_worker", cp.GetWorkerRequest(worker_id="rust-1"))
+        assert (info.state, info.labels) == (ACTIVE, {"tenant_id": "acme"})
+        assert info.capacity.memory_bytes > 0 and info.capacity.cpu_cores > 0  # a default for no capacity
+
+        for dataset in CATALOGS:
+            await rpc(m, "admit_dataset", request(dataset))
+        await wait_for(lambda: all(set(states(m, "acme", d).values()) == {"READY"} for d in CATALOGS),
+                       timeout=30, what="the three datasets' epochs READY")
+
+        # every LoadPlan decoded with the worker's types and reads as the worker needs it
+        assert rust.skipped == []
+        by_dataset = {a.dataset_id: a for a in rust.assignments}
+        assert set(by_dataset) == set(CATALOGS)
+        for dataset, (kind, catalog) in EXPECTED.items():
+            a = by_dataset[dataset]
+            (epoch,) = states(m, "acme", dataset)
+            assert (a.epoch_id, a.destination_table_name) == (epoch, f"{dataset}__{epoch}")
+            assert (a.catalog_kind, a.catalog) == (kind, catalog), dataset
+            assert (a.database, a.table, a.time_column_name) == ("db", dataset, "ts")
+            assert a.dimension_values == {"region": "eu"} and a.time_range_ns is not None
+            assert a.time_range_ns[1] - a.time_range_ns[0] == 86_400 * 10**9
+            assert a.plan_id
+            if a.arrow_schema:  # the dataset's schema as Arrow IPC, which the worker decodes before loading
+                assert "ts" in pa.ipc.read_schema(pa.py_buffer(a.arrow_schema)).names
+        assert rust.tables == {(d, next(iter(states(m, "acme", d)))) for d in CATALOGS}
+
+        # liveness: over many of its own periods (each longer than the hub's interval) it stays ACTIVE
+        beats = len(rust.heartbeats)
+        seen: set[tuple[int, int]] = set()
+        hub_seen: set[int] = set()
+        with trio.move_on_after(8 * WORKER_INTERVAL):
+            while True:
+                seen.add(await worker_state(m, "rust-1"))
+                hub_seen.add(m.parts.hub.state("rust-1"))
+                await trio.sleep(HUB_INTERVAL / 4)
+        assert len(rust.heartbeats) - beats >= 6, "the worker kept beating on its cadence"
+        assert seen == {(ACTIVE, ACTIVE)} and hub_seen == {ACTIVE}, \
+            f"GetWorker/ListWorkers saw {seen}, the hub {hub_seen}, for a worker beating every {WORKER_INTERVAL}s"
+        assert all(set(states(m, "acme", d).values()) == {"READY"} for d in CATALOGS)
