@@ -12,6 +12,8 @@ import argparse
 import importlib
 import sys
 
+from leibrix import __version__
+
 #: sub-command name -> (module, one-line help)
 COMMANDS: dict[str, tuple[str, str]] = {
     "placement-demo": ("leibrix.placement._demo", "print a placement of sample workers and datasets"),
@@ -19,12 +21,14 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "local": ("leibrix.cli._local", "run a local dev cluster: masters on embedded etcd, data under ./data"),
     "status": ("leibrix.cli._status", "show the cluster: masters, leader and term, etcd members and health"),
     "worker": ("leibrix.worker._cmd", "run a reference worker (in-memory DuckDB) that registers with the master"),
+    "ctl": ("leibrix.cli.ctl", "operate the cluster: tenants, datasets, epochs, workers, routes (kubectl-like)"),
 }
 
 
 def build_parser(argv: list[str]) -> argparse.ArgumentParser:
     """Build the parser, configuring only the sub-command named in ``argv``."""
-    parser = argparse.ArgumentParser(prog="leibrix", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(prog="leibrix", description=__doc__.splitlines()[0].replace("``", ""))
+    parser.add_argument("--version", action="version", version=f"leibrix {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     chosen = next((a for a in argv if not a.startswith("-")), None)
     for name, (module, help_) in COMMANDS.items():

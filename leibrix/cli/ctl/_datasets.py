@@ -1,0 +1,212 @@
+"""``leibrix ctl datasets ...`` and ``leibrix ctl epochs ...``: admitted datasets and their epochs.
+
+``datasets apply -f FILE`` sends each document of the file as one
+``AdmitDataset``: an identical file is a no-op (the master answers "already
+admitted: no change"), a changed one re-admits (a new ``source.version`` is a
+refresh that replaces every epoch). ``datasets get -o yaml`` prints the
+dataset as such a file (see :mod:`leibrix.client._datasets`).
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from datetime import datetime, timezone
+from typing import Any
+
+from leibrix.cli.ctl._common import NOT_FOUND, Column, Ctx, CtlError, ago, human_bytes, message_data, split_ref
+from leibrix.cli.ctl._wait import wait_ready
+from leibrix.client._datasets import dataset_document, infer_granularity, iso, load_dataset_file, parse_dataset
+from leibrix.wire._proto import leibrix_cp as cp
+
+__all__ = ["configure"]
+
+_LIVE = ("PENDING", "LOADING", "VALIDATING", "READY")
+
+
+def _catalog(info: cp.DatasetInfo) -> str:
+    doc = dataset_document(info)["source"]
+    return next(k for k in ("iceberg", "jdbc", "starrocks") if k in doc)
+
+
+def _table(info: cp.DatasetInfo) -> str:
+    return ".".join(x for x in (info.source.database, info.source.table) if x)
+
+
+DATASET_COLUMNS = [
+    Column("dataset", lambda d: f"{d.tenant_id}/{d.dataset_id}"),
+    Column("catalog", _catalog),
+    Column("table", _table),
+    Column("version", lambda d: d.source.version or "-"),
+    Column("ready", lambda d: d, lambda d: f"{d.epochs_by_state.get('READY', 0)}/"
+           f"{sum(n for s, n in d.epochs_by_state.items() if s in _LIVE)}",
+           key=lambda d: d.epochs_by_state.get("READY", 0)),
+    Column("age", lambda d: d.admitted_at, ago, key=lambda d: -d.admitted_at.timestamp()),
+    Column("replication", lambda d: d.replication_factor, wide=True),
+    Column("strategy", lambda d: d.strategy.name.replace("STRATEGY_", ""), wide=True),
+    Column("retention", lambda d: d.retention_epochs or "-", wide=True),
+    Column("states", lambda d: " ".join(f"{s}={n}" for s, n in sorted(d.epochs_by_state.items())) or "-",
+           wide=True),
+]
+
+
+def _minute(ts: datetime) -> str:
+    return ts.astimezone(timezone.utc).strftime("%Y-%m-%dT%H:%MZ")
+
+
+def _dims(values: dict[str, str]) -> str:
+    return ",".join(f"{k}={v}" for k, v in sorted(values.items())) or "-"
+
+
+EPOCH_COLUMNS = [
+    Column("epoch", lambda e: e.info.epoch_id),
+    Column("state", lambda e: e.state.name),
+    Column("start", lambda e: e.info.time_range.start_inclusive, _minute),
+    Column("dims", lambda e: _dims(e.info.dimension_values)),
+    Column("replicas", lambda e: e, lambda e: f"{sum(r.state == cp.ReplicaInfoState.LOADED for r in e.replicas)}/"
+           f"{len(e.replicas)}", key=lambda e: len(e.replicas)),
+    Column("end", lambda e: e.info.time_range.end_exclusive, _minute, wide=True),
+    Column("version", lambda e: e.version or "-", wide=True),
+    Column("workers", lambda e: ",".join(r.worker_id for r in e.replicas) or "-", wide=True),
+    Column("memory", lambda e: e.estimate.memory_bytes, human_bytes, wide=True),
+    Column("heat", lambda e: e.heat, lambda v: f"{v:.2f}", wide=True),
+    Column("benefit", lambda e: e.benefit, lambda v: f"{v:.3g}", wide=True),
+    Column("attempts", lambda e: e.attempts, wide=True),
+]
+
+
+async def _document(ctx: Ctx, info: cp.DatasetInfo) -> dict[str, Any]:
+    """The dataset as an apply-able document; the epoch granularity is read back from its epochs' windows."""
+    granularity = None
+    if info.source.partition.time_partition.column.source_granularity is None:
+        epochs = await ctx.pages("list_epochs", cp.ListEpochsRequest(tenant_id=info.tenant_id,
+                                                                     dataset_id=info.dataset_id), "epochs")
+        current = [e for e in epochs if e.version == (info.source.version or "")] or epochs
+        granularity = infer_granularity([(e.info.time_range.start_inclusive, e.info.time_range.end_exclusive)
+                                         for e in current])
+    return dataset_document(info, granularity)
+
+
+async def _admit(ctx: Ctx, req: cp.AdmitDatasetRequest, args: argparse.Namespace) -> int:
+    reply = await ctx.rpc("admit_dataset", req)
+    name = f"{req.tenant_id}/{req.dataset_id}"
+    if "no change" in reply.message:
+        ctx.print(f"dataset {name} unchanged ({reply.message})")
+    else:
+        ctx.print(f"dataset {name} {'refreshed' if reply.refresh else 'configured'}: {reply.message}")
+    if args.wait:
+        ids = [e.epoch_id for e in reply.epochs.epochs]
+        return await wait_ready(ctx, req.tenant_id, req.dataset_id, ids, args.wait_timeout)
+    return 0
+
+
+async def apply(ctx: Ctx, args: argparse.Namespace) -> int:
+    text = sys.stdin.read() if args.file == "-" else None
+    requests = load_dataset_file(args.file, text)  # every document parsed before any is sent
+    code = 0
+    for req in requests:
+        code = max(code, await _admit(ctx, req, args))
+    return code
+
+
+async def list_(ctx: Ctx, args: argparse.Namespace) -> int:
+    datasets = await ctx.pages("list_datasets", cp.ListDatasetsRequest(tenant_id=args.tenant or ""), "datasets")
+    ctx.show(datasets, DATASET_COLUMNS, dataset_document)
+    return 0
+
+
+async def get(ctx: Ctx, args: argparse.Namespace) -> int:
+    tenant, dataset = split_ref(args.ref, args.tenant)
+    info = await ctx.rpc("get_dataset", cp.GetDatasetRequest(tenant_id=tenant, dataset_id=dataset))
+    doc = await _document(ctx, info) if ctx.output in ("json", "yaml") else None
+    ctx.show([info], DATASET_COLUMNS, lambda _: doc, single=True)
+    return 0
+
+
+async def refresh(ctx: Ctx, args: argparse.Namespace) -> int:
+    """Re-admit the dataset as the master describes it, with a new ``source.version``."""
+    tenant, dataset = split_ref(args.ref, args.tenant)
+    info = await ctx.rpc("get_dataset", cp.GetDatasetRequest(tenant_id=tenant, dataset_id=dataset))
+    doc = await _document(ctx, info)
+    version = args.version or "refresh-" + datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%S.%fZ")
+    if version == info.source.version:
+        raise CtlError(2, f"--version {version!r} is the dataset's current version: nothing to refresh")
+    doc["source"]["version"] = version
+    return await _admit(ctx, parse_dataset(doc, f"{tenant}/{dataset}"), args)
+
+
+async def drop(ctx: Ctx, args: argparse.Namespace) -> int:
+    tenant, dataset = split_ref(args.ref, args.tenant)
+    reply = await ctx.rpc("drop_dataset", cp.DropDatasetRequest(tenant_id=tenant, dataset_id=dataset))
+    ctx.print(reply.message)
+    return 0
+
+
+async def epochs_list(ctx: Ctx, args: argparse.Namespace) -> int:
+    tenant, dataset = split_ref(args.ref, args.tenant)
+    epochs = await ctx.pages("list_epochs", cp.ListEpochsRequest(tenant_id=tenant, dataset_id=dataset), "epochs")
+    if args.state:
+        epochs = [e for e in epochs if e.state.name == args.state.upper()]
+    ctx.show(epochs, EPOCH_COLUMNS, message_data)
+    return 0
+
+
+async def epochs_get(ctx: Ctx, args: argparse.Namespace) -> int:
+    tenant, dataset = split_ref(args.ref, args.tenant)
+    epochs = await ctx.pages("list_epochs", cp.ListEpochsRequest(tenant_id=tenant, dataset_id=dataset), "epochs")
+    found = [e for e in epochs if e.info.epoch_id == args.epoch]
+    if not found:
+        raise CtlError(NOT_FOUND, f"epoch {tenant}/{dataset}/{args.epoch} not found")
+    ctx.show(found, EPOCH_COLUMNS, message_data, single=True)
+    if ctx.output in ("table", "wide"):
+        for t in found[0].history:
+            ctx.print(f"  {iso(t.at)}  {t.from_state.name} -> {t.to_state.name}" + (f"  {t.reason}" if t.reason else ""))
+    return 0
+
+
+async def epochs_retire(ctx: Ctx, args: argparse.Namespace) -> int:
+    tenant, dataset = split_ref(args.ref, args.tenant)
+    reply = await ctx.rpc("retire_epoch", cp.RetireEpochRequest(tenant_id=tenant, dataset_id=dataset,
+                                                                epoch_id=args.epoch))
+    ctx.print(reply.message)
+    return 0
+
+
+def _wait_flags(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--wait", action="store_true",
+                   help="follow the admitted epochs until all are READY (exit 1 on a FAILED one, 4 on timeout)")
+    p.add_argument("--wait-timeout", type=float, default=600.0, metavar="SECONDS", help="for --wait (default 600)")
+
+
+def configure(sub: Any, leaf) -> None:
+    """Add ``datasets`` and ``epochs`` with their verbs; ``leaf(sub, name, help, func)`` makes one verb."""
+    ref = "TENANT/DATASET, or DATASET with --tenant"
+    verbs = sub.add_parser("datasets", help="admitted datasets: apply files, inspect, refresh, drop",
+                           description="Admitted datasets.")
+    vs = verbs.add_subparsers(dest="verb", metavar="VERB", required=True)
+    p = leaf(vs, "apply", "admit or update datasets from a YAML, JSON or TOML file (same file twice = no change)",
+             apply)
+    p.add_argument("-f", "--filename", dest="file", required=True, metavar="FILE", help="the dataset file (- = stdin)")
+    _wait_flags(p)
+    leaf(vs, "list", "list datasets (of --tenant, else all) with READY/live epochs", list_)
+    p = leaf(vs, "get", "one dataset; -o yaml prints a file that 'datasets apply' accepts", get)
+    p.add_argument("ref", metavar="DATASET", help=ref)
+    p = leaf(vs, "refresh", "re-admit a dataset with a new source version: every epoch is reloaded", refresh)
+    p.add_argument("ref", metavar="DATASET", help=ref)
+    p.add_argument("--version", help="the new source version (default: refresh-<UTC time>)")
+    _wait_flags(p)
+    p = leaf(vs, "drop", "drop a dataset: routes withdrawn, replicas evicted, records deleted", drop)
+    p.add_argument("ref", metavar="DATASET", help=ref)
+
+    verbs = sub.add_parser("epochs", help="a dataset's epochs: list, inspect, retire", description="Epochs.")
+    vs = verbs.add_subparsers(dest="verb", metavar="VERB", required=True)
+    p = leaf(vs, "list", "list a dataset's epochs (state, window, dimensions, replicas loaded/placed)",
+             epochs_list)
+    p.add_argument("ref", metavar="DATASET", help=ref)
+    p.add_argument("--state", help="only epochs in this state (READY, FAILED, ...)")
+    p = leaf(vs, "get", "one epoch, with its state history", epochs_get)
+    p.add_argument("ref", metavar="DATASET", help=ref)
+    p.add_argument("epoch", metavar="EPOCH_ID")
+    p = leaf(vs, "retire", "retire one epoch: its route is withdrawn, then its replicas evicted", epochs_retire)
+    p.add_argument("ref", metavar="DATASET", help=ref)
+    p.add_argument("epoch", metavar="EPOCH_ID")
