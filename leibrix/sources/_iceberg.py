@@ -112,20 +112,29 @@ def _load_table(request: SourceRequest):
     name, props = _catalog_properties(request.uri)
     secrets = _secrets.secrets_in(request.uri)
     resolved = {k: _secrets.resolve(v, field_uri) for k, v in props.items()}
+    missing_namespace = NotFound(f"source.database: namespace {request.database!r} not found in Iceberg catalog {shown}")
     try:
         catalog = load_catalog(name, **resolved)
-        return catalog.load_table((request.database, request.table))
+        try:
+            return catalog.load_table((request.database, request.table))
+        except ie.NoSuchTableError:
+            if not catalog.namespace_exists(request.database):
+                raise missing_namespace from None
+            raise
     except ApiError:
         raise
     except ie.NoSuchNamespaceError:
-        raise NotFound(f"source.database: namespace {request.database!r} not found in Iceberg catalog {shown}") from None
+        raise missing_namespace from None
     except ie.NoSuchTableError:
         raise NotFound(f"source.table: table {request.database}.{request.table} not found in Iceberg catalog {shown}") from None
     except (ie.UnauthorizedError, ie.ForbiddenError, ie.AuthorizationExpiredError, ie.OAuthError) as exc:
         raise PermissionDenied(f"{field_uri}: catalog {shown} rejected the credentials: "
                                f"{_secrets.scrub(str(exc), *secrets)}") from None
     except Exception as exc:  # connection refused, DNS, timeouts: the drivers' many types
-        text = _secrets.scrub(f"{type(exc).__name__}: {exc}", *secrets, *resolved.values())
+        text = _secrets.scrub(f"{type(exc).__name__}: {exc}", *secrets)
+        low = text.lower()
+        if "authentication failed" in low or "access denied" in low or "permission denied" in low:
+            raise PermissionDenied(f"{field_uri}: catalog {shown} rejected the credentials: {text[:300]}") from None
         if _looks_unreachable(exc):
             raise Unavailable(f"{field_uri}: Iceberg catalog {shown} is unreachable: {text[:300]}") from None
         raise FailedPrecondition(f"{field_uri}: cannot load table from Iceberg catalog {shown}: {text[:300]}") from None

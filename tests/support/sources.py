@@ -118,3 +118,42 @@ def day_windows(days: int, first: int = 0) -> tuple[tuple[int, int], ...]:
 
 def file_sizes(paths) -> int:
     return sum(os.path.getsize(p) for p in paths)
+
+
+def add_delete_file(fx: IcebergFixture, data_path: str, positions: list[int], *, kind: str = "position",
+                    equality_ids: tuple[int, ...] = (1,), single_file: bool = True) -> str:
+    """Commit a positional (or equality) delete file for ``data_path``'s rows and return its path.
+
+    pyiceberg 0.12 has no writer for delete manifests, so the delete file is
+    committed through a normal append (it sits in a data manifest); pyiceberg's
+    planner and ours classify entries by their own ``content``, as the spec
+    defines it per entry. The Parquet file itself is a real delete file:
+    ``file_path``/``pos`` columns (positional) or the ``id`` column (equality).
+    """
+    from pyiceberg.manifest import DataFile, DataFileContent, FileFormat
+
+    table = fx.table.refresh()
+    target = next(t.file for t in table.scan().plan_files() if t.file.file_path.endswith(data_path.split("/")[-1]))
+    out = Path(data_path).with_suffix(f".{kind}-delete-{len(positions)}.parquet")
+    full = target.file_path
+    if kind == "position":
+        pq.write_table(pa.table({"file_path": [full] * len(positions), "pos": pa.array(positions, pa.int64())}), out)
+        path_bytes = full.encode()
+        lower = {2147483546: path_bytes, 2147483545: min(positions).to_bytes(8, "little")}
+        upper = {2147483546: path_bytes if single_file else path_bytes + b"~", 2147483545: max(positions).to_bytes(8, "little")}
+        content, eq = DataFileContent.POSITION_DELETES, None
+    else:
+        ids = pq.read_table(data_path).column("id").to_pylist()
+        pq.write_table(pa.table({"id": pa.array([ids[p] for p in positions], pa.int64())}), out)
+        lower = upper = {}
+        content, eq = DataFileContent.EQUALITY_DELETES, list(equality_ids)
+    df = DataFile.from_args(content=content, file_path=f"file://{out}", file_format=FileFormat.PARQUET,
+                            partition=target.partition, record_count=len(positions),
+                            file_size_in_bytes=os.path.getsize(out), lower_bounds=lower, upper_bounds=upper,
+                            equality_ids=eq)
+    df.spec_id = target.spec_id
+    with table.transaction() as tx:
+        with tx.update_snapshot().fast_append() as append:
+            append.append_data_file(df)
+    fx.table = table.refresh()
+    return str(out)
