@@ -424,7 +424,10 @@ def run(quick: bool) -> dict:
             hb_samples.append(sum((g.last("stats") or {}).get("hb_per_s", 0.0) for g in gens))
         cpu1, rss = _proc_cpu_rss(pid)
         wall = time.monotonic() - t0
-        workers = _mgmt(spec["grpc"], "list_workers", cp.ListWorkersRequest()).workers
+        workers, token = [], None
+        while token != "":  # ListWorkers answers in pages
+            page = _mgmt(spec["grpc"], "list_workers", cp.ListWorkersRequest(page_size=5000, page_token=token or ""))
+            workers, token = workers + page.workers, page.next_page_token
         active = sum(1 for w in workers if w.state == 1 and w.worker_id.startswith("g"))
         result.update({
             "workers.streams": active,
