@@ -7,6 +7,10 @@ Example::
 ``--master`` may be repeated (or comma-separated) to list every master: the
 worker tries them in turn and follows ``leibrix-leader`` redirects, so it finds
 the leader wherever it is.
+
+The worker answers queries over Arrow Flight on ``--query-listen-addr``
+(default: a free loopback port) and registers that address as its
+``flight_addr`` label, so routes name it.
 """
 
 from __future__ import annotations
@@ -19,10 +23,13 @@ import sys
 import trio
 import trio_asyncio
 
+from leibrix.wire._labels import FLIGHT_ADDR
 from leibrix.worker._agent import Agent, WorkerConfig
+from leibrix.worker._flight import QueryService
 from leibrix.worker._loader import Loader
 from leibrix.worker._sizes import parse_size
 
+log = logging.getLogger("leibrix.worker")
 
 
 def worker_command(masters: list[str], worker_id: str, *, memory: str = "1GiB", cpu: float = 1.0,
@@ -65,6 +72,15 @@ def _label(text: str) -> tuple[str, str]:
     return key, value
 
 
+def _listen(text: str) -> tuple[str, int]:
+    """``HOST:PORT`` to listen on (port 0 allowed: a free one)."""
+    host, sep, port = text.strip().rpartition(":")
+    host = host.strip("[]")
+    if not sep or not host or not port.isdigit() or int(port) > 65535:
+        raise SystemExit(f"--query-listen-addr: {text!r} is not HOST:PORT")
+    return host, int(port)
+
+
 def configure(parser: argparse.ArgumentParser) -> None:
     """Add the worker's arguments."""
     parser.add_argument("--master", action="append", required=True, metavar="HOST:PORT",
@@ -81,6 +97,13 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--parallel-loads", type=int, default=2, help="loads executed at once")
     parser.add_argument("--max-rows", type=int, default=5_000_000,
                         help="cap on synthetic rows per epoch until real sources land")
+    parser.add_argument("--query-listen-addr", default="127.0.0.1:0", metavar="HOST:PORT",
+                        help="Arrow Flight query address (port 0: a free one); registered as label flight_addr")
+    parser.add_argument("--max-queries", type=int, default=4, help="queries executed at once")
+    parser.add_argument("--query-timeout", type=_positive_float, default=300.0,
+                        help="seconds a query may run when its ticket sets no timeout_secs")
+    parser.add_argument("--query-memory-limit-mb", type=int, default=1024,
+                        help="largest result (MB) a query may materialise when its ticket sets no memory_limit_mb")
     parser.add_argument("--log-level", default="INFO")
 
 
@@ -94,11 +117,21 @@ def run(args: argparse.Namespace) -> int:
         zone=args.zone, pool=args.pool, addr=args.addr or f"{socket.gethostname()}:0",
         labels=dict(args.label), max_parallel_loads=max(1, args.parallel_loads),
     )
-    loader = Loader(memory_limit_bytes=args.memory, max_rows=args.max_rows)
+    loader = Loader(memory_limit_bytes=args.memory, max_rows=args.max_rows, threads=max(1, int(args.cpu)))
+    host, port = _listen(args.query_listen_addr)
+    service = QueryService(loader, f"grpc://{host}:{port}", max_queries=max(1, args.max_queries),
+                           timeout_secs=args.query_timeout, memory_limit_mb=args.query_memory_limit_mb)
+    advertised = socket.gethostname() if host in ("0.0.0.0", "::", "") else host
+    config.labels.setdefault(FLIGHT_ADDR, f"{advertised}:{service.port}")
+    log.info("serving Arrow Flight queries on %s", config.labels[FLIGHT_ADDR])
 
     async def main() -> int:
-        async with trio_asyncio.open_loop():
-            return await Agent(config, loader).run()
+        async with trio.open_nursery() as nursery:
+            await nursery.start(serve_queries, service)
+            async with trio_asyncio.open_loop():
+                code = await Agent(config, loader).run()
+            nursery.cancel_scope.cancel()
+        return code
 
     try:
         return trio.run(main)
@@ -106,3 +139,16 @@ def run(args: argparse.Namespace) -> int:
         return 130
     finally:
         loader.close()
+
+
+async def serve_queries(service: QueryService, *, task_status=trio.TASK_STATUS_IGNORED) -> None:
+    """Own the Flight server: ``serve()`` blocks in a thread until this task is cancelled, then the
+    server shuts down (waiting for RPCs in flight) and the thread returns."""
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(trio.to_thread.run_sync, service.serve)
+        task_status.started(service.port)
+        try:
+            await trio.sleep_forever()
+        finally:
+            with trio.CancelScope(shield=True):
+                await trio.to_thread.run_sync(service.shutdown)

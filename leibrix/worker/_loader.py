@@ -62,6 +62,16 @@ class Loaded:
     rows: int
     bytes: int
     schema_fingerprint: str
+    #: The time column and the epoch's window ``[start_us, end_us)`` in microseconds since the Unix epoch
+    #: (None when the plan resolved no window): the query path prunes epochs with them.
+    time_column: str = ""
+    start_us: int | None = None
+    end_us: int | None = None
+
+    @property
+    def table(self) -> str:
+        """The DuckDB table holding this epoch."""
+        return table_name(self.dataset_id, self.epoch_id)
 
     def inventory_entry(self) -> pb.InventoryEntry:
         """This table as a registration inventory entry (so a reconnect reconciles, not reloads)."""
@@ -89,19 +99,24 @@ class Loader:
         Cap on synthetic rows per plan, to keep test and demo machines safe.
     """
 
-    def __init__(self, *, memory_limit_bytes: int, max_rows: int = 5_000_000) -> None:
+    def __init__(self, *, memory_limit_bytes: int, max_rows: int = 5_000_000, threads: int = 1) -> None:
         self._lock = threading.Lock()
         self._con = duckdb.connect(":memory:")
         self._con.execute(f"SET memory_limit = '{max(memory_limit_bytes, 1 << 20)}B'")
-        self._con.execute("SET threads = 1")
+        self._con.execute(f"SET threads = {max(1, int(threads))}")
         # an in-memory cache must not spill to disk (DuckDB's default is ./.tmp): over the limit is a failed load
         self._con.execute("SET temp_directory = ''")
         self.max_rows = max_rows
         self._tables: dict[str, Loaded] = {}
+        # Queries get cursors from this one, never from ``_con``: creating a cursor must not wait for
+        # ``_lock``, which a load holds for as long as it runs.
+        self._query_root = self._con.cursor()
+        self._root_lock = threading.Lock()
 
     def close(self) -> None:
         """Release the database (every table is gone: a restarted worker starts empty)."""
-        with self._lock:
+        with self._lock, self._root_lock:
+            self._query_root.close()
             self._con.close()
 
     # ---- queries -------------------------------------------------------
@@ -114,6 +129,27 @@ class Loader:
     def holds(self, dataset_id: str, epoch_id: str) -> Loaded | None:
         """The loaded table of that epoch, if any."""
         return self._tables.get(table_name(dataset_id, epoch_id))
+
+    def epochs(self, dataset_id: str) -> list[Loaded]:
+        """The tables held for one logical dataset (every tenant's), in window order."""
+        held = [t for t in list(self._tables.values()) if t.dataset_id == dataset_id]
+        return sorted(held, key=lambda t: (t.start_us or 0, t.epoch_id))
+
+    def datasets(self) -> dict[tuple[str, str], list[Loaded]]:
+        """Every held table grouped by ``(tenant_id, dataset_id)``."""
+        out: dict[tuple[str, str], list[Loaded]] = {}
+        for t in list(self._tables.values()):
+            out.setdefault((t.tenant_id, t.dataset_id), []).append(t)
+        return out
+
+    def cursor(self) -> duckdb.DuckDBPyConnection:
+        """A connection of its own to the worker's database, for one query (close it when done).
+
+        Temporary views made on it are visible to it alone, and ``interrupt()``
+        on it stops only its query.
+        """
+        with self._root_lock:
+            return self._query_root.cursor()
 
     @property
     def memory_used_bytes(self) -> int:
@@ -149,10 +185,12 @@ class Loader:
                 raise ValueError(f"load_plan.arrow_schema: {exc}") from None
         table = _schema.synthetic(part.time_column_name, part.dimension_values.keys())
         start_us, span_us = 0, 86_400_000_000
+        window: tuple[int, int] | None = None
         if part.HasField("time_range") and part.time_range.HasField("start_inclusive"):
             start_us = part.time_range.start_inclusive.ToMicroseconds()
             end_us = part.time_range.end_exclusive.ToMicroseconds()
             span_us = max(1, end_us - start_us)
+            window = (start_us, start_us + span_us)
         fill = {
             "id": "i",
             "time": f"make_timestamp({start_us}::BIGINT + (hash(i, {_literal(seed)}) % {span_us})::BIGINT)",
@@ -181,7 +219,8 @@ class Loader:
             # a replaced table freed its old bytes in the same statement
             size = max(0, after - before + (old.bytes if old else 0))
             loaded = Loaded(plan.tenant_id or tenant_id, dataset_id, epoch_id, plan.plan_id,
-                            int(count), size, fingerprint)
+                            int(count), size, fingerprint, table.columns[1].name,
+                            *(window or (None, None)))
             self._tables[name] = loaded
             return loaded
 

@@ -1,0 +1,340 @@
+"""The worker's query service: Arrow Flight over the epochs it holds.
+
+The contract is the upstream Rust leibrix-worker's:
+
+* ``GetFlightInfo(FlightDescriptor.for_command(sql))`` returns the result's
+  schema and one endpoint whose ticket ``DoGet`` executes. The command is the
+  SQL text (the ticket then names the tenant owning the datasets it reads), or
+  a ticket's JSON object itself, so a client can name its tenant.
+* The ticket is JSON ``{"sql", "tenant_id", "memory_limit_mb"?, "timeout_secs"?}``.
+  This worker also reads two optional keys: ``"epochs"`` (``{dataset: [epoch
+  ids]}``, the only epochs each dataset's view may read; a missing one is
+  NOT_FOUND, so a caller never gets a silently partial answer) and
+  ``"query_id"`` (the id ``cancel_query`` names). An upstream worker ignores
+  unknown keys; see :mod:`leibrix.client._query` for why a client stays correct
+  with such a worker.
+* SQL names **logical** datasets. On a cursor of its own the query gets one
+  temporary view per dataset it names: the ``UNION ALL`` of that dataset's
+  epoch tables ``{dataset}__{epoch}`` held for the ticket's tenant, without the
+  epochs whose window its time predicate excludes (:mod:`._scope`).
+* ``ListFlights`` lists the datasets held (one ``FlightInfo`` per dataset, path
+  descriptor ``[dataset]``; criteria, when given, is a tenant id or
+  ``{"tenant_id": ...}`` and narrows the list to that tenant).
+* ``DoAction``: ``health_check`` answers ``OK``; ``cancel_query`` with body
+  ``{"query_id": ...}`` interrupts that query (DuckDB ``interrupt()``).
+
+Statuses: bad SQL or ticket → INVALID_ARGUMENT; a name that is none of the
+tenant's datasets → NOT_FOUND; another tenant's dataset, or a table function
+reading outside the worker → PERMISSION_DENIED; over the timeout →
+DEADLINE_EXCEEDED; cancelled → CANCELLED; no query slot within the timeout →
+UNAVAILABLE; a result over the memory limit → UNKNOWN ("resource exhausted":
+pyarrow has no RESOURCE_EXHAUSTED mapping).
+
+Each result's schema carries ``leibrix.scanned`` metadata: JSON ``{dataset:
+{epoch: [rows, bytes]}}`` of the epoch tables its views read, which the client
+uses for access reports and to check that ``"epochs"`` was honoured.
+
+Limits: at most ``max_queries`` run at once (a semaphore; gRPC's own threads
+run the handlers and DuckDB releases the GIL while it works). ``timeout_secs``
+arms a timer that interrupts the query's cursor. DuckDB's memory limit is one
+setting for the whole database, so ``memory_limit_mb`` caps what one query may
+materialise: its result.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import threading
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+import duckdb
+import pyarrow as pa
+import pyarrow.flight as fl
+
+from leibrix.worker._loader import Loaded, Loader
+from leibrix.worker._scope import SqlError, overlaps, read_scope
+
+__all__ = ["QueryService", "Ticket", "parse_ticket"]
+
+log = logging.getLogger("leibrix.worker.flight")
+
+#: Table functions a query may call: they read nothing outside the worker's memory.
+SAFE_FUNCTIONS = frozenset({"range", "generate_series", "unnest"})
+SCANNED_KEY = b"leibrix.scanned"
+
+
+def _quote(identifier: str) -> str:
+    return '"' + identifier.replace('"', '""') + '"'
+
+
+@dataclass
+class Ticket:
+    """A decoded query ticket."""
+
+    sql: str
+    tenant_id: str
+    memory_limit_mb: int | None = None
+    timeout_secs: float | None = None
+    epochs: dict[str, list[str]] | None = None
+    query_id: str = ""
+
+    def encode(self) -> bytes:
+        """The ticket's JSON bytes (optional keys only when set, as upstream)."""
+        doc: dict = {"sql": self.sql, "tenant_id": self.tenant_id}
+        if self.memory_limit_mb is not None:
+            doc["memory_limit_mb"] = self.memory_limit_mb
+        if self.timeout_secs is not None:
+            doc["timeout_secs"] = self.timeout_secs
+        if self.epochs is not None:
+            doc["epochs"] = self.epochs
+        if self.query_id:
+            doc["query_id"] = self.query_id
+        return json.dumps(doc).encode()
+
+
+def parse_ticket(raw: bytes) -> Ticket:
+    """Decode ticket JSON; ``pa.ArrowInvalid`` (INVALID_ARGUMENT) naming what is wrong."""
+    try:
+        doc = json.loads(raw)
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise pa.ArrowInvalid(f"invalid ticket: not JSON ({exc})") from None
+    if not isinstance(doc, dict):
+        raise pa.ArrowInvalid("invalid ticket: expected a JSON object")
+    sql, tenant = doc.get("sql"), doc.get("tenant_id")
+    if not isinstance(sql, str) or not sql.strip():
+        raise pa.ArrowInvalid("invalid ticket: 'sql' must be a non-empty string")
+    if not isinstance(tenant, str):
+        raise pa.ArrowInvalid("invalid ticket: 'tenant_id' must be a string")
+    memory, timeout = doc.get("memory_limit_mb"), doc.get("timeout_secs")
+    if memory is not None and (not isinstance(memory, int) or isinstance(memory, bool) or memory <= 0):
+        raise pa.ArrowInvalid("invalid ticket: 'memory_limit_mb' must be a positive integer")
+    if timeout is not None and (not isinstance(timeout, (int, float)) or isinstance(timeout, bool) or timeout <= 0):
+        raise pa.ArrowInvalid("invalid ticket: 'timeout_secs' must be a positive number")
+    epochs = doc.get("epochs")
+    if epochs is not None and not (isinstance(epochs, dict) and all(
+            isinstance(k, str) and isinstance(v, list) and all(isinstance(e, str) for e in v)
+            for k, v in epochs.items())):
+        raise pa.ArrowInvalid("invalid ticket: 'epochs' must map dataset ids to lists of epoch ids")
+    query_id = doc.get("query_id") or ""
+    if not isinstance(query_id, str):
+        raise pa.ArrowInvalid("invalid ticket: 'query_id' must be a string")
+    return Ticket(sql, tenant, memory, timeout, epochs, query_id)
+
+
+class QueryService(fl.FlightServerBase):
+    """Arrow Flight over a :class:`Loader`'s tables. Listens from construction until :meth:`shutdown`.
+
+    Parameters
+    ----------
+    loader:
+        The worker's tables.
+    location:
+        ``grpc://HOST:PORT`` (port 0: a free one; :attr:`port` tells which).
+    max_queries:
+        Queries executed at once; more wait for a slot up to their timeout.
+    timeout_secs, memory_limit_mb:
+        Defaults for tickets that set none.
+    """
+
+    def __init__(self, loader: Loader, location: str, *, max_queries: int = 4, timeout_secs: float = 300.0,
+                 memory_limit_mb: int = 1024) -> None:
+        super().__init__(location)
+        self.loader = loader
+        self.timeout_secs = timeout_secs
+        self.memory_limit_mb = memory_limit_mb
+        self._slots = threading.BoundedSemaphore(max(1, max_queries))
+        self._running: dict[str, duckdb.DuckDBPyConnection] = {}
+        self._cancelled: set[str] = set()
+        self._lock = threading.Lock()
+        self._parser = loader.cursor()
+        self._parser_lock = threading.Lock()
+        self.queries = 0
+
+    # ---- Flight RPCs -----------------------------------------------------
+
+    def list_flights(self, context, criteria: bytes) -> Iterator[fl.FlightInfo]:
+        tenant = _criteria_tenant(criteria)
+        for (owner, dataset), tables in sorted(self.loader.datasets().items()):
+            if tenant and owner != tenant:
+                continue
+            schema = self._schema_of(tables[0])
+            yield fl.FlightInfo(schema, fl.FlightDescriptor.for_path(dataset), [],
+                                sum(t.rows for t in tables), sum(t.bytes for t in tables))
+
+    def get_flight_info(self, context, descriptor: fl.FlightDescriptor) -> fl.FlightInfo:
+        command = descriptor.command or b""
+        ticket = None
+        if command.lstrip().startswith(b"{"):
+            try:
+                ticket = parse_ticket(command)
+            except pa.ArrowInvalid:
+                ticket = None  # not a ticket: SQL that happens to start with "{" fails below as SQL
+        if ticket is None:
+            try:
+                sql = command.decode()
+            except UnicodeDecodeError as exc:
+                raise pa.ArrowInvalid(f"invalid SQL encoding: {exc}") from None
+            if not sql.strip():
+                raise pa.ArrowInvalid("empty SQL query")
+            ticket = Ticket(sql, self._owner(sql))
+        schema = self._run(ticket, schema_only=True).schema
+        return fl.FlightInfo(schema, descriptor, [fl.FlightEndpoint(ticket.encode(), [])], -1, -1)
+
+    def do_get(self, context, ticket: fl.Ticket) -> fl.RecordBatchStream:
+        return fl.RecordBatchStream(self._run(parse_ticket(ticket.ticket)))
+
+    def list_actions(self, context) -> list[tuple[str, str]]:
+        return [("health_check", "Check service health"),
+                ("cancel_query", 'Cancel a running query (body: {"query_id": ...})')]
+
+    def do_action(self, context, action: fl.Action) -> Iterator[bytes]:
+        if action.type == "health_check":
+            return iter([b"OK"])
+        if action.type == "cancel_query":
+            try:
+                query_id = json.loads(action.body.to_pybytes())["query_id"]
+            except (ValueError, KeyError, TypeError) as exc:
+                raise pa.ArrowInvalid(f"invalid cancel_query request: {exc!r}") from None
+            return iter([f"Query {query_id} {'cancelled' if self.cancel(str(query_id)) else 'not running'}".encode()])
+        raise pa.ArrowInvalid(f"Unknown action type: {action.type}")
+
+    # ---- execution -------------------------------------------------------
+
+    def cancel(self, query_id: str) -> bool:
+        """Interrupt a running query; False when no query with that id runs."""
+        with self._lock:
+            cursor = self._running.get(query_id)
+            if cursor is None:
+                return False
+            self._cancelled.add(query_id)
+        cursor.interrupt()
+        return True
+
+    def _serialize(self, sql: str) -> str:
+        with self._parser_lock:
+            return self._parser.execute("SELECT json_serialize_sql(?)", [sql]).fetchone()[0]
+
+    def _owner(self, sql: str) -> str:
+        """The tenant owning the datasets a bare-SQL command reads (GetFlightInfo without a tenant)."""
+        scope = self._scope(sql)
+        owners = {owner for (owner, dataset) in self.loader.datasets() if dataset.lower() in scope.tables}
+        return owners.pop() if len(owners) == 1 else ""
+
+    def _scope(self, sql: str):
+        def time_column(name: str) -> str | None:
+            held = self.loader.epochs(name)
+            return held[0].time_column if held else None
+        try:
+            return read_scope(self._serialize, sql, time_column)
+        except SqlError as exc:
+            raise pa.ArrowInvalid(f"SQL error: {exc}") from None
+
+    def _views(self, ticket: Ticket) -> tuple[dict[str, list[Loaded]], set[str]]:
+        """Per dataset the query names, the epoch tables its view reads, and the datasets whose every
+        epoch was pruned (their view keeps one table's schema and reads no row); raises the contract's
+        statuses."""
+        scope = self._scope(ticket.sql)
+        blocked = sorted(scope.functions - SAFE_FUNCTIONS)
+        if blocked:
+            raise fl.FlightUnauthorizedError(f"table function(s) not allowed on a worker: {', '.join(blocked)}")
+        held = self.loader.datasets()
+        views: dict[str, list[Loaded]] = {}
+        pruned_all: set[str] = set()
+        for name in sorted(scope.tables - scope.ctes):
+            mine = [ts for (owner, ds), ts in held.items() if owner == ticket.tenant_id and ds.lower() == name]
+            if not mine:
+                if any(ds.lower() == name or any(t.table.lower() == name for t in ts)
+                       for (owner, ds), ts in held.items()):
+                    raise fl.FlightUnauthorizedError(
+                        f"Tenant validation failed: {name!r} is not a dataset of tenant {ticket.tenant_id!r}")
+                raise pa.ArrowKeyError(f"Table not found: {name} (no dataset of that name is held here)")
+            tables = mine[0]
+            dataset = tables[0].dataset_id
+            wanted = (ticket.epochs or {}).get(dataset)
+            if wanted is not None:
+                by_id = {t.epoch_id: t for t in tables}
+                missing = sorted(set(wanted) - set(by_id))
+                if missing:
+                    raise pa.ArrowKeyError(f"Table not found: epoch(s) {', '.join(missing)} of {dataset} "
+                                           "are not held here")
+                tables = [by_id[e] for e in wanted]
+            windows = scope.window_of(name)
+            views[dataset] = [t for t in tables if overlaps(t.start_us, t.end_us, windows)]
+            if not views[dataset]:
+                views[dataset] = [tables[0]]
+                pruned_all.add(dataset)
+        return views, pruned_all
+
+    def _run(self, ticket: Ticket, *, schema_only: bool = False) -> pa.Table:
+        views, pruned_all = self._views(ticket)
+        timeout = ticket.timeout_secs or self.timeout_secs
+        if not self._slots.acquire(timeout=timeout):
+            raise fl.FlightUnavailableError(f"worker busy: no query slot within {timeout}s")
+        query_id = ticket.query_id or uuid.uuid4().hex
+        cursor = self.loader.cursor()
+        timer = threading.Timer(timeout, cursor.interrupt)
+        try:
+            with self._lock:
+                if query_id in self._running:
+                    raise pa.ArrowInvalid(f"query_id {query_id!r} is already running")
+                self._running[query_id] = cursor
+            for dataset, tables in views.items():
+                empty = " WHERE false" if dataset in pruned_all else ""
+                cursor.execute(f"CREATE TEMP VIEW {_quote(dataset)} AS "
+                               + " UNION ALL ".join(f"SELECT * FROM {_quote(t.table)}{empty}" for t in tables))
+            timer.start()
+            relation = cursor.sql(ticket.sql)
+            if relation is None:
+                raise pa.ArrowInvalid("SQL error: the statement returns no rows")
+            result = (relation.limit(0) if schema_only else relation).to_arrow_table()
+        except duckdb.InterruptException:
+            with self._lock:
+                cancelled = query_id in self._cancelled
+            if cancelled:
+                raise fl.FlightCancelledError(f"query {query_id} cancelled") from None
+            raise fl.FlightTimedOutError(f"Query timeout after {timeout}s") from None
+        except (duckdb.ParserException, duckdb.BinderException, duckdb.CatalogException,
+                duckdb.ConversionException, duckdb.InvalidInputException, duckdb.NotImplementedException) as exc:
+            raise pa.ArrowInvalid(f"SQL error: {exc}") from None
+        except duckdb.OutOfMemoryException as exc:
+            raise fl.FlightServerError(f"resource exhausted: {exc}") from None
+        except duckdb.Error as exc:
+            raise fl.FlightInternalError(f"Database error: {exc}") from None
+        finally:
+            timer.cancel()
+            with self._lock:
+                self._running.pop(query_id, None)
+                self._cancelled.discard(query_id)
+            cursor.close()
+            self._slots.release()
+        limit = (ticket.memory_limit_mb or self.memory_limit_mb) << 20
+        if result.nbytes > limit:
+            raise fl.FlightServerError(f"resource exhausted: result of {result.nbytes} bytes is over the "
+                                       f"query's memory limit of {limit >> 20} MB")
+        scanned = {ds: {} if ds in pruned_all else {t.epoch_id: [t.rows, t.bytes] for t in tables}
+                   for ds, tables in views.items()}
+        meta = dict(result.schema.metadata or {})
+        meta[SCANNED_KEY] = json.dumps(scanned).encode()
+        self.queries += 0 if schema_only else 1
+        return result.replace_schema_metadata(meta)
+
+    def _schema_of(self, table: Loaded) -> pa.Schema:
+        cursor = self.loader.cursor()
+        try:
+            return cursor.sql(f"SELECT * FROM {_quote(table.table)} LIMIT 0").to_arrow_table().schema
+        finally:
+            cursor.close()
+
+
+def _criteria_tenant(criteria: bytes) -> str:
+    raw = (criteria or b"").strip()
+    if not raw:
+        return ""
+    try:
+        doc = json.loads(raw)
+    except ValueError:
+        return raw.decode(errors="replace")
+    return str(doc.get("tenant_id", "")) if isinstance(doc, dict) else str(doc)
