@@ -7,9 +7,9 @@ from datetime import datetime, timezone
 import pytest
 
 from leibrix.domain import _epochs
-from leibrix.domain._errors import InvalidArgument
+from leibrix.domain._errors import MAX_MESSAGE_CHARS, InvalidArgument, bounded
 from leibrix.wire._proto import leibrix_cp as cp
-from leibrix.domain._validation import AdmissionLimits, validate_admission, validate_quota
+from leibrix.domain._validation import AdmissionLimits, check_request_bounds, validate_admission, validate_quota
 
 T0 = datetime(2026, 11, 1, tzinfo=timezone.utc)
 T1 = datetime(2026, 11, 4, tzinfo=timezone.utc)
@@ -213,3 +213,42 @@ def test_quota_validation():
         with pytest.raises(InvalidArgument) as info:
             validate_quota(q)
         assert info.value.field == field
+
+
+# ---------------------------------------------------------------- request bounds
+
+
+def test_a_valid_admission_is_within_bounds() -> None:
+    check_request_bounds(request())
+
+
+@pytest.mark.parametrize("make, field, limit", [
+    (lambda: cp.GetWorkerRequest(worker_id="w" * 129), "worker_id", "128 characters (129 given)"),
+    (lambda: cp.AdmitDatasetRequest(request_id="r" * 200), "request_id", "128 characters"),
+    (lambda: request(source=cp.DataSource(catalog=cp.Catalog(jdbc=cp.JdbcCatalog(uri="u" * 4097)))),
+     "source.catalog.jdbc.uri", "4096 characters"),
+    (lambda: request(source=cp.DataSource(table="t" * 1025)), "source.table", "1024 characters"),
+    (lambda: request(source=cp.DataSource(version="v" * 129)), "source.version", "128 characters"),
+    (lambda: request(source=cp.DataSource(partition=cp.Partition(dimension_partitions=[
+        cp.DimensionPartition(values=cp.PartitionValues(values=["ok", "x" * 257]))]))),
+     "source.partition.dimension_partitions[0].values.values[1]", "256 characters"),
+    (lambda: request(source=cp.DataSource(partition=cp.Partition(dimension_partitions=[
+        cp.DimensionPartition(values=cp.PartitionValues(values=[str(i) for i in range(1001)]))]))),
+     "source.partition.dimension_partitions[0].values.values", "at most 1000 entries (1001 given)"),
+    (lambda: cp.ResolveRouteRequest(dimension_filter={f"k{i}": "v" for i in range(17)}), "dimension_filter",
+     "at most 16 entries"),
+    (lambda: cp.ResolveRouteRequest(dimension_filter={"k" * 129: "v"}), "dimension_filter key", "128 characters"),
+    (lambda: cp.ResolveRouteRequest(dimension_filter={"k": "v" * 257}), "dimension_filter['k']", "256 characters"),
+    (lambda: cp.ListTenantsRequest(page_token="p" * 129), "page_token", "128 characters"),
+])
+def test_request_bounds_name_the_field_and_never_the_value(make, field: str, limit: str) -> None:
+    with pytest.raises(InvalidArgument) as info:
+        check_request_bounds(make())
+    assert info.value.field == field and limit in info.value.message
+    assert "uuuu" not in info.value.message and "xxxx" not in info.value.message
+
+
+def test_error_messages_are_bounded_with_a_marker() -> None:
+    err = InvalidArgument("f", "y" * 100_000)
+    assert len(err.message) <= MAX_MESSAGE_CHARS and err.message.endswith("more characters]")
+    assert bounded("short") == "short"
