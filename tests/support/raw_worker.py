@@ -39,6 +39,12 @@ class RawWorker:
     inventory: list[pb.InventoryEntry] = dataclasses.field(default_factory=list)
     #: Seconds between receiving an assignment and reporting it (heartbeats go on meanwhile).
     delay_s: float = 0.0
+    #: Seconds between heartbeats, the first one this long after the ack (None: the ack's interval).
+    beat_s: float | None = None
+    #: Heartbeats sent before it falls silent with its stream open (None: it never does).
+    max_beats: int | None = None
+    #: Heartbeats sent so far.
+    beats: int = 0
 
     async def run(self, addr: str, stop: asyncio.Event) -> None:
         """One session (asyncio, under trio-asyncio) until ``stop`` is set; ends by itself."""
@@ -54,11 +60,12 @@ class RawWorker:
                 await stream.send_message(msg)
 
         async def beat(interval: float) -> None:
-            while True:
+            while self.max_beats is None or self.beats < self.max_beats:
                 await asyncio.sleep(interval)
                 hb = pb.EventStreamMessage(worker_id=self.worker_id)
                 hb.heartbeat_event.memory_used_bytes = 0
                 await send(hb)
+                self.beats += 1
 
         async def serve() -> None:
             while (msg := await stream.recv_message()) is not None:
@@ -94,7 +101,7 @@ class RawWorker:
                 assert ack is not None and ack.common_ack.event_type == "registration_ack", ack
                 payload = json_format.MessageToDict(ack.common_ack.payload)
                 self.registered = True
-                tasks = [asyncio.ensure_future(beat(float(payload["heartbeat_interval_s"]))),
+                tasks = [asyncio.ensure_future(beat(self.beat_s or float(payload["heartbeat_interval_s"]))),
                          asyncio.ensure_future(serve())]
                 await stop.wait()
                 await stream.cancel()

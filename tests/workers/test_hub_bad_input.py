@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import struct
 from dataclasses import dataclass, field
 
 import pytest
@@ -18,6 +17,8 @@ from leibrix.domain._liveness import WState
 from leibrix.wire._proto.records import control_plane_pb2 as pb
 from leibrix.store._store import Keys
 from leibrix.workers._hub import WorkerHub
+from leibrix.workers._member import MAX_ADDR_CHARS, MAX_LABELS
+from leibrix.workers._messages import CLIP_CHARS
 from leibrix.workers._messages import Frame as _Frame
 from tests.support.hub import TableCoordinator, fast_config, serve, spawn_worker, start_leader, wait_state
 
@@ -49,8 +50,11 @@ def heartbeat() -> bytes:
 
 
 async def call(addr: str, frames: list[bytes], *, path: str = COORDINATE_WORKER, hold: trio.Event | None = None,
-               registered: trio.Event | None = None) -> Outcome:
-    """Send raw frames on one stream; collect acks and the final status (optionally stay open until ``hold``)."""
+               registered: trio.Event | None = None, half_close: bool = False) -> Outcome:
+    """Send raw frames on one stream; collect acks and the final status (optionally stay open until ``hold``).
+
+    With ``half_close`` the stream is half-closed right after the frames, before anything is read.
+    """
     host, port = addr.rsplit(":", 1)
 
     async def run() -> Outcome:
@@ -59,9 +63,11 @@ async def call(addr: str, frames: list[bytes], *, path: str = COORDINATE_WORKER,
         stream = channel.request(path, Cardinality.STREAM_STREAM, _Frame, _Frame)
         try:
             async with stream:
-                ended = False
                 for f in frames:
                     await stream.send_message(_Frame(f))
+                ended = half_close
+                if half_close:
+                    await stream.end()
                 while True:
                     raw = await stream.recv_message()
                     if raw is None:
@@ -74,7 +80,7 @@ async def call(addr: str, frames: list[bytes], *, path: str = COORDINATE_WORKER,
                     if msg.WhichOneof("payload") != "common_ack":
                         continue
                     out.acks.append(msg.common_ack)
-                    if "reject" in msg.common_ack.event_type:
+                    if "reject" in msg.common_ack.event_type and not ended:
                         await stream.end()  # as workers do: then read the status
                         ended = True
                     if msg.common_ack.event_type == "registration_ack":
@@ -234,6 +240,77 @@ async def test_register_timeout_is_deadline_exceeded(etcd, nursery) -> None:
             assert await trio_asyncio.aio_as_trio(silent)() is Status.DEADLINE_EXCEEDED
 
 
-def test_frame_prefix_format() -> None:
-    # the hub reads the 5-byte gRPC prefix itself: flag byte + big-endian length
-    assert struct.unpack(">?I", b"\x00\x00\x00\x01\x00") == (False, 256)
+async def test_a_rejected_registration_ends_with_its_own_status_whatever_follows_before_the_half_close(
+        cluster, etcd) -> None:
+    keys, hub, coord, addr = cluster
+    for frames, status, text in [
+        ([register("good"), heartbeat(), heartbeat()], Status.ALREADY_EXISTS, "already has a live stream"),
+        ([register("bad/id"), heartbeat(), b"\x0a" + b"x" * 1000], Status.INVALID_ARGUMENT,
+         "register_event.worker.node_id"),
+        ([register("x9", pool="nobody"), heartbeat()], Status.NOT_FOUND, "names no known tenant"),
+    ]:
+        out = await call(addr, frames, half_close=True)
+        assert (out.status, [a.event_type for a in out.acks]) == (status, ["registration_reject"]), out
+        assert text in out.message
+    assert hub.members["good"].session is not None and hub.liveness.state("good") is WState.ACTIVE
+
+
+async def test_a_status_sent_just_before_the_half_close_is_judged(cluster) -> None:
+    keys, hub, coord, addr = cluster
+    never = pb.EventStreamMessage(data_pull_status_update=pb.DataPullStatusUpdateEvent(
+        dataset_id="ds", epoch_id="e0", status=2)).SerializeToString()
+    out = await call(addr, [register("x5"), never], half_close=True)
+    assert (out.status, [a.event_type for a in out.acks]) == (Status.FAILED_PRECONDITION, ["registration_ack"])
+    assert "never assigned to worker x5" in out.message
+    # a heartbeat before the half-close is just contact: the stream ends OK
+    out = await call(addr, [register("x6"), heartbeat()], half_close=True)
+    assert (out.status, [a.event_type for a in out.acks]) == (Status.OK, ["registration_ack"])
+    await wait_state(hub, "x6", WState.SUSPECT, timeout=2)
+
+
+@pytest.fixture
+async def roomy(etcd, nursery):
+    """A leader whose workers may send messages of the default size (4 MiB)."""
+    keys = Keys("roomy")
+    ctx = await start_leader(etcd, nursery, keys)
+    hub = WorkerHub(fast_config(rebalance_interval=60), master_id="m1", keys=keys)
+    coord = TableCoordinator(hub, [])
+    hub.attach(coord, pool_known=lambda t: t == "acme")
+    await nursery.start(hub.run_term, ctx)
+    return hub, await serve(nursery, hub)
+
+
+async def test_long_client_strings_are_refused_at_their_limits_and_quoted_clipped(roomy) -> None:
+    hub, addr = roomy
+    huge = "w" * (1 << 20)
+    inventory = pb.EventStreamMessage()
+    inventory.MergeFromString(register("x1"))
+    inventory.register_event.inventory.add(tenant_id="t1", dataset_id="ds", epoch_id="e" * 300)
+    status = pb.EventStreamMessage(data_pull_status_update=pb.DataPullStatusUpdateEvent(
+        dataset_id="ds", epoch_id=huge, status=2)).SerializeToString()
+    cases = [
+        ([register(huge)], "register_event.worker.node_id", True),
+        ([register("x1", zone=huge)], "register_event.worker.labels['zone']: ", True),
+        ([register("x1", **{"k" * 200: "v"})], "register_event.worker.labels: ", True),
+        ([register("x1", **{f"l{i}": "v" for i in range(MAX_LABELS + 1)})],
+         f"{MAX_LABELS + 1} labels, more than {MAX_LABELS}", False),
+        ([register("x1", pool="p" * 200)], "pool 'ppp", True),
+        ([inventory.SerializeToString()], "register_event.inventory[0].epoch_id", True),
+        ([register("x1"), status], "data_pull_status_update.epoch_id", True),
+    ]
+    for frames, text, clipped in cases:
+        with trio.fail_after(5):
+            out = await call(addr, frames, half_close=True)
+        assert text in out.message, (text, out)
+        assert len(out.message) < 2 * CLIP_CHARS + 200, (text, len(out.message))
+        assert ("chars)" in out.message) is clipped, out.message
+        assert out.status is (Status.NOT_FOUND if "pool" in text else Status.INVALID_ARGUMENT), out
+        for ack in out.acks:  # the reject's reason is the same short message
+            reason = json_format.MessageToDict(ack.payload).get("reason")
+            assert reason is None or reason == out.message
+    long_addr = pb.EventStreamMessage()
+    long_addr.MergeFromString(register("x2"))
+    long_addr.register_event.worker.addr = "h" * (MAX_ADDR_CHARS + 1)
+    out = await call(addr, [long_addr.SerializeToString()], half_close=True)
+    assert out.status is Status.INVALID_ARGUMENT and "register_event.worker.addr" in out.message
+    assert set(hub.members) == {"x1"}  # only the registration whose status report was refused got in
