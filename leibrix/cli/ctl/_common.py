@@ -200,13 +200,14 @@ class Ctx:
         cols = [c for c in columns if self.output == "wide" or not c.wide]
         table = Table(box=box.SIMPLE_HEAD, show_edge=False, pad_edge=False, padding=(0, 2, 0, 0))
         for c in cols:
-            table.add_column(c.name.upper(), no_wrap=c is cols[0], overflow="fold")
+            table.add_column(c.name.upper(), no_wrap=c is cols[0], overflow="fold", min_width=len(c.name))
         for r in rows:
             table.add_row(*(c.fmt(c.get(r)) for c in cols))
         if not rows:
             self.console.print("No resources found.", markup=False, highlight=False)
             return
-        self.console.print(table)
+        # wide lines are as long as they need to be (like kubectl -o wide); tables fold to the terminal
+        self.console.print(table, width=100_000 if self.output == "wide" else None, crop=False)
 
 
 def _sort_key(value: Any) -> tuple[int, Any]:

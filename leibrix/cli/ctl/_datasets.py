@@ -76,14 +76,20 @@ EPOCH_COLUMNS = [
 
 
 async def _document(ctx: Ctx, info: cp.DatasetInfo) -> dict[str, Any]:
-    """The dataset as an apply-able document; the epoch granularity is read back from its epochs' windows."""
-    granularity = None
-    if info.source.partition.time_partition.column.source_granularity is None:
-        epochs = await ctx.pages("list_epochs", cp.ListEpochsRequest(tenant_id=info.tenant_id,
-                                                                     dataset_id=info.dataset_id), "epochs")
-        current = [e for e in epochs if e.version == (info.source.version or "")] or epochs
-        granularity = infer_granularity([(e.info.time_range.start_inclusive, e.info.time_range.end_exclusive)
-                                         for e in current])
+    """The dataset as an apply-able document, its epoch granularity read back from its epochs' windows.
+
+    A granularity equal to the time column's source granularity is left out
+    (the master derives the same one), as a file relying on that would have.
+    """
+    epochs = await ctx.pages("list_epochs", cp.ListEpochsRequest(tenant_id=info.tenant_id,
+                                                                 dataset_id=info.dataset_id), "epochs")
+    current = [e for e in epochs if e.version == (info.source.version or "")] or epochs
+    granularity = infer_granularity([(e.info.time_range.start_inclusive, e.info.time_range.end_exclusive)
+                                     for e in current])
+    source = info.source.partition.time_partition.column.source_granularity
+    if (granularity is not None and source is not None and granularity.value == 1
+            and source.name == f"GRANULARITY_{granularity.unit.name}"):
+        granularity = None
     return dataset_document(info, granularity)
 
 

@@ -1,0 +1,268 @@
+"""``leibrix ctl`` end to end: a real master on a real etcd, the CLI run as a real process.
+
+Each command is checked in table and JSON output, with its exit status; the
+dataset file round trip (``get -o yaml`` -> ``apply``) and ``--wait`` run
+against real reference workers loading real epochs.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from pathlib import Path
+
+import trio
+import yaml
+
+from tests.support.admission import leading, start_master, workers
+
+ROOT = Path(__file__).resolve().parents[2]
+EXAMPLES = sorted((ROOT / "docs" / "examples").glob("*.yaml"))
+
+
+async def ctl(*args: str, master: str | None = None, env: dict[str, str] | None = None,
+              stdin: bytes = b"") -> tuple[int, str, str]:
+    """Run ``python -m leibrix ctl ARGS`` to completion: (exit status, stdout, stderr)."""
+    base = {k: v for k, v in os.environ.items() if not k.startswith("LEIBRIX_")}
+    base["LEIBRIX_CONFIG"] = "/nonexistent/leibrix-config.yaml"
+    base.pop("COLUMNS", None)
+    cmd = [sys.executable, "-m", "leibrix", "ctl", *args]
+    if master:
+        cmd += ["--master", master]
+    proc = await trio.run_process(cmd, stdin=stdin, capture_stdout=True, capture_stderr=True, check=False,
+                                  env={**base, **(env or {})}, cwd=ROOT)
+    return proc.returncode, proc.stdout.decode(), proc.stderr.decode()
+
+
+async def ok(*args: str, master: str) -> str:
+    code, out, err = await ctl(*args, master=master)
+    assert code == 0, (args, out, err)
+    return out
+
+
+def dead_addr() -> str:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return f"127.0.0.1:{s.getsockname()[1]}"
+
+
+async def test_help_and_version_are_plain_text() -> None:
+    proc = await trio.run_process([sys.executable, "-m", "leibrix", "--version"], capture_stdout=True)
+    from leibrix import __version__
+
+    assert proc.stdout.decode().strip() == f"leibrix {__version__}"
+    for args in (["--help"], ["ctl", "--help"], ["ctl", "datasets", "apply", "--help"],
+                 ["ctl", "workers", "undrain", "--help"], ["ctl", "tenants", "set-quota", "--help"]):
+        proc = await trio.run_process([sys.executable, "-m", "leibrix", *args], capture_stdout=True)
+        text = proc.stdout.decode()
+        assert "``" not in text and ":class:" not in text and ":func:" not in text, args
+    assert "exit status:" in text and "3  not found" in text
+    code, _, err = await ctl("tenants", "frobnicate")
+    assert code == 2 and "invalid choice" in err
+
+
+async def test_status_tenants_and_addresses(nursery, etcd_server, tmp_path) -> None:
+    master = await start_master(nursery, etcd_server.endpoint)
+    await leading(master)
+    addr = master.config.grpc_listen
+
+    out = await ok("status", master=addr)
+    assert "healthy" in out and "m1" in out and "leader" in out
+    status = json.loads(await ok("status", "-o", "json", master=addr))
+    assert status["leader"]["id"] == "m1" and status["healthy"] is True
+
+    # several masters: the unreachable one is skipped; none reachable = 4
+    out = await ok("status", master=f"{dead_addr()},{addr}")
+    assert "m1" in out
+    code, _, err = await ctl("status", master=dead_addr())
+    assert code == 4 and "no master reachable" in err
+
+    # the address from the environment, then from the config file (no flags)
+    code, out, _ = await ctl("status", env={"LEIBRIX_MASTER": addr})
+    assert code == 0 and "m1" in out
+    cfg = tmp_path / "config.yaml"
+    cfg.write_text(f"master: [{dead_addr()}, {addr}]\ntimeout: 3\ntenant: acme\n")
+    code, out, _ = await ctl("status", env={"LEIBRIX_CONFIG": str(cfg)})
+    assert code == 0 and "m1" in out
+    cfg.write_text("masters: x\n")
+    code, _, err = await ctl("status", env={"LEIBRIX_CONFIG": str(cfg)})
+    assert code == 2 and "unknown key 'masters'" in err
+
+    # tenants: set-quota creates, then changes only the limits given
+    out = await ok("tenants", "set-quota", "acme", "--max-datasets", "5", "--max-memory", "1GiB", master=addr)
+    assert "created" in out
+    await ok("tenants", "set-quota", "beta", "--policy", "QUEUE", master=addr)
+    out = await ok("tenants", "set-quota", "acme", "--max-epochs", "100", master=addr)
+    assert "updated" in out
+    got = json.loads(await ok("tenants", "get", "acme", "-o", "json", master=addr))
+    assert got["quota"]["max_datasets"] == 5 and got["quota"]["max_epochs"] == 100
+    assert int(got["quota"]["max_memory_bytes"]) == 1 << 30
+
+    table = await ok("tenants", "list", master=addr)
+    lines = table.strip().splitlines()
+    assert lines[0].split()[:3] == ["TENANT", "DATASETS", "EPOCHS"]
+    assert any(line.split()[:2] == ["acme", "0/5"] for line in lines)
+    assert all(len(line) <= 80 for line in lines) and "\x1b[" not in table
+    listed = json.loads(await ok("tenants", "list", "-o", "json", "--sort-by", "tenant", master=addr))
+    assert [t["quota"]["tenant_id"] for t in listed] == ["acme", "beta"]
+    assert "QUEUE" in await ok("tenants", "list", "-o", "wide", "--tenant", "beta", master=addr)
+    assert yaml.safe_load(await ok("tenants", "get", "beta", "-o", "yaml", master=addr))["quota"]["tenant_id"] == "beta"
+    code, _, err = await ctl("tenants", "list", "--sort-by", "colour", master=addr)
+    assert code == 2 and "no such column" in err
+
+    code, _, err = await ctl("tenants", "get", "nobody", master=addr)
+    assert code == 3 and "NOT_FOUND" in err
+    code, _, err = await ctl("tenants", "set-quota", "acme", "--max-datasets", "-1", master=addr)
+    assert code == 2 and "INVALID_ARGUMENT" in err
+    out = await ok("tenants", "delete", "beta", master=addr)
+    assert "deleted" in out
+    code, _, _ = await ctl("tenants", "delete", "beta", master=addr)
+    assert code == 3
+
+
+async def test_datasets_files_epochs_and_round_trip(nursery, etcd_server, tmp_path) -> None:
+    master = await start_master(nursery, etcd_server.endpoint)
+    await leading(master)
+    addr = master.config.grpc_listen
+    await ok("tenants", "set-quota", "acme", master=addr)
+
+    # every example parses and applies; applying it again changes nothing
+    for example in EXAMPLES:
+        out = await ok("datasets", "apply", "-f", str(example), master=addr)
+        assert "configured" in out and "admitted" in out, out
+        out = await ok("datasets", "apply", "-f", str(example), master=addr)
+        assert "unchanged" in out, out
+    assert len(EXAMPLES) == 3
+
+    listed = json.loads(await ok("datasets", "list", "-o", "json", master=addr))
+    assert sorted(d["dataset"] for d in listed) == ["events", "orders", "sessions"]
+    table = await ok("datasets", "list", "--tenant", "acme", "--sort-by", "dataset", master=addr)
+    rows = [line.split() for line in table.strip().splitlines()[2:]]
+    assert [r[0] for r in rows] == ["acme/events", "acme/orders", "acme/sessions"]
+    assert rows[1][1:4] == ["iceberg", "sales.orders", "2026-11-01"]
+    assert "0/4" in table  # orders: 2 days x 2 regions, none READY without workers
+
+    # round trip: get -o yaml is a file apply accepts, and applying it changes nothing
+    for name in ("orders", "events", "sessions"):
+        exported = await ok("datasets", "get", f"acme/{name}", "-o", "yaml", master=addr)
+        path = tmp_path / f"{name}.yaml"
+        path.write_text(exported)
+        out = await ok("datasets", "apply", "-f", str(path), master=addr)
+        if name != "sessions":  # these files have estimator hints, which the master does not report back
+            assert "configured: admitted 0 new epoch(s) of 4" in out, out
+        else:
+            assert "unchanged" in out, out
+        again = await ok("datasets", "get", f"acme/{name}", "-o", "yaml", master=addr)
+        assert yaml.safe_load(again)["source"] == yaml.safe_load(exported)["source"]
+    doc = yaml.safe_load((tmp_path / "orders.yaml").read_text())
+    assert doc["epoch_granularity"] == {"value": 1, "unit": "DAY"}
+    assert yaml.safe_load((tmp_path / "events.yaml").read_text())["epoch_granularity"] == {"value": 6, "unit": "HOUR"}
+    assert doc["source"]["partition"]["dimensions"] == {"region": ["eu", "us"]}
+    # JSON output of get is the same document (and apply reads .json files)
+    (tmp_path / "orders.json").write_text(await ok("datasets", "get", "orders", "--tenant", "acme", "-o", "json",
+                                                   master=addr))
+    assert "unchanged" in await ok("datasets", "apply", "-f", str(tmp_path / "orders.json"), master=addr)
+
+    # a changed file is an update: a new version refreshes every epoch
+    changed = (ROOT / "docs/examples/iceberg-orders.yaml").read_text().replace('"2026-11-01"', '"2026-11-02"')
+    code, out, err = await ctl("datasets", "apply", "-f", "-", master=addr, stdin=changed.encode())
+    assert code == 0 and "refreshed" in out, (out, err)
+
+    # bad files are usage errors naming the key; unknown datasets are not found
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("tenant: acme\ndataset: x\nsource: {iceberg: {uri: u}, table: t, partiton: {}}\n")
+    code, _, err = await ctl("datasets", "apply", "-f", str(bad), master=addr)
+    assert code == 2 and "source.partiton: unknown key" in err
+    code, _, err = await ctl("datasets", "get", "acme/nope", master=addr)
+    assert code == 3
+    code, _, err = await ctl("datasets", "get", "orders", master=addr)
+    assert code == 2 and "--tenant" in err
+
+    # epochs
+    epochs = json.loads(await ok("epochs", "list", "acme/events", "-o", "json", master=addr))
+    assert len(epochs) == 4 and all(e["state"] == "PENDING" for e in epochs)
+    table = await ok("epochs", "list", "acme/events", master=addr)
+    assert table.splitlines()[0].split() == ["EPOCH", "STATE", "START", "DIMS", "REPLICAS"]
+    first = epochs[0]["info"]["epoch_id"]
+    out = await ok("epochs", "get", "acme/events", first, master=addr)
+    assert first in out and "PENDING" in out
+    assert json.loads(await ok("epochs", "get", "acme/events", first, "-o", "json",
+                               master=addr))["info"]["epoch_id"] == first
+    code, _, _ = await ctl("epochs", "get", "acme/events", "0_000000", master=addr)
+    assert code == 3
+    out = await ok("epochs", "retire", "acme/events", first, master=addr)
+    assert "retired" in out
+    states = {e["info"]["epoch_id"]: e["state"] for e in
+              json.loads(await ok("epochs", "list", "acme/events", "-o", "json", master=addr))}
+    assert states[first] in ("RETIRING", "RETIRED")
+
+    # routes: nothing READY yet
+    out = await ok("routes", "resolve", "acme/orders", master=addr)
+    assert "No resources found" in out
+    assert json.loads(await ok("routes", "resolve", "acme/orders", "-o", "json", master=addr)) == []
+
+    out = await ok("datasets", "drop", "acme/sessions", master=addr)
+    assert "dropped" in out
+    code, _, _ = await ctl("datasets", "drop", "acme/sessions", master=addr)
+    assert code == 3
+    code, _, err = await ctl("tenants", "delete", "acme", master=addr)
+    assert code == 1 and "FAILED_PRECONDITION" in err
+
+
+async def test_wait_with_real_workers(nursery, etcd_server, tmp_path) -> None:
+    master = await start_master(nursery, etcd_server.endpoint)
+    await leading(master)
+    addr = master.config.grpc_listen
+    await workers(nursery, master, "w1", "w2")
+    await ok("tenants", "set-quota", "acme", master=addr)
+
+    example = ROOT / "docs/examples/iceberg-orders.yaml"
+    out = await ok("datasets", "apply", "-f", str(example), "--wait", "--wait-timeout", "60", master=addr)
+    assert "epochs READY 4/4" in out, out
+    assert "\x1b[" not in out  # not a terminal: plain lines, no progress bar
+
+    table = await ok("workers", "list", master=addr)
+    assert table.splitlines()[0].split()[:4] == ["WORKER", "STATE", "ADDR", "REPLICAS"]
+    listed = json.loads(await ok("workers", "list", "-o", "json", "--sort-by", "worker", master=addr))
+    assert [w["worker_id"] for w in listed] == ["w1", "w2"]
+    assert sum(w["replicas"] for w in listed) == 4
+    assert "ACTIVE" in await ok("workers", "get", "w1", master=addr)
+    code, _, _ = await ctl("workers", "get", "w9", master=addr)
+    assert code == 3
+
+    routes = json.loads(await ok("routes", "resolve", "acme/orders", "--where", "region=eu", "-o", "json",
+                                 master=addr))
+    assert len(routes) == 2 and all(r["worker_ids"] for r in routes)
+    out = await ok("routes", "resolve", "acme/orders", "--from", "2026-11-02T00:00:00Z", master=addr)
+    assert len(out.strip().splitlines()) == 2 + 2  # header, rule, 2 regions of the second day
+
+    # refresh with --wait: new version, every epoch reloaded
+    out = await ok("datasets", "refresh", "acme/orders", "--version", "v2", "--wait", "--wait-timeout", "60",
+                   master=addr)
+    assert "refreshed" in out and "epochs READY 4/4" in out, out
+    assert json.loads(await ok("datasets", "get", "acme/orders", "-o", "json", master=addr))["source"]["version"] == "v2"
+
+    # drain w1 with --wait: its replicas move to w2
+    held = {w["worker_id"]: w["replicas"] for w in
+            json.loads(await ok("workers", "list", "-o", "json", master=addr))}
+    out = await ok("workers", "drain", "w1", "--wait", "--wait-timeout", "60", master=addr)
+    assert f"replicas moved {held['w1']}/{held['w1']}" in out and "drained" in out, out
+    w1 = json.loads(await ok("workers", "get", "w1", "-o", "json", master=addr))
+    assert w1["state"] == "DRAINED" and w1["replicas"] == 0
+    code, _, err = await ctl("workers", "undrain", "w1", master=addr)
+    assert code == 2 and "no RPC" in err
+
+
+async def test_wait_reports_timeout(nursery, etcd_server) -> None:
+    """No worker can load: --wait gives up with exit 4 and says how far it got."""
+    master = await start_master(nursery, etcd_server.endpoint)
+    await leading(master)
+    addr = master.config.grpc_listen
+    await ok("tenants", "set-quota", "acme", master=addr)
+    code, out, err = await ctl("datasets", "apply", "-f", str(ROOT / "docs/examples/jdbc-events.yaml"), "--wait",
+                               "--wait-timeout", "2", master=addr)
+    assert code == 4 and "timed out after 2s: epochs READY 0/4" in err, (out, err)
+    assert "epochs READY 0/4" in out
