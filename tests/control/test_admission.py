@@ -14,7 +14,9 @@ from leibrix.store._etcd import EtcdClient
 from leibrix.wire._proto import leibrix_cp as cp
 from leibrix.wire._proto.records import state_pb2
 from leibrix.store._store import Keys
-from tests.support.admission import MiB, admission, leading, quota, rpc, start_master, states
+from tests.support.admission import MiB, admission, quota, rpc, states
+from tests.support.cluster import leading, start_master
+from tests.support.poll import eventually
 
 
 async def error_of(master: Any, name: str, request: Any) -> GRPCError:
@@ -149,14 +151,12 @@ async def test_concurrent_admissions_are_batched_and_all_acknowledged(
 
 
 async def test_follower_refuses_writes_but_answers_reads(etcd_server: Any, nursery: trio.Nursery) -> None:
-    a = await start_master(nursery, etcd_server.endpoint, "m1")
-    await leading(a)
+    a = await leading(await start_master(nursery, etcd_server.endpoint, "m1"))
     b = await start_master(nursery, etcd_server.endpoint, "m2")
     await rpc(a, "upsert_tenant_quota", quota(admission_policy=cp.AdmissionPolicy.QUEUE))
     await rpc(a, "admit_dataset", admission())
-    with trio.fail_after(10):
-        while "acme" not in b.parts.admission.state.tenants or not states(b):
-            await trio.sleep(0.02)
+    await eventually(lambda: "acme" in b.parts.admission.state.tenants and states(b), timeout=10,
+                     what="the follower's mirror holding the tenant and its epochs")
     info = await rpc(b.config.grpc_listen, "get_tenant", cp.GetTenantRequest(tenant_id="acme"))
     assert info.usage.pending_epochs == 1
     # A write sent to the follower is redirected (leibrix-leader) and lands on the leader.

@@ -11,34 +11,11 @@ from grpclib.const import Status
 from grpclib.exceptions import GRPCError
 
 from leibrix.store._etcd import EtcdClient
-from leibrix.master._master import Master
 from leibrix.wire._proto import leibrix_cp as cp
 from leibrix.wire._proto.records import state_pb2
-from leibrix.store._store import Keys
-from tests.support.admission import (
-    admission,
-    leading,
-    quota,
-    rpc,
-    start_master,
-    states,
-    wait_for,
-)
-
-
-async def crashable_master(nursery: trio.Nursery, endpoint: str, name: str) -> tuple[Master, trio.CancelScope]:
-    """A master whose whole task tree can be torn down at once (a crash, as far as etcd can tell)."""
-    holder: dict[str, Any] = {}
-
-    async def run(task_status: trio.TaskStatus[None]) -> None:
-        with trio.CancelScope() as scope:
-            async with trio.open_nursery() as inner:
-                holder["m"] = await start_master(inner, endpoint, name)
-                holder["scope"] = scope
-                task_status.started()
-
-    await nursery.start(run)
-    return holder["m"], holder["scope"]
+from tests.support.admission import admission, quota, routed, rpc, states
+from tests.support.cluster import KEYS, crashable_master, leading, start_master, workers
+from tests.support.poll import eventually
 
 
 async def test_failover_mid_admissions_loses_no_acknowledged_admission(
@@ -71,7 +48,7 @@ async def test_failover_mid_admissions_loses_no_acknowledged_admission(
             acked[i] = [e.epoch_id for e in resp.epochs.epochs]
 
     async def crash() -> None:
-        await wait_for(lambda: len(acked) >= 30, what="some admissions")
+        await eventually(lambda: len(acked) >= 30, what="30 acknowledged admissions")
         a_scope.cancel()
         crashed.set()
 
@@ -81,7 +58,7 @@ async def test_failover_mid_admissions_loses_no_acknowledged_admission(
         n.start_soon(crash)
     assert len(acked) == 120 and retries > 0
     await leading(b)
-    kvs, _ = await etcd.get_prefix(Keys("adm").root + "epochs/acme/")
+    kvs, _ = await etcd.get_prefix(KEYS.root + "epochs/acme/")
     stored: dict[str, set[str]] = {}
     for kv in kvs:
         rec = state_pb2.EpochRecord.FromString(kv.value)
@@ -95,24 +72,19 @@ async def test_failover_mid_admissions_loses_no_acknowledged_admission(
 
 @pytest.mark.slow
 async def test_killed_worker_replicas_are_replaced_and_stay_routable(etcd_server: Any, nursery: trio.Nursery) -> None:
-    from tests.support.admission import routed, workers
-
-    m = await start_master(nursery, etcd_server.endpoint)
-    await leading(m)
+    m = await leading(await start_master(nursery, etcd_server.endpoint))
     procs = await workers(nursery, m, "w1", "w2", "w3")
     await rpc(m, "upsert_tenant_quota", quota(admission_policy=cp.AdmissionPolicy.QUEUE))
     await rpc(m, "admit_dataset", admission(days=3, replication_factor=2))
-    await wait_for(lambda: set(states(m).values()) == {"READY"} and len(states(m)) == 3, what="READY")
+    await eventually(lambda: states(m), until=lambda s: set(s.values()) == {"READY"} and len(s) == 3, what="READY")
     victim = max(("w1", "w2", "w3"), key=lambda w: len(m.parts.admission.coordinator.replicas_on(w)))
     assert m.parts.admission.coordinator.replicas_on(victim)
     procs[victim].send_signal(signal.SIGKILL)
     # Every epoch keeps at least one LOADED replica, so it stays routed throughout.
-    with trio.fail_after(40):
-        while True:
-            assert routed(m) == set(states(m)), "an epoch lost its route"
-            epochs = m.parts.admission.state.epochs.values()
-            if all(victim not in e.worker_ids() and len([r for r in e.replicas if r.state == 2]) == 2
-                   for e in epochs):
-                break
-            await trio.sleep(0.05)
+    def re_replicated() -> bool:
+        assert routed(m) == set(states(m)), "an epoch lost its route"
+        return all(victim not in e.worker_ids() and len([r for r in e.replicas if r.state == 2]) == 2
+                   for e in m.parts.admission.state.epochs.values())
+
+    await eventually(re_replicated, timeout=40, interval=0.05, what=f"{victim}'s replicas replaced on survivors")
 

@@ -10,8 +10,9 @@ from typing import Any
 import trio
 
 from leibrix.wire._proto import leibrix_cp as cp
-from tests.support.admission import MiB, admission, leading, quota, rpc, start_master, states, wait_for
-from tests.control.test_admission_workers import all_ready, cluster
+from tests.support.admission import MiB, admission, all_ready, quota, rpc, states
+from tests.support.cluster import leading, master_with_workers, start_master
+from tests.support.poll import eventually
 
 QUEUE, EVICT = cp.AdmissionPolicy.QUEUE, cp.AdmissionPolicy.EVICT_LOWER_BENEFIT
 
@@ -37,10 +38,25 @@ class HeldWrite:
         self._gate.set()
 
 
+class Deferrals:
+    """Records the datasets the admission batcher defers to a later batch (behind a write in flight)."""
+
+    def __init__(self, master: Any) -> None:
+        adm = master.parts.admission.admissions
+        decide = adm._decide_batch
+        self.datasets: list[str] = []
+
+        async def recording(jobs: Any, inflight: Any) -> Any:
+            batch, deferred = await decide(jobs, inflight)
+            self.datasets.extend(job.spec.dataset_id for job in deferred)
+            return batch, deferred
+
+        adm._decide_batch = recording
+
+
 async def test_a_batch_is_written_while_an_earlier_one_waits_and_a_dataset_in_flight_waits_for_it(
         etcd_server: Any, nursery: trio.Nursery) -> None:
-    m = await start_master(nursery, etcd_server.endpoint)
-    await leading(m)
+    m = await leading(await start_master(nursery, etcd_server.endpoint))
     await rpc(m, "upsert_tenant_quota", quota(admission_policy=QUEUE))
     held = HeldWrite(m, "slow")
     answers: dict[str, list[cp.AdmitDatasetResponse]] = {"slow": []}
@@ -56,11 +72,13 @@ async def test_a_batch_is_written_while_an_earlier_one_waits_and_a_dataset_in_fl
     assert fast.message.startswith("admitted 1 new epoch") and answers["slow"] == []
     assert set(states(m, dataset="fast").values()) == {"PENDING"} and states(m, dataset="slow") == {}
     # the same dataset again waits for the write in flight, then is decided on the stored state: a no-op
+    deferred = Deferrals(m)
     nursery.start_soon(admit_slow)
-    await trio.sleep(0.3)
+    await eventually(lambda: deferred.datasets, until=lambda d: "slow" in d,
+                     what="the batcher deferring the second 'slow' behind the write in flight")
     assert answers["slow"] == []
     held.release()
-    await wait_for(lambda: len(answers["slow"]) == 2, what="both answers")
+    await eventually(lambda: len(answers["slow"]) == 2, what="both answers")
     assert [a.message for a in answers["slow"]] == ["admitted 1 new epoch(s) of 1; they wait as PENDING until "
                                                     "capacity and budget allow", "already admitted: no change"]
     assert len(states(m, dataset="slow")) == 1
@@ -71,7 +89,7 @@ async def test_evictions_decided_by_a_batch_in_flight_are_neither_reused_nor_for
     """Three 16 MiB residents fill a 48 MiB budget; two new epochs each need one evicted. The second is
     decided while the first's write is held: it must pick the *other* cold epoch (the first one's victim is
     taken) and count the room the first one's eviction makes, so both load and the hot resident stays."""
-    m = await cluster(etcd_server, nursery, "w1")
+    m = await master_with_workers(etcd_server.endpoint, nursery, "w1")
     await rpc(m, "upsert_tenant_quota", quota(admission_policy=EVICT, max_memory_bytes=48 * MiB))
     await rpc(m, "admit_dataset", admission(dataset="cold", days=3, hints=cp.EstimateHints(
         bytes_per_epoch=16 * MiB, scan_cost=100.0)))
@@ -92,7 +110,7 @@ async def test_evictions_decided_by_a_batch_in_flight_are_neither_reused_nor_for
     second = await rpc(m, "admit_dataset", admission(dataset="new2", hints=new))
     assert second.status == cp.AdmitDatasetResponseStatus.ACCEPTED and first == []
     held.release()
-    await wait_for(lambda: len(first) == 1, what="the first answer")
+    await eventually(lambda: len(first) == 1, what="the first answer")
     await all_ready(m, dataset="new1", n=1)
     await all_ready(m, dataset="new2", n=1)
     cold = states(m, dataset="cold")

@@ -13,14 +13,15 @@ from typing import Any
 import trio
 
 from leibrix.wire._proto import leibrix_cp as cp
-from tests.support.admission import admission, leading, quota, rpc, start_master, states, wait_for, workers
+from tests.support.admission import admission, quota, rpc, states
+from tests.support.cluster import leading, start_master, workers
+from tests.support.poll import eventually
 
 CAP = 2
 
 
 async def test_epochs_beyond_max_candidates_all_become_ready(etcd_server: Any, nursery: trio.Nursery) -> None:
-    m = await start_master(nursery, etcd_server.endpoint)
-    await leading(m)
+    m = await leading(await start_master(nursery, etcd_server.endpoint))
     coord = m.parts.admission.coordinator
     coord.config = dataclasses.replace(coord.config, max_candidates=CAP)
     # Workers join first: their arrival kicks a pass, and none of theirs may arrive after the admission.
@@ -30,11 +31,5 @@ async def test_epochs_beyond_max_candidates_all_become_ready(etcd_server: Any, n
     n = len(resp.epochs.epochs)
     assert n == 8 > CAP and resp.status == cp.AdmitDatasetResponseStatus.ACCEPTED
 
-    def done() -> bool:
-        s = states(m)
-        return len(s) == n and set(s.values()) == {"READY"}
-
-    try:
-        await wait_for(done, timeout=10, what="every epoch READY")
-    except trio.TooSlowError:
-        raise AssertionError(f"epochs stranded past max_candidates={CAP}: {sorted(states(m).values())}") from None
+    await eventually(lambda: sorted(states(m).values()), until=lambda s: s == ["READY"] * n, timeout=10,
+                     what=f"every epoch READY (none stranded past max_candidates={CAP})")

@@ -12,40 +12,15 @@ from grpclib.const import Status
 from grpclib.exceptions import GRPCError
 
 from leibrix.wire._proto import leibrix_cp as cp
-from tests.support.admission import (
-    MiB,
-    admission,
-    leading,
-    quota,
-    routed,
-    rpc,
-    start_master,
-    states,
-    wait_for,
-    watch_routes,
-    workers,
-)
+from tests.support.admission import MiB, admission, all_ready, quota, routed, rpc, states, watch_routes
+from tests.support.cluster import leading, master_with_workers, scheduling_pass, start_master, workers
+from tests.support.poll import eventually
 
 QUEUE, REJECT, EVICT = cp.AdmissionPolicy.QUEUE, cp.AdmissionPolicy.REJECT, cp.AdmissionPolicy.EVICT_LOWER_BENEFIT
 
 
-async def cluster(etcd_server: Any, nursery: trio.Nursery, *ids: str, memory: str = "256MiB") -> Any:
-    m = await start_master(nursery, etcd_server.endpoint)
-    await leading(m)
-    await workers(nursery, m, *ids, memory=memory)
-    return m
-
-
-async def all_ready(m: Any, tenant: str = "acme", dataset: str = "orders", n: int | None = None) -> None:
-    def done() -> bool:
-        s = states(m, tenant, dataset)
-        return bool(s) and (n is None or len(s) == n) and set(s.values()) == {"READY"}
-
-    await wait_for(done, timeout=30, what="READY")
-
-
 async def test_epochs_load_on_replicas_validate_and_route(etcd_server: Any, nursery: trio.Nursery) -> None:
-    m = await cluster(etcd_server, nursery, "w1", "w2")
+    m = await master_with_workers(etcd_server.endpoint, nursery, "w1", "w2")
     await rpc(m, "upsert_tenant_quota", quota(admission_policy=QUEUE))
     resp = await rpc(m, "admit_dataset", admission(days=2, regions=("eu", "us"), replication_factor=2))
     assert len(resp.epochs.epochs) == 4
@@ -70,7 +45,7 @@ async def test_epochs_load_on_replicas_validate_and_route(etcd_server: Any, nurs
 
 
 async def test_memory_quota_is_enforced_at_the_exact_boundary(etcd_server: Any, nursery: trio.Nursery) -> None:
-    m = await cluster(etcd_server, nursery, "w1")
+    m = await master_with_workers(etcd_server.endpoint, nursery, "w1")
     await rpc(m, "upsert_tenant_quota", quota(admission_policy=REJECT, max_memory_bytes=3 * 16 * MiB))
     await rpc(m, "admit_dataset", admission(days=2))  # 2 epochs: 32 MiB of 48
     await rpc(m, "admit_dataset", admission(dataset="more", days=1))  # exactly 48 of 48: fits
@@ -89,7 +64,7 @@ async def test_memory_quota_is_enforced_at_the_exact_boundary(etcd_server: Any, 
 
 
 async def test_epoch_and_dataset_budgets(etcd_server: Any, nursery: trio.Nursery) -> None:
-    m = await cluster(etcd_server, nursery, "w1")
+    m = await master_with_workers(etcd_server.endpoint, nursery, "w1")
     await rpc(m, "upsert_tenant_quota", quota(admission_policy=REJECT, max_epochs=2, max_datasets=2))
     await rpc(m, "admit_dataset", admission(days=2))
     with pytest.raises(GRPCError) as info:
@@ -103,19 +78,20 @@ async def test_epoch_and_dataset_budgets(etcd_server: Any, nursery: trio.Nursery
 
 
 async def test_queue_policy_waits_as_pending_and_loads_when_room_appears(etcd_server: Any, nursery: trio.Nursery) -> None:
-    m = await cluster(etcd_server, nursery, "w1")
+    m = await master_with_workers(etcd_server.endpoint, nursery, "w1")
     await rpc(m, "upsert_tenant_quota", quota(admission_policy=QUEUE, max_epochs=1))
     resp = await rpc(m, "admit_dataset", admission(days=3))
     assert resp.pending_epochs == 3
-    await wait_for(lambda: sorted(states(m).values()) == ["PENDING", "PENDING", "READY"], what="one loaded")
-    await trio.sleep(0.3)
+    await eventually(lambda: sorted(states(m).values()), until=lambda s: s == ["PENDING", "PENDING", "READY"],
+                     what="one loaded")
+    await scheduling_pass(m)  # a pass after the load: it places nothing more
     assert sorted(states(m).values()) == ["PENDING", "PENDING", "READY"]  # the budget holds
     await rpc(m, "upsert_tenant_quota", quota(admission_policy=QUEUE, max_epochs=3))
     await all_ready(m, n=3)
 
 
 async def test_evict_lower_benefit_policy_with_hysteresis(etcd_server: Any, nursery: trio.Nursery) -> None:
-    m = await cluster(etcd_server, nursery, "w1")
+    m = await master_with_workers(etcd_server.endpoint, nursery, "w1")
     await rpc(m, "upsert_tenant_quota", quota(admission_policy=EVICT, max_memory_bytes=32 * MiB))
     await rpc(m, "admit_dataset", admission(dataset="cold", days=2, hints=cp.EstimateHints(
         bytes_per_epoch=16 * MiB, scan_cost=100.0)))
@@ -139,14 +115,14 @@ async def test_evict_lower_benefit_policy_with_hysteresis(etcd_server: Any, nurs
 
 async def test_residency_by_benefit_across_tenants_with_hysteresis(etcd_server: Any, nursery: trio.Nursery) -> None:
     # One worker fits four 64 MiB epochs; two QUEUE tenants compete for it by benefit.
-    m = await cluster(etcd_server, nursery, "w1", memory="256MiB")
+    m = await master_with_workers(etcd_server.endpoint, nursery, "w1", memory="256MiB")
     for t in ("a", "b"):
         await rpc(m, "upsert_tenant_quota", quota(t, admission_policy=QUEUE))
     big = dict(bytes_per_epoch=64 * MiB)
     await rpc(m, "admit_dataset", admission("a", "base", days=4, hints=cp.EstimateHints(scan_cost=100.0, **big)))
     await all_ready(m, "a", "base", n=4)
     await rpc(m, "admit_dataset", admission("b", "meh", hints=cp.EstimateHints(scan_cost=140.0, **big)))
-    await trio.sleep(0.5)
+    await scheduling_pass(m)  # a pass that has seen "meh": it displaces nothing
     assert set(states(m, "b", "meh").values()) == {"PENDING"}  # 1.4x < 1.5x hysteresis: no churn
     await rpc(m, "admit_dataset", admission("b", "hot", hints=cp.EstimateHints(scan_cost=1000.0, **big)))
     await all_ready(m, "b", "hot", n=1)
@@ -156,7 +132,7 @@ async def test_residency_by_benefit_across_tenants_with_hysteresis(etcd_server: 
 
 
 async def test_refresh_is_make_before_break_and_routes_never_empty(etcd_server: Any, nursery: trio.Nursery) -> None:
-    m = await cluster(etcd_server, nursery, "w1", "w2")
+    m = await master_with_workers(etcd_server.endpoint, nursery, "w1", "w2")
     await rpc(m, "upsert_tenant_quota", quota(admission_policy=QUEUE))
     v1 = await rpc(m, "admit_dataset", admission(version="v1", days=2))
     await all_ready(m, n=2)
@@ -172,7 +148,7 @@ async def test_refresh_is_make_before_break_and_routes_never_empty(etcd_server: 
 
     async with trio.open_nursery() as n:
         n.start_soon(watch)
-        await wait_for(lambda: m.parts.admission.routes._subscribers.get("acme"), what="subscribed")
+        await eventually(lambda: m.parts.admission.routes._subscribers.get("acme"), what="subscribed")
         v2 = await rpc(m, "admit_dataset", admission(version="v2", days=2))
         assert v2.refresh and {e.epoch_id for e in v2.epochs.epochs}.isdisjoint(old)
     updates = seen["updates"]
@@ -184,14 +160,14 @@ async def test_refresh_is_make_before_break_and_routes_never_empty(etcd_server: 
     for u in updates[len(snapshot) + 1:]:
         (live.add if u.kind == cp.RouteUpdateKind.UPSERT else live.discard)(u.route.epoch.epoch_id)
         assert {windows[e] for e in live} == set(windows[e] for e in old), "a window lost its route"
-    await wait_for(lambda: all(states(m)[e] == "RETIRED" for e in old), what="old retired")
+    await eventually(lambda: states(m), until=lambda s: all(s[e] == "RETIRED" for e in old), what="old retired")
     assert routed(m) == {e.epoch_id for e in v2.epochs.epochs}
     resolved = await rpc(m, "resolve_route", cp.ResolveRouteRequest(tenant_id="acme", dataset_id="orders"))
     assert {r.epoch.epoch_id for r in resolved.routes} == {e.epoch_id for e in v2.epochs.epochs}
 
 
 async def test_retention_keeps_the_newest_epochs(etcd_server: Any, nursery: trio.Nursery) -> None:
-    m = await cluster(etcd_server, nursery, "w1")
+    m = await master_with_workers(etcd_server.endpoint, nursery, "w1")
     await rpc(m, "upsert_tenant_quota", quota(admission_policy=QUEUE))
     first = await rpc(m, "admit_dataset", admission(days=3, retention_epochs=2))
     assert len(first.epochs.epochs) == 2  # the oldest of 3 windows is never created
@@ -200,13 +176,13 @@ async def test_retention_keeps_the_newest_epochs(etcd_server: Any, nursery: trio
     resp = await rpc(m, "admit_dataset", later)
     (new,) = resp.epochs.epochs
     oldest = first.epochs.epochs[0].epoch_id
-    await wait_for(lambda: states(m).get(oldest) == "RETIRED" and states(m).get(new.epoch_id) == "READY",
-                   what="retention")
+    await eventually(lambda: states(m), until=lambda s: s.get(oldest) == "RETIRED" and s.get(new.epoch_id) == "READY",
+                     what="the oldest epoch RETIRED and the new one READY")
     assert routed(m) == {first.epochs.epochs[1].epoch_id, new.epoch_id}
 
 
 async def test_retire_and_drop_withdraw_routes_then_evict(etcd_server: Any, nursery: trio.Nursery) -> None:
-    m = await cluster(etcd_server, nursery, "w1")
+    m = await master_with_workers(etcd_server.endpoint, nursery, "w1")
     await rpc(m, "upsert_tenant_quota", quota(admission_policy=QUEUE))
     await rpc(m, "admit_dataset", admission(days=2))
     await all_ready(m, n=2)
@@ -221,11 +197,11 @@ async def test_retire_and_drop_withdraw_routes_then_evict(etcd_server: Any, nurs
     with pytest.raises(GRPCError) as info:
         await rpc(m, "get_dataset", cp.GetDatasetRequest(tenant_id="acme", dataset_id="orders"))
     assert info.value.status == Status.NOT_FOUND
-    await wait_for(lambda: m.parts.admission.state.reserved.get("w1", [0])[0] == 0, what="released")
+    await eventually(lambda: m.parts.admission.state.reserved.get("w1", [0])[0] == 0, what="w1's memory released")
 
 
 async def test_two_tenants_cannot_touch_each_others_budgets(etcd_server: Any, nursery: trio.Nursery) -> None:
-    m = await cluster(etcd_server, nursery, "w1")
+    m = await master_with_workers(etcd_server.endpoint, nursery, "w1")
     await rpc(m, "upsert_tenant_quota", quota("a", admission_policy=REJECT, max_memory_bytes=16 * MiB))
     await rpc(m, "upsert_tenant_quota", quota("b", admission_policy=REJECT, max_memory_bytes=64 * MiB))
     await rpc(m, "admit_dataset", admission("b", days=4))  # b fills its own budget
@@ -243,15 +219,17 @@ async def test_two_tenants_cannot_touch_each_others_budgets(etcd_server: Any, nu
 
 
 async def test_invalid_loads_retry_with_backoff_then_fail_and_never_route(etcd_server: Any, nursery: trio.Nursery) -> None:
-    m = await cluster(etcd_server, nursery, "w1")
+    m = await master_with_workers(etcd_server.endpoint, nursery, "w1")
     await rpc(m, "upsert_tenant_quota", quota(admission_policy=QUEUE))
     # The plan allows 2 x 1,000 bytes; DuckDB holds any table in far more: every load fails validation.
     await rpc(m, "admit_dataset", admission(bytes_per_epoch=1000))
     (eid,) = states(m)
-    with trio.fail_after(30):
-        while states(m)[eid] != "FAILED":
-            assert routed(m) == set(), "a load that failed validation was routed"
-            await trio.sleep(0.02)
+
+    def failed_never_routed() -> str:
+        assert routed(m) == set(), "a load that failed validation was routed"
+        return states(m)[eid]
+
+    await eventually(failed_never_routed, until=lambda state: state == "FAILED", timeout=30, what="FAILED")
     e = m.parts.admission.state.epochs[("acme", "orders", eid)]
     assert e.attempts == 3 and e.replicas == ()
     assert "validation failed: loaded" in e.history[-1].reason and "gave up after 3 attempts" in e.history[-1].reason
@@ -261,7 +239,7 @@ async def test_invalid_loads_retry_with_backoff_then_fail_and_never_route(etcd_s
 
 
 async def test_pools_isolate_tenants(etcd_server: Any, nursery: trio.Nursery) -> None:
-    m = await cluster(etcd_server, nursery, "shared1")
+    m = await master_with_workers(etcd_server.endpoint, nursery, "shared1")
     await rpc(m, "upsert_tenant_quota", quota("acme", admission_policy=QUEUE, worker_pool="gold"))
     await rpc(m, "upsert_tenant_quota", quota("free", admission_policy=QUEUE))
     await workers(nursery, m, "gold1", "gold2", pool="gold")
@@ -277,8 +255,7 @@ async def test_pools_isolate_tenants(etcd_server: Any, nursery: trio.Nursery) ->
 @pytest.mark.parametrize("policy", [REJECT, EVICT])
 async def test_admitted_before_any_worker_joins_loads_once_capacity_joins(
         etcd_server: Any, nursery: trio.Nursery, policy: cp.AdmissionPolicy) -> None:
-    m = await start_master(nursery, etcd_server.endpoint)
-    await leading(m)
+    m = await leading(await start_master(nursery, etcd_server.endpoint))
     await rpc(m, "upsert_tenant_quota", quota(admission_policy=policy, max_memory_bytes=2 * 16 * MiB))
     resp = await rpc(m, "admit_dataset", admission(days=2))
     assert resp.status == cp.AdmitDatasetResponseStatus.ACCEPTED and resp.pending_epochs == 2

@@ -10,20 +10,27 @@ import signal
 import time
 from typing import Any
 
+import pytest
 import trio
+from grpclib.const import Status
+from grpclib.exceptions import GRPCError
 
+from leibrix.control._heat_checkpoint import HeatCheckpointer
 from leibrix.store._etcd import EtcdClient
 from leibrix.master._master import Master
 from leibrix.wire._proto import leibrix_cp as cp
-from tests.support.admission import MiB, admission, leading, quota, rpc, states, wait_for, workers
-from tests.support.heat import (
+from tests.support.admission import MiB, admission, quota, rpc, states
+from tests.support.cluster import (
     crashable_master,
-    eventually,
-    heat_records,
+    leader_and_follower,
     leader_id,
+    leading,
     master_process,
     start_master,
+    workers,
 )
+from tests.support.heat import heat_records
+from tests.support.poll import Passes, eventually
 
 HALF_LIFE = 5.0
 OPTS = {"heat_checkpoint_interval_s": 0.2, "heat_half_life_s": HALF_LIFE}
@@ -46,24 +53,18 @@ async def access(master: Master | str, epoch_id: str, count: int) -> None:
 
 async def until_ok(master: Master | str, name: str, request: Any) -> Any:
     """Call an RPC until the master answers it (a new leader is UNAVAILABLE until its term has started)."""
-    from grpclib.const import Status
-    from grpclib.exceptions import GRPCError
 
-    with trio.fail_after(20):
-        while True:
-            try:
-                return await rpc(master, name, request)
-            except GRPCError as exc:
-                if exc.status is not Status.UNAVAILABLE:
-                    raise
-            await trio.sleep(0.05)
+    async def attempt() -> tuple[bool, Any]:
+        try:
+            return True, await rpc(master, name, request)
+        except GRPCError as exc:
+            if exc.status is not Status.UNAVAILABLE:
+                raise
+            return False, exc
 
-
-async def leader_and_follower(etcd_server: Any, nursery: trio.Nursery) -> tuple[Master, Master]:
-    """Master "a", leading, and master "b", following with a warm mirror (both with ``OPTS``)."""
-    a = await start_master(nursery, etcd_server.endpoint, "a", **OPTS)
-    await leading(a)
-    return a, await start_master(nursery, etcd_server.endpoint, "b", **OPTS)
+    _, reply = await eventually(attempt, until=lambda outcome: outcome[0], interval=0.05,
+                                what=f"{name} answered (not UNAVAILABLE)")
+    return reply
 
 
 async def feed_three(leader: Master | str, etcd: EtcdClient) -> tuple[str, str, str]:
@@ -103,7 +104,7 @@ async def check_resumed_heat(new_leader: Master, etcd: EtcdClient, cold: str, ho
 
 async def test_heat_survives_the_leaders_resignation_decayed_by_the_time_since(
         etcd_server: Any, etcd: EtcdClient, nursery: trio.Nursery) -> None:
-    a, b = await leader_and_follower(etcd_server, nursery)
+    a, b = await leader_and_follower(nursery, etcd_server.endpoint, **OPTS)
     cold, hot, warm = await feed_three(a, etcd)
     await a.shutdown()
     await leading(b)
@@ -127,7 +128,7 @@ async def test_heat_survives_a_killed_leader(etcd_server: Any, etcd: EtcdClient,
 
 async def test_a_pending_epoch_made_hot_before_a_failover_is_still_loaded_first(
         etcd_server: Any, etcd: EtcdClient, nursery: trio.Nursery) -> None:
-    a, b = await leader_and_follower(etcd_server, nursery)
+    a, b = await leader_and_follower(nursery, etcd_server.endpoint, **OPTS)
     await rpc(a, "upsert_tenant_quota", quota(admission_policy=QUEUE))
     resp = await rpc(a, "admit_dataset", admission(days=2, bytes_per_epoch=100 * MiB))
     cold, hot = sorted(e.epoch_id for e in resp.epochs.epochs)  # by the prior alone, cold would go first
@@ -140,7 +141,7 @@ async def test_a_pending_epoch_made_hot_before_a_failover_is_still_loaded_first(
     await a.shutdown()
     await leading(b)
     await workers(nursery, b, "w1", memory="150MiB")  # room for one of the two epochs only
-    await wait_for(lambda: states(b)[hot] == "READY", timeout=30, what="the hot epoch loaded")
+    await eventually(lambda: states(b), until=lambda s: s[hot] == "READY", timeout=30, what="the hot epoch loaded")
     assert states(b)[cold] == "PENDING"
 
 
@@ -152,18 +153,18 @@ async def test_a_term_ended_while_still_valid_flushes_its_heat(
     resp = await rpc(a, "admit_dataset", admission(days=2))
     first = resp.epochs.epochs[0].epoch_id
     await access(a, first, 7)
-    await trio.sleep(0.3)
-    assert await heat_records(etcd) == {}  # the interval is 10 minutes: nothing written yet
+    assert (await list_epochs(a))[first].heat > 7  # the accesses are fed ...
+    assert await heat_records(etcd) == {}  # ... but the interval is 10 minutes: nothing written yet
     scope.cancel()  # the term's lease is still alive: the final flush is allowed
-    await wait_for(lambda: not a.is_leader, what="the master's end")
+    await eventually(lambda: not a.is_leader, what="the master's end")
     recs = await eventually(lambda: heat_records(etcd), what="the final flush")
     assert set(recs) == {key(first)} and 7 < recs[key(first)][0].value <= 8
 
 
 async def test_checkpoints_are_bounded_by_the_interval_and_go_with_their_epochs(
-        etcd_server: Any, etcd: EtcdClient, nursery: trio.Nursery) -> None:
-    m = await start_master(nursery, etcd_server.endpoint, "a", heat_checkpoint_interval_s=0.5)
-    await leading(m)
+        etcd_server: Any, etcd: EtcdClient, nursery: trio.Nursery, monkeypatch: pytest.MonkeyPatch) -> None:
+    checkpoints = Passes.of(monkeypatch, HeatCheckpointer, "flush")
+    m = await leading(await start_master(nursery, etcd_server.endpoint, "a", heat_checkpoint_interval_s=0.5))
     await rpc(m, "upsert_tenant_quota", quota(admission_policy=QUEUE))
     resp = await rpc(m, "admit_dataset", admission(days=3))
     ids = sorted(e.epoch_id for e in resp.epochs.epochs)
@@ -179,7 +180,7 @@ async def test_checkpoints_are_bounded_by_the_interval_and_go_with_their_epochs(
     assert set(await heat_records(etcd)) == {key(ids[0]), key(ids[1])}
     await rpc(m, "drop_dataset", cp.DropDatasetRequest(tenant_id="acme", dataset_id="orders"))
     assert await heat_records(etcd) == {}  # deleted with the epochs, in the same transactions
-    await trio.sleep(1.2)  # two more intervals: nothing comes back
+    await checkpoints.after(count=2)  # two more checkpoint passes: nothing comes back
     assert await heat_records(etcd) == {}
 
 
@@ -189,7 +190,7 @@ async def _has(etcd: EtcdClient, keys: set[str]) -> bool:
 
 async def test_a_new_leader_warms_every_checkpointed_epoch_at_the_start_of_its_term(
         etcd_server: Any, etcd: EtcdClient, nursery: trio.Nursery) -> None:
-    a, b = await leader_and_follower(etcd_server, nursery)
+    a, b = await leader_and_follower(nursery, etcd_server.endpoint, **OPTS)
     await rpc(a, "upsert_tenant_quota", quota(admission_policy=QUEUE))
     resp = await rpc(a, "admit_dataset", admission(days=1))
     (only,) = [e.epoch_id for e in resp.epochs.epochs]
@@ -205,7 +206,7 @@ async def test_a_new_leader_warms_every_checkpointed_epoch_at_the_start_of_its_t
     await leading(b)
     svc = b.parts.admission
     e = svc.state.epochs[("acme", "orders", only)]
-    await wait_for(lambda: e.heat is not None, what="the warm-up")
+    await eventually(lambda: e.heat is not None, what="the warm-up")
     model = svc.coordinator.config.heat
     assert 8 < e.heat.get(model, trio.current_time()) <= 10
 
@@ -213,9 +214,7 @@ async def test_a_new_leader_warms_every_checkpointed_epoch_at_the_start_of_its_t
 async def test_a_graceful_shutdown_writes_its_heat_before_resigning(
         etcd_server: Any, etcd: EtcdClient, nursery: trio.Nursery) -> None:
     """SIGTERM path (``Master.shutdown``): heat fed after the last checkpoint reaches the successor."""
-    a = await start_master(nursery, etcd_server.endpoint, "a", heat_checkpoint_interval_s=600.0)
-    await leading(a)
-    b = await start_master(nursery, etcd_server.endpoint, "b", heat_checkpoint_interval_s=600.0)
+    a, b = await leader_and_follower(nursery, etcd_server.endpoint, heat_checkpoint_interval_s=600.0)
     await rpc(a, "upsert_tenant_quota", quota(admission_policy=QUEUE))
     resp = await rpc(a, "admit_dataset", admission(days=2))
     first = resp.epochs.epochs[0].epoch_id

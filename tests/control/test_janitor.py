@@ -15,8 +15,10 @@ from leibrix.store._etcd import EtcdClient
 from leibrix.control._janitor import Janitor
 from leibrix.master._master import Master
 from leibrix.wire._proto import leibrix_cp as cp
-from tests.support.admission import admission, leading, quota, rpc, states, wait_for, workers
-from tests.support.heat import KEYS, eventually, heat_records, start_master
+from tests.support.admission import admission, quota, rpc, states
+from tests.support.cluster import KEYS, leading, start_master, workers
+from tests.support.heat import heat_records
+from tests.support.poll import Passes, eventually
 
 QUEUE = cp.AdmissionPolicy.QUEUE
 
@@ -62,15 +64,20 @@ def test_housekeeping_options_reach_the_services_and_are_validated() -> None:
             load_config(parser.parse_args([flag, "0"]), environ={})
 
 
+def janitor_passes(monkeypatch: pytest.MonkeyPatch) -> Passes:
+    """Counts every janitor's pruning passes (``Janitor.prune``)."""
+    return Passes.of(monkeypatch, Janitor, "prune")
+
+
 async def test_expired_requests_are_pruned_and_a_retry_after_that_is_a_no_op(
-        etcd_server: Any, etcd: EtcdClient, nursery: trio.Nursery) -> None:
-    m = await start_master(nursery, etcd_server.endpoint, request_ttl_s=1.5, prune_interval_s=0.2)
-    await leading(m)
+        etcd_server: Any, etcd: EtcdClient, nursery: trio.Nursery, monkeypatch: pytest.MonkeyPatch) -> None:
+    passes = janitor_passes(monkeypatch)
+    m = await leading(await start_master(nursery, etcd_server.endpoint, request_ttl_s=1.5, prune_interval_s=0.2))
     await rpc(m, "upsert_tenant_quota", quota(admission_policy=QUEUE))
     first = await rpc(m, "admit_dataset", admission(days=2, request_id="r1"))
     assert first.pending_epochs == 2
     before = await epoch_revisions(etcd)
-    await trio.sleep(0.7)  # a few passes, all before the TTL
+    await passes.after(count=2)  # passes after the request was stored, before its TTL
     assert await etcd.get(KEYS.request("r1")) is not None
 
     async def gone() -> bool:
@@ -88,10 +95,10 @@ async def test_expired_requests_are_pruned_and_a_retry_after_that_is_a_no_op(
 
 
 async def test_retired_epochs_are_pruned_with_their_heat_after_the_ttl(
-        etcd_server: Any, etcd: EtcdClient, nursery: trio.Nursery) -> None:
-    m = await start_master(nursery, etcd_server.endpoint, retired_ttl_s=2.0, prune_interval_s=0.2,
-                           heat_checkpoint_interval_s=0.2)
-    await leading(m)
+        etcd_server: Any, etcd: EtcdClient, nursery: trio.Nursery, monkeypatch: pytest.MonkeyPatch) -> None:
+    passes = janitor_passes(monkeypatch)
+    m = await leading(await start_master(nursery, etcd_server.endpoint, retired_ttl_s=2.0, prune_interval_s=0.2,
+                                         heat_checkpoint_interval_s=0.2))
     await rpc(m, "upsert_tenant_quota", quota(admission_policy=QUEUE))
     resp = await rpc(m, "admit_dataset", admission(days=3))
     old, *kept = sorted(e.epoch_id for e in resp.epochs.epochs)
@@ -103,30 +110,30 @@ async def test_retired_epochs_are_pruned_with_their_heat_after_the_ttl(
     await eventually(checkpointed, what="the heat checkpoint")
     await retire(m, old)
     assert await by_state(m) == {"PENDING": 2, "RETIRED": 1}
-    await trio.sleep(0.5)  # passes before the TTL keep it
+    await passes.after(count=2)  # passes before the TTL keep it
     assert old in await listed(m)
-    await wait_for(lambda: old not in states(m), timeout=10, what="the RETIRED epoch's pruning")
+    await eventually(lambda: old not in states(m), timeout=10, what="the RETIRED epoch's pruning")
     assert set(await epoch_revisions(etcd)) == set(kept)
     assert await heat_records(etcd) == {}
     assert await listed(m) == set(kept)
     assert await by_state(m) == {"PENDING": 2}
     assert pruned(m, "epochs") == 1
-    await trio.sleep(0.5)
+    await passes.after(count=2)
     assert set(states(m)) == set(kept)  # PENDING epochs are never pruned
 
 
 async def test_ready_and_failed_epochs_are_never_pruned_until_retired(
-        etcd_server: Any, etcd: EtcdClient, nursery: trio.Nursery) -> None:
-    m = await start_master(nursery, etcd_server.endpoint, retired_ttl_s=0.1, prune_interval_s=0.1)
-    await leading(m)
+        etcd_server: Any, etcd: EtcdClient, nursery: trio.Nursery, monkeypatch: pytest.MonkeyPatch) -> None:
+    passes = janitor_passes(monkeypatch)
+    m = await leading(await start_master(nursery, etcd_server.endpoint, retired_ttl_s=0.1, prune_interval_s=0.1))
     await workers(nursery, m, "w1")
     await rpc(m, "upsert_tenant_quota", quota(admission_policy=QUEUE))
     await rpc(m, "admit_dataset", admission(days=2))
     # The plan allows 2 x 1,000 bytes; DuckDB holds any table in far more: the load fails validation.
     await rpc(m, "admit_dataset", admission(dataset="bad", bytes_per_epoch=1000))
-    await wait_for(lambda: set(states(m).values()) == {"READY"} and set(states(m, dataset="bad").values())
-                   == {"FAILED"}, timeout=40, what="READY and FAILED epochs")
-    await trio.sleep(1.0)  # ten passes with a 0.1 s TTL
+    await eventually(lambda: (set(states(m).values()), set(states(m, dataset="bad").values())),
+                     until=lambda s: s == ({"READY"}, {"FAILED"}), timeout=40, what="READY and FAILED epochs")
+    await passes.after(count=10)  # ten passes with a 0.1 s TTL
     assert set(states(m).values()) == {"READY"} and len(states(m)) == 2
     assert set(states(m, dataset="bad").values()) == {"FAILED"}
     assert len(await epoch_revisions(etcd)) == 2 and len(await epoch_revisions(etcd, "bad")) == 1
@@ -134,16 +141,15 @@ async def test_ready_and_failed_epochs_are_never_pruned_until_retired(
     ready = sorted(states(m))[0]
     await retire(m, failed, dataset="bad")  # an operator's decision: FAILED -> RETIRED, then the TTL
     await retire(m, ready)  # READY -> RETIRING -> RETIRED
-    await wait_for(lambda: not states(m, dataset="bad") and ready not in states(m), timeout=10,
-                   what="pruning after retirement")
+    await eventually(lambda: not states(m, dataset="bad") and ready not in states(m), timeout=10,
+                     what="pruning after retirement")
     assert await epoch_revisions(etcd, "bad") == {} and len(await epoch_revisions(etcd)) == 1
     assert pruned(m, "epochs") == 2
 
 
 async def test_pruning_never_deletes_an_epoch_rewritten_meanwhile(
         etcd_server: Any, etcd: EtcdClient, nursery: trio.Nursery) -> None:
-    m = await start_master(nursery, etcd_server.endpoint, prune_interval_s=600.0)
-    await leading(m)
+    m = await leading(await start_master(nursery, etcd_server.endpoint, prune_interval_s=600.0))
     await rpc(m, "upsert_tenant_quota", quota(admission_policy=QUEUE))
     resp = await rpc(m, "admit_dataset", admission(days=2))
     first, second = sorted(e.epoch_id for e in resp.epochs.epochs)

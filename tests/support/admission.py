@@ -1,57 +1,43 @@
-"""Harness for the admission tests: real masters (in-process, real etcd, real gRPC) and real workers.
+"""Harness for the admission tests: requests, RPCs and views of a master's admission state.
 
-* :func:`start_master` runs a :class:`leibrix.master._master.Master` on free loopback
-  ports against the ``etcd_server`` fixture (its composition root wires the
-  admission service, the ManagementService areas and the worker hub).
 * :func:`rpc` calls a ManagementService RPC over real gRPC (following
   ``leibrix-leader`` redirects) and returns the reply, or raises ``GRPCError``.
-* :func:`admission` builds an ``AdmitDatasetRequest`` (days × regions).
-* ``spawn_worker`` (from the hub harness) runs ``python -m leibrix worker``.
+* :func:`admission` builds an ``AdmitDatasetRequest`` (days × regions);
+  :func:`quota` a ``TenantQuota``.
+* :func:`states`, :func:`routed`, :func:`watch_routes` read what a master decided;
+  :func:`all_ready` waits until a dataset's epochs are all READY.
+
+Masters and workers are launched by :mod:`tests.support.cluster`, waits are
+:func:`tests.support.poll.eventually`. ``start_master``, ``leading``,
+``workers``, ``wait_for`` and ``_addr`` are re-exported here under their old
+names for modules not yet migrated; new code imports them from there.
 """
 
 from __future__ import annotations
 
-import socket
 from collections.abc import Callable
 from datetime import datetime, timedelta, timezone
 from typing import Any
 
-import trio
 from grpclib.exceptions import GRPCError
 
-from leibrix.master._config import MasterConfig
+from leibrix.cli._local import free_hostport
 from leibrix.client._call import call
 from leibrix.master._master import Master
 from leibrix.wire._proto import leibrix_cp as cp
 from leibrix.client._requests import time_partitioned_admission
+from tests.support.cluster import leading, start_master, workers
+from tests.support.poll import eventually
 
 T0 = datetime(2026, 11, 1, tzinfo=timezone.utc)
 MiB = 1 << 20
 
 
-def _addr() -> str:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return f"127.0.0.1:{s.getsockname()[1]}"
-
-
-async def start_master(nursery: trio.Nursery, endpoint: str, name: str = "m1", cluster: str = "adm") -> Master:
-    config = MasterConfig(name=name, cluster=cluster, grpc_listen=_addr(), http_listen=_addr(),
-                          etcd_endpoints=[endpoint], lease_ttl=1).validate()
-    master = Master(config)
-    await nursery.start(master.run)
-    return master
-
-
-async def wait_for(predicate: Callable[[], bool], timeout: float = 20.0, what: str = "condition") -> None:
-    with trio.fail_after(timeout):
-        while not predicate():
-            await trio.sleep(0.02)
-
-
-async def leading(master: Master) -> None:
-    """Wait until ``master`` leads and its admission service runs."""
-    await wait_for(lambda: master.is_leader and master.parts.admission.admissions is not None, what="leadership")
+#: Old names, kept for modules not yet migrated (plain aliases of the helpers in cluster/poll).
+_addr = free_hostport
+wait_for = eventually
+__all__ = ["MiB", "T0", "_addr", "admission", "all_ready", "leading", "quota", "routed", "rpc", "start_master", "states",
+           "wait_for", "watch_routes", "workers"]
 
 
 async def rpc(master: Master | str, name: str, request: Any, timeout: float = 10.0) -> Any:
@@ -116,14 +102,12 @@ def routed(master: Master, tenant: str = "acme", dataset: str = "orders") -> set
     return {e for (d, e) in master.parts.admission.routes.routes(tenant) if d == dataset}
 
 
-async def workers(nursery: trio.Nursery, master: Master, *ids: str, memory: str = "256MiB",
-                  pool: str = "") -> dict[str, trio.Process]:
-    """Start real worker processes (reaped by ``nursery``) and wait until the leader sees them ACTIVE."""
-    from tests.support.hub import run_process, worker_cmd
+async def all_ready(master: Master, tenant: str = "acme", dataset: str = "orders", n: int | None = None,
+                    timeout: float = 30.0) -> dict[str, str]:
+    """Wait until the dataset has epochs (``n`` of them if given), every one READY; returns their states."""
 
-    extra = ("--pool", pool) if pool else ()
-    procs = {wid: await nursery.start(run_process, worker_cmd(master.config.grpc_listen, wid, *extra, memory=memory))
-             for wid in ids}
-    hub = master.parts.hub
-    await wait_for(lambda: len(hub.eligible(pool or None)) >= len(ids), timeout=30, what="workers")
-    return procs
+    def done(s: dict[str, str]) -> bool:
+        return bool(s) and (n is None or len(s) == n) and set(s.values()) == {"READY"}
+
+    return await eventually(lambda: states(master, tenant, dataset), until=done, timeout=timeout,
+                            what=f"{n if n is not None else 'all'} epoch(s) of {tenant}/{dataset} READY")
