@@ -4,7 +4,8 @@ grpclib is asyncio-only, so each stream is served by asyncio coroutines
 (under trio-asyncio) that cross into the Trio side, the
 :class:`~leibrix.workers._protocols.Registry`, through
 :func:`leibrix.wire._grpc.call_trio`. Only grpclib's public stream API is
-used: ``recv_message``, ``send_message``, ``send_trailing_metadata``.
+used: ``recv_message``, ``send_message``, ``send_trailing_metadata`` (and
+the stream's path, below).
 
 **Sessions.** A stream must open with ``register_event`` within
 ``register_timeout``; it is checked by
@@ -22,6 +23,10 @@ coordinator never stops the stream from being read and a healthy worker's
 heartbeats never wait behind its statuses), and the **sender** (the one
 writer of the stream: a bounded queue that :meth:`_Session.offer` fills
 without waiting, closing the session RESOURCE_EXHAUSTED when it is full).
+A session that arrived on the Rust leibrix-worker's path gets every message
+in that worker's layout (:func:`leibrix.wire._upstream.upstream_frame`: its
+StarRocks and JDBC catalogs differ from ours); the path is grpclib's
+``Stream._method_name`` (0.4.9, pinned), the one private name used here.
 When the worker half-closes, every report already read is judged before the
 stream ends, so a bad report sent just before the half-close still gets its
 own status.
@@ -54,9 +59,10 @@ from google.protobuf.message import DecodeError
 from grpclib.const import Status
 
 from leibrix.domain._errors import ApiError, FailedPrecondition
-from leibrix.wire._grpc import COORDINATE_WORKER, LEADER_METADATA, call_trio
+from leibrix.wire._grpc import COORDINATE_WORKER, COORDINATE_WORKER_RUST, LEADER_METADATA, call_trio
 from leibrix.wire._proto import leibrix_cp as cp
 from leibrix.wire._proto.records import control_plane_pb2 as pb
+from leibrix.wire._upstream import upstream_frame
 from leibrix.workers._config import HubConfig
 from leibrix.workers._member import check_id, member_from_registration
 from leibrix.workers._messages import MAX_STATUS_MESSAGE_CHARS, Frame, clip, common_ack
@@ -92,9 +98,11 @@ class _Close(Exception):
 class _Session:
     """One registered worker's stream, as the registry sees it (implements ``Session``)."""
 
-    def __init__(self, worker_id: str, peer: str, outbound: int) -> None:
+    def __init__(self, worker_id: str, peer: str, outbound: int, *, upstream: bool = False) -> None:
         self.worker_id = worker_id
         self.peer = peer
+        #: the stream came on the Rust worker's path: frames are sent in its layout
+        self.upstream = upstream
         self.queue: asyncio.Queue[Frame] = asyncio.Queue(outbound)
         #: status reports read but not yet handed to the coordinator
         self.statuses: asyncio.Queue[pb.DataPullStatusUpdateEvent] = asyncio.Queue(STATUS_BACKLOG)
@@ -104,6 +112,12 @@ class _Session:
     def offer(self, frame: bytes) -> bool:
         if self.closing.is_set():
             return False
+        if self.upstream:
+            try:
+                frame = upstream_frame(frame)
+            except ValueError as e:  # a DSN it cannot be given; the epoch's other replicas are unaffected
+                log.error("worker %s: message not sent, no Rust-worker form: %s", self.worker_id, e)
+                return False
         try:
             self.queue.put_nowait(Frame(frame))
         except asyncio.QueueFull:
@@ -204,7 +218,8 @@ class WorkerStreams:
                          f"first message must be register_event, got {kind or 'no payload'}", reject=True)
         m = member_from_registration(msg, self.config, registry.pool_known)
         peer = stream.peer.addr() if stream.peer else None
-        session = _Session(m.worker_id, f"{peer[0]}:{peer[1]}" if peer else "?", self.config.outbound_queue)
+        session = _Session(m.worker_id, f"{peer[0]}:{peer[1]}" if peer else "?", self.config.outbound_queue,
+                           upstream=getattr(stream, "_method_name", "") == COORDINATE_WORKER_RUST)
         registry.open_session(m, session)
         # upb entries as they are: converting 10,000 of them to betterproto took seconds of the loop
         inventory = list(msg.register_event.inventory)
