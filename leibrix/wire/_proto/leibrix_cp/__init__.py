@@ -730,6 +730,11 @@ class DatasetRecord(betterproto.Message):
     """
 
     schema_fingerprint: str = betterproto.string_field(7)
+    admission: int = betterproto.uint64_field(8)
+    """
+    Generation of the last admission of this dataset whose epochs are all
+     stored: epochs of a newer generation are not part of the dataset yet.
+    """
 
 
 @dataclass(eq=False, repr=False)
@@ -751,6 +756,11 @@ class EpochRecord(betterproto.Message):
     """Epoch this one replaces on a refresh (make-before-break)."""
 
     plan_id: str = betterproto.string_field(13)
+    admission: int = betterproto.uint64_field(14)
+    """
+    Generation of the admission that wrote this epoch: it belongs to its
+     dataset only once the dataset record's `admission` has reached it.
+    """
 
 
 @dataclass(eq=False, repr=False)

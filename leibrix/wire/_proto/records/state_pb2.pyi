@@ -33,7 +33,7 @@ class TenantRecord(_message.Message):
     def __init__(self, quota: _Optional[_Union[_management_pb2.TenantQuota, _Mapping]] = ..., updated_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ...) -> None: ...
 
 class DatasetRecord(_message.Message):
-    __slots__ = ("request", "replication_factor", "strategy", "admitted_at", "version", "arrow_schema", "schema_fingerprint")
+    __slots__ = ("request", "replication_factor", "strategy", "admitted_at", "version", "arrow_schema", "schema_fingerprint", "admission")
     REQUEST_FIELD_NUMBER: _ClassVar[int]
     REPLICATION_FACTOR_FIELD_NUMBER: _ClassVar[int]
     STRATEGY_FIELD_NUMBER: _ClassVar[int]
@@ -41,6 +41,7 @@ class DatasetRecord(_message.Message):
     VERSION_FIELD_NUMBER: _ClassVar[int]
     ARROW_SCHEMA_FIELD_NUMBER: _ClassVar[int]
     SCHEMA_FINGERPRINT_FIELD_NUMBER: _ClassVar[int]
+    ADMISSION_FIELD_NUMBER: _ClassVar[int]
     request: _management_pb2.AdmitDatasetRequest
     replication_factor: int
     strategy: _common_pb2.PlacementStrategy
@@ -48,10 +49,11 @@ class DatasetRecord(_message.Message):
     version: str
     arrow_schema: bytes
     schema_fingerprint: str
-    def __init__(self, request: _Optional[_Union[_management_pb2.AdmitDatasetRequest, _Mapping]] = ..., replication_factor: _Optional[int] = ..., strategy: _Optional[_Union[_common_pb2.PlacementStrategy, str]] = ..., admitted_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., version: _Optional[str] = ..., arrow_schema: _Optional[bytes] = ..., schema_fingerprint: _Optional[str] = ...) -> None: ...
+    admission: int
+    def __init__(self, request: _Optional[_Union[_management_pb2.AdmitDatasetRequest, _Mapping]] = ..., replication_factor: _Optional[int] = ..., strategy: _Optional[_Union[_common_pb2.PlacementStrategy, str]] = ..., admitted_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., version: _Optional[str] = ..., arrow_schema: _Optional[bytes] = ..., schema_fingerprint: _Optional[str] = ..., admission: _Optional[int] = ...) -> None: ...
 
 class EpochRecord(_message.Message):
-    __slots__ = ("tenant_id", "dataset_id", "info", "state", "history", "replicas", "estimate", "scan_cost", "expected_rows", "version", "attempts", "replaces_epoch_id", "plan_id")
+    __slots__ = ("tenant_id", "dataset_id", "info", "state", "history", "replicas", "estimate", "scan_cost", "expected_rows", "version", "attempts", "replaces_epoch_id", "plan_id", "admission")
     TENANT_ID_FIELD_NUMBER: _ClassVar[int]
     DATASET_ID_FIELD_NUMBER: _ClassVar[int]
     INFO_FIELD_NUMBER: _ClassVar[int]
@@ -65,6 +67,7 @@ class EpochRecord(_message.Message):
     ATTEMPTS_FIELD_NUMBER: _ClassVar[int]
     REPLACES_EPOCH_ID_FIELD_NUMBER: _ClassVar[int]
     PLAN_ID_FIELD_NUMBER: _ClassVar[int]
+    ADMISSION_FIELD_NUMBER: _ClassVar[int]
     tenant_id: str
     dataset_id: str
     info: _common_pb2.EpochInfo
@@ -78,7 +81,8 @@ class EpochRecord(_message.Message):
     attempts: int
     replaces_epoch_id: str
     plan_id: str
-    def __init__(self, tenant_id: _Optional[str] = ..., dataset_id: _Optional[str] = ..., info: _Optional[_Union[_common_pb2.EpochInfo, _Mapping]] = ..., state: _Optional[_Union[_management_pb2.EpochState, str]] = ..., history: _Optional[_Iterable[_Union[_management_pb2.EpochTransition, _Mapping]]] = ..., replicas: _Optional[_Iterable[_Union[_management_pb2.ReplicaInfo, _Mapping]]] = ..., estimate: _Optional[_Union[_common_pb2.Resources, _Mapping]] = ..., scan_cost: _Optional[float] = ..., expected_rows: _Optional[int] = ..., version: _Optional[str] = ..., attempts: _Optional[int] = ..., replaces_epoch_id: _Optional[str] = ..., plan_id: _Optional[str] = ...) -> None: ...
+    admission: int
+    def __init__(self, tenant_id: _Optional[str] = ..., dataset_id: _Optional[str] = ..., info: _Optional[_Union[_common_pb2.EpochInfo, _Mapping]] = ..., state: _Optional[_Union[_management_pb2.EpochState, str]] = ..., history: _Optional[_Iterable[_Union[_management_pb2.EpochTransition, _Mapping]]] = ..., replicas: _Optional[_Iterable[_Union[_management_pb2.ReplicaInfo, _Mapping]]] = ..., estimate: _Optional[_Union[_common_pb2.Resources, _Mapping]] = ..., scan_cost: _Optional[float] = ..., expected_rows: _Optional[int] = ..., version: _Optional[str] = ..., attempts: _Optional[int] = ..., replaces_epoch_id: _Optional[str] = ..., plan_id: _Optional[str] = ..., admission: _Optional[int] = ...) -> None: ...
 
 class WorkerRecord(_message.Message):
     __slots__ = ("worker", "capacity", "state", "registered_at", "software_version")
