@@ -21,8 +21,9 @@ status: ``INTERNAL`` or ``UNKNOWN`` (``fuzz.internal_errors``,
 ``fuzz.unknown_errors``), no answer within the deadline (``fuzz.hangs``), or
 the master unreachable or gone (``fuzz.crashes``). For a rejected write, the
 etcd revision is read before and after; when it moved, the request is sent
-again, and a second move while rejected is ``fuzz.state_changes_on_reject``
-(the cluster also writes on its own: a single move may be a coincidence).
+again once the revision has been still for 0.5 s, and a second move while
+rejected is ``fuzz.state_changes_on_reject`` (the cluster also writes on its
+own, e.g. after an accepted fuzzed write: a single move may be a coincidence).
 ``GetClusterStatus`` is asked the term now and then: a new term is
 ``fuzz.term_changes``. ``fuzz.max_loop_stall_s`` is the master's own loop-stall
 gauge (``leibrix_loop_stall_max_seconds``), read from ``/metrics`` throughout.
@@ -361,9 +362,19 @@ class Fuzzer:
         request moving it a second time is not.
         """
         self.tally.replays += 1
-        before = self.target.revision()
+        before = self._settled()
         answer = raw_call(self.channel, rpc, data, streaming=self.rpcs[rpc][1])
         return answer.code != "OK" and self.target.revision() != before
+
+    def _settled(self, quiet: float = 0.5, limit: float = 10.0) -> int:
+        """etcd's revision once it has not moved for ``quiet`` seconds (or after ``limit`` seconds)."""
+        revision, since, start = self.target.revision(), time.monotonic(), time.monotonic()
+        while time.monotonic() - since < quiet and time.monotonic() - start < limit:
+            time.sleep(0.05)
+            now = self.target.revision()
+            if now != revision:
+                revision, since = now, time.monotonic()
+        return revision
 
     def generated(self, per_rpc: int, seed: int) -> None:
         """``per_rpc`` Hypothesis-generated requests for every RPC."""
@@ -472,8 +483,8 @@ def run(quick: bool, seed: int) -> tuple[Report, Tally]:
         report.add(name, value, "s" if name.endswith("_s") else "", "must be 0" if name not in
                    ("fuzz.requests", "fuzz.max_loop_stall_s") else "")
     report.add("fuzz.requests_per_s", round(tally.requests / wall, 1), "/s")
-    report.note(f"{tally.replays} rejected write(s) saw etcd's revision move and were replayed to tell "
-                "the cluster's own writes from theirs")
+    report.note(f"{tally.replays} rejected write(s) saw etcd's revision move and were replayed on a still "
+                "cluster to tell its own writes from theirs")
     report.note(f"seed {seed}; {generated} generated + {mutated} mutated requests per RPC; answers: "
                 + ", ".join(f"{code} {n}" for code, n in tally.codes.most_common()))
     for what, example in sorted(tally.examples.items()):

@@ -14,6 +14,9 @@ truncated data, a wire type the field cannot have, a string that is not UTF-8,
 or a ``google.protobuf.Timestamp`` outside 0001-01-01 .. 9999-12-31 or with
 nanos outside ``[0, 1e9)`` — the cases the parser rejects — each named by its
 dotted path (``source.partition.time_partition.filter.start_inclusive``).
+The walk is pure Python on the event loop, so it looks at no more than
+:data:`MAX_DIAGNOSED_FIELDS` fields: a hostile request of millions of tiny
+fields gets the generic answer instead of a multi-second stall.
 """
 
 from __future__ import annotations
@@ -34,6 +37,9 @@ log = logging.getLogger(__name__)
 #: Largest request message accepted (bytes), as gRPC servers accept by default.
 MAX_REQUEST_BYTES = 4 << 20
 
+#: Fields the diagnosis of an undecodable request looks at before it gives up naming one.
+MAX_DIAGNOSED_FIELDS = 10_000
+
 #: Seconds of 0001-01-01T00:00:00Z and of 10000-01-01T00:00:00Z, the Timestamp range.
 _MIN_SECONDS, _END_SECONDS = -62_135_596_800, 253_402_300_800
 
@@ -48,6 +54,17 @@ _WIRE_TYPE = {
 class _Bad(Exception):
     def __init__(self, path: str, problem: str) -> None:
         super().__init__(f"{path or 'request'}: {problem}")
+
+
+class _TooLong(Exception):
+    """The diagnosis ran out of its field budget."""
+
+
+class _Budget:
+    __slots__ = ("left",)
+
+    def __init__(self) -> None:
+        self.left = MAX_DIAGNOSED_FIELDS
 
 
 def _varint(data: bytes, i: int, path: str) -> tuple[int, int]:
@@ -73,10 +90,13 @@ def _signed(value: int, bits: int) -> int:
     return value - (1 << bits) if value >> (bits - 1) else value
 
 
-def _fields(data: bytes, path: str):
+def _fields(data: bytes, path: str, budget: _Budget):
     """Yield ``(number, wire_type, value)`` for each field of one message's bytes."""
     i = 0
     while i < len(data):
+        budget.left -= 1
+        if budget.left < 0:
+            raise _TooLong
         tag, i = _varint(data, i, path)
         number, wire = tag >> 3, tag & 7
         if number == 0:
@@ -98,9 +118,9 @@ def _fields(data: bytes, path: str):
         yield number, wire, value
 
 
-def _timestamp(data: bytes, path: str) -> None:
+def _timestamp(data: bytes, path: str, budget: _Budget) -> None:
     seconds = nanos = 0
-    for number, wire, value in _fields(data, path):
+    for number, wire, value in _fields(data, path, budget):
         if number in (1, 2) and wire != 0:
             raise _Bad(path, f"Timestamp field {number} has wire type {wire}, expected 0")
         if number == 1:
@@ -113,10 +133,10 @@ def _timestamp(data: bytes, path: str) -> None:
         raise _Bad(path, f"Timestamp nanos {nanos} is outside [0, 999999999]")
 
 
-def _walk(cls: type[betterproto.Message], data: bytes, prefix: str) -> None:
+def _walk(cls: type[betterproto.Message], data: bytes, prefix: str, budget: _Budget) -> None:
     meta = cls._betterproto
     where = prefix.rstrip(".")
-    for number, wire, value in _fields(data, where):
+    for number, wire, value in _fields(data, where, budget):
         name = meta.field_name_by_number.get(number)
         if name is None:
             continue  # unknown fields are skipped, as the parser does
@@ -133,17 +153,19 @@ def _walk(cls: type[betterproto.Message], data: bytes, prefix: str) -> None:
         elif field.proto_type in ("message", "map"):
             sub = meta.cls_by_field[name]
             if sub is datetime:
-                _timestamp(value, path)
+                _timestamp(value, path, budget)
             elif isinstance(sub, type) and issubclass(sub, betterproto.Message):
-                _walk(sub, value, path + ".")
+                _walk(sub, value, path + ".", budget)
 
 
 def describe_decode_error(cls: type[betterproto.Message], data: bytes) -> str:
     """Why ``data`` is not a ``cls``: ``"<dotted field path>: <problem>"`` where the walk can tell."""
     try:
-        _walk(cls, data, "")
+        _walk(cls, data, "", _Budget())
     except _Bad as bad:
         return str(bad)
+    except _TooLong:
+        pass
     return f"request does not parse as {cls.__name__}"
 
 

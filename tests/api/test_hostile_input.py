@@ -159,3 +159,9 @@ async def test_a_page_ends_before_its_reply_passes_the_byte_limit() -> None:
             break
         request.page_token = token
     assert sizes == [2, 2, 2, 2, 2]
+
+
+async def test_a_request_of_millions_of_fields_is_diagnosed_within_a_budget(master: Any) -> None:
+    data = b"\x20\x01" * (1 << 20) + b"\x08"  # a million valid varint fields, then a truncated tag
+    answer = await call(master, "ReportAccess", data)
+    assert (answer.code, answer.details) == ("INVALID_ARGUMENT", "request does not parse as ReportAccessRequest")
