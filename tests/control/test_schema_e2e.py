@@ -18,18 +18,9 @@ from leibrix.domain._lifecycle import RetryPolicy
 from leibrix.wire._proto import leibrix_cp as cp
 from leibrix.wire._proto.records import control_plane_pb2 as pb
 from leibrix.client._requests import time_partitioned_admission
-from tests.support.admission import (
-    T0,
-    admission,
-    leading,
-    quota,
-    routed,
-    rpc,
-    start_master,
-    states,
-    wait_for,
-    workers,
-)
+from tests.support.admission import T0, admission, all_ready, quota, routed, rpc, states
+from tests.support.cluster import leading, start_master, workers
+from tests.support.poll import eventually
 from tests.support.raw_worker import RawWorker, connected, planned
 
 QUEUE = cp.AdmissionPolicy.QUEUE
@@ -58,14 +49,13 @@ def record_reports(m: Any) -> list[cp.DataPullStatusUpdateEvent]:
 
 async def test_reference_worker_loads_an_epoch_ready_with_the_datasets_fingerprint(etcd_server: Any,
                                                                                   nursery: trio.Nursery) -> None:
-    m = await start_master(nursery, etcd_server.endpoint)
-    await leading(m)
+    m = await leading(await start_master(nursery, etcd_server.endpoint))
     reports = record_reports(m)
     await workers(nursery, m, "w1")
     await rpc(m, "upsert_tenant_quota", quota(admission_policy=QUEUE))
     await rpc(m, "admit_dataset", admission(regions=("eu",), time_column="event_time"))
     (eid,) = states(m)
-    await wait_for(lambda: states(m)[eid] == "READY", timeout=30, what="READY")
+    await eventually(lambda: states(m), until=lambda s: s[eid] == "READY", timeout=30, what="READY")
     ds = m.parts.admission.state.datasets[("acme", "orders")]
     expected = _schema.synthetic("event_time", ["region"])
     assert (ds.schema_fingerprint, ds.arrow_schema) == (expected.fingerprint, expected.ipc)
@@ -77,8 +67,7 @@ async def test_reference_worker_loads_an_epoch_ready_with_the_datasets_fingerpri
 
 async def test_source_schema_the_worker_cannot_build_fails_on_the_worker_and_never_serves(
         etcd_server: Any, nursery: trio.Nursery) -> None:
-    m = await start_master(nursery, etcd_server.endpoint)
-    await leading(m)
+    m = await leading(await start_master(nursery, etcd_server.endpoint))
     short_retries(m)
     adm = m.parts.admission.admissions
     # A source connector whose table is not the synthetic one (as a real catalog's would be): the
@@ -97,10 +86,12 @@ async def test_source_schema_the_worker_cannot_build_fails_on_the_worker_and_nev
     await rpc(m, "upsert_tenant_quota", quota(admission_policy=QUEUE))
     await rpc(m, "admit_dataset", admission(regions=("eu",)))
     (eid,) = states(m)
-    with trio.fail_after(30):
-        while states(m)[eid] != "FAILED":
-            assert routed(m) == set(), "a load with the wrong schema was routed"
-            await trio.sleep(0.02)
+
+    def failed_never_routed() -> str:
+        assert routed(m) == set(), "a load with the wrong schema was routed"
+        return states(m)[eid]
+
+    await eventually(failed_never_routed, until=lambda state: state == "FAILED", timeout=30, what="FAILED")
     e = m.parts.admission.state.epochs[("acme", "orders", eid)]
     assert e.attempts == FAST_RETRY.max_attempts and e.replicas == ()
     built = _schema.synthetic("ts", ["region"])
@@ -113,8 +104,7 @@ async def test_source_schema_the_worker_cannot_build_fails_on_the_worker_and_nev
 
 async def test_admission_refuses_a_dimension_colliding_with_a_synthetic_column(etcd_server: Any,
                                                                                nursery: trio.Nursery) -> None:
-    m = await start_master(nursery, etcd_server.endpoint)
-    await leading(m)
+    m = await leading(await start_master(nursery, etcd_server.endpoint))
     await rpc(m, "upsert_tenant_quota", quota(admission_policy=QUEUE))
     req = time_partitioned_admission("acme", "orders", start=T0, end=T0 + timedelta(days=1),
                                      dimensions={"region": ["eu"], "Value": ["x"]})
@@ -131,8 +121,7 @@ async def test_admission_refuses_a_dimension_colliding_with_a_synthetic_column(e
 
 async def test_a_completed_report_with_another_schema_is_retried_then_failed(etcd_server: Any,
                                                                              nursery: trio.Nursery) -> None:
-    m = await start_master(nursery, etcd_server.endpoint)
-    await leading(m)
+    m = await leading(await start_master(nursery, etcd_server.endpoint))
     short_retries(m)
     table = _schema.synthetic("ts", ["region"])
     other = _schema.synthetic("ts", ["country"])  # a table this process knows: the master can name it
@@ -146,12 +135,14 @@ async def test_a_completed_report_with_another_schema_is_retried_then_failed(etc
         for name in ("good", "blank", "bad"):
             await rpc(m, "admit_dataset", admission(dataset=name, regions=("eu",)))
         (bad,) = states(m, dataset="bad")
-        with trio.fail_after(30):
-            while states(m, dataset="bad")[bad] != "FAILED":
-                assert bad not in routed(m, dataset="bad"), "a load with the wrong schema was routed"
-                await trio.sleep(0.02)
-        await wait_for(lambda: set(states(m, dataset="good").values()) == {"READY"}, what="good READY")
-        await wait_for(lambda: set(states(m, dataset="blank").values()) == {"READY"}, what="blank READY")
+
+        def failed_never_routed() -> str:
+            assert bad not in routed(m, dataset="bad"), "a load with the wrong schema was routed"
+            return states(m, dataset="bad")[bad]
+
+        await eventually(failed_never_routed, until=lambda state: state == "FAILED", timeout=30, what="bad FAILED")
+        await all_ready(m, dataset="good", timeout=20)
+        await all_ready(m, dataset="blank", timeout=20)
     # every plan carried the dataset's schema
     assert {a.load_plan.arrow_schema for a in raw.plans} == {table.ipc}
     assert [a.dataset_id for a in raw.plans].count("bad") == FAST_RETRY.max_attempts
@@ -168,15 +159,14 @@ async def test_a_reconnecting_workers_inventory_is_schema_checked_like_a_load(et
                                                                              held: str) -> None:
     """A worker that loaded while disconnected reports the table in its registration inventory: the master
     validates that entry (schema fingerprint included) exactly as it validates a COMPLETED report."""
-    m = await start_master(nursery, etcd_server.endpoint)
-    await leading(m)
+    m = await leading(await start_master(nursery, etcd_server.endpoint))
     short_retries(m)
     other = _schema.synthetic("ts", ["country"])
     silent = RawWorker("raw1", lambda a: None)
     async with connected(m, silent):
         await rpc(m, "upsert_tenant_quota", quota(admission_policy=QUEUE))
         await rpc(m, "admit_dataset", admission(regions=("eu",)))
-        await wait_for(lambda: len(silent.plans) == 1, what="the assignment")
+        await eventually(lambda: len(silent.plans) == 1, what="the assignment")
     (eid,) = states(m)
     assert states(m)[eid] == "LOADING"
     plan = silent.plans[0].load_plan
@@ -187,11 +177,11 @@ async def test_a_reconnecting_workers_inventory_is_schema_checked_like_a_load(et
                               schema_fingerprint=fingerprint)
     async with connected(m, RawWorker("raw1", lambda a: None, inventory=[entry])):
         if held == "planned":
-            await wait_for(lambda: states(m)[eid] == "READY", what="READY from the inventory")
+            await eventually(lambda: states(m), until=lambda s: s[eid] == "READY", what="READY from the inventory")
             assert routed(m) == {eid}
         else:
-            await wait_for(lambda: m.parts.admission.state.epochs[("acme", "orders", eid)].attempts == 1,
-                           what="the inventory entry failing validation")
+            await eventually(lambda: m.parts.admission.state.epochs[("acme", "orders", eid)].attempts == 1,
+                             what="the inventory entry failing validation")
             e = m.parts.admission.state.epochs[("acme", "orders", eid)]
             assert e.state.name != "READY" and routed(m) == set()
             assert any(t.reason.startswith(f"validation failed: loaded schema {other.fingerprint}")

@@ -15,10 +15,8 @@ from grpclib.exceptions import GRPCError
 from leibrix.store._etcd import EtcdClient, EtcdRefused
 from leibrix.store._store import Keys
 from leibrix.wire._proto import leibrix_cp as cp
-from leibrix.cli._local import free_hostport
-from leibrix.master._config import MasterConfig
-from leibrix.master._master import Master
-from tests.support.admission import admission, leading, quota, rpc, start_master
+from tests.support.admission import admission, quota, rpc
+from tests.support.cluster import leading, start_master
 from tests.support.etcd import EtcdServer, member_config
 
 
@@ -26,11 +24,7 @@ async def test_a_ten_thousand_epoch_admission_is_stored_and_the_term_survives(
         default_etcd_server: Any, default_etcd: EtcdClient, nursery: trio.Nursery) -> None:
     # A 5 s lease: deciding 10,000 epochs may hold the loop for longer than the tests' usual 1 s lease
     # allows, and a lease lost that way is a different story from etcd's limits.
-    config = MasterConfig(name="m1", cluster="adm", grpc_listen=free_hostport(), http_listen=free_hostport(),
-                          etcd_endpoints=[default_etcd_server.endpoint], lease_ttl=5).validate()
-    m = Master(config)
-    await nursery.start(m.run)
-    await leading(m)
+    m = await leading(await start_master(nursery, default_etcd_server.endpoint, lease_ttl=5))
     token = m.leader_context().token
     await rpc(m, "upsert_tenant_quota", quota())
     request = admission(days=2500, regions=("eu", "us", "ap", "sa"), request_id="big")
@@ -48,8 +42,7 @@ async def test_a_full_etcd_refuses_writes_with_resource_exhausted_and_the_term_s
     await server.start()
     client = await EtcdClient.connect([server.endpoint])
     try:
-        m = await start_master(nursery, server.endpoint)
-        await leading(m)
+        m = await leading(await start_master(nursery, server.endpoint))
         token = m.leader_context().token
         with trio.fail_after(30):
             for i in itertools.count():  # fill the backend until etcd raises its NOSPACE alarm

@@ -1,7 +1,7 @@
 """Three ``leibrix master`` processes forming one 3-member etcd quorum: leadership and failover.
 
 Each test starts a fresh cluster (fast etcd test timings, 1 s lease) through
-:class:`leibrix.cli._local.LocalCluster`; assertions read etcd itself, never logs.
+:func:`tests.support.cluster.local_cluster`; assertions read etcd itself, never logs.
 "A leader accepts writes" means its leadership probe — a transaction fenced
 by the term's token — has been applied: the leader key's version is >= 2.
 """
@@ -23,21 +23,22 @@ from grpclib.client import Channel
 from grpclib.events import RecvTrailingMetadata, listen
 from grpclib.exceptions import GRPCError
 
-from leibrix.store._etcd import EtcdClient, EtcdUnavailable, WatchEvent
-from leibrix.store._member import PRODUCTION_TIMINGS, TEST_TIMINGS
+from leibrix.store._etcd import EtcdClient, WatchEvent
+from leibrix.store._member import PRODUCTION_TIMINGS
 from leibrix.wire._grpc import LEADER_METADATA
 from leibrix.cli._local import LocalCluster
 from leibrix.wire._proto import leibrix_cp as cp
 from leibrix.wire._proto.records import state_pb2
+from tests.support.cluster import LOCAL_LEADER_KEY, local_cluster, written_leader
+from tests.support.poll import eventually
 
 PREFIX = "/leibrix/local/"
-LEADER_KEY = PREFIX + "leader"
+LEADER_KEY = LOCAL_LEADER_KEY
 
 
 @pytest.fixture
 async def cluster(tmp_path: Path) -> AsyncIterator[LocalCluster]:
-    async with LocalCluster(tmp_path, 3, timings=TEST_TIMINGS, lease_ttl=1) as c:
-        await c.start_all()
+    async with local_cluster(tmp_path, 3) as c:
         yield c
 
 
@@ -52,19 +53,9 @@ async def etcd(cluster: LocalCluster) -> AsyncIterator[EtcdClient]:
 
 
 async def leader_with_write(etcd: EtcdClient, *, not_token: int = 0, timeout: float = 15.0) -> tuple[str, int]:
-    """``(leader id, token)`` of a term other than ``not_token`` whose leader has made a fenced write.
-
-    Rides out the test client's own endpoint having died with a killed master.
-    """
-    with trio.fail_after(timeout):
-        while True:
-            try:
-                kv = await etcd.get(LEADER_KEY)
-            except EtcdUnavailable:
-                kv = None
-            if kv is not None and kv.create_revision != not_token and kv.version >= 2:
-                return state_pb2.MasterRecord.FromString(kv.value).id, kv.create_revision
-            await trio.sleep(0.02)
+    """``(leader id, token)`` of a term other than ``not_token`` whose leader has made a fenced write."""
+    record, token = await written_leader(etcd, not_token=not_token, timeout=timeout)
+    return record.id, token
 
 
 async def role(cluster: LocalCluster, name: str) -> dict[str, object]:
@@ -73,14 +64,14 @@ async def role(cluster: LocalCluster, name: str) -> dict[str, object]:
     return json.loads(answer[1])
 
 
+async def roles_of(cluster: LocalCluster) -> dict[str, dict[str, object]]:
+    return {name: await role(cluster, name) for name in cluster.names}
+
+
 async def test_exactly_one_leader_and_everyone_agrees(cluster: LocalCluster, etcd: EtcdClient) -> None:
     leader, token = await leader_with_write(etcd)
-    with trio.fail_after(5):
-        while True:
-            roles = {name: await role(cluster, name) for name in cluster.names}
-            if all(r["leader"] == leader for r in roles.values()):
-                break
-            await trio.sleep(0.05)
+    roles = await eventually(lambda: roles_of(cluster), until=lambda rs: all(r["leader"] == leader for r in rs.values()),
+                             timeout=5, interval=0.05, what=f"every master naming {leader} the leader")
     assert [n for n, r in roles.items() if r["is_leader"]] == [leader]
     assert all(r["term"] == token for r in roles.values())
     members = await etcd.members()
@@ -134,9 +125,8 @@ async def test_graceful_sigterm_of_the_leader_hands_over(cluster: LocalCluster, 
 
 async def test_follower_write_answers_unavailable_naming_the_leader(cluster: LocalCluster, etcd: EtcdClient) -> None:
     leader, _ = await leader_with_write(etcd)
-    with trio.fail_after(5):
-        while [(await role(cluster, n))["leader"] for n in cluster.names] != [leader] * 3:
-            await trio.sleep(0.05)
+    await eventually(lambda: roles_of(cluster), until=lambda rs: [r["leader"] for r in rs.values()] == [leader] * 3,
+                     timeout=5, interval=0.05, what=f"every master naming {leader} the leader")
     follower = next(n for n in cluster.names if n != leader)
     host, port = cluster.specs[follower].grpc.rsplit(":", 1)
     trailers: dict[str, str] = {}
@@ -167,8 +157,7 @@ async def test_follower_write_answers_unavailable_naming_the_leader(cluster: Loc
 @pytest.mark.parametrize("round_", range(5))
 async def test_repeated_kill9_failovers(tmp_path: Path, round_: int) -> None:
     """Chaos: five fresh clusters, each losing two leaders to kill -9 in a row (quorum kept)."""
-    async with LocalCluster(tmp_path, 3, timings=TEST_TIMINGS, lease_ttl=1) as c:
-        await c.start_all()
+    async with local_cluster(tmp_path, 3) as c:
         client = await EtcdClient.connect(c.etcd_endpoints)
         try:
             old, token = await leader_with_write(client)
@@ -188,8 +177,7 @@ async def test_repeated_kill9_failovers(tmp_path: Path, round_: int) -> None:
 @pytest.mark.slow
 async def test_no_false_failover_under_cpu_load_with_production_settings(tmp_path: Path) -> None:
     """The production lease (1 s) and etcd timings hold a term while every core is saturated for 20 s."""
-    async with LocalCluster(tmp_path, 3, timings=PRODUCTION_TIMINGS) as c:
-        await c.start_all()
+    async with local_cluster(tmp_path, 3, timings=PRODUCTION_TIMINGS, lease_ttl=None) as c:
         client = await EtcdClient.connect(c.etcd_endpoints)
         try:
             _, token = await leader_with_write(client)

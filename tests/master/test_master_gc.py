@@ -11,7 +11,9 @@ import trio
 
 from leibrix.master._gc import GC_PACE_S, GC_THRESHOLDS
 from leibrix.wire._proto import leibrix_cp as cp
-from tests.support.admission import admission, leading, quota, rpc, start_master
+from tests.support.admission import admission, quota, rpc
+from tests.support.cluster import leading, start_master
+from tests.support.poll import eventually
 
 
 class _Restored:
@@ -39,15 +41,15 @@ async def test_master_freezes_the_loaded_heap_then_paces_young_collections(etcd_
         # state built later is frozen by the next paced collection, without any threshold being reached
         kept = [[i] for i in range(10_000)]
         frozen = gc.get_freeze_count()
-        await trio.sleep(GC_PACE_S * 2.5)
-        assert gc.get_freeze_count() >= frozen + len(kept)
+        await eventually(gc.get_freeze_count, until=lambda n: n >= frozen + len(kept), timeout=GC_PACE_S * 2.5,
+                         what="a paced collection freezing the new state")
         # ... while cycles that die young are still collected
         gc.set_debug(gc.DEBUG_SAVEALL)
         cycle: list[Any] = []
         cycle.append(cycle)
         del cycle
-        await trio.sleep(GC_PACE_S * 2.5)
-        assert any(type(o) is list and len(o) == 1 and o[0] is o for o in gc.garbage)
+        await eventually(lambda: any(type(o) is list and len(o) == 1 and o[0] is o for o in gc.garbage),
+                         timeout=GC_PACE_S * 2.5, what="a paced collection finding the dead cycle")
 
 
 async def test_answering_admissions_leaves_no_garbage_cycle_on_the_master(etcd_server: Any,

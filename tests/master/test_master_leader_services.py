@@ -12,8 +12,8 @@ from leibrix.master._compose import Parts
 from leibrix.master._master import Master
 from leibrix.store._term import TermContext
 from leibrix.store._store import Fenced
-from leibrix.master._config import MasterConfig
-from tests.api.test_grpc_service import _addr, wait_leader
+from tests.support.cluster import sole_leader, start_master
+from tests.support.poll import eventually
 
 
 class Recorder:
@@ -50,19 +50,13 @@ class Recorder:
 
 async def start_with(nursery: trio.Nursery, endpoint: str, name: str, service: Recorder) -> Master:
     """A bare master on ``endpoint`` with ``service`` as its only leader service."""
-    config = MasterConfig(
-        name=name, cluster="hooks", grpc_listen=_addr(), http_listen=_addr(), etcd_endpoints=[endpoint], lease_ttl=1
-    ).validate()
-    master = Master(config, compose=lambda m: Parts(management=ManagementService([ClusterApi(m)]),
-                                                   leader_services=[service]))
-    await nursery.start(master.run)
-    return master
+    return await start_master(nursery, endpoint, name, cluster="hooks",
+                              compose=lambda m: Parts(management=ManagementService([ClusterApi(m)]),
+                                                      leader_services=[service]))
 
 
-async def wait_for(predicate: Any, timeout: float = 10.0) -> None:
-    with trio.fail_after(timeout):
-        while not predicate():
-            await trio.sleep(0.02)
+def starts(rec: Recorder) -> int:
+    return len([e for e in rec.events if e[0] == "start"])
 
 
 async def test_service_runs_once_per_term_and_is_cancelled_when_the_term_ends(
@@ -71,16 +65,16 @@ async def test_service_runs_once_per_term_and_is_cancelled_when_the_term_ends(
     rec_a, rec_b = Recorder(), Recorder()
     a = await start_with(nursery, etcd_server.endpoint, "a", rec_a)
     b = await start_with(nursery, etcd_server.endpoint, "b", rec_b)
-    leader, (follower,) = await wait_leader(a, b)
+    leader, (follower,) = await sole_leader(a, b)
     lead_rec, follow_rec = (rec_a, rec_b) if leader is a else (rec_b, rec_a)
-    await wait_for(lambda: lead_rec.events)
+    await eventually(lambda: lead_rec.events, timeout=10, what="the leader's service started")
     token = lead_rec.events[0][1]
     assert lead_rec.events == [("start", token)] and follow_rec.events == []
     ctx = lead_rec.contexts[0]
     assert ctx.keys is leader.keys and ctx.mirror is leader.mirror and ctx.writer.term is ctx.term
 
     await leader.shutdown()
-    await wait_for(lambda: follow_rec.events)
+    await eventually(lambda: follow_rec.events, timeout=10, what="the new leader's service started")
     assert lead_rec.events == [("start", token), ("cancelled", token)]
     new_token = follow_rec.events[0][1]
     assert follow_rec.events == [("start", new_token)] and new_token > token
@@ -91,22 +85,21 @@ async def test_losing_the_leader_key_ends_the_term_unwritten_and_the_master_camp
 ) -> None:
     rec = Recorder()
     master = await start_with(nursery, etcd_server.endpoint, "solo", rec)
-    await wait_leader(master)
-    await wait_for(lambda: rec.events)
+    await sole_leader(master)
+    await eventually(lambda: rec.events, timeout=10, what="the service started")
     token = rec.events[0][1]
     # Someone else takes the leader key over (as if our lease had expired unnoticed).
     await etcd.delete(master.keys.leader)
     await etcd.put(master.keys.leader, b"")
     rec.write_now.set()
-    await wait_for(lambda: ("cancelled", token) in rec.events or ("fenced", token) in rec.events)
+    await eventually(lambda: rec.events, until=lambda ev: ("cancelled", token) in ev or ("fenced", token) in ev,
+                     timeout=10, what="the term ended (cancelled or fenced)")
     assert await etcd.get(master.keys.tenant("probe")) is None, "the fenced write must not apply"
     await etcd.delete(master.keys.leader)
-    await wait_for(lambda: len([e for e in rec.events if e[0] == "start"]) == 2)
+    await eventually(lambda: starts(rec) == 2, timeout=10, what="a second term started")
     assert rec.events[-1][0] == "start" and rec.events[-1][1] > token
     rec.write_now.set()
-    with trio.fail_after(5):
-        while await etcd.get(master.keys.tenant("probe")) is None:
-            await trio.sleep(0.02)
+    await eventually(lambda: etcd.get(master.keys.tenant("probe")), until=lambda kv: kv is not None, timeout=5, what="the new term's write")
 
 
 async def test_a_crashing_service_ends_the_term_which_is_resigned_and_won_again(
@@ -114,7 +107,7 @@ async def test_a_crashing_service_ends_the_term_which_is_resigned_and_won_again(
 ) -> None:
     rec = Recorder(crash_first=True)
     master = await start_with(nursery, etcd_server.endpoint, "solo", rec)
-    await wait_for(lambda: len([e for e in rec.events if e[0] == "start"]) == 2)
+    await eventually(lambda: starts(rec) == 2, timeout=10, what="a second term started")
     first, second = (e[1] for e in rec.events if e[0] == "start")
     assert second > first
     assert master.is_leader

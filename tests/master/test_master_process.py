@@ -1,7 +1,7 @@
 """One ``leibrix master`` process with its embedded etcd: start, serve, stop, restart, crash, bad config.
 
 Every master here is a real subprocess (``python -m leibrix master``) started
-through :class:`leibrix.cli._local.LocalCluster`, which stops and reaps it at the
+through :func:`tests.support.cluster.local_cluster`, which stops and reaps it at the
 end of the test; the etcd member is the master's own child.
 """
 
@@ -19,12 +19,13 @@ import trio
 
 from leibrix.client._call import call
 from leibrix.store._etcd import EtcdClient, EtcdUnavailable
-from leibrix.store._member import TEST_TIMINGS, free_port_url
-from leibrix.cli._local import LocalCluster
+from leibrix.store._member import free_port_url
 from leibrix.wire._proto import leibrix_cp as cp
 from leibrix.wire._proto.records import state_pb2
+from tests.support.cluster import LOCAL_LEADER_KEY, local_cluster, written_leader
+from tests.support.poll import eventually
 
-LEADER_KEY = "/leibrix/local/leader"
+LEADER_KEY = LOCAL_LEADER_KEY
 
 
 def children(pid: int) -> list[int]:
@@ -43,24 +44,16 @@ def gone(pid: int) -> bool:
 
 
 async def wait_gone(pid: int, timeout: float = 5.0) -> None:
-    with trio.fail_after(timeout):
-        while not gone(pid):
-            await trio.sleep(0.02)
+    await eventually(lambda: gone(pid), timeout=timeout, what=f"process {pid} gone")
 
 
 async def leader_record(etcd: EtcdClient, *, min_version: int = 2) -> tuple[state_pb2.MasterRecord, int]:
     """The leader's record and token once it has made a fenced write (version >= 2: a proclaim)."""
-    with trio.fail_after(15):
-        while True:
-            kv = await etcd.get(LEADER_KEY)
-            if kv is not None and kv.version >= min_version:
-                return state_pb2.MasterRecord.FromString(kv.value), kv.create_revision
-            await trio.sleep(0.02)
+    return await written_leader(etcd, min_version=min_version)
 
 
 async def test_single_master_elects_itself_serves_and_exits_cleanly_on_sigterm(tmp_path: Path) -> None:
-    async with LocalCluster(tmp_path, 1, timings=TEST_TIMINGS) as cluster:
-        await cluster.start_all()
+    async with local_cluster(tmp_path, 1, lease_ttl=None) as cluster:
         master = cluster.processes["m1"]
         (member_pid,) = children(master.pid)
         etcd = await EtcdClient.connect(cluster.etcd_endpoints)
@@ -82,8 +75,7 @@ async def test_single_master_elects_itself_serves_and_exits_cleanly_on_sigterm(t
 
 
 async def test_restart_on_the_same_data_dir_keeps_state(tmp_path: Path) -> None:
-    async with LocalCluster(tmp_path, 1, timings=TEST_TIMINGS) as cluster:
-        await cluster.start_all()
+    async with local_cluster(tmp_path, 1, lease_ttl=None) as cluster:
         etcd = await EtcdClient.connect(cluster.etcd_endpoints)
         try:
             _, first_token = await leader_record(etcd)
@@ -104,8 +96,7 @@ async def test_restart_on_the_same_data_dir_keeps_state(tmp_path: Path) -> None:
 
 
 async def test_sigkill_of_the_master_takes_its_etcd_member_with_it(tmp_path: Path) -> None:
-    async with LocalCluster(tmp_path, 1, timings=TEST_TIMINGS) as cluster:
-        await cluster.start_all()
+    async with local_cluster(tmp_path, 1, lease_ttl=None) as cluster:
         master = cluster.processes["m1"]
         (member_pid,) = children(master.pid)
         cluster.signal("m1", signal.SIGKILL)
@@ -176,8 +167,7 @@ def test_missing_or_unsafe_etcd_binary_is_refused(tmp_path: Path) -> None:
 
 
 async def test_a_crashed_etcd_member_is_restarted_and_the_master_leads_again(tmp_path: Path) -> None:
-    async with LocalCluster(tmp_path, 1, timings=TEST_TIMINGS) as cluster:
-        await cluster.start_all()
+    async with local_cluster(tmp_path, 1, lease_ttl=None) as cluster:
         master = cluster.processes["m1"]
         (member_pid,) = children(master.pid)
         etcd = await EtcdClient.connect(cluster.etcd_endpoints)
@@ -187,15 +177,15 @@ async def test_a_crashed_etcd_member_is_restarted_and_the_master_leads_again(tmp
             assert kv is not None
             os.kill(member_pid, signal.SIGKILL)  # the member, not the master
             await wait_gone(member_pid)
-            with trio.fail_after(15):
-                while True:
-                    try:
-                        now = await etcd.get(LEADER_KEY)
-                    except EtcdUnavailable:
-                        now = None
-                    if now is not None and now.mod_revision > kv.mod_revision:
-                        break
-                    await trio.sleep(0.05)
+
+            async def leader_key() -> object:
+                try:
+                    return await etcd.get(LEADER_KEY)
+                except EtcdUnavailable:
+                    return None
+
+            await eventually(leader_key, until=lambda now: now is not None and now.mod_revision > kv.mod_revision,
+                             timeout=15, interval=0.05, what="the leader key rewritten after the member's restart")
             assert master.returncode is None
             assert children(master.pid) != [member_pid]
         finally:
@@ -203,8 +193,7 @@ async def test_a_crashed_etcd_member_is_restarted_and_the_master_leads_again(tmp
 
 
 async def test_master_exits_nonzero_when_its_etcd_member_keeps_dying(tmp_path: Path) -> None:
-    async with LocalCluster(tmp_path, 1, timings=TEST_TIMINGS, extra_args=("--etcd-max-restarts", "0")) as cluster:
-        await cluster.start_all()
+    async with local_cluster(tmp_path, 1, lease_ttl=None, extra_args=("--etcd-max-restarts", "0")) as cluster:
         master = cluster.processes["m1"]
         (member_pid,) = children(master.pid)
         os.kill(member_pid, signal.SIGKILL)

@@ -21,11 +21,13 @@ Master processes (``python -m leibrix master``, SIGKILL-able):
 * :func:`master_process` — one child master on an external etcd;
 * :func:`local_cluster` — N masters with embedded etcd members forming one
   quorum (:class:`leibrix.cli._local.LocalCluster`, fast test timings);
-  :func:`written_leader` reads from etcd the leader that has made a fenced write.
+  :func:`written_leader` reads from etcd the leader that has made a fenced write,
+  :func:`healthz_leader` asks the masters' ``/healthz`` who leads.
 """
 
 from __future__ import annotations
 
+import json
 import sys
 import weakref
 from collections.abc import AsyncIterator, Callable, Sequence
@@ -232,3 +234,18 @@ async def written_leader(etcd: EtcdClient, *, key: str = LOCAL_LEADER_KEY, not_t
     kv = await eventually(probe, until=written, timeout=timeout,
                           what=f"a leader (term other than {not_token}) that has written {key}")
     return state_pb2.MasterRecord.FromString(kv.value), kv.create_revision
+
+
+def _healthz_leader(cluster: LocalCluster) -> str | None:
+    for name in cluster.names:
+        answer = cluster.healthz(name)
+        if answer and answer[0] == 200 and json.loads(answer[1]).get("is_leader"):
+            return name
+    return None
+
+
+async def healthz_leader(cluster: LocalCluster, *, not_: str = "", timeout: float = 20.0) -> str:
+    """The name of the master whose ``/healthz`` says it leads (other than ``not_``)."""
+    return await eventually(lambda: trio.to_thread.run_sync(_healthz_leader, cluster),
+                            until=lambda name: name and name != not_, timeout=timeout, interval=0.1,
+                            what=f"a master other than {not_!r} leading, by /healthz")
