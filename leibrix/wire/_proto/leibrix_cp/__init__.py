@@ -340,6 +340,81 @@ class LoadPlan(betterproto.Message):
 
     expected_bytes: int = betterproto.int64_field(7)
     tenant_id: str = betterproto.string_field(8)
+    read: "ReadPlan" = betterproto.message_field(9)
+    """
+    Added by Leibrix: exactly what to read, planned by the master from the source's metadata.
+     Absent for a dataset whose source the master did not plan; a worker then reads the source itself.
+    """
+
+
+@dataclass(eq=False, repr=False)
+class ReadPlan(betterproto.Message):
+    """
+    What one epoch's load reads. The connection (catalog URI, JDBC URI and driver, StarRocks DSN)
+     is the LoadPlan's `source.catalog`; credentials in it may be `${env:NAME}` / `${file:/path}`
+     references, resolved by the worker where it connects.
+    """
+
+    iceberg: "IcebergRead" = betterproto.message_field(1, group="read")
+    sql: "SqlRead" = betterproto.message_field(2, group="read")
+    rows_exact: bool = betterproto.bool_field(3)
+    """
+    Whether `LoadPlan.expected_rows` is exact (the loaded row count must then equal it).
+    """
+
+
+@dataclass(eq=False, repr=False)
+class IcebergRead(betterproto.Message):
+    """
+    Iceberg: these data files (Parquet), each with the delete files that apply to it, filtered to
+     the epoch's time window and dimension values (`LoadPlan.resolved_partition`).
+    """
+
+    snapshot_id: int = betterproto.int64_field(1)
+    files: List["IcebergDataFile"] = betterproto.message_field(2)
+
+
+@dataclass(eq=False, repr=False)
+class IcebergDataFile(betterproto.Message):
+    path: str = betterproto.string_field(1)
+    file_format: str = betterproto.string_field(2)
+    record_count: int = betterproto.int64_field(3)
+    file_size_in_bytes: int = betterproto.int64_field(4)
+    delete_files: List["IcebergDeleteFile"] = betterproto.message_field(5)
+
+
+@dataclass(eq=False, repr=False)
+class IcebergDeleteFile(betterproto.Message):
+    path: str = betterproto.string_field(1)
+    kind: str = betterproto.string_field(2)
+    """position" or "equality"."""
+
+    record_count: int = betterproto.int64_field(3)
+    file_size_in_bytes: int = betterproto.int64_field(4)
+    equality_ids: List[int] = betterproto.int32_field(5)
+
+
+@dataclass(eq=False, repr=False)
+class SqlRead(betterproto.Message):
+    """
+    SQL (JDBC-style and StarRocks): one parameterised query; `:name` placeholders bound to `params`.
+    """
+
+    query: str = betterproto.string_field(1)
+    params: List["SqlParam"] = betterproto.message_field(2)
+
+
+@dataclass(eq=False, repr=False)
+class SqlParam(betterproto.Message):
+    name: str = betterproto.string_field(1)
+    text: str = betterproto.string_field(2, group="value")
+    integer: int = betterproto.int64_field(3, group="value")
+    real: float = betterproto.double_field(4, group="value")
+    timestamp: datetime = betterproto.message_field(5, group="value")
+    date: str = betterproto.string_field(6, group="value")
+    """ISO-8601 date, YYYY-MM-DD."""
+
+    boolean: bool = betterproto.bool_field(7, group="value")
 
 
 @dataclass(eq=False, repr=False)

@@ -23,10 +23,11 @@ _sym_db = _symbol_database.Default()
 
 
 from google.protobuf import struct_pb2 as google_dot_protobuf_dot_struct__pb2
+from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
 from leibrix.wire._proto.records import common_pb2 as leibrix__cp_dot_common__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1eleibrix_cp/control_plane.proto\x12\nleibrix_cp\x1a\x1cgoogle/protobuf/struct.proto\x1a\x17leibrix_cp/common.proto\"\xfb\x02\n\x12\x45ventStreamMessage\x12\x10\n\x08\x65vent_id\x18\x01 \x01(\t\x12\x11\n\ttenant_id\x18\x02 \x01(\t\x12\x11\n\tworker_id\x18\x03 \x01(\t\x12\x33\n\x0eregister_event\x18\x04 \x01(\x0b\x32\x19.leibrix_cp.RegisterEventH\x00\x12\x35\n\x0fheartbeat_event\x18\x05 \x01(\x0b\x32\x1a.leibrix_cp.HeartbeatEventH\x00\x12H\n\x17\x64\x61ta_pull_status_update\x18\x06 \x01(\x0b\x32%.leibrix_cp.DataPullStatusUpdateEventH\x00\x12:\n\x0f\x64\x61ta_assignment\x18\x07 \x01(\x0b\x32\x1f.leibrix_cp.DataAssignmentEventH\x00\x12\x30\n\ncommon_ack\x18\x08 \x01(\x0b\x32\x1a.leibrix_cp.CommonAckEventH\x00\x42\t\n\x07payload\"\x86\x01\n\x06Worker\x12\x0f\n\x07node_id\x18\x01 \x01(\t\x12\x0c\n\x04\x61\x64\x64r\x18\x02 \x01(\t\x12.\n\x06labels\x18\x03 \x03(\x0b\x32\x1e.leibrix_cp.Worker.LabelsEntry\x1a-\n\x0bLabelsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"\xb7\x01\n\rRegisterEvent\x12\"\n\x06worker\x18\x01 \x01(\x0b\x32\x12.leibrix_cp.Worker\x12,\n\x08\x63\x61pacity\x18\x02 \x01(\x0b\x32\x15.leibrix_cp.ResourcesH\x00\x88\x01\x01\x12\x18\n\x10software_version\x18\x03 \x01(\t\x12-\n\tinventory\x18\x04 \x03(\x0b\x32\x1a.leibrix_cp.InventoryEntryB\x0b\n\t_capacity\"\x93\x01\n\x0eInventoryEntry\x12\x12\n\ndataset_id\x18\x01 \x01(\t\x12\x10\n\x08\x65poch_id\x18\x02 \x01(\t\x12\x0f\n\x07plan_id\x18\x03 \x01(\t\x12\x0c\n\x04rows\x18\x04 \x01(\x03\x12\r\n\x05\x62ytes\x18\x05 \x01(\x03\x12\x11\n\ttenant_id\x18\x06 \x01(\t\x12\x1a\n\x12schema_fingerprint\x18\x07 \x01(\t\"x\n\x0eHeartbeatEvent\x12\x1e\n\x11memory_used_bytes\x18\x01 \x01(\x03H\x00\x88\x01\x01\x12\x1c\n\x0floads_in_flight\x18\x02 \x01(\x05H\x01\x88\x01\x01\x42\x14\n\x12_memory_used_bytesB\x12\n\x10_loads_in_flight\"\xa3\x02\n\x19\x44\x61taPullStatusUpdateEvent\x12\x12\n\ndataset_id\x18\x01 \x01(\t\x12\x10\n\x08\x65poch_id\x18\x02 \x01(\t\x12<\n\x06status\x18\x03 \x01(\x0e\x32,.leibrix_cp.DataPullStatusUpdateEvent.Status\x12\x15\n\rerror_message\x18\x04 \x01(\t\x12\x0f\n\x07plan_id\x18\x05 \x01(\t\x12\x0c\n\x04rows\x18\x06 \x01(\x03\x12\r\n\x05\x62ytes\x18\x07 \x01(\x03\x12\x1a\n\x12schema_fingerprint\x18\x08 \x01(\t\"A\n\x06Status\x12\x0b\n\x07UNKNOWN\x10\x00\x12\x0f\n\x0bIN_PROGRESS\x10\x01\x12\r\n\tCOMPLETED\x10\x02\x12\n\n\x06\x46\x41ILED\x10\x03\"d\n\x13\x44\x61taAssignmentEvent\x12\x12\n\ndataset_id\x18\x01 \x01(\t\x12\x10\n\x08\x65poch_id\x18\x02 \x01(\t\x12\'\n\tload_plan\x18\x03 \x01(\x0b\x32\x14.leibrix_cp.LoadPlan\"\xf6\x01\n\x08LoadPlan\x12\x0f\n\x07plan_id\x18\x01 \x01(\t\x12&\n\x06source\x18\x02 \x01(\x0b\x32\x16.leibrix_cp.DataSource\x12\x1e\n\x16\x64\x65stination_table_name\x18\x03 \x01(\t\x12\x14\n\x0c\x61rrow_schema\x18\x04 \x01(\x0c\x12\x39\n\x12resolved_partition\x18\x05 \x01(\x0b\x32\x1d.leibrix_cp.ResolvedPartition\x12\x15\n\rexpected_rows\x18\x06 \x01(\x03\x12\x16\n\x0e\x65xpected_bytes\x18\x07 \x01(\x03\x12\x11\n\ttenant_id\x18\x08 \x01(\t\"\xfc\x01\n\x11ResolvedPartition\x12)\n\ntime_range\x18\x01 \x01(\x0b\x32\x15.leibrix_cp.TimeRange\x12\x18\n\x10time_column_name\x18\x02 \x01(\t\x12\x1c\n\x14time_partition_value\x18\x03 \x01(\t\x12L\n\x10\x64imension_values\x18\x04 \x03(\x0b\x32\x32.leibrix_cp.ResolvedPartition.DimensionValuesEntry\x1a\x36\n\x14\x44imensionValuesEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"a\n\x0e\x43ommonAckEvent\x12\x11\n\tserver_id\x18\x01 \x01(\t\x12\x12\n\nevent_type\x18\x02 \x01(\t\x12(\n\x07payload\x18\x03 \x01(\x0b\x32\x17.google.protobuf.Struct2m\n\x13\x43ontrolPlaneService\x12V\n\x10\x43oordinateWorker\x12\x1e.leibrix_cp.EventStreamMessage\x1a\x1e.leibrix_cp.EventStreamMessage(\x01\x30\x01\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1eleibrix_cp/control_plane.proto\x12\nleibrix_cp\x1a\x1cgoogle/protobuf/struct.proto\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x17leibrix_cp/common.proto\"\xfb\x02\n\x12\x45ventStreamMessage\x12\x10\n\x08\x65vent_id\x18\x01 \x01(\t\x12\x11\n\ttenant_id\x18\x02 \x01(\t\x12\x11\n\tworker_id\x18\x03 \x01(\t\x12\x33\n\x0eregister_event\x18\x04 \x01(\x0b\x32\x19.leibrix_cp.RegisterEventH\x00\x12\x35\n\x0fheartbeat_event\x18\x05 \x01(\x0b\x32\x1a.leibrix_cp.HeartbeatEventH\x00\x12H\n\x17\x64\x61ta_pull_status_update\x18\x06 \x01(\x0b\x32%.leibrix_cp.DataPullStatusUpdateEventH\x00\x12:\n\x0f\x64\x61ta_assignment\x18\x07 \x01(\x0b\x32\x1f.leibrix_cp.DataAssignmentEventH\x00\x12\x30\n\ncommon_ack\x18\x08 \x01(\x0b\x32\x1a.leibrix_cp.CommonAckEventH\x00\x42\t\n\x07payload\"\x86\x01\n\x06Worker\x12\x0f\n\x07node_id\x18\x01 \x01(\t\x12\x0c\n\x04\x61\x64\x64r\x18\x02 \x01(\t\x12.\n\x06labels\x18\x03 \x03(\x0b\x32\x1e.leibrix_cp.Worker.LabelsEntry\x1a-\n\x0bLabelsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"\xb7\x01\n\rRegisterEvent\x12\"\n\x06worker\x18\x01 \x01(\x0b\x32\x12.leibrix_cp.Worker\x12,\n\x08\x63\x61pacity\x18\x02 \x01(\x0b\x32\x15.leibrix_cp.ResourcesH\x00\x88\x01\x01\x12\x18\n\x10software_version\x18\x03 \x01(\t\x12-\n\tinventory\x18\x04 \x03(\x0b\x32\x1a.leibrix_cp.InventoryEntryB\x0b\n\t_capacity\"\x93\x01\n\x0eInventoryEntry\x12\x12\n\ndataset_id\x18\x01 \x01(\t\x12\x10\n\x08\x65poch_id\x18\x02 \x01(\t\x12\x0f\n\x07plan_id\x18\x03 \x01(\t\x12\x0c\n\x04rows\x18\x04 \x01(\x03\x12\r\n\x05\x62ytes\x18\x05 \x01(\x03\x12\x11\n\ttenant_id\x18\x06 \x01(\t\x12\x1a\n\x12schema_fingerprint\x18\x07 \x01(\t\"x\n\x0eHeartbeatEvent\x12\x1e\n\x11memory_used_bytes\x18\x01 \x01(\x03H\x00\x88\x01\x01\x12\x1c\n\x0floads_in_flight\x18\x02 \x01(\x05H\x01\x88\x01\x01\x42\x14\n\x12_memory_used_bytesB\x12\n\x10_loads_in_flight\"\xa3\x02\n\x19\x44\x61taPullStatusUpdateEvent\x12\x12\n\ndataset_id\x18\x01 \x01(\t\x12\x10\n\x08\x65poch_id\x18\x02 \x01(\t\x12<\n\x06status\x18\x03 \x01(\x0e\x32,.leibrix_cp.DataPullStatusUpdateEvent.Status\x12\x15\n\rerror_message\x18\x04 \x01(\t\x12\x0f\n\x07plan_id\x18\x05 \x01(\t\x12\x0c\n\x04rows\x18\x06 \x01(\x03\x12\r\n\x05\x62ytes\x18\x07 \x01(\x03\x12\x1a\n\x12schema_fingerprint\x18\x08 \x01(\t\"A\n\x06Status\x12\x0b\n\x07UNKNOWN\x10\x00\x12\x0f\n\x0bIN_PROGRESS\x10\x01\x12\r\n\tCOMPLETED\x10\x02\x12\n\n\x06\x46\x41ILED\x10\x03\"d\n\x13\x44\x61taAssignmentEvent\x12\x12\n\ndataset_id\x18\x01 \x01(\t\x12\x10\n\x08\x65poch_id\x18\x02 \x01(\t\x12\'\n\tload_plan\x18\x03 \x01(\x0b\x32\x14.leibrix_cp.LoadPlan\"\x9a\x02\n\x08LoadPlan\x12\x0f\n\x07plan_id\x18\x01 \x01(\t\x12&\n\x06source\x18\x02 \x01(\x0b\x32\x16.leibrix_cp.DataSource\x12\x1e\n\x16\x64\x65stination_table_name\x18\x03 \x01(\t\x12\x14\n\x0c\x61rrow_schema\x18\x04 \x01(\x0c\x12\x39\n\x12resolved_partition\x18\x05 \x01(\x0b\x32\x1d.leibrix_cp.ResolvedPartition\x12\x15\n\rexpected_rows\x18\x06 \x01(\x03\x12\x16\n\x0e\x65xpected_bytes\x18\x07 \x01(\x03\x12\x11\n\ttenant_id\x18\x08 \x01(\t\x12\"\n\x04read\x18\t \x01(\x0b\x32\x14.leibrix_cp.ReadPlan\"v\n\x08ReadPlan\x12*\n\x07iceberg\x18\x01 \x01(\x0b\x32\x17.leibrix_cp.IcebergReadH\x00\x12\"\n\x03sql\x18\x02 \x01(\x0b\x32\x13.leibrix_cp.SqlReadH\x00\x12\x12\n\nrows_exact\x18\x03 \x01(\x08\x42\x06\n\x04read\"N\n\x0bIcebergRead\x12\x13\n\x0bsnapshot_id\x18\x01 \x01(\x03\x12*\n\x05\x66iles\x18\x02 \x03(\x0b\x32\x1b.leibrix_cp.IcebergDataFile\"\x9b\x01\n\x0fIcebergDataFile\x12\x0c\n\x04path\x18\x01 \x01(\t\x12\x13\n\x0b\x66ile_format\x18\x02 \x01(\t\x12\x14\n\x0crecord_count\x18\x03 \x01(\x03\x12\x1a\n\x12\x66ile_size_in_bytes\x18\x04 \x01(\x03\x12\x33\n\x0c\x64\x65lete_files\x18\x05 \x03(\x0b\x32\x1d.leibrix_cp.IcebergDeleteFile\"w\n\x11IcebergDeleteFile\x12\x0c\n\x04path\x18\x01 \x01(\t\x12\x0c\n\x04kind\x18\x02 \x01(\t\x12\x14\n\x0crecord_count\x18\x03 \x01(\x03\x12\x1a\n\x12\x66ile_size_in_bytes\x18\x04 \x01(\x03\x12\x14\n\x0c\x65quality_ids\x18\x05 \x03(\x05\">\n\x07SqlRead\x12\r\n\x05query\x18\x01 \x01(\t\x12$\n\x06params\x18\x02 \x03(\x0b\x32\x14.leibrix_cp.SqlParam\"\xa8\x01\n\x08SqlParam\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0e\n\x04text\x18\x02 \x01(\tH\x00\x12\x11\n\x07integer\x18\x03 \x01(\x03H\x00\x12\x0e\n\x04real\x18\x04 \x01(\x01H\x00\x12/\n\ttimestamp\x18\x05 \x01(\x0b\x32\x1a.google.protobuf.TimestampH\x00\x12\x0e\n\x04\x64\x61te\x18\x06 \x01(\tH\x00\x12\x11\n\x07\x62oolean\x18\x07 \x01(\x08H\x00\x42\x07\n\x05value\"\xfc\x01\n\x11ResolvedPartition\x12)\n\ntime_range\x18\x01 \x01(\x0b\x32\x15.leibrix_cp.TimeRange\x12\x18\n\x10time_column_name\x18\x02 \x01(\t\x12\x1c\n\x14time_partition_value\x18\x03 \x01(\t\x12L\n\x10\x64imension_values\x18\x04 \x03(\x0b\x32\x32.leibrix_cp.ResolvedPartition.DimensionValuesEntry\x1a\x36\n\x14\x44imensionValuesEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"a\n\x0e\x43ommonAckEvent\x12\x11\n\tserver_id\x18\x01 \x01(\t\x12\x12\n\nevent_type\x18\x02 \x01(\t\x12(\n\x07payload\x18\x03 \x01(\x0b\x32\x17.google.protobuf.Struct2m\n\x13\x43ontrolPlaneService\x12V\n\x10\x43oordinateWorker\x12\x1e.leibrix_cp.EventStreamMessage\x1a\x1e.leibrix_cp.EventStreamMessage(\x01\x30\x01\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -37,32 +38,44 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_WORKER_LABELSENTRY']._serialized_options = b'8\001'
   _globals['_RESOLVEDPARTITION_DIMENSIONVALUESENTRY']._loaded_options = None
   _globals['_RESOLVEDPARTITION_DIMENSIONVALUESENTRY']._serialized_options = b'8\001'
-  _globals['_EVENTSTREAMMESSAGE']._serialized_start=102
-  _globals['_EVENTSTREAMMESSAGE']._serialized_end=481
-  _globals['_WORKER']._serialized_start=484
-  _globals['_WORKER']._serialized_end=618
-  _globals['_WORKER_LABELSENTRY']._serialized_start=573
-  _globals['_WORKER_LABELSENTRY']._serialized_end=618
-  _globals['_REGISTEREVENT']._serialized_start=621
-  _globals['_REGISTEREVENT']._serialized_end=804
-  _globals['_INVENTORYENTRY']._serialized_start=807
-  _globals['_INVENTORYENTRY']._serialized_end=954
-  _globals['_HEARTBEATEVENT']._serialized_start=956
-  _globals['_HEARTBEATEVENT']._serialized_end=1076
-  _globals['_DATAPULLSTATUSUPDATEEVENT']._serialized_start=1079
-  _globals['_DATAPULLSTATUSUPDATEEVENT']._serialized_end=1370
-  _globals['_DATAPULLSTATUSUPDATEEVENT_STATUS']._serialized_start=1305
-  _globals['_DATAPULLSTATUSUPDATEEVENT_STATUS']._serialized_end=1370
-  _globals['_DATAASSIGNMENTEVENT']._serialized_start=1372
-  _globals['_DATAASSIGNMENTEVENT']._serialized_end=1472
-  _globals['_LOADPLAN']._serialized_start=1475
-  _globals['_LOADPLAN']._serialized_end=1721
-  _globals['_RESOLVEDPARTITION']._serialized_start=1724
-  _globals['_RESOLVEDPARTITION']._serialized_end=1976
-  _globals['_RESOLVEDPARTITION_DIMENSIONVALUESENTRY']._serialized_start=1922
-  _globals['_RESOLVEDPARTITION_DIMENSIONVALUESENTRY']._serialized_end=1976
-  _globals['_COMMONACKEVENT']._serialized_start=1978
-  _globals['_COMMONACKEVENT']._serialized_end=2075
-  _globals['_CONTROLPLANESERVICE']._serialized_start=2077
-  _globals['_CONTROLPLANESERVICE']._serialized_end=2186
+  _globals['_EVENTSTREAMMESSAGE']._serialized_start=135
+  _globals['_EVENTSTREAMMESSAGE']._serialized_end=514
+  _globals['_WORKER']._serialized_start=517
+  _globals['_WORKER']._serialized_end=651
+  _globals['_WORKER_LABELSENTRY']._serialized_start=606
+  _globals['_WORKER_LABELSENTRY']._serialized_end=651
+  _globals['_REGISTEREVENT']._serialized_start=654
+  _globals['_REGISTEREVENT']._serialized_end=837
+  _globals['_INVENTORYENTRY']._serialized_start=840
+  _globals['_INVENTORYENTRY']._serialized_end=987
+  _globals['_HEARTBEATEVENT']._serialized_start=989
+  _globals['_HEARTBEATEVENT']._serialized_end=1109
+  _globals['_DATAPULLSTATUSUPDATEEVENT']._serialized_start=1112
+  _globals['_DATAPULLSTATUSUPDATEEVENT']._serialized_end=1403
+  _globals['_DATAPULLSTATUSUPDATEEVENT_STATUS']._serialized_start=1338
+  _globals['_DATAPULLSTATUSUPDATEEVENT_STATUS']._serialized_end=1403
+  _globals['_DATAASSIGNMENTEVENT']._serialized_start=1405
+  _globals['_DATAASSIGNMENTEVENT']._serialized_end=1505
+  _globals['_LOADPLAN']._serialized_start=1508
+  _globals['_LOADPLAN']._serialized_end=1790
+  _globals['_READPLAN']._serialized_start=1792
+  _globals['_READPLAN']._serialized_end=1910
+  _globals['_ICEBERGREAD']._serialized_start=1912
+  _globals['_ICEBERGREAD']._serialized_end=1990
+  _globals['_ICEBERGDATAFILE']._serialized_start=1993
+  _globals['_ICEBERGDATAFILE']._serialized_end=2148
+  _globals['_ICEBERGDELETEFILE']._serialized_start=2150
+  _globals['_ICEBERGDELETEFILE']._serialized_end=2269
+  _globals['_SQLREAD']._serialized_start=2271
+  _globals['_SQLREAD']._serialized_end=2333
+  _globals['_SQLPARAM']._serialized_start=2336
+  _globals['_SQLPARAM']._serialized_end=2504
+  _globals['_RESOLVEDPARTITION']._serialized_start=2507
+  _globals['_RESOLVEDPARTITION']._serialized_end=2759
+  _globals['_RESOLVEDPARTITION_DIMENSIONVALUESENTRY']._serialized_start=2705
+  _globals['_RESOLVEDPARTITION_DIMENSIONVALUESENTRY']._serialized_end=2759
+  _globals['_COMMONACKEVENT']._serialized_start=2761
+  _globals['_COMMONACKEVENT']._serialized_end=2858
+  _globals['_CONTROLPLANESERVICE']._serialized_start=2860
+  _globals['_CONTROLPLANESERVICE']._serialized_end=2969
 # @@protoc_insertion_point(module_scope)

@@ -1,4 +1,7 @@
+import datetime
+
 from google.protobuf import struct_pb2 as _struct_pb2
+from google.protobuf import timestamp_pb2 as _timestamp_pb2
 from leibrix.wire._proto.records import common_pb2 as _common_pb2
 from google.protobuf.internal import containers as _containers
 from google.protobuf.internal import enum_type_wrapper as _enum_type_wrapper
@@ -125,7 +128,7 @@ class DataAssignmentEvent(_message.Message):
     def __init__(self, dataset_id: _Optional[str] = ..., epoch_id: _Optional[str] = ..., load_plan: _Optional[_Union[LoadPlan, _Mapping]] = ...) -> None: ...
 
 class LoadPlan(_message.Message):
-    __slots__ = ("plan_id", "source", "destination_table_name", "arrow_schema", "resolved_partition", "expected_rows", "expected_bytes", "tenant_id")
+    __slots__ = ("plan_id", "source", "destination_table_name", "arrow_schema", "resolved_partition", "expected_rows", "expected_bytes", "tenant_id", "read")
     PLAN_ID_FIELD_NUMBER: _ClassVar[int]
     SOURCE_FIELD_NUMBER: _ClassVar[int]
     DESTINATION_TABLE_NAME_FIELD_NUMBER: _ClassVar[int]
@@ -134,6 +137,7 @@ class LoadPlan(_message.Message):
     EXPECTED_ROWS_FIELD_NUMBER: _ClassVar[int]
     EXPECTED_BYTES_FIELD_NUMBER: _ClassVar[int]
     TENANT_ID_FIELD_NUMBER: _ClassVar[int]
+    READ_FIELD_NUMBER: _ClassVar[int]
     plan_id: str
     source: _common_pb2.DataSource
     destination_table_name: str
@@ -142,7 +146,80 @@ class LoadPlan(_message.Message):
     expected_rows: int
     expected_bytes: int
     tenant_id: str
-    def __init__(self, plan_id: _Optional[str] = ..., source: _Optional[_Union[_common_pb2.DataSource, _Mapping]] = ..., destination_table_name: _Optional[str] = ..., arrow_schema: _Optional[bytes] = ..., resolved_partition: _Optional[_Union[ResolvedPartition, _Mapping]] = ..., expected_rows: _Optional[int] = ..., expected_bytes: _Optional[int] = ..., tenant_id: _Optional[str] = ...) -> None: ...
+    read: ReadPlan
+    def __init__(self, plan_id: _Optional[str] = ..., source: _Optional[_Union[_common_pb2.DataSource, _Mapping]] = ..., destination_table_name: _Optional[str] = ..., arrow_schema: _Optional[bytes] = ..., resolved_partition: _Optional[_Union[ResolvedPartition, _Mapping]] = ..., expected_rows: _Optional[int] = ..., expected_bytes: _Optional[int] = ..., tenant_id: _Optional[str] = ..., read: _Optional[_Union[ReadPlan, _Mapping]] = ...) -> None: ...
+
+class ReadPlan(_message.Message):
+    __slots__ = ("iceberg", "sql", "rows_exact")
+    ICEBERG_FIELD_NUMBER: _ClassVar[int]
+    SQL_FIELD_NUMBER: _ClassVar[int]
+    ROWS_EXACT_FIELD_NUMBER: _ClassVar[int]
+    iceberg: IcebergRead
+    sql: SqlRead
+    rows_exact: bool
+    def __init__(self, iceberg: _Optional[_Union[IcebergRead, _Mapping]] = ..., sql: _Optional[_Union[SqlRead, _Mapping]] = ..., rows_exact: _Optional[bool] = ...) -> None: ...
+
+class IcebergRead(_message.Message):
+    __slots__ = ("snapshot_id", "files")
+    SNAPSHOT_ID_FIELD_NUMBER: _ClassVar[int]
+    FILES_FIELD_NUMBER: _ClassVar[int]
+    snapshot_id: int
+    files: _containers.RepeatedCompositeFieldContainer[IcebergDataFile]
+    def __init__(self, snapshot_id: _Optional[int] = ..., files: _Optional[_Iterable[_Union[IcebergDataFile, _Mapping]]] = ...) -> None: ...
+
+class IcebergDataFile(_message.Message):
+    __slots__ = ("path", "file_format", "record_count", "file_size_in_bytes", "delete_files")
+    PATH_FIELD_NUMBER: _ClassVar[int]
+    FILE_FORMAT_FIELD_NUMBER: _ClassVar[int]
+    RECORD_COUNT_FIELD_NUMBER: _ClassVar[int]
+    FILE_SIZE_IN_BYTES_FIELD_NUMBER: _ClassVar[int]
+    DELETE_FILES_FIELD_NUMBER: _ClassVar[int]
+    path: str
+    file_format: str
+    record_count: int
+    file_size_in_bytes: int
+    delete_files: _containers.RepeatedCompositeFieldContainer[IcebergDeleteFile]
+    def __init__(self, path: _Optional[str] = ..., file_format: _Optional[str] = ..., record_count: _Optional[int] = ..., file_size_in_bytes: _Optional[int] = ..., delete_files: _Optional[_Iterable[_Union[IcebergDeleteFile, _Mapping]]] = ...) -> None: ...
+
+class IcebergDeleteFile(_message.Message):
+    __slots__ = ("path", "kind", "record_count", "file_size_in_bytes", "equality_ids")
+    PATH_FIELD_NUMBER: _ClassVar[int]
+    KIND_FIELD_NUMBER: _ClassVar[int]
+    RECORD_COUNT_FIELD_NUMBER: _ClassVar[int]
+    FILE_SIZE_IN_BYTES_FIELD_NUMBER: _ClassVar[int]
+    EQUALITY_IDS_FIELD_NUMBER: _ClassVar[int]
+    path: str
+    kind: str
+    record_count: int
+    file_size_in_bytes: int
+    equality_ids: _containers.RepeatedScalarFieldContainer[int]
+    def __init__(self, path: _Optional[str] = ..., kind: _Optional[str] = ..., record_count: _Optional[int] = ..., file_size_in_bytes: _Optional[int] = ..., equality_ids: _Optional[_Iterable[int]] = ...) -> None: ...
+
+class SqlRead(_message.Message):
+    __slots__ = ("query", "params")
+    QUERY_FIELD_NUMBER: _ClassVar[int]
+    PARAMS_FIELD_NUMBER: _ClassVar[int]
+    query: str
+    params: _containers.RepeatedCompositeFieldContainer[SqlParam]
+    def __init__(self, query: _Optional[str] = ..., params: _Optional[_Iterable[_Union[SqlParam, _Mapping]]] = ...) -> None: ...
+
+class SqlParam(_message.Message):
+    __slots__ = ("name", "text", "integer", "real", "timestamp", "date", "boolean")
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    TEXT_FIELD_NUMBER: _ClassVar[int]
+    INTEGER_FIELD_NUMBER: _ClassVar[int]
+    REAL_FIELD_NUMBER: _ClassVar[int]
+    TIMESTAMP_FIELD_NUMBER: _ClassVar[int]
+    DATE_FIELD_NUMBER: _ClassVar[int]
+    BOOLEAN_FIELD_NUMBER: _ClassVar[int]
+    name: str
+    text: str
+    integer: int
+    real: float
+    timestamp: _timestamp_pb2.Timestamp
+    date: str
+    boolean: bool
+    def __init__(self, name: _Optional[str] = ..., text: _Optional[str] = ..., integer: _Optional[int] = ..., real: _Optional[float] = ..., timestamp: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., date: _Optional[str] = ..., boolean: _Optional[bool] = ...) -> None: ...
 
 class ResolvedPartition(_message.Message):
     __slots__ = ("time_range", "time_column_name", "time_partition_value", "dimension_values")
