@@ -114,3 +114,10 @@ async def test_rust_worker_joins_loads_three_catalogs_and_stays_active_on_its_ow
         assert seen == {(ACTIVE, ACTIVE)} and hub_seen == {ACTIVE}, \
             f"GetWorker/ListWorkers saw {seen}, the hub {hub_seen}, for a worker beating every {WORKER_INTERVAL}s"
         assert all(set(states(m, "acme", d).values()) == {"READY"} for d in CATALOGS)
+
+        # a retired epoch is evicted with the payload the worker reads (dataset_id, epoch_id, reason)
+        (sales_epoch,) = states(m, "acme", "sales")
+        await rpc(m, "retire_epoch", cp.RetireEpochRequest(tenant_id="acme", dataset_id="sales", epoch_id=sales_epoch))
+        await wait_for(lambda: ("sales", sales_epoch) not in rust.tables, what="the evict_epoch")
+        ((dataset, epoch, reason),) = rust.evicts
+        assert (dataset, epoch) == ("sales", sales_epoch) and reason
