@@ -52,7 +52,7 @@ from grpclib.client import Channel
 from grpclib.const import Cardinality
 
 from leibrix.wire._grpc import COORDINATE_WORKER_RUST
-from tests.support.admission import wait_for
+from tests.support.poll import eventually
 
 PROTO_DIR = Path(__file__).resolve().parent / "rust_proto"
 
@@ -269,7 +269,7 @@ async def joined(master_addr: str, worker: RustWorker) -> AsyncIterator[RustWork
         async with trio.open_nursery() as inner:
             inner.start_soon(trio_asyncio.aio_as_trio(worker.run), master_addr, stop)
             try:
-                await wait_for(lambda: worker.registered, what=f"{worker.worker_id} registered")
+                await eventually(lambda: worker.registered, what=f"{worker.worker_id} registered")
                 yield worker
             finally:
                 stop.set()

@@ -17,10 +17,11 @@ from typing import Any
 import pyarrow as pa
 import trio
 
-from leibrix.master._config import MasterConfig
 from leibrix.master._master import Master
 from leibrix.wire._proto import leibrix_cp as cp
-from tests.support.admission import _addr, admission, leading, quota, rpc, states, wait_for
+from tests.support.admission import admission, quota, rpc, states
+from tests.support.cluster import leading, start_master
+from tests.support.poll import eventually
 from tests.support.rust_worker import RustWorker, joined
 
 ACTIVE = cp.WorkerState.ACTIVE
@@ -45,13 +46,9 @@ EXPECTED = {
 
 
 async def start(etcd_endpoint: str, nursery: trio.Nursery) -> Master:
-    config = MasterConfig(name="m1", cluster="rust", grpc_listen=_addr(), http_listen=_addr(),
-                          etcd_endpoints=[etcd_endpoint], lease_ttl=1, worker_heartbeat_interval=HUB_INTERVAL,
-                          worker_missed_heartbeats=2, worker_dead_timeout=2.0).validate()
-    master = Master(config)
-    await nursery.start(master.run)
-    await leading(master)
-    return master
+    master = await start_master(nursery, etcd_endpoint, cluster="rust", worker_heartbeat_interval=HUB_INTERVAL,
+                                worker_missed_heartbeats=2, worker_dead_timeout=2.0)
+    return await leading(master)
 
 
 def request(dataset: str) -> cp.AdmitDatasetRequest:
@@ -81,7 +78,7 @@ async def test_rust_worker_joins_loads_three_catalogs_and_stays_active_on_its_ow
 
         for dataset in CATALOGS:
             await rpc(m, "admit_dataset", request(dataset))
-        await wait_for(lambda: all(set(states(m, "acme", d).values()) == {"READY"} for d in CATALOGS),
+        await eventually(lambda: all(set(states(m, "acme", d).values()) == {"READY"} for d in CATALOGS),
                        timeout=30, what="the three datasets' epochs READY")
 
         # every LoadPlan decoded with the worker's types and reads as the worker needs it
@@ -118,6 +115,6 @@ async def test_rust_worker_joins_loads_three_catalogs_and_stays_active_on_its_ow
         # a retired epoch is evicted with the payload the worker reads (dataset_id, epoch_id, reason)
         (sales_epoch,) = states(m, "acme", "sales")
         await rpc(m, "retire_epoch", cp.RetireEpochRequest(tenant_id="acme", dataset_id="sales", epoch_id=sales_epoch))
-        await wait_for(lambda: ("sales", sales_epoch) not in rust.tables, what="the evict_epoch")
+        await eventually(lambda: ("sales", sales_epoch) not in rust.tables, what="the evict_epoch")
         ((dataset, epoch, reason),) = rust.evicts
         assert (dataset, epoch) == ("sales", sales_epoch) and reason
