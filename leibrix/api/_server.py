@@ -173,7 +173,8 @@ class GrpcServer:
 
     ``services`` are grpclib servables (e.g. betterproto ``ServiceBase``
     instances) whose RPC methods use :func:`trio_rpc`. A service that serves
-    ``ControlPlaneService`` is also reachable under the Rust worker's path.
+    ``ControlPlaneService`` is also reachable under the Rust worker's path,
+    unless it maps that path itself.
     """
 
     def __init__(self, services: Iterable[Any], health: HealthFlag) -> None:
@@ -187,7 +188,7 @@ class GrpcServer:
             mapping = service.__mapping__()
             guarded.append(_Guarded(mapping))
             for path, handler in mapping.items():
-                if path in CONTROL_PLANE_ALIASES:
+                if path in CONTROL_PLANE_ALIASES and CONTROL_PLANE_ALIASES[path] not in mapping:
                     aliases[CONTROL_PLANE_ALIASES[path]] = handler
         health = Health({s: [self.health._status] for s in guarded})
         servables = ServerReflection.extend([*guarded, health])

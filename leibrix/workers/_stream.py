@@ -4,8 +4,7 @@ grpclib is asyncio-only, so each stream is served by asyncio coroutines
 (under trio-asyncio) that cross into the Trio side, the
 :class:`~leibrix.workers._protocols.Registry`, through
 :func:`leibrix.wire._grpc.call_trio`. Only grpclib's public stream API is
-used: ``recv_message``, ``send_message``, ``send_trailing_metadata`` (and
-the stream's path, below).
+used: ``recv_message``, ``send_message``, ``send_trailing_metadata``.
 
 **Sessions.** A stream must open with ``register_event`` within
 ``register_timeout``; it is checked by
@@ -25,8 +24,8 @@ writer of the stream: a bounded queue that :meth:`_Session.offer` fills
 without waiting, closing the session RESOURCE_EXHAUSTED when it is full).
 A session that arrived on the Rust leibrix-worker's path gets every message
 in that worker's layout (:func:`leibrix.wire._upstream.upstream_frame`: its
-StarRocks and JDBC catalogs differ from ours); the path is grpclib's
-``Stream._method_name`` (0.4.9, pinned), the one private name used here.
+StarRocks and JDBC catalogs differ from ours); each path has its own
+handler in :meth:`WorkerStreams.mapping`, so the session knows its path.
 When the worker half-closes, every report already read is judged before the
 stream ends, so a bad report sent just before the half-close still gets its
 own status.
@@ -49,6 +48,7 @@ the unread ack) and ends with the rejection's status.
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 
 import grpclib.const
@@ -152,15 +152,20 @@ class WorkerStreams:
         self._registering: asyncio.Semaphore | None = None  # made on the event loop, at the first stream
 
     def mapping(self) -> dict[str, grpclib.const.Handler]:
-        """The grpclib mapping of our path (the gRPC server adds the Rust worker's alias)."""
+        """The grpclib mapping of both paths: ours, and the Rust worker's (its messages in its layout)."""
         return {
-            COORDINATE_WORKER: grpclib.const.Handler(
-                self.handle, grpclib.const.Cardinality.STREAM_STREAM, Frame, Frame
+            path: grpclib.const.Handler(
+                functools.partial(self.handle, upstream=path == COORDINATE_WORKER_RUST),
+                grpclib.const.Cardinality.STREAM_STREAM, Frame, Frame,
             )
+            for path in (COORDINATE_WORKER, COORDINATE_WORKER_RUST)
         }
 
-    async def handle(self, stream: grpclib.server.Stream) -> None:
-        """One worker stream, start to end: register, serve, and close with a precise status."""
+    async def handle(self, stream: grpclib.server.Stream, *, upstream: bool = False) -> None:
+        """One worker stream, start to end: register, serve, and close with a precise status.
+
+        ``upstream``: the stream came on the Rust worker's path.
+        """
         session: _Session | None = None
         try:
             try:
@@ -173,7 +178,7 @@ class WorkerStreams:
             if self._registering is None:
                 self._registering = asyncio.Semaphore(self.config.max_registering)
             async with self._registering:
-                session = await self._register(stream, first)
+                session = await self._register(stream, first, upstream=upstream)
             close = await self._serve(stream, session)
         except _Close as c:
             close = c
@@ -195,6 +200,8 @@ class WorkerStreams:
                          "compressed frames are not supported (grpc-encoding identity)") from None
         except AssertionError:  # grpclib's answer to a stream that ends inside a frame
             raise _Close(Status.INVALID_ARGUMENT, "truncated message: the stream ended inside a gRPC frame") from None
+        except grpclib.exceptions.GRPCError as e:  # the server's codec refused the message
+            raise _Close(e.status, e.message or "") from None
         if frame is None:
             return None
         if len(frame) > self.config.max_message_bytes:
@@ -206,7 +213,8 @@ class WorkerStreams:
             raise _Close(Status.INVALID_ARGUMENT,
                          f"message of {len(frame)} bytes is not a leibrix_cp.EventStreamMessage") from None
 
-    async def _register(self, stream: grpclib.server.Stream, msg: pb.EventStreamMessage) -> _Session:
+    async def _register(self, stream: grpclib.server.Stream, msg: pb.EventStreamMessage, *,
+                        upstream: bool) -> _Session:
         registry = self._registry
         if not registry.serving():
             leader = registry.leader_hint()
@@ -219,7 +227,7 @@ class WorkerStreams:
         m = member_from_registration(msg, self.config, registry.pool_known)
         peer = stream.peer.addr() if stream.peer else None
         session = _Session(m.worker_id, f"{peer[0]}:{peer[1]}" if peer else "?", self.config.outbound_queue,
-                           upstream=getattr(stream, "_method_name", "") == COORDINATE_WORKER_RUST)
+                           upstream=upstream)
         registry.open_session(m, session)
         # upb entries as they are: converting 10,000 of them to betterproto took seconds of the loop
         inventory = list(msg.register_event.inventory)
@@ -326,5 +334,5 @@ class WorkerStreams:
             async with asyncio.timeout(_HALF_CLOSE_WAIT_S):
                 while await stream.recv_message() is not None:
                     pass
-        except (TimeoutError, AssertionError, NotImplementedError, *_GONE):
+        except (TimeoutError, AssertionError, NotImplementedError, grpclib.exceptions.GRPCError, *_GONE):
             pass  # out of patience, a broken frame, or gone: the status is sent (or not) all the same

@@ -14,7 +14,9 @@ from grpclib.exceptions import GRPCError
 
 from leibrix.wire._grpc import COORDINATE_WORKER, COORDINATE_WORKER_RUST, LEADER_METADATA
 from leibrix.domain._liveness import WState
+from leibrix.wire._proto.records import common_pb2 as cpb
 from leibrix.wire._proto.records import control_plane_pb2 as pb
+from leibrix.wire._upstream import upstream_frame
 from leibrix.store._store import Keys
 from leibrix.workers._hub import WorkerHub
 from leibrix.workers._member import MAX_ADDR_CHARS, MAX_LABELS
@@ -314,3 +316,41 @@ async def test_long_client_strings_are_refused_at_their_limits_and_quoted_clippe
     out = await call(addr, [long_addr.SerializeToString()], half_close=True)
     assert out.status is Status.INVALID_ARGUMENT and "register_event.worker.addr" in out.message
     assert set(hub.members) == {"x1"}  # only the registration whose status report was refused got in
+
+
+async def test_each_path_gets_messages_in_its_workers_layout(cluster) -> None:
+    """The Rust worker's path gets LoadPlans in that worker's layout (its StarRocks catalog differs)."""
+    keys, hub, coord, addr = cluster
+    msg = pb.EventStreamMessage(data_assignment=pb.DataAssignmentEvent(dataset_id="d", load_plan=pb.LoadPlan(
+        source=cpb.DataSource(catalog=cpb.Catalog(starrocks=cpb.StarRocksCatalog(
+            dsn="mysql://etl:pw@fe1.example:9031/mart"))))))
+    assert upstream_frame(msg) != msg.SerializeToString()
+    host, port = addr.rsplit(":", 1)
+
+    async def first_after_ack(wid: str, path: str, registered: trio.Event) -> bytes:
+        channel = Channel(host, int(port))
+        try:
+            async with channel.request(path, Cardinality.STREAM_STREAM, _Frame, _Frame) as stream:
+                await stream.send_message(_Frame(register(wid)))
+                ack = pb.EventStreamMessage.FromString(await stream.recv_message())
+                assert ack.common_ack.event_type == "registration_ack"
+                registered.set()
+                frame = await stream.recv_message()
+                await stream.cancel()
+                return bytes(frame)
+        finally:
+            channel.close()
+
+    for wid, path, expect in (("ours-1", COORDINATE_WORKER, msg.SerializeToString()),
+                              ("rust-1", RUST_PATH, upstream_frame(msg))):
+        registered, got = trio.Event(), []
+        async with trio_asyncio.open_loop():
+            async with trio.open_nursery() as n:
+                async def run() -> None:
+                    got.append(await trio_asyncio.aio_as_trio(first_after_ack)(wid, path, registered))
+
+                n.start_soon(run)
+                with trio.fail_after(10):
+                    await registered.wait()
+                    assert await hub.send(wid, msg)
+        assert got == [expect], path
