@@ -92,8 +92,8 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--pool", default="", help="tenant pool this worker serves (label `pool`)")
     parser.add_argument("--label", type=_label, action="append", default=[], metavar="KEY=VALUE",
                         help="extra label; repeatable")
-    parser.add_argument("--addr", default="", help="address the gateway reaches this worker at "
-                        "(default: hostname:0, the reference worker serves no queries)")
+    parser.add_argument("--addr", default="", help="address clients reach this worker at "
+                        "(default: its Arrow Flight query address)")
     parser.add_argument("--parallel-loads", type=int, default=2, help="loads executed at once")
     parser.add_argument("--max-rows", type=int, default=5_000_000,
                         help="cap on synthetic rows per epoch until real sources land")
@@ -114,7 +114,7 @@ def run(args: argparse.Namespace) -> int:
     masters = [m.strip() for arg in args.master for m in arg.split(",") if m.strip()]
     config = WorkerConfig(
         masters=masters, worker_id=args.id, memory_bytes=args.memory, cpu_cores=args.cpu,
-        zone=args.zone, pool=args.pool, addr=args.addr or f"{socket.gethostname()}:0",
+        zone=args.zone, pool=args.pool, addr=args.addr,
         labels=dict(args.label), max_parallel_loads=max(1, args.parallel_loads),
     )
     loader = Loader(memory_limit_bytes=args.memory, max_rows=args.max_rows, threads=max(1, int(args.cpu)))
@@ -123,6 +123,7 @@ def run(args: argparse.Namespace) -> int:
                            timeout_secs=args.query_timeout, memory_limit_mb=args.query_memory_limit_mb)
     advertised = socket.gethostname() if host in ("0.0.0.0", "::", "") else host
     config.labels.setdefault(FLIGHT_ADDR, f"{advertised}:{service.port}")
+    config.addr = config.addr or config.labels[FLIGHT_ADDR]
     log.info("serving Arrow Flight queries on %s", config.labels[FLIGHT_ADDR])
 
     async def main() -> int:

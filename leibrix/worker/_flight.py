@@ -9,8 +9,10 @@ The contract is the upstream Rust leibrix-worker's:
 * The ticket is JSON ``{"sql", "tenant_id", "memory_limit_mb"?, "timeout_secs"?}``.
   This worker also reads two optional keys: ``"epochs"`` (``{dataset: [epoch
   ids]}``, the only epochs each dataset's view may read; a missing one is
-  NOT_FOUND, so a caller never gets a silently partial answer) and
-  ``"query_id"`` (the id ``cancel_query`` names). An upstream worker ignores
+  NOT_FOUND, so a caller never gets a silently partial answer), ``"window"``
+  (``{dataset: [start_us | null, end_us | null]}``, the view keeps only rows
+  whose time is in that half-open range, in microseconds since the Unix epoch)
+  and ``"query_id"`` (the id ``cancel_query`` names). An upstream worker ignores
   unknown keys; see :mod:`leibrix.client._query` for why a client stays correct
   with such a worker.
 * SQL names **logical** datasets. On a cursor of its own the query gets one
@@ -80,6 +82,7 @@ class Ticket:
     timeout_secs: float | None = None
     epochs: dict[str, list[str]] | None = None
     query_id: str = ""
+    window: dict[str, list[int | None]] | None = None
 
     def encode(self) -> bytes:
         """The ticket's JSON bytes (optional keys only when set, as upstream)."""
@@ -92,6 +95,8 @@ class Ticket:
             doc["epochs"] = self.epochs
         if self.query_id:
             doc["query_id"] = self.query_id
+        if self.window is not None:
+            doc["window"] = self.window
         return json.dumps(doc).encode()
 
 
@@ -121,7 +126,13 @@ def parse_ticket(raw: bytes) -> Ticket:
     query_id = doc.get("query_id") or ""
     if not isinstance(query_id, str):
         raise pa.ArrowInvalid("invalid ticket: 'query_id' must be a string")
-    return Ticket(sql, tenant, memory, timeout, epochs, query_id)
+    window = doc.get("window")
+    if window is not None and not (isinstance(window, dict) and all(
+            isinstance(v, list) and len(v) == 2
+            and all(b is None or (isinstance(b, int) and not isinstance(b, bool)) for b in v)
+            for v in window.values())):
+        raise pa.ArrowInvalid("invalid ticket: 'window' must map dataset ids to [start_us|null, end_us|null]")
+    return Ticket(sql, tenant, memory, timeout, epochs, query_id, window)
 
 
 class QueryService(fl.FlightServerBase):
@@ -262,7 +273,9 @@ class QueryService(fl.FlightServerBase):
                                            "are not held here")
                 tables = [by_id[e] for e in wanted]
             windows = scope.window_of(name)
-            views[dataset] = [t for t in tables if overlaps(t.start_us, t.end_us, windows)]
+            bound = (ticket.window or {}).get(dataset)
+            views[dataset] = [t for t in tables if overlaps(t.start_us, t.end_us, windows)
+                              and (bound is None or overlaps(t.start_us, t.end_us, [tuple(bound)]))]
             if not views[dataset]:
                 views[dataset] = [tables[0]]
                 pruned_all.add(dataset)
@@ -282,7 +295,8 @@ class QueryService(fl.FlightServerBase):
                     raise pa.ArrowInvalid(f"query_id {query_id!r} is already running")
                 self._running[query_id] = cursor
             for dataset, tables in views.items():
-                empty = " WHERE false" if dataset in pruned_all else ""
+                empty = " WHERE false" if dataset in pruned_all else _row_filter(
+                    tables[0].time_column, (ticket.window or {}).get(dataset))
                 cursor.execute(f"CREATE TEMP VIEW {_quote(dataset)} AS "
                                + " UNION ALL ".join(f"SELECT * FROM {_quote(t.table)}{empty}" for t in tables))
             timer.start()
@@ -327,6 +341,17 @@ class QueryService(fl.FlightServerBase):
             return cursor.sql(f"SELECT * FROM {_quote(table.table)} LIMIT 0").to_arrow_table().schema
         finally:
             cursor.close()
+
+
+def _row_filter(column: str, bound: list[int | None] | None) -> str:
+    if not bound or not column:
+        return ""
+    terms = []
+    if bound[0] is not None:
+        terms.append(f"{_quote(column)} >= make_timestamp({int(bound[0])}::BIGINT)")
+    if bound[1] is not None:
+        terms.append(f"{_quote(column)} < make_timestamp({int(bound[1])}::BIGINT)")
+    return (" WHERE " + " AND ".join(terms)) if terms else ""
 
 
 def _criteria_tenant(criteria: bytes) -> str:
