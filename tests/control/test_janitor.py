@@ -159,7 +159,7 @@ async def test_pruning_never_deletes_an_epoch_rewritten_meanwhile(
     coord = svc.coordinator
     janitor = Janitor(coord, svc.requests, commit=m.leader_context().writer.commit, request_ttl_s=600.0,
                       retired_ttl_s=0.05, interval_s=600.0)
-    await trio.sleep(0.1)
+    await trio.sleep(0.1)  # time itself is the condition: the janitor's 0.05 s TTL passes
     real_commit = coord._commit
     raced = trio.Event()
 
@@ -182,7 +182,7 @@ async def test_pruning_never_deletes_an_epoch_rewritten_meanwhile(
     assert await janitor.prune_epochs() == 0  # the next pass sees PENDING epochs: nothing to prune
     # Without a race the same re-admission after pruning gives the same result: the epoch comes back PENDING.
     await retire(m, first)
-    await trio.sleep(0.1)
+    await trio.sleep(0.1)  # the 0.05 s TTL passes
     assert await janitor.prune_epochs() == 1 and first not in states(m)
     await rpc(m, "admit_dataset", admission(days=4))
     assert states(m)[first] == "PENDING" and first in await epoch_revisions(etcd)
