@@ -1,0 +1,199 @@
+"""The reference worker's Arrow Flight contract, with plain ``pyarrow.flight`` calls shaped like the
+upstream worker's Python example: ticket JSON, ListFlights, DoAction, and its status mapping.
+
+The first test runs against a real ``leibrix worker`` process loaded by a real
+master; the others use the same query service in-process over a loader, to
+look at pruning, timeouts and cancellation directly.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+from typing import Any
+
+import pyarrow as pa
+import pyarrow.flight as fl
+import pytest
+import trio
+
+from leibrix.wire._proto import leibrix_cp as cp
+from leibrix.wire._proto.records import control_plane_pb2 as pb
+from leibrix.worker._flight import QueryService
+from leibrix.worker._loader import Loader
+from tests.support.admission import admission, all_ready, quota, rpc
+from tests.support.cluster import leading, start_master, workers
+
+DAY_S = 86_400
+T0_S = 1_793_491_200  # 2026-11-01T00:00:00Z
+
+
+def _ticket(sql: str, tenant: str = "acme", **extra: Any) -> fl.Ticket:
+    return fl.Ticket(json.dumps({"sql": sql, "tenant_id": tenant, **extra}).encode())
+
+
+async def test_flight_contract_against_a_worker_process(etcd_server: Any, nursery: trio.Nursery) -> None:
+    master = await leading(await start_master(nursery, etcd_server.endpoint))
+    await workers(nursery, master, "w1")
+    await rpc(master, "upsert_tenant_quota", quota(admission_policy=cp.AdmissionPolicy.QUEUE))
+    await rpc(master, "upsert_tenant_quota", quota("other", admission_policy=cp.AdmissionPolicy.QUEUE))
+    await rpc(master, "admit_dataset", admission(days=2, regions=("eu", "us"), rows=500))
+    await rpc(master, "admit_dataset", admission("other", "secrets", days=1, rows=10))
+    await all_ready(master, n=4)
+    await all_ready(master, "other", "secrets", n=1)
+    listed = await rpc(master, "list_workers", cp.ListWorkersRequest())
+    addr = listed.workers[0].labels["flight_addr"]
+    assert listed.workers[0].addr == addr  # routes name the query address
+
+    def contract() -> None:
+        client = fl.FlightClient(f"grpc://{addr}")
+        try:
+            flights = {tuple(p.decode() for p in f.descriptor.path): f.total_records for f in client.list_flights()}
+            assert flights == {("orders",): 4 * 500, ("secrets",): 10}
+            only = [f.descriptor.path for f in client.list_flights(json.dumps({"tenant_id": "acme"}).encode())]
+            assert only == [[b"orders"]]
+
+            sql = "SELECT region, count(*) AS n FROM orders WHERE ts >= '2026-11-02' GROUP BY region ORDER BY region"
+            info = client.get_flight_info(fl.FlightDescriptor.for_command(sql.encode()))
+            assert info.schema.names == ["region", "n"] and len(info.endpoints) == 1
+            ticket = json.loads(info.endpoints[0].ticket.ticket)
+            assert ticket == {"sql": sql, "tenant_id": "acme"}
+            table = client.do_get(info.endpoints[0].ticket).read_all()
+            assert table.to_pydict() == {"region": ["eu", "us"], "n": [500, 500]}  # day 2 only: pruned + filtered
+            scanned = json.loads(table.schema.metadata[b"leibrix.scanned"])
+            assert len(scanned["orders"]) == 2  # the day-1 epochs were left out of the view
+
+            assert next(client.do_action(fl.Action("health_check", b""))).body.to_pybytes() == b"OK"
+            with pytest.raises(fl.FlightUnauthorizedError, match="not a dataset of tenant 'acme'"):
+                client.do_get(_ticket("SELECT * FROM secrets")).read_all()
+            with pytest.raises(fl.FlightUnauthorizedError):
+                client.do_get(_ticket("SELECT count(*) FROM orders", tenant="other")).read_all()
+            with pytest.raises(pa.ArrowInvalid, match="syntax error"):
+                client.do_get(_ticket("SELEC count(*) FROM orders")).read_all()
+            with pytest.raises(pa.ArrowInvalid, match="(?i)binder|column"):
+                client.do_get(_ticket("SELECT no_such_column FROM orders")).read_all()
+            with pytest.raises(pa.ArrowKeyError, match="Table not found: customers"):
+                client.do_get(_ticket("SELECT * FROM customers")).read_all()
+            with pytest.raises(fl.FlightUnauthorizedError, match="read_csv"):
+                client.do_get(_ticket("SELECT * FROM read_csv('/etc/passwd')")).read_all()
+            with pytest.raises(pa.ArrowInvalid, match="invalid ticket"):
+                client.do_get(fl.Ticket(b"not json")).read_all()
+            with pytest.raises(pa.ArrowInvalid, match="Unknown action type"):
+                list(client.do_action(fl.Action("drop_everything", b"")))
+        finally:
+            client.close()
+
+    await trio.to_thread.run_sync(contract)
+
+
+def _loader(days: int = 3, rows: int = 1000) -> Loader:
+    loader = Loader(memory_limit_bytes=256 << 20)
+    for d in range(days):
+        a = pb.DataAssignmentEvent(dataset_id="orders", epoch_id=f"d{d}", load_plan=pb.LoadPlan(
+            plan_id=f"p{d}", destination_table_name=f"orders__d{d}", expected_rows=rows, tenant_id="acme"))
+        part = a.load_plan.resolved_partition
+        part.time_column_name = "ts"
+        part.time_range.start_inclusive.FromSeconds(T0_S + d * DAY_S)
+        part.time_range.end_exclusive.FromSeconds(T0_S + (d + 1) * DAY_S)
+        loader.load(a, tenant_id="acme")
+    return loader
+
+
+@pytest.fixture
+def service():
+    loader = _loader()
+    svc = QueryService(loader, "grpc://127.0.0.1:0", max_queries=2)
+    client = fl.FlightClient(f"grpc://127.0.0.1:{svc.port}")
+    try:
+        yield svc, client
+    finally:
+        client.close()
+        svc.shutdown()
+        loader.close()
+
+
+def _epochs_read(table: pa.Table) -> list[str]:
+    return sorted(json.loads(table.schema.metadata[b"leibrix.scanned"])["orders"])
+
+
+@pytest.mark.parametrize(("where", "epochs"), [
+    ("", ["d0", "d1", "d2"]),
+    ("WHERE ts >= '2026-11-02' AND ts < '2026-11-03'", ["d1"]),
+    ("WHERE ts < TIMESTAMP '2026-11-02 00:00:00'", ["d0"]),
+    ("WHERE ts <= '2026-11-02'", ["d0", "d1"]),  # the first instant of day 2 is included
+    ("WHERE ts BETWEEN '2026-11-02 12:00' AND '2026-11-03 01:00'", ["d1", "d2"]),
+    ("WHERE '2026-11-03' <= ts", ["d2"]),
+    ("WHERE ts >= '2026-11-02' OR value > 1", ["d0", "d1", "d2"]),  # OR: no pruning
+    ("WHERE ts >= '2027-01-01'", []),
+])
+def test_time_predicates_prune_epochs_and_never_change_the_answer(service, where: str, epochs: list[str]) -> None:
+    svc, client = service
+    sql = f"SELECT count(*) AS n, sum(value) AS s FROM orders {where}"
+    got = client.do_get(_ticket(sql)).read_all()
+    assert _epochs_read(got) == epochs
+    cursor = svc.loader.cursor()
+    try:  # the same predicate over every epoch, unpruned
+        union = " UNION ALL ".join(f"SELECT * FROM orders__d{d}" for d in range(3))
+        want = cursor.sql(f"SELECT count(*) AS n, sum(value) AS s FROM ({union}) orders {where}").fetchall()
+    finally:
+        cursor.close()
+    assert got.column("n").to_pylist() == [want[0][0]]
+
+
+def test_a_self_join_is_not_pruned_by_one_sides_predicate(service) -> None:
+    _, client = service
+    sql = ("SELECT count(*) FROM orders a JOIN (SELECT * FROM orders WHERE ts < '2026-11-02') b USING (id) "
+           "WHERE a.ts >= '2026-11-03'")
+    got = client.do_get(_ticket(sql)).read_all()
+    assert _epochs_read(got) == ["d0", "d1", "d2"]
+
+
+def test_ticket_epochs_and_window_restrict_the_view(service) -> None:
+    _, client = service
+    got = client.do_get(_ticket("SELECT count(*) AS n FROM orders", epochs={"orders": ["d0", "d2"]},
+                                window={"orders": [None, (T0_S + DAY_S // 2) * 1_000_000]})).read_all()
+    assert _epochs_read(got) == ["d0"]  # d2 lies outside the window
+    assert 0 < got.column("n")[0].as_py() < 1000
+    with pytest.raises(pa.ArrowKeyError, match="d9"):
+        client.do_get(_ticket("SELECT 1 FROM orders", epochs={"orders": ["d0", "d9"]})).read_all()
+
+
+SLOW = "SELECT count(*) FROM orders, range(200000) r WHERE value * r > 1"
+
+
+def test_timeout_is_deadline_exceeded(service) -> None:
+    _, client = service
+    began = time.monotonic()
+    with pytest.raises(fl.FlightTimedOutError, match="timeout"):
+        client.do_get(_ticket(SLOW, timeout_secs=0.3)).read_all()
+    assert time.monotonic() - began < 5
+
+
+def test_cancel_query_interrupts_a_running_query(service) -> None:
+    svc, client = service
+    errors: list[BaseException] = []
+
+    def run() -> None:
+        try:
+            client.do_get(_ticket(SLOW, query_id="q-1")).read_all()
+        except BaseException as exc:  # noqa: BLE001 - inspected below
+            errors.append(exc)
+
+    thread = threading.Thread(target=run)
+    thread.start()
+    deadline = time.monotonic() + 5
+    while "q-1" not in svc._running and time.monotonic() < deadline:
+        time.sleep(0.01)
+    reply = next(client.do_action(fl.Action("cancel_query", json.dumps({"query_id": "q-1"}).encode())))
+    assert reply.body.to_pybytes() == b"Query q-1 cancelled"
+    thread.join(10)
+    assert len(errors) == 1 and isinstance(errors[0], fl.FlightCancelledError)
+    reply = next(client.do_action(fl.Action("cancel_query", json.dumps({"query_id": "q-1"}).encode())))
+    assert reply.body.to_pybytes() == b"Query q-1 not running"
+
+
+def test_result_over_the_memory_limit_is_refused(service) -> None:
+    _, client = service
+    with pytest.raises(fl.FlightServerError, match="resource exhausted"):
+        client.do_get(_ticket("SELECT * FROM orders, range(500) r", memory_limit_mb=1)).read_all()
