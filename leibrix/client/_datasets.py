@@ -59,8 +59,8 @@ import yaml
 from leibrix.domain import _epochs
 from leibrix.wire._proto import leibrix_cp as cp
 
-__all__ = ["DatasetFileError", "dataset_document", "dump_yaml", "infer_granularity", "load_dataset_file",
-           "parse_dataset"]
+__all__ = ["DatasetFileError", "dataset_document", "dump_yaml", "infer_granularity", "iso", "load_dataset_file",
+           "parse_bytes", "parse_dataset", "parse_time"]
 
 _TOP = {"kind", "apiVersion", "tenant", "dataset", "source", "epoch_granularity", "strategy", "replication",
         "retention", "hints", "request_id", "status"}
@@ -140,7 +140,7 @@ def _float(doc: dict[str, Any], key: str, where: str) -> float:
     return float(value)
 
 
-def _size(doc: dict[str, Any], key: str, where: str) -> int:
+def parse_bytes(doc: dict[str, Any], key: str, where: str) -> int:
     value = doc.get(key, 0)
     if isinstance(value, int) and not isinstance(value, bool):
         return value
@@ -157,7 +157,7 @@ def _enum(value: Any, where: str, names: dict[str, Any]) -> Any:
     return names[key]
 
 
-def _time(value: Any, where: str) -> datetime:
+def parse_time(value: Any, where: str) -> datetime:
     if isinstance(value, datetime):
         dt = value
     elif isinstance(value, date):
@@ -247,7 +247,7 @@ def _source(value: Any, where: str) -> cp.DataSource:
         if t.get(key) is None:
             raise DatasetFileError(f"{tw}.{key}: is required")
     time_partition = cp.TimePartition(column=column, filter=cp.TimeRangeFilter(
-        start_inclusive=_time(t["start"], f"{tw}.start"), end_exclusive=_time(t["end"], f"{tw}.end")))
+        start_inclusive=parse_time(t["start"], f"{tw}.start"), end_exclusive=parse_time(t["end"], f"{tw}.end")))
     dims = _dimensions(part["dimensions"], f"{where}.partition.dimensions") if part.get("dimensions") else []
     version = doc.get("version")
     return cp.DataSource(
@@ -280,7 +280,7 @@ def parse_dataset(doc: Any, where: str = "dataset") -> cp.AdmitDatasetRequest:
     if doc.get("hints"):
         h = _mapping(doc["hints"], f"{where}.hints", _HINTS)
         hw = f"{where}.hints"
-        req.hints = cp.EstimateHints(bytes_per_epoch=_size(h, "bytes_per_epoch", hw),
+        req.hints = cp.EstimateHints(bytes_per_epoch=parse_bytes(h, "bytes_per_epoch", hw),
                                      rows_per_epoch=_int(h, "rows_per_epoch", hw),
                                      cpu_cores_per_epoch=_float(h, "cpu_cores_per_epoch", hw),
                                      scan_cost=_float(h, "scan_cost", hw))

@@ -110,6 +110,16 @@ def ago(ts: datetime | None) -> str:
     return f"{s}s"
 
 
+def minute(ts: datetime) -> str:
+    """A UTC time to the minute: ``2026-11-01T00:00Z``."""
+    return ts.astimezone(timezone.utc).strftime("%Y-%m-%dT%H:%MZ")
+
+
+def dims_text(values: dict[str, str]) -> str:
+    """Dimension values as ``region=eu,shop=1`` (``-`` when none)."""
+    return ",".join(f"{k}={v}" for k, v in sorted(values.items())) or "-"
+
+
 @dataclass(frozen=True)
 class Column:
     """One table column: its header, how to read the value from an item, how to print it.

@@ -14,7 +14,8 @@ import sys
 from datetime import datetime, timezone
 from typing import Any
 
-from leibrix.cli.ctl._common import NOT_FOUND, Column, Ctx, CtlError, ago, human_bytes, message_data, split_ref
+from leibrix.cli.ctl._common import (NOT_FOUND, Column, Ctx, CtlError, ago, dims_text, human_bytes, message_data,
+                                     minute, split_ref)
 from leibrix.cli.ctl._wait import wait_ready
 from leibrix.client._datasets import dataset_document, infer_granularity, iso, load_dataset_file, parse_dataset
 from leibrix.wire._proto import leibrix_cp as cp
@@ -50,22 +51,14 @@ DATASET_COLUMNS = [
 ]
 
 
-def _minute(ts: datetime) -> str:
-    return ts.astimezone(timezone.utc).strftime("%Y-%m-%dT%H:%MZ")
-
-
-def _dims(values: dict[str, str]) -> str:
-    return ",".join(f"{k}={v}" for k, v in sorted(values.items())) or "-"
-
-
 EPOCH_COLUMNS = [
     Column("epoch", lambda e: e.info.epoch_id),
     Column("state", lambda e: e.state.name),
-    Column("start", lambda e: e.info.time_range.start_inclusive, _minute),
-    Column("dims", lambda e: _dims(e.info.dimension_values)),
+    Column("start", lambda e: e.info.time_range.start_inclusive, minute),
+    Column("dims", lambda e: dims_text(e.info.dimension_values)),
     Column("replicas", lambda e: e, lambda e: f"{sum(r.state == cp.ReplicaInfoState.LOADED for r in e.replicas)}/"
            f"{len(e.replicas)}", key=lambda e: len(e.replicas)),
-    Column("end", lambda e: e.info.time_range.end_exclusive, _minute, wide=True),
+    Column("end", lambda e: e.info.time_range.end_exclusive, minute, wide=True),
     Column("version", lambda e: e.version or "-", wide=True),
     Column("workers", lambda e: ",".join(r.worker_id for r in e.replicas) or "-", wide=True),
     Column("memory", lambda e: e.estimate.memory_bytes, human_bytes, wide=True),

@@ -9,7 +9,7 @@ from grpclib.const import Status
 from grpclib.exceptions import GRPCError
 
 from leibrix.cli.ctl._common import Column, Ctx, human_bytes, message_data
-from leibrix.client._datasets import DatasetFileError, _size
+from leibrix.client._datasets import DatasetFileError, parse_bytes
 from leibrix.wire._proto import leibrix_cp as cp
 
 __all__ = ["configure"]
@@ -58,7 +58,7 @@ _STRATEGIES = {"DEFAULT": cp.PlacementStrategy.STRATEGY_DEFAULT, "ROUND_ROBIN": 
 
 def _bytes(text: str) -> int:
     try:
-        return _size({"v": text}, "v", "--max-memory")
+        return parse_bytes({"v": text}, "v", "--max-memory")
     except DatasetFileError:
         raise argparse.ArgumentTypeError(f"expected bytes like 512MiB or 1073741824, got {text!r}") from None
 

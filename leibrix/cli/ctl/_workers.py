@@ -5,10 +5,10 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
-from leibrix.cli.ctl._common import SERVER, USAGE, Column, Ctx, CtlError, ago, human_bytes, message_data, split_ref
-from leibrix.cli.ctl._datasets import _dims, _minute
+from leibrix.cli.ctl._common import (SERVER, USAGE, Column, Ctx, CtlError, ago, dims_text, human_bytes, message_data,
+                                     minute, split_ref)
 from leibrix.cli.ctl._wait import wait_drained
-from leibrix.client._datasets import DatasetFileError, _time
+from leibrix.client._datasets import DatasetFileError, parse_time
 from leibrix.wire._proto import leibrix_cp as cp
 
 __all__ = ["configure"]
@@ -106,8 +106,8 @@ async def undrain(ctx: Ctx, args: argparse.Namespace) -> int:
 
 ROUTE_COLUMNS = [
     Column("epoch", lambda r: r.epoch.epoch_id),
-    Column("start", lambda r: r.epoch.time_range.start_inclusive, _minute),
-    Column("dims", lambda r: _dims(r.epoch.dimension_values)),
+    Column("start", lambda r: r.epoch.time_range.start_inclusive, minute),
+    Column("dims", lambda r: dims_text(r.epoch.dimension_values)),
     Column("workers", lambda r: ",".join(r.worker_ids) or "-"),
     Column("table", lambda r: r.table_name, wide=True),
     Column("addrs", lambda r: ",".join(r.worker_addrs) or "-", wide=True),
@@ -131,8 +131,8 @@ async def resolve(ctx: Ctx, args: argparse.Namespace) -> int:
     if args.start or args.end:
         try:
             req.time_range = cp.TimeRange(
-                start_inclusive=_time(args.start, "--from") if args.start else _time("1970-01-01", "--from"),
-                end_exclusive=_time(args.end, "--to") if args.end else _time("9999-12-31", "--to"))
+                start_inclusive=parse_time(args.start, "--from") if args.start else parse_time("1970-01-01", "--from"),
+                end_exclusive=parse_time(args.end, "--to") if args.end else parse_time("9999-12-31", "--to"))
         except DatasetFileError as exc:
             raise CtlError(USAGE, str(exc)) from None
     reply = await ctx.rpc("resolve_route", req)
