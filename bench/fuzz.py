@@ -28,13 +28,17 @@ own, e.g. after an accepted fuzzed write: a single move may be a coincidence).
 ``fuzz.term_changes``. ``fuzz.max_loop_stall_s`` is the master's own loop-stall
 gauge (``leibrix_loop_stall_max_seconds``), read from ``/metrics`` throughout.
 
-Every count except ``fuzz.requests`` and ``fuzz.max_loop_stall_s`` must be 0.
+Every count except ``fuzz.requests`` and ``fuzz.max_loop_stall_s`` must be 0
+(the exit status is 1 otherwise). ``BENCH_KEEP=1`` keeps the processes' logs
+(the master logs each loop stall over 100 ms with the task step that caused it).
 """
 
 from __future__ import annotations
 
+import os
 import random
 import re
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -479,6 +483,10 @@ def run(quick: bool, seed: int) -> tuple[Report, Tally]:
                 proc.wait(10)
             except subprocess.TimeoutExpired:
                 proc.kill()
+        if os.environ.get("BENCH_KEEP"):
+            print(f"logs kept in {tmp}", file=sys.stderr)
+        else:
+            shutil.rmtree(tmp, ignore_errors=True)
     for name, value in tally.as_dict().items():
         report.add(name, value, "s" if name.endswith("_s") else "", "must be 0" if name not in
                    ("fuzz.requests", "fuzz.max_loop_stall_s") else "")
