@@ -22,6 +22,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "status": ("leibrix.cli._status", "show the cluster: masters, leader and term, etcd members and health"),
     "worker": ("leibrix.worker._cmd", "run a reference worker (in-memory DuckDB) that registers with the master"),
     "ctl": ("leibrix.cli.ctl", "operate the cluster: tenants, datasets, epochs, workers, routes (kubectl-like)"),
+    "query": ("leibrix.cli._query", "run SQL over a dataset's resident epochs on the workers (Arrow Flight)"),
 }
 
 

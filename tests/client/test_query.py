@@ -6,7 +6,9 @@ same rows (rebuilt locally from the plans, see ``tests.client._data``).
 
 from __future__ import annotations
 
+import json
 import math
+import sys
 import threading
 from datetime import timedelta
 from typing import Any
@@ -76,6 +78,19 @@ async def test_query_on_one_worker_equals_duckdb_over_the_same_rows(etcd_server:
         assert client.routes.fetches <= 4  # routes cached, not asked per query
     finally:
         await trio.to_thread.run_sync(client.close)
+    # the command line: the same answer as JSON lines, and a table naming the worker and the time
+    base = [sys.executable, "-m", "leibrix", "query", "--master", master.config.grpc_listen, "--tenant", "acme",
+            "--dataset", "orders", SQLS[0], "--start", "2026-11-02", "--end", "2026-11-03T00:00:00Z"]
+    done = await trio.run_process([*base, "-o", "json"], capture_stdout=True, capture_stderr=True)
+    lines = [json.loads(line) for line in done.stdout.decode().splitlines()]
+    want = direct(rows, "orders", SQLS[0], T0 + timedelta(days=1), T0 + timedelta(days=2))
+    assert [(r["region"], r["n"]) for r in lines] == list(zip(*(want.column(c).to_pylist() for c in ("region", "n"))))
+    assert "from w1 (2 epoch(s))" in done.stderr.decode()
+    done = await trio.run_process(base, capture_stdout=True)
+    out = done.stdout.decode()
+    assert "region" in out and "eu" in out and " ms from w1 " in out
+    failed = await trio.run_process([*base[:9], "SELECT nope FROM orders"], capture_stderr=True, check=False)
+    assert failed.returncode == 1 and "ArrowInvalid" in failed.stderr.decode()
 
 
 async def test_query_spread_over_two_workers_is_combined_correctly(etcd_server: Any, nursery: trio.Nursery) -> None:
