@@ -89,7 +89,7 @@ async def test_query_on_one_worker_equals_duckdb_over_the_same_rows(etcd_server:
     done = await trio.run_process(base, capture_stdout=True)
     out = done.stdout.decode()
     assert "region" in out and "eu" in out and " ms from w1 " in out
-    failed = await trio.run_process([*base[:9], "SELECT nope FROM orders"], capture_stderr=True, check=False)
+    failed = await trio.run_process([*base[:10], "SELECT nope FROM orders"], capture_stderr=True, check=False)
     assert failed.returncode == 1 and "ArrowInvalid" in failed.stderr.decode()
 
 
