@@ -18,7 +18,7 @@ from leibrix.domain._errors import Unavailable
 from leibrix.domain._lifecycle import State
 from leibrix.state._model import ClusterState
 from leibrix.state._routes import RouteTable
-from leibrix.store._etcd import EtcdUnavailable
+from leibrix.store._etcd import EtcdRefused, EtcdUnavailable
 from leibrix.store._store import Fenced, Mirror, Table
 from leibrix.store._term import Leadership, TermContext
 from leibrix.wire._proto.records import state_pb2
@@ -79,7 +79,7 @@ class AdmissionService:
         if checkpointer is not None:
             try:
                 await checkpointer.flush()
-            except (Fenced, EtcdUnavailable):
+            except (Fenced, EtcdUnavailable, EtcdRefused):
                 pass  # the term ended meanwhile, or etcd is gone: the successor starts from the last checkpoint
 
     async def run_term(self, ctx: TermContext, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
@@ -104,7 +104,8 @@ class AdmissionService:
                 await nursery.start(Janitor(coord, self.requests, commit=ctx.writer.commit,
                                             request_ttl_s=self.admission_config.request_ttl_s,
                                             retired_ttl_s=cfg.retired_ttl_s, interval_s=cfg.prune_interval_s,
-                                            counters=self.janitor_counters).run)
+                                            counters=self.janitor_counters, orphan_ttl_s=cfg.orphan_ttl_s,
+                                            writing=admissions.writing).run)
                 self.coordinator, self.admissions = coord, admissions
                 retiring = [e.key for e in self.state.epochs.values() if e.state is State.RETIRING]
                 if retiring:

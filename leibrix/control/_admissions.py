@@ -9,12 +9,43 @@ The path of one admission (all on the leader):
    in-memory state plus what earlier admissions of the same batch, and of
    the batches still being written, decided (an admission of a dataset or
    request id such a batch holds waits for that write);
-3. all accepted admissions of the batch are written in fenced transactions
-   (records for the dataset, every new epoch, the idempotency record last),
-   while the next batch is decided (up to ``max_inflight_batches`` at once);
-   a rejection is answered at once, since it stores nothing;
+3. all accepted admissions of the batch are written in one fenced commit
+   (every new epoch first, each dataset record with its idempotency record
+   last), while the next batch is decided (up to ``max_inflight_batches`` at
+   once); a rejection is answered at once, since it stores nothing;
 4. only then are the callers answered: an acknowledged admission is in etcd,
    so a leader failover can never lose it.
+
+**All or nothing, whatever the size.** The writer cuts a commit into
+transactions within etcd's limits (128 ops and 1.5 MiB by default), so a
+large admission takes several, and a leader may die, or etcd fail, between
+them. Visibility is therefore decided by a generation, not by the
+transactions: each admission of a dataset gets a new ``admission``
+generation (one more than any its dataset, its epochs or its uncommitted
+epochs carry), stamped on every epoch it writes; the dataset record, which
+carries the dataset's *committed* generation, is written last, in one
+``Atomic`` with the idempotency record. ``ClusterState`` keeps an epoch whose
+generation is newer than its dataset record's aside: not indexed, not
+charged, not routed, not scheduled. So until the dataset record lands none
+of the admission's epochs exist for anyone, and the transaction that stores
+it makes all of them visible at once. A refresh (a new version of an existing
+dataset) follows the same rule: the old version serves until the new
+dataset record lands. Epochs left aside by an admission that never
+committed are deleted by the next admission of the dataset (in its commit,
+before its dataset record) or by the janitor once they are old
+(``leibrix.control._janitor``).
+
+**etcd errors.** Only a failed fencing compare (``Fenced``) ends the term.
+etcd not answering is UNAVAILABLE for the batch's callers (retry with the
+same ``request_id``); etcd refusing the write (``EtcdRefused``: too many ops,
+too large, quota full) is RESOURCE_EXHAUSTED with etcd's message, which
+names the limit. In both cases nothing the batch decided is evicted, and the
+queue carries on.
+
+**Never blocking the loop.** Deciding a 10,000-epoch admission builds
+10,000 records and answers; every ``_YIELD_EVERY`` epochs the decider yields
+to the Trio loop (and generating a large admission's epochs runs in a
+thread), so the lease keepalive and the RPCs keep running meanwhile.
 
 Deciding one admission:
 
@@ -61,6 +92,7 @@ after room appears can succeed.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
@@ -82,14 +114,22 @@ from leibrix.state._model import (
     encode_epoch,
     epoch_info,
     epoch_name,
+    fill_epoch_info,
     now_ms,
 )
-from leibrix.store._etcd import Delete, EtcdUnavailable, Put
-from leibrix.store._store import Fenced, Keys, Table
+from leibrix.store._etcd import Delete, EtcdRefused, EtcdUnavailable, Put
+from leibrix.store._store import Atomic, Fenced, Keys, Table
 from leibrix.wire._proto import leibrix_cp as cp
 from leibrix.wire._proto.records import state_pb2
 
 __all__ = ["AdmissionConfig", "Admissions"]
+
+log = logging.getLogger(__name__)
+
+#: Epochs decided (records and answers built) between two yields to the Trio loop.
+_YIELD_EVERY = 256
+#: Admissions with more epochs than this generate them in a thread (pure Python: the loop keeps running).
+_THREAD_EPOCHS = 2000
 
 #: Epoch states that still occupy a slot (window × dimensions) of a dataset.
 _LIVE = frozenset({State.PENDING, State.LOADING, State.VALIDATING, State.READY})
@@ -134,8 +174,10 @@ class _Batch:
     new datasets, demand and eviction victims (counted as if stored).
     """
 
-    ops: list[Put | Delete] = field(default_factory=list)
-    request_ops: list[Put] = field(default_factory=list)
+    #: New epochs and deleted uncommitted ones: written first.
+    epoch_ops: list[Put | Delete | Atomic] = field(default_factory=list)
+    #: Per admission, its dataset record and idempotency record: written last (they commit the epochs).
+    final: list[Atomic] = field(default_factory=list)
     datasets: set[tuple[str, str]] = field(default_factory=set)
     requests: set[str] = field(default_factory=set)
     new_datasets: dict[str, int] = field(default_factory=dict)
@@ -188,6 +230,8 @@ class Admissions:
         self._send, self._recv = trio.open_memory_channel[_Job](config.queue_size)
         #: Set (and replaced) each time a batch being written is done with.
         self._stored = trio.Event()
+        #: Batches decided and being written.
+        self._inflight: list[_Batch] = []
 
     async def admit(self, spec: AdmissionSpec) -> cp.AdmitDatasetResponse:
         """Queue a validated admission and wait for its decision (raises the ``ApiError`` on rejection)."""
@@ -212,7 +256,7 @@ class Admissions:
         """
         task_status.started()
         carry: list[_Job] = []
-        inflight: list[_Batch] = []
+        inflight = self._inflight
         room = trio.Semaphore(self.config.max_inflight_batches)
         try:
             async with trio.open_nursery() as writers:
@@ -263,11 +307,10 @@ class Admissions:
                 continue
             epochs += spec.epoch_count
             try:
-                self._decide(job, batch)
+                await self._decide(job, batch)
             except ApiError as exc:
                 job.error = exc
                 job.done.set()  # a rejection is not stored: nothing to wait for
-            # Deciding thousands of epochs takes a while: let the lease keepalive and the RPCs run.
             await trio.lowlevel.checkpoint()
         return batch, deferred
 
@@ -276,6 +319,10 @@ class Admissions:
         try:
             try:
                 await self._write(batch)
+            except EtcdRefused as exc:
+                log.warning("admission batch of %d refused by etcd: %s", len(batch.accepted), exc)
+                self._answer(batch, ResourceExhausted(str(exc)))
+                return  # not stored: evicting for it could only lose data
             except (Fenced, EtcdUnavailable) as exc:
                 why = ("leadership was lost before this admission was stored; retry" if isinstance(exc, Fenced) else
                        f"the state store did not answer; retry with the same request_id: {exc}")
@@ -288,8 +335,11 @@ class Admissions:
                 by_reason: dict[str, list[EpochKey]] = {}
                 for key, reason in batch.retire:
                     by_reason.setdefault(reason, []).append(key)
-                for reason, keys in by_reason.items():
-                    await self.coord.retire(keys, reason)
+                try:
+                    for reason, keys in by_reason.items():
+                        await self.coord.retire(keys, reason)
+                except (EtcdUnavailable, EtcdRefused) as exc:
+                    log.warning("retirements decided by an admission failed (retire them again): %s", exc)
             self.coord.kick()
         finally:
             # cancelled (the term ended) before the write returned: the outcome is unknown
@@ -309,13 +359,17 @@ class Admissions:
                 job.done.set()
 
     async def _write(self, batch: _Batch) -> None:
-        # Idempotency records go last: if a large batch is split across transactions and the
-        # leader dies in between, a retry finds no record, re-runs, and converges (same epoch ids).
-        await self.coord.write([], batch.ops + batch.request_ops)
+        # Epochs first, dataset and idempotency records last (see the module docstring): a commit cut
+        # short leaves only uncommitted epochs, invisible, and a retry re-decides and converges.
+        await self.coord.write([], [*batch.epoch_ops, *batch.final])
+
+    def writing(self, tenant_id: str, dataset_id: str) -> bool:
+        """Whether an admission of the dataset is decided and being written (its epochs may be uncommitted)."""
+        return any((tenant_id, dataset_id) in b.datasets for b in self._inflight)
 
     # ------------------------------------------------------------ deciding one admission
 
-    def _decide(self, job: _Job, batch: _Batch) -> None:
+    async def _decide(self, job: _Job, batch: _Batch) -> None:
         spec = job.spec
         t, d = spec.tenant_id, spec.dataset_id
         if spec.request_id:
@@ -334,11 +388,15 @@ class Admissions:
         if ds is None:
             if msg := dataset_shortfall(quota, tenant.usage.datasets + batch.new_datasets.get(t, 0)):
                 raise ResourceExhausted(msg)
-        slices = spec.generate()
+        if spec.epoch_count > _THREAD_EPOCHS:
+            slices = await trio.to_thread.run_sync(spec.generate)
+        else:
+            slices = spec.generate()
         existing = {e.epoch_id: e for e in self.state.dataset_epochs(t, d)}
         refresh = ds is not None and ds.version != spec.version
         if ds is not None and not refresh and ds.fingerprint() == spec.fingerprint:
-            self._respond(job, batch, slices, existing, refresh=False, message="already admitted: no change")
+            await self._respond(job, batch, slices, existing, None, refresh=False,
+                                message="already admitted: no change")
             return
         slices, retire = self._retention(spec, slices, existing)
         new = [s for s in slices if s.epoch_id not in existing or existing[s.epoch_id].state is State.RETIRED]
@@ -362,14 +420,24 @@ class Admissions:
             freed = self._check_budgets(spec, quota, demand, est.scan_cost / max(1, est.memory_bytes), batch,
                                         retire)
         now = now_ms()
+        uncommitted = list(self.state.uncommitted(t, d))
+        gen = 1 + max((ds.admission if ds else 0), max((e.admission for e in existing.values()), default=0),
+                      max((e.admission for e in uncommitted), default=0))
         ds_bytes = encode_dataset(spec.raw, rf, strategy, ds.admitted_ms if ds else now, spec.version,
-                                  arrow_schema=schema.ipc, schema_fingerprint=schema.fingerprint)
-        batch.ops.append(Put(self.keys.dataset(t, d), ds_bytes))
-        for s in new:
+                                  arrow_schema=schema.ipc, schema_fingerprint=schema.fingerprint, admission=gen)
+        ops = batch.epoch_ops
+        for i, s in enumerate(new):
+            if i % _YIELD_EVERY == _YIELD_EVERY - 1:
+                await trio.lowlevel.checkpoint()
             old = replaced.get(s.epoch_id)
             e = Epoch(t, d, s.epoch_id, s.start_ms, s.end_ms, s.dims, State.PENDING, (), (), est.memory_bytes,
-                      est.cpu_cores, est.scan_cost, est.rows, spec.version, replaces=old.epoch_id if old else "")
-            batch.ops.append(Put(self.keys.epoch(t, d, s.epoch_id), encode_epoch(e)))
+                      est.cpu_cores, est.scan_cost, est.rows, spec.version, replaces=old.epoch_id if old else "",
+                      admission=gen)
+            ops.append(Put(self.keys.epoch(t, d, s.epoch_id), encode_epoch(e)))
+        # Uncommitted epochs of an earlier admission that never committed: gone before this one commits.
+        written = {s.epoch_id for s in new}
+        ops.extend(Atomic([Delete(self.keys.epoch(*e.key)), Delete(self.keys.heat(*e.key))])
+                   for e in uncommitted if e.epoch_id not in written)
         batch.add_demand(t, demand - freed)  # net of the evictions it decided (not yet retired)
         if ds is None:
             batch.new_datasets[t] = batch.new_datasets.get(t, 0) + 1
@@ -379,27 +447,40 @@ class Admissions:
         msg = f"admitted {len(new)} new epoch(s) of {len(slices)}" + (" (refresh)" if refresh else "")
         if queued:
             msg += "; they wait as PENDING until capacity and budget allow"
-        self._respond(job, batch, slices, existing, refresh=refresh, message=msg, pending=len(new))
+        await self._respond(job, batch, slices, existing, Put(self.keys.dataset(t, d), ds_bytes), refresh=refresh,
+                            message=msg, pending=len(new))
 
-    def _respond(self, job: _Job, batch: _Batch, slices: Sequence[_epochs.EpochSlice], existing: dict[str, Epoch],
-                 *, refresh: bool, message: str, pending: int | None = None) -> None:
+    async def _respond(self, job: _Job, batch: _Batch, slices: Sequence[_epochs.EpochSlice],
+                       existing: dict[str, Epoch], dataset: Put | None, *, refresh: bool, message: str,
+                       pending: int | None = None) -> None:
+        """Build the answer and queue what commits the admission: ``dataset`` (its record, None when
+        unchanged) and the idempotency record, in one ``Atomic``."""
         spec = job.spec
         if pending is None:
             pending = sum(1 for s in slices if (e := existing.get(s.epoch_id)) is not None and e.state is State.PENDING)
-        resp = cp.AdmitDatasetResponse(
-            status=cp.AdmitDatasetResponseStatus.ACCEPTED,
-            epochs=cp.EpochInfoList(epochs=[epoch_info(s.epoch_id, s.start_ms, s.end_ms, s.dims) for s in slices]),
-            message=message, request_id=spec.request_id, refresh=refresh, pending_epochs=pending,
-        )
+        resp = cp.AdmitDatasetResponse(status=cp.AdmitDatasetResponseStatus.ACCEPTED, message=message,
+                                       request_id=spec.request_id, refresh=refresh, pending_epochs=pending)
+        rec = state_pb2.RequestRecord(request_id=spec.request_id, fingerprint=spec.fingerprint)
+        if spec.request_id:
+            rec.response.ParseFromString(bytes(resp))
+        infos = []
+        for i, s in enumerate(slices):
+            if i % _YIELD_EVERY == _YIELD_EVERY - 1:
+                await trio.lowlevel.checkpoint()
+            infos.append(epoch_info(s.epoch_id, s.start_ms, s.end_ms, s.dims))
+            if spec.request_id:
+                fill_epoch_info(rec.response.epochs.epochs.add(), s.epoch_id, s.start_ms, s.end_ms, s.dims)
+        resp.epochs = cp.EpochInfoList(epochs=infos)
         job.response = resp
         batch.datasets.add((spec.tenant_id, spec.dataset_id))
         batch.accepted.append(job)
+        final: list[Put | Delete] = [dataset] if dataset is not None else []
         if spec.request_id:
             batch.requests.add(spec.request_id)
-            rec = state_pb2.RequestRecord(request_id=spec.request_id, fingerprint=spec.fingerprint)
-            rec.response.ParseFromString(bytes(resp))
             rec.at.GetCurrentTime()
-            batch.request_ops.append(Put(self.keys.request(spec.request_id), rec.SerializeToString()))
+            final.append(Put(self.keys.request(spec.request_id), rec.SerializeToString()))
+        if final:
+            batch.final.append(Atomic(final))
 
     def _retention(self, spec: AdmissionSpec, slices: list[_epochs.EpochSlice], existing: dict[str, Epoch]
                    ) -> tuple[list[_epochs.EpochSlice], list[tuple[EpochKey, str]]]:

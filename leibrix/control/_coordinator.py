@@ -18,10 +18,18 @@ composed over it, each in its own module:
 
 Its own job is the term's loop: a scheduling pass on every kick and whenever
 a retry backoff expires, and the group commit of staged status reports.
+
+Only a failed fencing compare (``Fenced``) ends the term. A write that etcd
+does not answer (``EtcdUnavailable``) or refuses (``EtcdRefused``) is that
+write's error: the loop logs it and tries again after ``_RETRY_S`` (a pass
+decides again on the stored state; staged reports stay staged), and a worker
+event whose write failed is logged and dropped (a worker's re-registration
+reconciles what it holds).
 """
 
 from __future__ import annotations
 
+import logging
 import math
 import time
 from collections.abc import Awaitable, Callable, Iterable
@@ -33,12 +41,20 @@ from leibrix.control._retirement import Retirement
 from leibrix.control._scheduling import Scheduler
 from leibrix.control._worker_events import WorkerEvents
 from leibrix.state._model import ClusterState, EpochKey
+from leibrix.store._etcd import EtcdRefused, EtcdUnavailable
 from leibrix.store._store import Keys
 from leibrix.wire._proto import leibrix_cp as cp
 from leibrix.wire._proto.records import control_plane_pb2 as pb
 from leibrix.workers._protocols import WorkerDirectory
 
 __all__ = ["Coordinator", "CoordinatorConfig"]
+
+log = logging.getLogger(__name__)
+
+#: Seconds before a scheduling pass or a group commit that failed on an etcd error is tried again.
+_RETRY_S = 0.5
+#: etcd errors that are one write's error, never the end of the term.
+_WRITE_ERRORS = (EtcdUnavailable, EtcdRefused)
 
 
 class Coordinator(Ledger):
@@ -61,14 +77,23 @@ class Coordinator(Ledger):
             task_status.started()
             while True:
                 await self.kicked(self._next_retry_in())
-                await self.schedule()
+                try:
+                    await self.schedule()
+                except _WRITE_ERRORS as exc:
+                    log.warning("scheduling pass failed, retrying in %gs: %s", _RETRY_S, exc)
+                    await trio.sleep(_RETRY_S)
+                    self.kick()
                 await trio.sleep(self.config.min_pass_interval_s)
 
     async def _flusher(self) -> None:
         while True:
             await self.staged()
-            async with self.lock:
-                await self.flush_locked()
+            try:
+                async with self.lock:
+                    await self.flush_locked()
+            except _WRITE_ERRORS as exc:
+                log.warning("group commit of status reports failed, retrying in %gs: %s", _RETRY_S, exc)
+                await trio.sleep(_RETRY_S)
             await trio.sleep(self.config.min_flush_interval_s)
 
     def _next_retry_in(self) -> float:
@@ -91,10 +116,13 @@ class Coordinator(Ledger):
 
     async def finish_retirements(self, keys: Iterable[EpochKey], reason: str) -> None:
         """Evict and record RETIRED the RETIRING epochs among ``keys`` (a retirement an earlier term began)."""
-        async with self.lock:
-            await self.flush_locked()
-            for key in keys:
-                await self._retirement.finish(key, reason)
+        try:
+            async with self.lock:
+                await self.flush_locked()
+                for key in keys:
+                    await self._retirement.finish(key, reason)
+        except _WRITE_ERRORS as exc:
+            log.warning("finishing retirements failed (the next term finishes them): %s", exc)
 
     # ------------------------------------------------------------ the seam: worker events (EpochCoordinator)
 
@@ -116,7 +144,10 @@ class Coordinator(Ledger):
 
     async def on_registered(self, worker_id: str, inventory: list[pb.InventoryEntry]) -> None:
         """Reconcile a (re)registered worker: keep valid holdings, evict the rest, (re)send missing plans."""
-        await self._events.registered(worker_id, inventory)
+        try:
+            await self._events.registered(worker_id, inventory)
+        except _WRITE_ERRORS as exc:
+            log.warning("reconciling worker %s failed (its next registration reconciles again): %s", worker_id, exc)
 
     async def on_capacity(self) -> None:
         """A worker became ACTIVE or freed capacity: try to place PENDING epochs now."""
@@ -124,10 +155,18 @@ class Coordinator(Ledger):
 
     async def on_worker_dead(self, worker_id: str) -> None:
         """Drop a dead worker's replicas and re-place them at once (``existing=`` the survivors)."""
-        await self._events.dead(worker_id)
+        try:
+            await self._events.dead(worker_id)
+        except _WRITE_ERRORS as exc:
+            log.warning("re-placing the replicas of dead worker %s failed: %s", worker_id, exc)
+            self.kick()
 
     async def move_replica(self, tenant: str, dataset: str, epoch: str, from_worker: str, *,
                            make_before_break: bool) -> bool:
         """Move one replica off ``from_worker`` (drain / rebalance); True once the new replica is LOADED."""
-        return await self._events.move_replica((tenant, dataset, epoch), from_worker,
-                                               make_before_break=make_before_break)
+        try:
+            return await self._events.move_replica((tenant, dataset, epoch), from_worker,
+                                                   make_before_break=make_before_break)
+        except _WRITE_ERRORS as exc:
+            log.warning("moving %s/%s/%s off %s failed: %s", tenant, dataset, epoch, from_worker, exc)
+            return False

@@ -25,6 +25,7 @@ import trio
 from leibrix.domain._errors import FailedPrecondition, InvalidArgument, NotFound, Unavailable
 from leibrix.domain._liveness import WState
 from leibrix.state._model import EpochKey
+from leibrix.store._etcd import EtcdError
 
 __all__ = ["DEFAULT_DEADLINE_S", "DEFAULT_MAX_PARALLEL", "Drain", "start_drain"]
 
@@ -117,9 +118,13 @@ async def _run(hub, coordinator, drain: Drain) -> None:
         drain.remaining = len(coordinator.replicas_on(wid))
         if drain.remaining == 0:
             await hub.command(wid, "drain_command", {"reason": "drained", "worker_id": wid})
-            await hub.set_drain(wid, WState.DRAINED)
-            drain.message = "drained" + (" (deadline exceeded: the rest moved break-before-make)"
-                                         if drain.deadline_exceeded else "")
+            try:
+                await hub.set_drain(wid, WState.DRAINED)
+            except (EtcdError, Unavailable) as exc:  # not stored: the worker stays DRAINING (no placements), drain it again
+                drain.message = f"emptied, but recording it DRAINED failed: {exc}"
+            else:
+                drain.message = "drained" + (" (deadline exceeded: the rest moved break-before-make)"
+                                             if drain.deadline_exceeded else "")
         else:
             drain.message = f"{drain.remaining} replicas could not be moved (no eligible destination)"
         log.info("drain of %s: %s", wid, drain.message)

@@ -11,7 +11,7 @@ here:
 * every ``heat_checkpoint_interval_s`` this per-term leader service writes
   ``heat/<t>/<d>/<e>`` (a ``HeatRecord``: the heat decayed to that moment,
   stamped with the wall clock) for the epochs fed since the last checkpoint,
-  in fenced transactions of at most ``max_txn_ops`` puts.
+  in one fenced commit (the writer cuts it into transactions etcd accepts).
 
 So the write rate is bounded by *accessed epochs ÷ interval*, never by the
 access rate, and never-accessed epochs have no record (their heat is the
@@ -39,7 +39,7 @@ from prometheus_client import CollectorRegistry, Counter
 
 from leibrix.control._ledger import Ledger
 from leibrix.state._model import parse_epoch_name
-from leibrix.store._etcd import EtcdUnavailable, Put
+from leibrix.store._etcd import EtcdRefused, EtcdUnavailable, Put
 from leibrix.store._store import Fenced
 
 __all__ = ["HeatCheckpointer", "checkpoint_counter"]
@@ -75,14 +75,14 @@ class HeatCheckpointer:
                 await trio.sleep(self.interval_s)
                 try:
                     await self.flush()
-                except EtcdUnavailable as exc:
-                    log.info("heat checkpoint postponed: etcd did not answer (%s)", exc)
+                except (EtcdUnavailable, EtcdRefused) as exc:
+                    log.warning("heat checkpoint postponed to the next interval: %s", exc)
         finally:
             with trio.move_on_after(_FINAL_FLUSH_S) as scope:
                 scope.shield = True
                 try:
                     await self.flush()
-                except (Fenced, EtcdUnavailable):
+                except (Fenced, EtcdUnavailable, EtcdRefused):
                     pass  # the term is over (or etcd is gone): at most one interval of heat is lost
 
     async def warm(self) -> int:
@@ -112,27 +112,30 @@ class HeatCheckpointer:
     async def flush(self) -> int:
         """Write the heat of every epoch fed since the last flush; returns how many records were written.
 
-        Epochs whose chunk could not be written stay dirty for the next flush
-        (``EtcdUnavailable`` propagates); ``Fenced`` ends the term as for any
-        other leader write.
+        One commit under ``Ledger.lock`` (the writer sizes its transactions).
+        If it fails (``EtcdUnavailable``, ``EtcdRefused`` propagate) every
+        epoch stays dirty for the next flush (rewriting a checkpoint that did
+        land is harmless); ``Fenced`` ends the term as for any other leader
+        write.
         """
         coord = self.coord
         dirty, coord.heat_dirty = coord.heat_dirty, set()
-        keys = list(dirty)
-        model, step, written = coord.config.heat, coord.config.max_txn_ops, 0
+        model, written = coord.config.heat, False
         try:
-            while keys:
-                chunk = keys[:step]
-                async with coord.lock:
-                    now, wall = coord.clock(), time.time()
-                    ops = [Put(coord.keys.heat(*k), coord.heat(e, now).checkpoint(model, now, wall))
-                           for k in chunk if (e := coord.state.epochs.get(k)) is not None]
-                    if ops:
-                        await coord.write([], ops)
-                del keys[:step]
-                written += len(ops)
-                if self._counter is not None:
-                    self._counter.inc(len(ops))
+            async with coord.lock:
+                now, wall = coord.clock(), time.time()
+                ops: list[Put] = []
+                for i, k in enumerate(dirty):
+                    if i % _WARM_CHUNK == _WARM_CHUNK - 1:
+                        await trio.lowlevel.checkpoint()
+                    if (e := coord.state.epochs.get(k)) is not None:
+                        ops.append(Put(coord.keys.heat(*k), coord.heat(e, now).checkpoint(model, now, wall)))
+                if ops:
+                    await coord.write([], ops)
+                written = True
         finally:
-            coord.heat_dirty.update(keys)  # not written: try again at the next flush
-        return written
+            if not written:
+                coord.heat_dirty.update(dirty)  # not known to be written: try again at the next flush
+        if self._counter is not None:
+            self._counter.inc(len(ops))
+        return len(ops)

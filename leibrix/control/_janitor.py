@@ -13,14 +13,19 @@ Without it two kinds of records grow forever:
   transition is older than ``retired_ttl_s`` (default 1 h). FAILED epochs are
   never pruned: an operator looks at them and retires them (``RetireEpoch``
   moves FAILED to RETIRED, and the TTL starts then).
+* uncommitted epochs (``ClusterState.uncommitted``): written by an admission
+  whose dataset record never followed (its leader died, or etcd failed,
+  between the transactions; see ``leibrix.control._admission``). They are
+  invisible, and deleted with their heat once nothing has rewritten them for
+  ``orphan_ttl_s`` (as this master saw it) and no admission of their dataset
+  is being written.
 
 A pass runs every ``prune_interval_s``. It never walks all epochs: RETIRED
 ones are indexed by the coordinator (``Ledger.retired``, maintained from
 state changes), and the requests walk yields to the loop every few thousand
 records. Epoch deletions happen under ``Ledger.lock`` (which serialises
-every read-modify-write of epoch records), one bounded chunk per lock hold so
-scheduling is never held up for long, and every delete compares the record's
-``mod_revision`` with the one the decision was made on: admissions write
+every read-modify-write of epoch records), candidates re-checked there, and every delete compares the record's ``mod_revision``
+with the one the decision was made on: admissions write
 epochs without the lock, and re-admitting a RETIRED epoch rewrites its record
 as PENDING; such a rewrite makes the transaction fail (``Conflict``) instead of
 being deleted, and the next pass decides again on the new state.
@@ -30,17 +35,17 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 
 import trio
 from prometheus_client import CollectorRegistry, Counter
 
 from leibrix.control._ledger import Ledger
-from leibrix.store._etcd import Compare, Delete, EtcdUnavailable
+from leibrix.store._etcd import Compare, Delete, EtcdRefused, EtcdUnavailable
 from leibrix.domain._lifecycle import State
 from leibrix.wire._proto.records import state_pb2
 from leibrix.state._model import Epoch, EpochKey
-from leibrix.store._store import Conflict, Keys, Table
+from leibrix.store._store import Atomic, Conflict, Keys, Table
 
 __all__ = ["Janitor", "JanitorCounters"]
 
@@ -57,6 +62,8 @@ class JanitorCounters:
         self.requests = Counter("leibrix_pruned_requests", "expired idempotency records deleted", registry=registry)
         self.epochs = Counter("leibrix_pruned_epochs", "RETIRED epoch records deleted after their TTL",
                               registry=registry)
+        self.uncommitted = Counter("leibrix_pruned_uncommitted_epochs",
+                                   "epoch records of admissions that never committed, deleted", registry=registry)
 
 
 def retired_at_ms(e: Epoch) -> int | None:
@@ -72,7 +79,8 @@ class Janitor:
 
     def __init__(self, coord: Ledger, requests: Table[state_pb2.RequestRecord] | None, *,
                  commit: Callable[..., Awaitable[int]], request_ttl_s: float, retired_ttl_s: float,
-                 interval_s: float, counters: JanitorCounters | None = None) -> None:
+                 interval_s: float, counters: JanitorCounters | None = None, orphan_ttl_s: float = 600.0,
+                 writing: Callable[[str, str], bool] = lambda tenant_id, dataset_id: False) -> None:
         self.coord = coord
         self.requests = requests
         self._commit = commit
@@ -80,6 +88,8 @@ class Janitor:
         self.retired_ttl_s = retired_ttl_s
         self.interval_s = interval_s
         self.counters = counters
+        self.orphan_ttl_s = orphan_ttl_s
+        self._writing = writing
 
     @property
     def keys(self) -> Keys:
@@ -93,12 +103,12 @@ class Janitor:
             await trio.sleep(self.interval_s)
             try:
                 await self.prune()
-            except EtcdUnavailable as exc:
-                log.info("pruning postponed: etcd did not answer (%s)", exc)
+            except (EtcdUnavailable, EtcdRefused) as exc:
+                log.warning("pruning postponed to the next pass: %s", exc)
 
-    async def prune(self) -> tuple[int, int]:
-        """One pass; returns ``(requests, epochs)`` deleted."""
-        return await self.prune_requests(), await self.prune_epochs()
+    async def prune(self) -> tuple[int, int, int]:
+        """One pass; returns ``(requests, epochs, uncommitted epochs)`` deleted."""
+        return await self.prune_requests(), await self.prune_epochs(), await self.prune_uncommitted()
 
     async def prune_requests(self) -> int:
         """Delete ``requests/<id>`` records written more than ``request_ttl_s`` ago."""
@@ -114,18 +124,17 @@ class Janitor:
             rev = table.mod_revision(rid)
             if rec is not None and rev is not None and rec.at.seconds + rec.at.nanos / 1e9 <= cutoff:
                 expired.append((rid, rev))
-        step, done = max(1, self.coord.config.max_txn_ops - 1), 0
-        for i in range(0, len(expired), step):
-            chunk = expired[i:i + step]
-            try:
-                await self._commit([Delete(self.keys.request(rid)) for rid, _ in chunk],
-                                   compares=[Compare(self.keys.request(rid), "mod", "==", rev) for rid, rev in chunk])
-            except Conflict:
-                log.info("pruning requests: a record changed meanwhile; the next pass decides again")
-                break
-            done += len(chunk)
+        if not expired:
+            return 0
+        try:
+            await self._commit([Atomic([Delete(self.keys.request(rid))], [Compare(self.keys.request(rid), "mod", "==", rev)])
+                                for rid, rev in expired])
+        except Conflict:
+            log.info("pruning requests: a record changed meanwhile; the next pass decides again")
+        finally:
+            done = sum(1 for rid, _ in expired if table.get(rid) is None)
             if self.counters is not None:
-                self.counters.requests.inc(len(chunk))
+                self.counters.requests.inc(done)
         return done
 
     async def prune_epochs(self) -> int:
@@ -133,7 +142,7 @@ class Janitor:
 
         Candidates are picked from the RETIRED index without the lock (a pass
         that finds nothing never contends with scheduling), then re-checked
-        under it, one transaction's worth at a time.
+        and deleted under it in one commit.
         """
         coord = self.coord
         state = coord.state
@@ -144,21 +153,42 @@ class Janitor:
                 await trio.sleep(0)  # the first look at an epoch decodes its history
             if self._expired(key, cutoff):
                 candidates.append(key)
-        step, done = coord.epochs_per_txn, 0
-        for i in range(0, len(candidates), step):
-            async with coord.lock:
-                await coord.flush_locked()
-                doomed = [key for key in candidates[i:i + step] if self._expired(key, cutoff)]
-                revisions = [state.epoch_revision(key) for key in doomed]
-                try:
-                    await coord.delete_epochs(doomed, revisions)
-                except Conflict:
-                    log.info("pruning epochs: a record was rewritten meanwhile; the next pass decides again")
-                    break
-            done += len(doomed)
-            if self.counters is not None:
-                self.counters.epochs.inc(len(doomed))
+        if not candidates:
+            return 0
+        async with coord.lock:
+            await coord.flush_locked()
+            doomed = [key for key in candidates if self._expired(key, cutoff)]
+            done = await self._delete(doomed, [state.epoch_revision(key) for key in doomed], "epochs")
+        if self.counters is not None:
+            self.counters.epochs.inc(done)
         return done
+
+    async def prune_uncommitted(self) -> int:
+        """Delete uncommitted epochs (and their heat) left alone for ``orphan_ttl_s``, unless an admission of
+        their dataset is being written."""
+        coord = self.coord
+        state = coord.state
+
+        def doomed() -> list[EpochKey]:
+            return [key for key in state.uncommitted_since(time.monotonic() - self.orphan_ttl_s)
+                    if not self._writing(*key[:2]) and state.epoch_revision(key) is not None]
+
+        if not doomed():
+            return 0
+        async with coord.lock:
+            keys = doomed()
+            done = await self._delete(keys, [state.epoch_revision(key) for key in keys], "uncommitted epochs")
+        if self.counters is not None:
+            self.counters.uncommitted.inc(done)
+        return done
+
+    async def _delete(self, keys: Sequence[EpochKey], revisions: Sequence[int | None], what: str) -> int:
+        """``Ledger.delete_epochs`` guarded by ``revisions``; returns how many records are gone after it."""
+        try:
+            await self.coord.delete_epochs(keys, revisions)  # type: ignore[arg-type]
+        except Conflict:
+            log.info("pruning %s: a record was rewritten meanwhile; the next pass decides again", what)
+        return sum(1 for key in keys if self.coord.state.epoch_revision(key) is None)
 
     def _expired(self, key: EpochKey, cutoff_ms: int) -> bool:
         """Whether the epoch is RETIRED since ``cutoff_ms`` or earlier, with a known record revision."""

@@ -46,8 +46,8 @@ from leibrix.state._model import (
     epoch_name,
     now_ms,
 )
-from leibrix.store._etcd import Compare, Delete, Put
-from leibrix.store._store import Keys
+from leibrix.store._etcd import Compare, Delete, EtcdRefused, EtcdUnavailable, Put
+from leibrix.store._store import Atomic, Keys
 from leibrix.wire._proto import leibrix_cp as cp
 from leibrix.workers._protocols import WorkerDirectory
 from leibrix.control._loadplan import assignment
@@ -70,8 +70,6 @@ class CoordinatorConfig:
     bytes_tolerance: float = 2.0
     retry: RetryPolicy = RetryPolicy()
     heat: HeatModel = HeatModel()
-    #: Ops per fenced transaction (etcd's --max-txn-ops must be at least this).
-    max_txn_ops: int = 1000
     #: Most PENDING epochs placed per scheduling pass (the rest wait for the next).
     max_candidates: int = 5000
     #: Candidates per pass that may try to displace residents when their pool is full.
@@ -88,6 +86,9 @@ class CoordinatorConfig:
     retired_ttl_s: float = 3600.0
     #: Seconds between the janitor's pruning passes.
     prune_interval_s: float = 60.0
+    #: Seconds an uncommitted epoch (of an admission that never stored its dataset record) is left alone
+    #: before the janitor deletes it (``leibrix.control._janitor``).
+    orphan_ttl_s: float = 600.0
 
 
 def live_replicas(e: Epoch) -> list[Replica]:
@@ -305,38 +306,32 @@ class Ledger:
         history = transition(e.state, to, e.history, now_ms(), reason, what=epoch_name(e.key))
         return e.evolve(state=to, history=history, **changes)
 
-    async def write(self, epochs: Sequence[Epoch], extra: Sequence[Put | Delete] = ()) -> None:
-        """Commit epoch records (plus ``extra`` ops) in fenced transactions of bounded size."""
-        ops: list[Put | Delete] = list(extra)
-        ops.extend(Put(self.keys.epoch(*e.key), encode_epoch(e)) for e in epochs)
-        step = self.config.max_txn_ops
-        for i in range(0, len(ops), step):
-            await self._commit(ops[i:i + step])
-
-    @property
-    def epochs_per_txn(self) -> int:
-        """Epochs ``delete_epochs`` removes per transaction: two ops and one compare each, plus the fence."""
-        return max(1, self.config.max_txn_ops // 2 - 1)
+    async def write(self, epochs: Sequence[Epoch], extra: Sequence[Put | Delete | Atomic] = ()) -> None:
+        """Commit ``extra`` then the epoch records, in one fenced commit (the writer sizes its transactions)."""
+        items: list[Put | Delete | Atomic] = list(extra)
+        items.extend(Put(self.keys.epoch(*e.key), encode_epoch(e)) for e in epochs)
+        if items:
+            await self._commit(items)
 
     async def delete_epochs(self, keys: Sequence[EpochKey], revisions: Sequence[int] | None = None) -> None:
-        """Delete epoch records together with their heat checkpoints, in fenced transactions of bounded size.
+        """Delete epoch records together with their heat checkpoints, in one fenced commit.
 
-        An epoch's record and its ``heat/`` record always go in the same
-        transaction, so no checkpoint outlives its epoch. With ``revisions``
-        (one per key: the ``mod_revision`` the caller decided on), each delete
-        is guarded by ``mod_revision ==`` that value: a record rewritten
-        meanwhile (say, re-admitted) is never lost, the transaction fails with
-        ``Conflict`` instead (earlier transactions of the call stay applied).
+        An epoch's record and its ``heat/`` record are one ``Atomic``, so they
+        always go in the same transaction and no checkpoint outlives its
+        epoch. With ``revisions`` (one per key: the ``mod_revision`` the
+        caller decided on), each pair is guarded by ``mod_revision ==`` that
+        value: a record rewritten meanwhile (say, re-admitted) is never lost,
+        the commit stops with ``Conflict`` instead (the transactions before
+        the failed one stay applied).
         """
-        step = self.epochs_per_txn
-        for i in range(0, len(keys), step):
-            chunk = keys[i:i + step]
-            ops = [op for k in chunk for op in (Delete(self.keys.epoch(*k)), Delete(self.keys.heat(*k)))]
-            if revisions is None:
-                await self._commit(ops)
-            else:
-                await self._commit(ops, compares=[Compare(self.keys.epoch(*k), "mod", "==", rev)
-                                                  for k, rev in zip(chunk, revisions[i:i + step])])
+        if not keys:
+            return
+        pairs = [[Delete(self.keys.epoch(*k)), Delete(self.keys.heat(*k))] for k in keys]
+        if revisions is None:
+            await self._commit([Atomic(ops) for ops in pairs])
+        else:
+            await self._commit([Atomic(ops, [Compare(self.keys.epoch(*k), "mod", "==", rev)])
+                                for ops, k, rev in zip(pairs, keys, revisions)])
 
     def stage(self, epochs: Iterable[Epoch], after: Callable[[], Awaitable[None]] | None = None) -> None:
         """Stage epoch records (and a follow-up to run after them) for the next group commit."""
@@ -356,12 +351,23 @@ class Ledger:
         return self._staged.get(key) or self.state.epochs.get(key)
 
     async def flush_locked(self) -> None:
-        """Write every staged epoch (one batch) and run the follow-ups; call with ``lock`` held."""
+        """Write every staged epoch (one commit) and run the follow-ups; call with ``lock`` held.
+
+        If etcd does not answer or refuses the commit, everything stays staged
+        (and the error propagates): the next flush tries again.
+        """
         if not self._staged and not self._after:
             return
         staged, after = self._staged, self._after
         self._staged, self._after = {}, []
-        await self.write(list(staged.values()))
+        try:
+            await self.write(list(staged.values()))
+        except (EtcdUnavailable, EtcdRefused):
+            # Not known to be stored: staged again for the next commit (rewriting what was stored is harmless).
+            self._staged = {**staged, **self._staged}
+            self._after[:0] = after
+            self._dirty.set()
+            raise
         for fn in after:
             await fn()
 

@@ -30,6 +30,7 @@ from leibrix.control._ledger import Ledger, live_replicas
 from leibrix.domain._lifecycle import State
 from leibrix.domain._tenants import NO_AMOUNT, Amount, budget_shortfall
 from leibrix.state._model import ASSIGNED, Epoch, EpochKey, Replica, epoch_name
+from leibrix.store._etcd import EtcdRefused, EtcdUnavailable
 
 __all__ = ["Round", "Scheduler"]
 
@@ -173,11 +174,23 @@ class Scheduler:
             sends.extend((new, w) for w in got)
         if not changed:
             return
-        await ledger.write(changed)
+        try:
+            await ledger.write(changed)
+        except (EtcdUnavailable, EtcdRefused):
+            # A commit cut into several transactions may have stored a prefix: the commands of what was
+            # stored still follow it (a stored placement whose plan was never sent would wait forever).
+            stored = {e.key for e in changed if (cur := ledger.state.epochs.get(e.key)) is not None
+                      and cur.plan_id == e.plan_id and cur.replicas == e.replicas and cur.state is e.state}
+            await self._send([x for x in evicts if x[0].key in stored], [x for x in sends if x[0].key in stored])
+            raise
         if ledger.pending:
             # This pass placed something and more is queued (it may have stopped at max_candidates):
             # go again. A pass that places nothing does not re-kick, so a full cluster does not spin.
             ledger.kick()
+        await self._send(evicts, sends)
+
+    async def _send(self, evicts: list[tuple[Epoch, str, str]], sends: list[tuple[Epoch, str]]) -> None:
+        ledger = self.ledger
         for e, w, reason in evicts:
             await ledger.send_evict(e.key, w, reason)
         for i, (e, w) in enumerate(sends):

@@ -23,6 +23,7 @@ stores it (``ClusterState.put_epoch``); listeners (routes) see ``(old, new)``.
 from __future__ import annotations
 
 import sys
+import time
 from collections.abc import Callable, Iterable, Mapping
 from datetime import datetime, timezone
 from typing import NamedTuple
@@ -63,20 +64,23 @@ class Epoch:
 
     ``memory_bytes``/``cpu_cores`` are per replica; ``rows`` is the expected
     row count (0 = unknown). ``replaces`` names the epoch a refresh swaps out.
-    ``heat`` and ``retry_at`` are leader-local (never persisted).
+    ``admission`` is the generation of the admission that wrote it (see
+    ``ClusterState``: the epoch belongs to its dataset once the dataset
+    record's generation has reached it). ``heat`` and ``retry_at`` are
+    leader-local (never persisted).
     """
 
     __slots__ = (
         "tenant_id", "dataset_id", "epoch_id", "start_ms", "end_ms", "dims", "state", "_history", "replicas",
         "memory_bytes", "cpu_cores", "scan_cost", "rows", "version", "attempts", "replaces", "plan_id",
-        "heat", "retry_at",
+        "admission", "heat", "retry_at",
     )
 
     def __init__(
         self, tenant_id: str, dataset_id: str, epoch_id: str, start_ms: int, end_ms: int,
         dims: tuple[tuple[str, str], ...], state: State, history: tuple[Transition, ...],
         replicas: tuple[Replica, ...], memory_bytes: int, cpu_cores: float, scan_cost: float, rows: int,
-        version: str, attempts: int = 0, replaces: str = "", plan_id: str = "",
+        version: str, attempts: int = 0, replaces: str = "", plan_id: str = "", admission: int = 0,
     ) -> None:
         self.tenant_id = tenant_id
         self.dataset_id = dataset_id
@@ -95,6 +99,7 @@ class Epoch:
         self.attempts = attempts
         self.replaces = replaces
         self.plan_id = plan_id
+        self.admission = admission
         self.heat = None
         self.retry_at = 0.0
 
@@ -139,14 +144,19 @@ class Dataset:
     every LoadPlan carries the bytes and every COMPLETED report is checked
     against the fingerprint. Both are empty for a dataset admitted before
     schemas were recorded: its loads are not schema-checked.
+
+    ``admission`` is the generation of its last admission whose epochs are
+    all stored (``leibrix.control._admission``): epochs of a newer generation
+    are not part of it yet.
     """
 
     __slots__ = ("tenant_id", "dataset_id", "request", "replication_factor", "strategy", "retention",
-                 "admitted_ms", "version", "granularity", "time_column", "arrow_schema", "schema_fingerprint")
+                 "admitted_ms", "version", "granularity", "time_column", "arrow_schema", "schema_fingerprint",
+                 "admission")
 
     def __init__(self, tenant_id: str, dataset_id: str, request: state_pb2.AdmitDatasetRequest,
                  replication_factor: int, strategy: int, admitted_ms: int, version: str,
-                 arrow_schema: bytes = b"", schema_fingerprint: str = "") -> None:
+                 arrow_schema: bytes = b"", schema_fingerprint: str = "", admission: int = 0) -> None:
         self.tenant_id = tenant_id
         self.dataset_id = dataset_id
         self.request = request
@@ -164,6 +174,7 @@ class Dataset:
             self.granularity = _epochs.Granularity(1, _epochs.Unit(max(1, tp.column.source_granularity)))
         self.arrow_schema = arrow_schema
         self.schema_fingerprint = schema_fingerprint
+        self.admission = admission
 
     def fingerprint(self) -> str:
         """sha256 of the admission request without its request id (see ``_validation.fingerprint``)."""
@@ -216,7 +227,7 @@ def decode_epoch(raw: bytes) -> Epoch:
         _intern(r.tenant_id), _intern(r.dataset_id), info.epoch_id, _ts_ms(tr.start_inclusive),
         _ts_ms(tr.end_exclusive), dims, _STATES[r.state], raw if r.history else (), replicas, r.estimate.memory_bytes,
         r.estimate.cpu_cores, r.scan_cost, r.expected_rows, _intern(r.version), r.attempts,
-        r.replaces_epoch_id, r.plan_id,
+        r.replaces_epoch_id, r.plan_id, r.admission,
     )
 
 
@@ -225,7 +236,7 @@ def encode_epoch(e: Epoch) -> bytes:
     r = state_pb2.EpochRecord(
         tenant_id=e.tenant_id, dataset_id=e.dataset_id, state=int(e.state), scan_cost=e.scan_cost,
         expected_rows=e.rows, version=e.version, attempts=e.attempts, replaces_epoch_id=e.replaces,
-        plan_id=e.plan_id,
+        plan_id=e.plan_id, admission=e.admission,
     )
     r.info.epoch_id = e.epoch_id
     _set_ts(r.info.time_range.start_inclusive, e.start_ms)
@@ -253,16 +264,18 @@ def decode_dataset(raw: bytes) -> Dataset:
     schema = r.arrow_schema
     return Dataset(_intern(req.tenant_id), _intern(req.dataset_id), req, r.replication_factor, r.strategy,
                    _ts_ms(r.admitted_at), r.version, _schemas.setdefault(schema, schema),
-                   _intern(r.schema_fingerprint))
+                   _intern(r.schema_fingerprint), r.admission)
 
 
 def encode_dataset(request: bytes, replication_factor: int, strategy: int, admitted_ms: int, version: str,
-                   arrow_schema: bytes = b"", schema_fingerprint: str = "") -> bytes:
+                   arrow_schema: bytes = b"", schema_fingerprint: str = "", admission: int = 0) -> bytes:
     """``DatasetRecord`` bytes for an admission; ``request`` is the serialized ``AdmitDatasetRequest``,
     kept whole because it is the LoadPlan's source; ``arrow_schema``/``schema_fingerprint`` are the
-    source's table schema (``leibrix.domain._schema.TableSchema.ipc``/``.fingerprint``)."""
+    source's table schema (``leibrix.domain._schema.TableSchema.ipc``/``.fingerprint``); ``admission``
+    the generation whose epochs are all stored."""
     r = state_pb2.DatasetRecord(replication_factor=replication_factor, strategy=strategy, version=version,
-                                arrow_schema=arrow_schema, schema_fingerprint=schema_fingerprint)
+                                arrow_schema=arrow_schema, schema_fingerprint=schema_fingerprint,
+                                admission=admission)
     r.request.ParseFromString(request)
     _set_ts(r.admitted_at, admitted_ms)
     return r.SerializeToString()
@@ -316,6 +329,15 @@ def epoch_info(epoch_id: str, start_ms: int, end_ms: int, dims: tuple[tuple[str,
     )
 
 
+def fill_epoch_info(msg, epoch_id: str, start_ms: int, end_ms: int, dims: tuple[tuple[str, str], ...]) -> None:
+    """Fill a upb ``EpochInfo`` (``msg``) like :func:`epoch_info` (about 20× cheaper than building betterproto)."""
+    msg.epoch_id = epoch_id
+    _set_ts(msg.time_range.start_inclusive, start_ms)
+    _set_ts(msg.time_range.end_exclusive, end_ms)
+    for k, v in dims:
+        msg.dimension_values[k] = v
+
+
 # ---------------------------------------------------------------- the model
 
 #: ``(tenant, dataset, epoch)``: an epoch's identity (``Epoch.key``).
@@ -342,6 +364,14 @@ class ClusterState:
     Every mutation goes through ``put_*``/``delete_*`` (called for the leader's
     own committed writes and for every watched change), so the indices and
     the usage can never drift from the stored objects.
+
+    **Uncommitted epochs.** An epoch whose ``admission`` generation is newer
+    than its dataset record's (or whose dataset has no record) was written by
+    an admission that has not stored its dataset record yet, or never will
+    (its leader died between the transactions). Such an epoch is kept aside
+    (:meth:`uncommitted`): not in ``epochs``, not indexed, not charged, not
+    routed, and listeners never see it. The dataset record that reaches its
+    generation brings every such epoch of the dataset in at once.
     """
 
     def __init__(self) -> None:
@@ -361,6 +391,10 @@ class ClusterState:
         #: so a new leader seeds an epoch's heat from it on first use (decoded lazily, one epoch at a time).
         self.heat_records: Mapping[str, bytes] = {}
         self._epoch_table: Table[Epoch] | None = None
+        #: (tenant, dataset) -> epoch id -> epoch of a generation its dataset has not committed.
+        self._aside: dict[tuple[str, str], dict[str, Epoch]] = {}
+        #: When each uncommitted epoch was last written, as ``time.monotonic()`` on this master.
+        self._aside_at: dict[EpochKey, float] = {}
 
     # -- usage
     def usage(self, tenant_id: str) -> Usage:
@@ -409,8 +443,9 @@ class ClusterState:
         self.tenants.pop(tenant_id, None)
 
     # -- datasets
-    def put_dataset(self, d: Dataset) -> None:
-        """Store a dataset; a changed replication factor re-charges its epochs."""
+    def put_dataset(self, d: Dataset, revision: int | None = None) -> None:
+        """Store a dataset; a changed replication factor re-charges its epochs, and its uncommitted epochs
+        of a generation the record has reached become part of it."""
         key = (d.tenant_id, d.dataset_id)
         old = self.datasets.get(key)
         epochs = list(self.by_dataset.get(key, {}).values())
@@ -421,6 +456,10 @@ class ClusterState:
             self._account(e, +1)
         if old is None:
             self.usage(d.tenant_id).datasets += 1
+        aside = self._aside.get(key)
+        if aside:
+            for e in [e for e in aside.values() if e.admission <= d.admission]:
+                self.put_epoch(e, revision)
 
     def delete_dataset(self, tenant_id: str, dataset_id: str) -> None:
         """Forget a dataset record (its epochs are deleted separately)."""
@@ -434,10 +473,20 @@ class ClusterState:
     def put_epoch(self, e: Epoch, revision: int | None = None) -> None:
         """Store (insert or replace) an epoch, updating indices, usage and listeners.
 
-        ``revision`` is the etcd revision of the change, when it has one.
+        ``revision`` is the etcd revision of the change, when it has one. An
+        epoch of a generation its dataset has not committed is kept aside
+        instead (see the class docstring); it replaces the stored epoch of the
+        same key, which etcd no longer holds.
         """
-        self._advance(revision)
         key = e.key
+        ds = self.datasets.get(key[:2])
+        if e.admission > (ds.admission if ds is not None else 0):
+            self.delete_epoch(key, revision)
+            self._aside.setdefault(key[:2], {})[key[2]] = e
+            self._aside_at[key] = time.monotonic()
+            return
+        self._unaside(key)
+        self._advance(revision)
         old = self.epochs.get(key)
         if old is not None:
             self._unindex(old)
@@ -457,8 +506,24 @@ class ClusterState:
         for listener in self.listeners:
             listener(old, e)
 
+    def _unaside(self, key: EpochKey) -> None:
+        if self._aside_at.pop(key, None) is not None:
+            aside = self._aside[key[:2]]
+            del aside[key[2]]
+            if not aside:
+                del self._aside[key[:2]]
+
+    def uncommitted(self, tenant_id: str, dataset_id: str) -> Iterable[Epoch]:
+        """The dataset's epochs kept aside: written by an admission that has not committed (or never will)."""
+        return self._aside.get((tenant_id, dataset_id), {}).values()
+
+    def uncommitted_since(self, before: float) -> list[EpochKey]:
+        """Keys of the uncommitted epochs last written before ``before`` (``time.monotonic()``)."""
+        return [key for key, at in self._aside_at.items() if at < before]
+
     def delete_epoch(self, key: EpochKey, revision: int | None = None) -> None:
-        """Remove an epoch (RETIRED epochs are deleted once their evictions are sent)."""
+        """Remove an epoch (RETIRED epochs are deleted once their evictions are sent), or an uncommitted one."""
+        self._unaside(key)
         old = self.epochs.pop(key, None)
         if old is None:
             return
@@ -510,7 +575,8 @@ class ClusterState:
         tenants.on_change(lambda k, old, new: self.put_tenant(new) if new is not None else self.delete_tenant(k))
         datasets = mirror.table(Keys.DATASETS, decode_dataset)
         datasets.on_change(
-            lambda k, old, new: self.put_dataset(new) if new is not None else self.delete_dataset(*k.split("/", 1)))
+            lambda k, old, new: self.put_dataset(new, datasets.changed_at) if new is not None
+            else self.delete_dataset(*k.split("/", 1)))
         epochs = mirror.table(Keys.EPOCHS, decode_epoch)
         epochs.on_change(
             lambda k, old, new: self.put_epoch(new, epochs.changed_at) if new is not None

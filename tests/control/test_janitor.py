@@ -164,7 +164,7 @@ async def test_pruning_never_deletes_an_epoch_rewritten_meanwhile(
     raced = trio.Event()
 
     async def admission_lands_first(ops: Any, **kw: Any) -> int:
-        if kw.get("compares") and not raced.is_set():
+        if any(getattr(item, "compares", ()) for item in ops) and not raced.is_set():  # the guarded deletes
             raced.set()
             # Between the janitor's decision and its delete, a re-admission (a changed request, so not a
             # no-op) rewrites both RETIRED epochs as PENDING: admissions do not take the coordinator's lock.

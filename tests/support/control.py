@@ -1,10 +1,13 @@
 """Harness for unit tests of the control loop: the real coordinator and admission queue, no etcd, no processes.
 
-* :class:`MemoryStore` is a fenced writer over a dict: ``commit`` checks the
-  compares against its own revisions, applies Put/Delete, and feeds the
-  changes to a real :class:`~leibrix.store._store.Mirror` (``apply_local``),
-  which feeds the real :class:`~leibrix.state._model.ClusterState`, exactly
-  as a leader's own writes do.
+* :class:`MemoryStore` is a fenced writer over a dict: ``commit`` cuts the
+  commit into transactions exactly as the real ``FencedWriter`` does (its
+  ``plan``, within ``TxnLimits``), checks each one's compares against its own
+  revisions, applies its Put/Delete, and feeds the changes to a real
+  :class:`~leibrix.store._store.Mirror` (``apply_local``), which feeds the
+  real :class:`~leibrix.state._model.ClusterState`, exactly as a leader's own
+  writes do. :meth:`MemoryStore.fail_after` makes a later transaction fail
+  (etcd gone, a refusal, the term lost) after a given number went through.
 * :class:`RecordingWorkers` is a ``WorkerDirectory`` of workers that exist
   only as records: it answers ``eligible`` from their capacity and the
   state's reservations, and records every command sent.
@@ -19,6 +22,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+import math
+
 import trio
 
 from leibrix.control._admissions import AdmissionConfig, Admissions
@@ -26,8 +31,9 @@ from leibrix.control._coordinator import Coordinator, CoordinatorConfig
 from leibrix.domain._validation import AdmissionLimits, validate_admission
 from leibrix.placement import WorkerSpec
 from leibrix.state._model import ClusterState, Epoch, EpochKey, decode_epoch, encode_tenant, now_ms
+from leibrix.store._election import Term
 from leibrix.store._etcd import Compare, Delete, Put
-from leibrix.store._store import Conflict, Keys, Mirror
+from leibrix.store._store import Atomic, Conflict, FencedWriter, Keys, Mirror, TxnLimits
 from leibrix.wire._proto import leibrix_cp as cp
 
 KEYS = Keys("unit")
@@ -37,19 +43,38 @@ STATUS = cp.DataPullStatusUpdateEventStatus
 class MemoryStore:
     """An in-memory key space with etcd's revision rules for ``commit(ops, *, compares=())``."""
 
-    def __init__(self, mirror: Mirror, journal: list[tuple[Any, ...]]) -> None:
+    def __init__(self, mirror: Mirror, journal: list[tuple[Any, ...]], limits: TxnLimits = TxnLimits()) -> None:
         self.mirror = mirror
         self.journal = journal
         self.revision = 0
         #: key -> (value, create revision, mod revision)
         self.kv: dict[str, tuple[bytes, int, int]] = {}
+        #: Only its ``plan`` is used: the real writer's cut of a commit into transactions.
+        self.planner = FencedWriter(None, Term(1, 0, KEYS.root + "leader", 1.0, math.inf),  # type: ignore[arg-type]
+                                    limits=limits)
+        #: Transactions applied so far.
+        self.txns = 0
+        self._fail: tuple[int, BaseException] | None = None
+
+    def fail_after(self, txns: int, error: BaseException | None) -> None:
+        """Let ``txns`` more transactions through, then fail every later one with ``error`` (None: stop failing)."""
+        self._fail = None if error is None else (self.txns + txns, error)
 
     def _target(self, c: Compare) -> object:
         value, create, mod = self.kv.get(c.key, (b"", 0, 0))
         return {"create": create, "mod": mod, "value": value}[c.target]
 
-    async def commit(self, ops: list[Put | Delete], *, compares: tuple[Compare, ...] | list[Compare] = ()) -> int:
+    async def commit(self, items: list[Put | Delete | Atomic], *,
+                     compares: tuple[Compare, ...] | list[Compare] = ()) -> int:
+        revision = self.revision
+        for guards, ops in self.planner.plan(items, compares):
+            revision = await self._txn(guards, ops)
+        return revision
+
+    async def _txn(self, compares: list[Compare], ops: list[Put | Delete]) -> int:
         await trio.lowlevel.checkpoint()
+        if self._fail is not None and self.txns >= self._fail[0]:
+            raise self._fail[1]
         for c in compares:
             have, want = self._target(c), c.value
             if not {"==": have == want, "!=": have != want, "<": have < want, ">": have > want}[c.op]:
@@ -67,6 +92,7 @@ class MemoryStore:
                 for k in [k for k in self.kv if k == op.key or (op.prefix and k.startswith(op.key))]:
                     del self.kv[k]
         self.mirror.apply_local(ops, self.revision)
+        self.txns += 1
         self.journal.append(("commit", tuple(epochs)))
         return self.revision
 
@@ -136,12 +162,12 @@ class RecordingWorkers:
 class ControlLoop:
     """A term's coordinator and admission queue over :class:`MemoryStore` and :class:`RecordingWorkers`."""
 
-    def __init__(self, config: CoordinatorConfig = CoordinatorConfig()) -> None:
+    def __init__(self, config: CoordinatorConfig = CoordinatorConfig(), limits: TxnLimits = TxnLimits()) -> None:
         self.journal: list[tuple[Any, ...]] = []
         self.mirror = Mirror(None, KEYS)  # type: ignore[arg-type]  # fed only by apply_local
         self.state = ClusterState()
         requests = self.state.attach(self.mirror)
-        self.store = MemoryStore(self.mirror, self.journal)
+        self.store = MemoryStore(self.mirror, self.journal, limits)
         self.workers = RecordingWorkers(self.journal)
         self.coord = Coordinator(state=self.state, commit=self.store.commit, keys=KEYS, hub=self.workers,
                                  config=config, clock=trio.current_time)
