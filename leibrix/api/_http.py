@@ -1,4 +1,4 @@
-"""The master's HTTP side: ``/healthz`` and ``/metrics`` on hypercorn's Trio worker.
+"""The master's HTTP side: ``/healthz``, ``/primary``, ``/replica`` and ``/metrics`` on hypercorn's Trio worker.
 
 Operators and load balancers speak HTTP, not gRPC, so liveness and Prometheus
 metrics live on a separate small listener. The app is plain ASGI (no web
@@ -7,6 +7,12 @@ ASGI app over the master's private :class:`~prometheus_client.CollectorRegistry`
 (a private registry keeps several masters in one test process apart).
 
 Other modules add their metrics to :attr:`Metrics.registry`.
+
+``/primary`` answers 200 only on the healthy leader and ``/replica`` only on a
+healthy follower (503 elsewhere), as Patroni's REST API does: a TCP load
+balancer with an HTTP health check can then send workers and clients that
+dial a single address to whichever master leads, without speaking gRPC.
+``/healthz`` keeps its meaning (this master is healthy, leader or not).
 """
 
 from __future__ import annotations
@@ -59,9 +65,16 @@ class Metrics:
 
 Health = Callable[[], tuple[bool, dict[str, Any]]]
 
+#: Health paths -> what a healthy master must also be for a 200.
+_ROLES: dict[str, Callable[[dict[str, Any]], bool]] = {
+    "/healthz": lambda details: True,
+    "/primary": lambda details: bool(details.get("is_leader")),
+    "/replica": lambda details: not details.get("is_leader"),
+}
+
 
 class HttpServer:
-    """Serves ``GET /healthz`` (200 healthy / 503 not, JSON body) and ``GET /metrics``.
+    """Serves ``GET /healthz`` (200 healthy / 503 not, JSON body), ``/primary``, ``/replica`` and ``/metrics``.
 
     ``health`` returns ``(healthy, details)``; it is called per request and
     must be cheap (it reads state the master keeps current, it does not probe).
@@ -86,12 +99,13 @@ class HttpServer:
         path = scope["path"]
         if path == "/metrics":
             await self._metrics_app(scope, receive, send)
-        elif path == "/healthz":
+        elif path in _ROLES:
             healthy, details = self._health()
+            ok = healthy and _ROLES[path](details)
             body = json.dumps({"healthy": healthy, **details}).encode()
-            await _respond(send, 200 if healthy else 503, body, b"application/json")
+            await _respond(send, 200 if ok else 503, body, b"application/json")
         else:
-            await _respond(send, 404, b"not found: try /healthz or /metrics\n", b"text/plain")
+            await _respond(send, 404, b"not found: try /healthz, /primary, /replica or /metrics\n", b"text/plain")
 
     async def serve(self, host: str, port: int, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
         """Listen on ``host:port`` until cancelled; ``started()`` once bound (``OSError`` if not)."""
