@@ -15,14 +15,17 @@ from collections import Counter
 from collections.abc import AsyncIterator
 from datetime import datetime, timezone
 
+import trio
+
 from leibrix.control._admission import AdmissionService
-from leibrix.domain._errors import InvalidArgument, NotFound
+from leibrix.domain._errors import InvalidArgument, NotFound, Unavailable
 from leibrix.store._etcd import Delete
 from leibrix.api._pages import page
 from leibrix.api._server import trio_rpc
 from leibrix.domain._lifecycle import State
 from leibrix.wire._proto import leibrix_cp as cp
 from leibrix.state._model import Dataset, Epoch, epoch_to_wire
+from leibrix.store._store import Mirror
 from leibrix.store._term import Leadership
 from leibrix.domain._validation import check_id, validate_admission
 
@@ -39,15 +42,21 @@ def _dataset_info(svc: AdmissionService, ds: Dataset) -> cp.DatasetInfo:
         retention_epochs=ds.retention,
         epochs_by_state=dict(counts),
         admitted_at=datetime.fromtimestamp(ds.admitted_ms / 1000, tz=timezone.utc),
+        admitted=cp.AdmitDatasetRequest().parse(ds.request.SerializeToString()),
     )
+
+
+#: Seconds a resuming WatchRoutes waits for this master's state to reach the subscriber's revision.
+RESUME_WAIT_S = 5.0
 
 
 class DatasetApi(cp.ManagementServiceBase):
     """ManagementService area: admission, dataset/epoch inspection, retirement, heat and routes."""
 
-    def __init__(self, leadership: Leadership, admission: AdmissionService) -> None:
+    def __init__(self, leadership: Leadership, admission: AdmissionService, mirror: Mirror) -> None:
         self.leadership = leadership
         self.admission = admission
+        self.mirror = mirror
 
     def _service(self) -> AdmissionService:
         return self.admission
@@ -155,8 +164,22 @@ class DatasetApi(cp.ManagementServiceBase):
 
     @trio_rpc
     async def watch_routes(self, request: cp.WatchRoutesRequest) -> AsyncIterator[cp.RouteUpdate]:
-        """The tenant's routes (UPSERTs), ``SNAPSHOT_DONE``, then every change until the client leaves."""
+        """The tenant's routes (UPSERTs), ``SNAPSHOT_DONE``, then every change until the client leaves.
+
+        With ``since_revision`` (a resuming subscriber), answers only once this
+        master's watched state has reached that revision: UNAVAILABLE if it
+        does not within ``RESUME_WAIT_S``, so a lagging master never serves a
+        snapshot older than what the subscriber has already seen.
+        """
         tenant_id = check_id("tenant_id", request.tenant_id)
+        if request.since_revision < 0:
+            raise InvalidArgument("since_revision", f"must be >= 0, got {request.since_revision}")
+        if request.since_revision > self.mirror.revision:
+            with trio.move_on_after(RESUME_WAIT_S):
+                await self.mirror.wait_for(request.since_revision)
+            if request.since_revision > self.mirror.revision:
+                raise Unavailable(f"this master's state is at revision {self.mirror.revision}, behind the "
+                                  f"subscriber's {request.since_revision}; retry or ask another master")
         svc = self._service()
         if tenant_id not in svc.state.tenants:
             raise NotFound(f"tenant {tenant_id!r} not found")

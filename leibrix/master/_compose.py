@@ -96,7 +96,7 @@ def compose(master: Master) -> Parts:
     management = ManagementService([
         ClusterApi(master),
         TenantApi(master, admission),
-        DatasetApi(master, admission),
+        DatasetApi(master, admission, master.mirror),
         WorkerApi(master, hub),
     ])
     return Parts(management=management, leader_services=[admission, hub], grpc_services=[hub],

@@ -576,6 +576,11 @@ class DatasetInfo(betterproto.Message):
         7, betterproto.TYPE_STRING, betterproto.TYPE_INT32
     )
     admitted_at: datetime = betterproto.message_field(8)
+    admitted: "AdmitDatasetRequest" = betterproto.message_field(9)
+    """
+    The request as admitted (granularity, hints, replication and strategy as asked): applying it
+     again is a no-op, so a declarative file can round-trip through GetDataset.
+    """
 
 
 @dataclass(eq=False, repr=False)
@@ -758,6 +763,13 @@ class ResolveRouteResponse(betterproto.Message):
 @dataclass(eq=False, repr=False)
 class WatchRoutesRequest(betterproto.Message):
     tenant_id: str = betterproto.string_field(1)
+    since_revision: int = betterproto.int64_field(2)
+    """
+    Resume: the last `RouteUpdate.revision` this subscriber applied (an etcd revision, the same on
+     every master). The master answers only once its own state has reached it (else UNAVAILABLE),
+     then sends the full current snapshot, so a subscriber that reconnects elsewhere never goes back
+     in time and misses nothing: it replaces its table at SNAPSHOT_DONE.
+    """
 
 
 @dataclass(eq=False, repr=False)

@@ -251,7 +251,7 @@ class EpochStatus(_message.Message):
     def __init__(self, info: _Optional[_Union[_common_pb2.EpochInfo, _Mapping]] = ..., state: _Optional[_Union[EpochState, str]] = ..., history: _Optional[_Iterable[_Union[EpochTransition, _Mapping]]] = ..., replicas: _Optional[_Iterable[_Union[ReplicaInfo, _Mapping]]] = ..., estimate: _Optional[_Union[_common_pb2.Resources, _Mapping]] = ..., scan_cost: _Optional[float] = ..., heat: _Optional[float] = ..., benefit: _Optional[float] = ..., version: _Optional[str] = ..., attempts: _Optional[int] = ...) -> None: ...
 
 class DatasetInfo(_message.Message):
-    __slots__ = ("tenant_id", "dataset_id", "source", "replication_factor", "strategy", "retention_epochs", "epochs_by_state", "admitted_at")
+    __slots__ = ("tenant_id", "dataset_id", "source", "replication_factor", "strategy", "retention_epochs", "epochs_by_state", "admitted_at", "admitted")
     class EpochsByStateEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -267,6 +267,7 @@ class DatasetInfo(_message.Message):
     RETENTION_EPOCHS_FIELD_NUMBER: _ClassVar[int]
     EPOCHS_BY_STATE_FIELD_NUMBER: _ClassVar[int]
     ADMITTED_AT_FIELD_NUMBER: _ClassVar[int]
+    ADMITTED_FIELD_NUMBER: _ClassVar[int]
     tenant_id: str
     dataset_id: str
     source: _common_pb2.DataSource
@@ -275,7 +276,8 @@ class DatasetInfo(_message.Message):
     retention_epochs: int
     epochs_by_state: _containers.ScalarMap[str, int]
     admitted_at: _timestamp_pb2.Timestamp
-    def __init__(self, tenant_id: _Optional[str] = ..., dataset_id: _Optional[str] = ..., source: _Optional[_Union[_common_pb2.DataSource, _Mapping]] = ..., replication_factor: _Optional[int] = ..., strategy: _Optional[_Union[_common_pb2.PlacementStrategy, str]] = ..., retention_epochs: _Optional[int] = ..., epochs_by_state: _Optional[_Mapping[str, int]] = ..., admitted_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ...) -> None: ...
+    admitted: AdmitDatasetRequest
+    def __init__(self, tenant_id: _Optional[str] = ..., dataset_id: _Optional[str] = ..., source: _Optional[_Union[_common_pb2.DataSource, _Mapping]] = ..., replication_factor: _Optional[int] = ..., strategy: _Optional[_Union[_common_pb2.PlacementStrategy, str]] = ..., retention_epochs: _Optional[int] = ..., epochs_by_state: _Optional[_Mapping[str, int]] = ..., admitted_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., admitted: _Optional[_Union[AdmitDatasetRequest, _Mapping]] = ...) -> None: ...
 
 class GetDatasetRequest(_message.Message):
     __slots__ = ("tenant_id", "dataset_id")
@@ -532,10 +534,12 @@ class ResolveRouteResponse(_message.Message):
     def __init__(self, routes: _Optional[_Iterable[_Union[EpochRoute, _Mapping]]] = ...) -> None: ...
 
 class WatchRoutesRequest(_message.Message):
-    __slots__ = ("tenant_id",)
+    __slots__ = ("tenant_id", "since_revision")
     TENANT_ID_FIELD_NUMBER: _ClassVar[int]
+    SINCE_REVISION_FIELD_NUMBER: _ClassVar[int]
     tenant_id: str
-    def __init__(self, tenant_id: _Optional[str] = ...) -> None: ...
+    since_revision: int
+    def __init__(self, tenant_id: _Optional[str] = ..., since_revision: _Optional[int] = ...) -> None: ...
 
 class RouteUpdate(_message.Message):
     __slots__ = ("kind", "route", "revision")
