@@ -29,7 +29,8 @@ class HeldWrite:
         coord._commit = self
 
     async def __call__(self, ops: Any, **kw: Any) -> int:
-        if any(getattr(op, "key", None) == self._key for op in ops) and not self._gate.is_set():
+        flat = [op for item in ops for op in getattr(item, "ops", (item,))]  # Atomic groups hold ops
+        if any(getattr(op, "key", None) == self._key for op in flat) and not self._gate.is_set():
             self.entered.set()
             await self._gate.wait()
         return await self._commit(ops, **kw)
