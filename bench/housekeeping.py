@@ -12,7 +12,8 @@ without that a full collection of the cyclic GC (~50 ms at 10,000 epochs,
 more at 100,000) lands in whichever step comes first and hides its own stall.
 
 * ``housekeeping.checkpoint_*`` — ``HeatCheckpointer.flush`` of N dirty epochs
-  (every epoch got an access report), in fenced ``max_txn_ops`` transactions;
+  (every epoch got an access report), in one fenced commit that the writer cuts
+  into transactions within etcd's default limits (``TxnLimits()``);
 * ``housekeeping.coordinator_init_ms`` — ``Coordinator()`` construction at a
   takeover (resets every epoch's heat, builds the pending/RETIRED indexes);
 * ``housekeeping.warm_*`` — ``HeatCheckpointer.warm`` of the new term from N
@@ -55,7 +56,6 @@ from leibrix.state._model import ClusterState, Epoch, encode_epoch, now_ms
 from leibrix.store._store import FencedWriter, Keys, Mirror
 
 T = TypeVar("T")
-_TXN = 1000  # puts per transaction while seeding etcd
 
 
 @asynccontextmanager
@@ -98,8 +98,7 @@ async def seed(writer: FencedWriter, keys: Keys, n: int) -> None:
         e = Epoch("t1", f"d{i % 100}", f"{i:08d}_abcdef", i * 3_600_000, (i + 1) * 3_600_000, (("r", "eu"),),
                   st, retired if st is State.RETIRED else (), (), 16 << 20, 0.5, float(16 << 20), 100, "")
         ops.append(Put(keys.epoch(*e.key), encode_epoch(e)))
-    for i in range(0, n, _TXN):
-        await writer.commit(ops[i:i + _TXN])
+    await writer.commit(ops)
 
 
 async def seed_requests(writer: FencedWriter, keys: Keys, n: int) -> None:
@@ -109,8 +108,7 @@ async def seed_requests(writer: FencedWriter, keys: Keys, n: int) -> None:
         rec = state_pb2.RequestRecord(request_id=f"r{i}", fingerprint="x")
         rec.at.FromSeconds(int(time.time()) - (7200 if i % 2 else 0))
         ops.append(Put(keys.request(f"r{i}"), rec.SerializeToString()))
-    for i in range(0, n, _TXN):
-        await writer.commit(ops[i:i + _TXN])
+    await writer.commit(ops)
 
 
 async def measure(client: EtcdClient, nursery: trio.Nursery, n: int, report: Report) -> None:
@@ -139,7 +137,7 @@ async def measure(client: EtcdClient, nursery: trio.Nursery, n: int, report: Rep
     written, flush_s, flush_stall = await timed(HeatCheckpointer(coord, interval_s=10).flush)
     if written != n or len(state.heat_records) != n:
         raise RuntimeError(f"checkpoint wrote {written}, mirror holds {len(state.heat_records)}; expected {n}")
-    add("checkpoint_s", flush_s, "s", f"{n:,} dirty epochs, {CoordinatorConfig().max_txn_ops}-put txns")
+    add("checkpoint_s", flush_s, "s", f"{n:,} dirty epochs, {writer.limits.max_ops}-op txns")
     add("checkpoint_records_per_s", written / flush_s, "1/s")
     add("checkpoint_stall_ms", flush_stall * 1e3, "ms")
     coord.close()
