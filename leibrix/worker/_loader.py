@@ -44,8 +44,9 @@ import nanoarrow as na
 from leibrix.domain import _schema
 from leibrix.wire._proto.records import control_plane_pb2 as pb
 from leibrix.worker import _readers
+from leibrix.worker._readers import SourceError
 
-__all__ = ["Loaded", "Loader", "SchemaMismatch", "table_name"]
+__all__ = ["Loaded", "Loader", "SchemaMismatch", "SourceError", "table_name"]
 
 
 def table_name(dataset_id: str, epoch_id: str) -> str:
@@ -111,9 +112,15 @@ class Loader:
         as FAILED) instead of swapping the host.
     max_rows:
         Cap on synthetic rows per plan, to keep test and demo machines safe.
+    threads:
+        DuckDB's ``threads``: the worker's CPU cores.
+    batch_rows:
+        Rows per batch fetched from a SQL source (memory held by a SQL load
+        beyond its table is about one batch).
     """
 
-    def __init__(self, *, memory_limit_bytes: int, max_rows: int = 5_000_000, threads: int = 1) -> None:
+    def __init__(self, *, memory_limit_bytes: int, max_rows: int = 5_000_000, threads: int = 1,
+                 batch_rows: int = _readers.BATCH_ROWS) -> None:
         self._lock = threading.Lock()
         self._con = duckdb.connect(":memory:")
         self._con.execute(f"SET memory_limit = '{max(memory_limit_bytes, 1 << 20)}B'")
@@ -123,6 +130,7 @@ class Loader:
         # TIMESTAMPTZ columns export as timestamp[.., tz="UTC"], the zone the sources' schemas name
         self._con.execute("SET TimeZone = 'UTC'")
         self.max_rows = max_rows
+        self.batch_rows = max(1, batch_rows)
         self._tables: dict[str, Loaded] = {}
         # Queries get cursors from this one, never from ``_con``: creating a cursor must not wait for
         # ``_lock``, which a load holds for as long as it runs.
@@ -280,7 +288,7 @@ class Loader:
                                      f"{str(exc).splitlines()[0]}") from None
         elif kind == "sql":
             batches = _readers.sql_batches(plan.source.catalog, read.sql, planned, time_column=part.time_column_name,
-                                           progress=progress)
+                                           batch_rows=self.batch_rows, progress=progress)
             created = False
             for batch in batches:
                 self._create_from(name, batch, insert=created)
