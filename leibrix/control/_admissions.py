@@ -94,11 +94,12 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import trio
 
 from leibrix import placement as pl
+from leibrix.control._batch import Batch, Job
 from leibrix.control._coordinator import Coordinator
 from leibrix.domain import _epochs
 from leibrix.domain._errors import ApiError, InvalidArgument, NotFound, ResourceExhausted, Unavailable
@@ -155,68 +156,6 @@ class AdmissionConfig:
     request_ttl_s: float = 86400.0
 
 
-@dataclass(slots=True, eq=False)
-class _Job:
-    spec: AdmissionSpec
-    done: trio.Event = field(default_factory=trio.Event)
-    response: cp.AdmitDatasetResponse | None = None
-    error: ApiError | None = None
-
-
-@dataclass(slots=True)
-class _Batch:
-    """Writes of one batch and the effects later admissions must see until the batch is stored.
-
-    A batch is decided against the in-memory state, which shows a batch's
-    writes only once they are committed; so each new batch starts from the
-    effects of the batches still being written (``after``): their datasets and
-    request ids (an admission touching one waits for that write), and their
-    new datasets, demand and eviction victims (counted as if stored).
-    """
-
-    #: New epochs and deleted uncommitted ones: written first.
-    epoch_ops: list[Put | Delete | Atomic] = field(default_factory=list)
-    #: Per admission, its dataset record and idempotency record: written last (they commit the epochs).
-    final: list[Atomic] = field(default_factory=list)
-    datasets: set[tuple[str, str]] = field(default_factory=set)
-    requests: set[str] = field(default_factory=set)
-    new_datasets: dict[str, int] = field(default_factory=dict)
-    #: Per tenant: what its accepted admissions add to its usage, net of the evictions they decided.
-    demand: dict[str, Amount] = field(default_factory=dict)
-    retire: list[tuple[EpochKey, str]] = field(default_factory=list)
-    accepted: list[_Job] = field(default_factory=list)
-    #: Datasets and request ids of batches still being written (an admission touching one is deferred).
-    busy_datasets: set[tuple[str, str]] = field(default_factory=set)
-    busy_requests: set[str] = field(default_factory=set)
-    #: Epochs already chosen for eviction (by this batch or one being written): never counted twice.
-    victims: set[EpochKey] = field(default_factory=set)
-
-    @classmethod
-    def after(cls, inflight: Sequence[_Batch]) -> _Batch:
-        """A new batch that sees the effects of ``inflight`` (decided, not yet stored)."""
-        b = cls()
-        for prior in inflight:
-            b.busy_datasets |= prior.datasets
-            b.busy_requests |= prior.requests
-            b.victims |= prior.victims
-            for t, n in prior.new_datasets.items():
-                b.new_datasets[t] = b.new_datasets.get(t, 0) + n
-            for t, amount in prior.demand.items():
-                b.add_demand(t, amount)
-        return b
-
-    def add_demand(self, tenant_id: str, amount: Amount) -> None:
-        """Count ``amount`` more in the tenant's demand."""
-        self.demand[tenant_id] = self.demand.get(tenant_id, NO_AMOUNT) + amount
-
-    def conflicts(self, spec: AdmissionSpec) -> bool:
-        """Whether ``spec`` touches a dataset or request id of this batch or of one being written."""
-        ds = (spec.tenant_id, spec.dataset_id)
-        rid = spec.request_id
-        return (ds in self.datasets or ds in self.busy_datasets
-                or bool(rid) and (rid in self.requests or rid in self.busy_requests))
-
-
 class Admissions:
     """The leader's admission queue and batcher for one term."""
 
@@ -227,15 +166,15 @@ class Admissions:
         self.keys = keys
         self.requests = requests
         self.config = config
-        self._send, self._recv = trio.open_memory_channel[_Job](config.queue_size)
+        self._send, self._recv = trio.open_memory_channel[Job](config.queue_size)
         #: Set (and replaced) each time a batch being written is done with.
         self._stored = trio.Event()
         #: Batches decided and being written.
-        self._inflight: list[_Batch] = []
+        self._inflight: list[Batch] = []
 
     async def admit(self, spec: AdmissionSpec) -> cp.AdmitDatasetResponse:
         """Queue a validated admission and wait for its decision (raises the ``ApiError`` on rejection)."""
-        job = _Job(spec)
+        job = Job(spec)
         try:
             await self._send.send(job)
         except (trio.ClosedResourceError, trio.BrokenResourceError):
@@ -251,11 +190,11 @@ class Admissions:
 
         Up to ``max_inflight_batches`` batches are written at once: the next
         batch is decided while earlier ones wait for etcd (each new batch sees
-        their effects, see ``_Batch``), so an admission waits for its own
+        their effects, see ``Batch``), so an admission waits for its own
         round trip, not for the one in progress when it arrived.
         """
         task_status.started()
-        carry: list[_Job] = []
+        carry: list[Job] = []
         inflight = self._inflight
         room = trio.Semaphore(self.config.max_inflight_batches)
         try:
@@ -290,11 +229,11 @@ class Admissions:
                     job.error = Unavailable("leadership ended before this admission was decided; retry")
                     job.done.set()
 
-    async def _decide_batch(self, jobs: list[_Job], inflight: Sequence[_Batch]) -> tuple[_Batch, list[_Job]]:
+    async def _decide_batch(self, jobs: list[Job], inflight: Sequence[Batch]) -> tuple[Batch, list[Job]]:
         """Decide ``jobs`` in order; rejected ones are answered at once. Returns the batch (its accepted jobs
         wait for its write) and the jobs deferred to a later batch."""
-        batch = _Batch.after(inflight)
-        deferred: list[_Job] = []
+        batch = Batch.after(inflight)
+        deferred: list[Job] = []
         # Admissions only create epochs and datasets (changes to existing epochs go through the
         # coordinator), so deciding does not hold the coordinator's lock: the batches' etcd round trips
         # overlap with the coordinator's placements and status writes instead of queueing behind them.
@@ -314,7 +253,7 @@ class Admissions:
             await trio.lowlevel.checkpoint()
         return batch, deferred
 
-    async def _store(self, batch: _Batch, inflight: list[_Batch], room: trio.Semaphore) -> None:
+    async def _store(self, batch: Batch, inflight: list[Batch], room: trio.Semaphore) -> None:
         """Write one decided batch, answer its callers, then start the retirements it decided."""
         try:
             try:
@@ -350,7 +289,7 @@ class Admissions:
             self._stored = trio.Event()
 
     @staticmethod
-    def _answer(batch: _Batch, error: ApiError | None) -> None:
+    def _answer(batch: Batch, error: ApiError | None) -> None:
         """Wake the batch's callers not answered yet: with their response, or with ``error`` instead."""
         for job in batch.accepted:
             if not job.done.is_set():
@@ -358,7 +297,7 @@ class Admissions:
                     job.response, job.error = None, error
                 job.done.set()
 
-    async def _write(self, batch: _Batch) -> None:
+    async def _write(self, batch: Batch) -> None:
         # Epochs first, dataset and idempotency records last (see the module docstring): a commit cut
         # short leaves only uncommitted epochs, invisible, and a retry re-decides and converges.
         await self.coord.write([], [*batch.epoch_ops, *batch.final])
@@ -369,7 +308,7 @@ class Admissions:
 
     # ------------------------------------------------------------ deciding one admission
 
-    async def _decide(self, job: _Job, batch: _Batch) -> None:
+    async def _decide(self, job: Job, batch: Batch) -> None:
         spec = job.spec
         t, d = spec.tenant_id, spec.dataset_id
         if spec.request_id:
@@ -450,7 +389,7 @@ class Admissions:
         await self._respond(job, batch, slices, existing, Put(self.keys.dataset(t, d), ds_bytes), refresh=refresh,
                             message=msg, pending=len(new))
 
-    async def _respond(self, job: _Job, batch: _Batch, slices: Sequence[_epochs.EpochSlice],
+    async def _respond(self, job: Job, batch: Batch, slices: Sequence[_epochs.EpochSlice],
                        existing: dict[str, Epoch], dataset: Put | None, *, refresh: bool, message: str,
                        pending: int | None = None) -> None:
         """Build the answer and queue what commits the admission: ``dataset`` (its record, None when
@@ -501,7 +440,7 @@ class Admissions:
         return kept, retire
 
     def _check_budgets(self, spec: AdmissionSpec, quota: Quota, demand: Amount, new_benefit: float,
-                       batch: _Batch, retire: list[tuple[EpochKey, str]]) -> Amount:
+                       batch: Batch, retire: list[tuple[EpochKey, str]]) -> Amount:
         """REJECT / EVICT_LOWER_BENEFIT: the tenant's budgets must take ``demand`` (raises RESOURCE_EXHAUSTED).
 
         Only the tenant's own budgets count, never the pool's free capacity
