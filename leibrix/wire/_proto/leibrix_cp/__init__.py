@@ -520,6 +520,10 @@ class GetTenantRequest(betterproto.Message):
 class ListTenantsRequest(betterproto.Message):
     page_size: int = betterproto.int32_field(1)
     page_token: str = betterproto.string_field(2)
+    tenant_id: str = betterproto.string_field(3)
+    """
+    Only this tenant (empty: all). A tenant token's listing is always limited to its own tenant.
+    """
 
 
 @dataclass(eq=False, repr=False)
@@ -777,6 +781,67 @@ class RouteUpdate(betterproto.Message):
     kind: "RouteUpdateKind" = betterproto.enum_field(1)
     route: "EpochRoute" = betterproto.message_field(2)
     revision: int = betterproto.int64_field(3)
+
+
+@dataclass(eq=False, repr=False)
+class IssueTokenRequest(betterproto.Message):
+    tenant_id: str = betterproto.string_field(1)
+    """The tenant the token acts for; empty only with `admin`."""
+
+    expires_at: datetime = betterproto.message_field(2)
+    """When the token stops working (unset: never)."""
+
+    description: str = betterproto.string_field(3)
+    admin: bool = betterproto.bool_field(4)
+    """An admin token (no tenant) instead of a tenant token."""
+
+
+@dataclass(eq=False, repr=False)
+class TokenInfo(betterproto.Message):
+    token_id: str = betterproto.string_field(1)
+    tenant_id: str = betterproto.string_field(2)
+    admin: bool = betterproto.bool_field(3)
+    expires_at: datetime = betterproto.message_field(4)
+    description: str = betterproto.string_field(5)
+    created_at: datetime = betterproto.message_field(6)
+
+
+@dataclass(eq=False, repr=False)
+class IssueTokenResponse(betterproto.Message):
+    info: "TokenInfo" = betterproto.message_field(1)
+    token: str = betterproto.string_field(2)
+    """
+    The bearer token itself: shown this once, never stored by the master.
+    """
+
+
+@dataclass(eq=False, repr=False)
+class RevokeTokenRequest(betterproto.Message):
+    token_id: str = betterproto.string_field(1)
+
+
+@dataclass(eq=False, repr=False)
+class ListTokensRequest(betterproto.Message):
+    tenant_id: str = betterproto.string_field(1)
+    """
+    Only this tenant's tokens (empty: every token, admin tokens included).
+    """
+
+
+@dataclass(eq=False, repr=False)
+class ListTokensResponse(betterproto.Message):
+    tokens: List["TokenInfo"] = betterproto.message_field(1)
+
+
+@dataclass(eq=False, repr=False)
+class StoredToken(betterproto.Message):
+    """
+    The etcd value under `tokens/<token_id>`: the token's info and the SHA-256 of its secret.
+     Never sent to a client.
+    """
+
+    info: "TokenInfo" = betterproto.message_field(1)
+    sha256: bytes = betterproto.bytes_field(2)
 
 
 @dataclass(eq=False, repr=False)
@@ -1200,6 +1265,57 @@ class ManagementServiceStub(betterproto.ServiceStub):
             metadata=metadata,
         )
 
+    async def issue_token(
+        self,
+        issue_token_request: "IssueTokenRequest",
+        *,
+        timeout: Optional[float] = None,
+        deadline: Optional["Deadline"] = None,
+        metadata: Optional["MetadataLike"] = None
+    ) -> "IssueTokenResponse":
+        return await self._unary_unary(
+            "/leibrix_cp.ManagementService/IssueToken",
+            issue_token_request,
+            IssueTokenResponse,
+            timeout=timeout,
+            deadline=deadline,
+            metadata=metadata,
+        )
+
+    async def revoke_token(
+        self,
+        revoke_token_request: "RevokeTokenRequest",
+        *,
+        timeout: Optional[float] = None,
+        deadline: Optional["Deadline"] = None,
+        metadata: Optional["MetadataLike"] = None
+    ) -> "CommonResponse":
+        return await self._unary_unary(
+            "/leibrix_cp.ManagementService/RevokeToken",
+            revoke_token_request,
+            CommonResponse,
+            timeout=timeout,
+            deadline=deadline,
+            metadata=metadata,
+        )
+
+    async def list_tokens(
+        self,
+        list_tokens_request: "ListTokensRequest",
+        *,
+        timeout: Optional[float] = None,
+        deadline: Optional["Deadline"] = None,
+        metadata: Optional["MetadataLike"] = None
+    ) -> "ListTokensResponse":
+        return await self._unary_unary(
+            "/leibrix_cp.ManagementService/ListTokens",
+            list_tokens_request,
+            ListTokensResponse,
+            timeout=timeout,
+            deadline=deadline,
+            metadata=metadata,
+        )
+
 
 class ControlPlaneServiceBase(ServiceBase):
 
@@ -1312,6 +1428,21 @@ class ManagementServiceBase(ServiceBase):
     async def list_datasets(
         self, list_datasets_request: "ListDatasetsRequest"
     ) -> "ListDatasetsResponse":
+        raise grpclib.GRPCError(grpclib.const.Status.UNIMPLEMENTED)
+
+    async def issue_token(
+        self, issue_token_request: "IssueTokenRequest"
+    ) -> "IssueTokenResponse":
+        raise grpclib.GRPCError(grpclib.const.Status.UNIMPLEMENTED)
+
+    async def revoke_token(
+        self, revoke_token_request: "RevokeTokenRequest"
+    ) -> "CommonResponse":
+        raise grpclib.GRPCError(grpclib.const.Status.UNIMPLEMENTED)
+
+    async def list_tokens(
+        self, list_tokens_request: "ListTokensRequest"
+    ) -> "ListTokensResponse":
         raise grpclib.GRPCError(grpclib.const.Status.UNIMPLEMENTED)
 
     async def __rpc_admit_dataset(
@@ -1436,6 +1567,27 @@ class ManagementServiceBase(ServiceBase):
         response = await self.list_datasets(request)
         await stream.send_message(response)
 
+    async def __rpc_issue_token(
+        self, stream: "grpclib.server.Stream[IssueTokenRequest, IssueTokenResponse]"
+    ) -> None:
+        request = await stream.recv_message()
+        response = await self.issue_token(request)
+        await stream.send_message(response)
+
+    async def __rpc_revoke_token(
+        self, stream: "grpclib.server.Stream[RevokeTokenRequest, CommonResponse]"
+    ) -> None:
+        request = await stream.recv_message()
+        response = await self.revoke_token(request)
+        await stream.send_message(response)
+
+    async def __rpc_list_tokens(
+        self, stream: "grpclib.server.Stream[ListTokensRequest, ListTokensResponse]"
+    ) -> None:
+        request = await stream.recv_message()
+        response = await self.list_tokens(request)
+        await stream.send_message(response)
+
     def __mapping__(self) -> Dict[str, grpclib.const.Handler]:
         return {
             "/leibrix_cp.ManagementService/AdmitDataset": grpclib.const.Handler(
@@ -1539,5 +1691,23 @@ class ManagementServiceBase(ServiceBase):
                 grpclib.const.Cardinality.UNARY_UNARY,
                 ListDatasetsRequest,
                 ListDatasetsResponse,
+            ),
+            "/leibrix_cp.ManagementService/IssueToken": grpclib.const.Handler(
+                self.__rpc_issue_token,
+                grpclib.const.Cardinality.UNARY_UNARY,
+                IssueTokenRequest,
+                IssueTokenResponse,
+            ),
+            "/leibrix_cp.ManagementService/RevokeToken": grpclib.const.Handler(
+                self.__rpc_revoke_token,
+                grpclib.const.Cardinality.UNARY_UNARY,
+                RevokeTokenRequest,
+                CommonResponse,
+            ),
+            "/leibrix_cp.ManagementService/ListTokens": grpclib.const.Handler(
+                self.__rpc_list_tokens,
+                grpclib.const.Cardinality.UNARY_UNARY,
+                ListTokensRequest,
+                ListTokensResponse,
             ),
         }
