@@ -4,7 +4,10 @@
 # This file has been @generated
 
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import (
+    datetime,
+    timedelta,
+)
 from typing import (
     TYPE_CHECKING,
     AsyncIterable,
@@ -456,7 +459,13 @@ class AdmitDatasetRequest(betterproto.Message):
     """Keep only the newest N epochs (0 = keep all)."""
 
     hints: "EstimateHints" = betterproto.message_field(9)
-    """Estimator hints used when the source cannot be asked."""
+    """Estimates that override the source's planned ones when set."""
+
+    refresh_interval: timedelta = betterproto.message_field(10)
+    """
+    When set (at least one second, with `source.version` unset), the leader polls the source's
+     version this often and refreshes the epochs whose data changed by itself.
+    """
 
 
 @dataclass(eq=False, repr=False)
@@ -888,6 +897,14 @@ class DatasetRecord(betterproto.Message):
      stored: epochs of a newer generation are not part of the dataset yet.
     """
 
+    retained_schemas: Dict[str, bytes] = betterproto.map_field(
+        9, betterproto.TYPE_STRING, betterproto.TYPE_BYTES
+    )
+    """
+    Schemas (fingerprint -> Arrow IPC bytes) of live epochs planned under an earlier schema than
+     `arrow_schema`: their reloads still carry, and are checked against, their own schema.
+    """
+
 
 @dataclass(eq=False, repr=False)
 class EpochRecord(betterproto.Message):
@@ -912,6 +929,30 @@ class EpochRecord(betterproto.Message):
     """
     Generation of the admission that wrote this epoch: it belongs to its
      dataset only once the dataset record's `admission` has reached it.
+    """
+
+    read_plan: bytes = betterproto.bytes_field(15)
+    """
+    What to load (a serialized ReadPlan), planned from the source's metadata at admission.
+    """
+
+    rows_exact: bool = betterproto.bool_field(16)
+    """
+    Whether expected_rows is exact (a load must then have exactly that many rows).
+    """
+
+    source_bytes: int = betterproto.int64_field(17)
+    """Bytes of the epoch on the source."""
+
+    planned_memory_bytes: int = betterproto.int64_field(18)
+    """
+    The planned in-memory bytes per replica; `estimate.memory_bytes` is what a replica is charged:
+     this estimate until a load is validated, the measured bytes after.
+    """
+
+    schema_fingerprint: str = betterproto.string_field(19)
+    """
+    Fingerprint of the schema this epoch is loaded with (its dataset's, or one it retains).
     """
 
 

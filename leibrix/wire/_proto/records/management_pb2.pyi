@@ -1,5 +1,6 @@
 import datetime
 
+from google.protobuf import duration_pb2 as _duration_pb2
 from google.protobuf import timestamp_pb2 as _timestamp_pb2
 from leibrix.wire._proto.records import common_pb2 as _common_pb2
 from google.protobuf.internal import containers as _containers
@@ -57,7 +58,7 @@ DRAINING: WorkerState
 DRAINED: WorkerState
 
 class AdmitDatasetRequest(_message.Message):
-    __slots__ = ("tenant_id", "dataset_id", "source", "epoch_granularity", "request_id", "replication_factor", "strategy", "retention_epochs", "hints")
+    __slots__ = ("tenant_id", "dataset_id", "source", "epoch_granularity", "request_id", "replication_factor", "strategy", "retention_epochs", "hints", "refresh_interval")
     TENANT_ID_FIELD_NUMBER: _ClassVar[int]
     DATASET_ID_FIELD_NUMBER: _ClassVar[int]
     SOURCE_FIELD_NUMBER: _ClassVar[int]
@@ -67,6 +68,7 @@ class AdmitDatasetRequest(_message.Message):
     STRATEGY_FIELD_NUMBER: _ClassVar[int]
     RETENTION_EPOCHS_FIELD_NUMBER: _ClassVar[int]
     HINTS_FIELD_NUMBER: _ClassVar[int]
+    REFRESH_INTERVAL_FIELD_NUMBER: _ClassVar[int]
     tenant_id: str
     dataset_id: str
     source: _common_pb2.DataSource
@@ -76,7 +78,8 @@ class AdmitDatasetRequest(_message.Message):
     strategy: _common_pb2.PlacementStrategy
     retention_epochs: int
     hints: EstimateHints
-    def __init__(self, tenant_id: _Optional[str] = ..., dataset_id: _Optional[str] = ..., source: _Optional[_Union[_common_pb2.DataSource, _Mapping]] = ..., epoch_granularity: _Optional[_Union[_common_pb2.EpochGranularity, _Mapping]] = ..., request_id: _Optional[str] = ..., replication_factor: _Optional[int] = ..., strategy: _Optional[_Union[_common_pb2.PlacementStrategy, str]] = ..., retention_epochs: _Optional[int] = ..., hints: _Optional[_Union[EstimateHints, _Mapping]] = ...) -> None: ...
+    refresh_interval: _duration_pb2.Duration
+    def __init__(self, tenant_id: _Optional[str] = ..., dataset_id: _Optional[str] = ..., source: _Optional[_Union[_common_pb2.DataSource, _Mapping]] = ..., epoch_granularity: _Optional[_Union[_common_pb2.EpochGranularity, _Mapping]] = ..., request_id: _Optional[str] = ..., replication_factor: _Optional[int] = ..., strategy: _Optional[_Union[_common_pb2.PlacementStrategy, str]] = ..., retention_epochs: _Optional[int] = ..., hints: _Optional[_Union[EstimateHints, _Mapping]] = ..., refresh_interval: _Optional[_Union[datetime.timedelta, _duration_pb2.Duration, _Mapping]] = ...) -> None: ...
 
 class EstimateHints(_message.Message):
     __slots__ = ("bytes_per_epoch", "rows_per_epoch", "cpu_cores_per_epoch", "scan_cost")

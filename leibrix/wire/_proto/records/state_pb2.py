@@ -28,25 +28,29 @@ from leibrix.wire._proto.records import control_plane_pb2 as leibrix__cp_dot_con
 from leibrix.wire._proto.records import management_pb2 as leibrix__cp_dot_management__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x16leibrix_cp/state.proto\x12\nleibrix_cp\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x17leibrix_cp/common.proto\x1a\x1eleibrix_cp/control_plane.proto\x1a\x1bleibrix_cp/management.proto\"p\n\x0cMasterRecord\x12\n\n\x02id\x18\x01 \x01(\t\x12\x11\n\tgrpc_addr\x18\x02 \x01(\t\x12\x11\n\thttp_addr\x18\x03 \x01(\t\x12.\n\nstarted_at\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"f\n\x0cTenantRecord\x12&\n\x05quota\x18\x01 \x01(\x0b\x32\x17.leibrix_cp.TenantQuota\x12.\n\nupdated_at\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"\x95\x02\n\rDatasetRecord\x12\x30\n\x07request\x18\x01 \x01(\x0b\x32\x1f.leibrix_cp.AdmitDatasetRequest\x12\x1a\n\x12replication_factor\x18\x02 \x01(\x05\x12/\n\x08strategy\x18\x03 \x01(\x0e\x32\x1d.leibrix_cp.PlacementStrategy\x12/\n\x0b\x61\x64mitted_at\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x0f\n\x07version\x18\x05 \x01(\t\x12\x14\n\x0c\x61rrow_schema\x18\x06 \x01(\x0c\x12\x1a\n\x12schema_fingerprint\x18\x07 \x01(\t\x12\x11\n\tadmission\x18\x08 \x01(\x04\"\x8e\x03\n\x0b\x45pochRecord\x12\x11\n\ttenant_id\x18\x01 \x01(\t\x12\x12\n\ndataset_id\x18\x02 \x01(\t\x12#\n\x04info\x18\x03 \x01(\x0b\x32\x15.leibrix_cp.EpochInfo\x12%\n\x05state\x18\x04 \x01(\x0e\x32\x16.leibrix_cp.EpochState\x12,\n\x07history\x18\x05 \x03(\x0b\x32\x1b.leibrix_cp.EpochTransition\x12)\n\x08replicas\x18\x06 \x03(\x0b\x32\x17.leibrix_cp.ReplicaInfo\x12\'\n\x08\x65stimate\x18\x07 \x01(\x0b\x32\x15.leibrix_cp.Resources\x12\x11\n\tscan_cost\x18\x08 \x01(\x01\x12\x15\n\rexpected_rows\x18\t \x01(\x03\x12\x0f\n\x07version\x18\n \x01(\t\x12\x10\n\x08\x61ttempts\x18\x0b \x01(\x05\x12\x19\n\x11replaces_epoch_id\x18\x0c \x01(\t\x12\x0f\n\x07plan_id\x18\r \x01(\t\x12\x11\n\tadmission\x18\x0e \x01(\x04\"\xd0\x01\n\x0cWorkerRecord\x12\"\n\x06worker\x18\x01 \x01(\x0b\x32\x12.leibrix_cp.Worker\x12\'\n\x08\x63\x61pacity\x18\x02 \x01(\x0b\x32\x15.leibrix_cp.Resources\x12&\n\x05state\x18\x03 \x01(\x0e\x32\x17.leibrix_cp.WorkerState\x12\x31\n\rregistered_at\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x18\n\x10software_version\x18\x05 \x01(\t\"T\n\nHeatRecord\x12\r\n\x05value\x18\x01 \x01(\x01\x12\x0f\n\x07scanned\x18\x02 \x01(\x01\x12&\n\x02\x61t\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"\x94\x01\n\rRequestRecord\x12\x12\n\nrequest_id\x18\x01 \x01(\t\x12\x13\n\x0b\x66ingerprint\x18\x02 \x01(\t\x12\x32\n\x08response\x18\x03 \x01(\x0b\x32 .leibrix_cp.AdmitDatasetResponse\x12&\n\x02\x61t\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.Timestampb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x16leibrix_cp/state.proto\x12\nleibrix_cp\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x17leibrix_cp/common.proto\x1a\x1eleibrix_cp/control_plane.proto\x1a\x1bleibrix_cp/management.proto\"p\n\x0cMasterRecord\x12\n\n\x02id\x18\x01 \x01(\t\x12\x11\n\tgrpc_addr\x18\x02 \x01(\t\x12\x11\n\thttp_addr\x18\x03 \x01(\t\x12.\n\nstarted_at\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"f\n\x0cTenantRecord\x12&\n\x05quota\x18\x01 \x01(\x0b\x32\x17.leibrix_cp.TenantQuota\x12.\n\nupdated_at\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"\x97\x03\n\rDatasetRecord\x12\x30\n\x07request\x18\x01 \x01(\x0b\x32\x1f.leibrix_cp.AdmitDatasetRequest\x12\x1a\n\x12replication_factor\x18\x02 \x01(\x05\x12/\n\x08strategy\x18\x03 \x01(\x0e\x32\x1d.leibrix_cp.PlacementStrategy\x12/\n\x0b\x61\x64mitted_at\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x0f\n\x07version\x18\x05 \x01(\t\x12\x14\n\x0c\x61rrow_schema\x18\x06 \x01(\x0c\x12\x1a\n\x12schema_fingerprint\x18\x07 \x01(\t\x12\x11\n\tadmission\x18\x08 \x01(\x04\x12H\n\x10retained_schemas\x18\t \x03(\x0b\x32..leibrix_cp.DatasetRecord.RetainedSchemasEntry\x1a\x36\n\x14RetainedSchemasEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x0c:\x02\x38\x01\"\x85\x04\n\x0b\x45pochRecord\x12\x11\n\ttenant_id\x18\x01 \x01(\t\x12\x12\n\ndataset_id\x18\x02 \x01(\t\x12#\n\x04info\x18\x03 \x01(\x0b\x32\x15.leibrix_cp.EpochInfo\x12%\n\x05state\x18\x04 \x01(\x0e\x32\x16.leibrix_cp.EpochState\x12,\n\x07history\x18\x05 \x03(\x0b\x32\x1b.leibrix_cp.EpochTransition\x12)\n\x08replicas\x18\x06 \x03(\x0b\x32\x17.leibrix_cp.ReplicaInfo\x12\'\n\x08\x65stimate\x18\x07 \x01(\x0b\x32\x15.leibrix_cp.Resources\x12\x11\n\tscan_cost\x18\x08 \x01(\x01\x12\x15\n\rexpected_rows\x18\t \x01(\x03\x12\x0f\n\x07version\x18\n \x01(\t\x12\x10\n\x08\x61ttempts\x18\x0b \x01(\x05\x12\x19\n\x11replaces_epoch_id\x18\x0c \x01(\t\x12\x0f\n\x07plan_id\x18\r \x01(\t\x12\x11\n\tadmission\x18\x0e \x01(\x04\x12\x11\n\tread_plan\x18\x0f \x01(\x0c\x12\x12\n\nrows_exact\x18\x10 \x01(\x08\x12\x14\n\x0csource_bytes\x18\x11 \x01(\x03\x12\x1c\n\x14planned_memory_bytes\x18\x12 \x01(\x03\x12\x1a\n\x12schema_fingerprint\x18\x13 \x01(\t\"\xd0\x01\n\x0cWorkerRecord\x12\"\n\x06worker\x18\x01 \x01(\x0b\x32\x12.leibrix_cp.Worker\x12\'\n\x08\x63\x61pacity\x18\x02 \x01(\x0b\x32\x15.leibrix_cp.Resources\x12&\n\x05state\x18\x03 \x01(\x0e\x32\x17.leibrix_cp.WorkerState\x12\x31\n\rregistered_at\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x18\n\x10software_version\x18\x05 \x01(\t\"T\n\nHeatRecord\x12\r\n\x05value\x18\x01 \x01(\x01\x12\x0f\n\x07scanned\x18\x02 \x01(\x01\x12&\n\x02\x61t\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"\x94\x01\n\rRequestRecord\x12\x12\n\nrequest_id\x18\x01 \x01(\t\x12\x13\n\x0b\x66ingerprint\x18\x02 \x01(\t\x12\x32\n\x08response\x18\x03 \x01(\x0b\x32 .leibrix_cp.AdmitDatasetResponse\x12&\n\x02\x61t\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.Timestampb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'leibrix_cp.state_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
+  _globals['_DATASETRECORD_RETAINEDSCHEMASENTRY']._loaded_options = None
+  _globals['_DATASETRECORD_RETAINEDSCHEMASENTRY']._serialized_options = b'8\001'
   _globals['_MASTERRECORD']._serialized_start=157
   _globals['_MASTERRECORD']._serialized_end=269
   _globals['_TENANTRECORD']._serialized_start=271
   _globals['_TENANTRECORD']._serialized_end=373
   _globals['_DATASETRECORD']._serialized_start=376
-  _globals['_DATASETRECORD']._serialized_end=653
-  _globals['_EPOCHRECORD']._serialized_start=656
-  _globals['_EPOCHRECORD']._serialized_end=1054
-  _globals['_WORKERRECORD']._serialized_start=1057
-  _globals['_WORKERRECORD']._serialized_end=1265
-  _globals['_HEATRECORD']._serialized_start=1267
-  _globals['_HEATRECORD']._serialized_end=1351
-  _globals['_REQUESTRECORD']._serialized_start=1354
-  _globals['_REQUESTRECORD']._serialized_end=1502
+  _globals['_DATASETRECORD']._serialized_end=783
+  _globals['_DATASETRECORD_RETAINEDSCHEMASENTRY']._serialized_start=729
+  _globals['_DATASETRECORD_RETAINEDSCHEMASENTRY']._serialized_end=783
+  _globals['_EPOCHRECORD']._serialized_start=786
+  _globals['_EPOCHRECORD']._serialized_end=1303
+  _globals['_WORKERRECORD']._serialized_start=1306
+  _globals['_WORKERRECORD']._serialized_end=1514
+  _globals['_HEATRECORD']._serialized_start=1516
+  _globals['_HEATRECORD']._serialized_end=1600
+  _globals['_REQUESTRECORD']._serialized_start=1603
+  _globals['_REQUESTRECORD']._serialized_end=1751
 # @@protoc_insertion_point(module_scope)

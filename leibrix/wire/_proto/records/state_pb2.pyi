@@ -33,7 +33,14 @@ class TenantRecord(_message.Message):
     def __init__(self, quota: _Optional[_Union[_management_pb2.TenantQuota, _Mapping]] = ..., updated_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ...) -> None: ...
 
 class DatasetRecord(_message.Message):
-    __slots__ = ("request", "replication_factor", "strategy", "admitted_at", "version", "arrow_schema", "schema_fingerprint", "admission")
+    __slots__ = ("request", "replication_factor", "strategy", "admitted_at", "version", "arrow_schema", "schema_fingerprint", "admission", "retained_schemas")
+    class RetainedSchemasEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: str
+        value: bytes
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[bytes] = ...) -> None: ...
     REQUEST_FIELD_NUMBER: _ClassVar[int]
     REPLICATION_FACTOR_FIELD_NUMBER: _ClassVar[int]
     STRATEGY_FIELD_NUMBER: _ClassVar[int]
@@ -42,6 +49,7 @@ class DatasetRecord(_message.Message):
     ARROW_SCHEMA_FIELD_NUMBER: _ClassVar[int]
     SCHEMA_FINGERPRINT_FIELD_NUMBER: _ClassVar[int]
     ADMISSION_FIELD_NUMBER: _ClassVar[int]
+    RETAINED_SCHEMAS_FIELD_NUMBER: _ClassVar[int]
     request: _management_pb2.AdmitDatasetRequest
     replication_factor: int
     strategy: _common_pb2.PlacementStrategy
@@ -50,10 +58,11 @@ class DatasetRecord(_message.Message):
     arrow_schema: bytes
     schema_fingerprint: str
     admission: int
-    def __init__(self, request: _Optional[_Union[_management_pb2.AdmitDatasetRequest, _Mapping]] = ..., replication_factor: _Optional[int] = ..., strategy: _Optional[_Union[_common_pb2.PlacementStrategy, str]] = ..., admitted_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., version: _Optional[str] = ..., arrow_schema: _Optional[bytes] = ..., schema_fingerprint: _Optional[str] = ..., admission: _Optional[int] = ...) -> None: ...
+    retained_schemas: _containers.ScalarMap[str, bytes]
+    def __init__(self, request: _Optional[_Union[_management_pb2.AdmitDatasetRequest, _Mapping]] = ..., replication_factor: _Optional[int] = ..., strategy: _Optional[_Union[_common_pb2.PlacementStrategy, str]] = ..., admitted_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., version: _Optional[str] = ..., arrow_schema: _Optional[bytes] = ..., schema_fingerprint: _Optional[str] = ..., admission: _Optional[int] = ..., retained_schemas: _Optional[_Mapping[str, bytes]] = ...) -> None: ...
 
 class EpochRecord(_message.Message):
-    __slots__ = ("tenant_id", "dataset_id", "info", "state", "history", "replicas", "estimate", "scan_cost", "expected_rows", "version", "attempts", "replaces_epoch_id", "plan_id", "admission")
+    __slots__ = ("tenant_id", "dataset_id", "info", "state", "history", "replicas", "estimate", "scan_cost", "expected_rows", "version", "attempts", "replaces_epoch_id", "plan_id", "admission", "read_plan", "rows_exact", "source_bytes", "planned_memory_bytes", "schema_fingerprint")
     TENANT_ID_FIELD_NUMBER: _ClassVar[int]
     DATASET_ID_FIELD_NUMBER: _ClassVar[int]
     INFO_FIELD_NUMBER: _ClassVar[int]
@@ -68,6 +77,11 @@ class EpochRecord(_message.Message):
     REPLACES_EPOCH_ID_FIELD_NUMBER: _ClassVar[int]
     PLAN_ID_FIELD_NUMBER: _ClassVar[int]
     ADMISSION_FIELD_NUMBER: _ClassVar[int]
+    READ_PLAN_FIELD_NUMBER: _ClassVar[int]
+    ROWS_EXACT_FIELD_NUMBER: _ClassVar[int]
+    SOURCE_BYTES_FIELD_NUMBER: _ClassVar[int]
+    PLANNED_MEMORY_BYTES_FIELD_NUMBER: _ClassVar[int]
+    SCHEMA_FINGERPRINT_FIELD_NUMBER: _ClassVar[int]
     tenant_id: str
     dataset_id: str
     info: _common_pb2.EpochInfo
@@ -82,7 +96,12 @@ class EpochRecord(_message.Message):
     replaces_epoch_id: str
     plan_id: str
     admission: int
-    def __init__(self, tenant_id: _Optional[str] = ..., dataset_id: _Optional[str] = ..., info: _Optional[_Union[_common_pb2.EpochInfo, _Mapping]] = ..., state: _Optional[_Union[_management_pb2.EpochState, str]] = ..., history: _Optional[_Iterable[_Union[_management_pb2.EpochTransition, _Mapping]]] = ..., replicas: _Optional[_Iterable[_Union[_management_pb2.ReplicaInfo, _Mapping]]] = ..., estimate: _Optional[_Union[_common_pb2.Resources, _Mapping]] = ..., scan_cost: _Optional[float] = ..., expected_rows: _Optional[int] = ..., version: _Optional[str] = ..., attempts: _Optional[int] = ..., replaces_epoch_id: _Optional[str] = ..., plan_id: _Optional[str] = ..., admission: _Optional[int] = ...) -> None: ...
+    read_plan: bytes
+    rows_exact: bool
+    source_bytes: int
+    planned_memory_bytes: int
+    schema_fingerprint: str
+    def __init__(self, tenant_id: _Optional[str] = ..., dataset_id: _Optional[str] = ..., info: _Optional[_Union[_common_pb2.EpochInfo, _Mapping]] = ..., state: _Optional[_Union[_management_pb2.EpochState, str]] = ..., history: _Optional[_Iterable[_Union[_management_pb2.EpochTransition, _Mapping]]] = ..., replicas: _Optional[_Iterable[_Union[_management_pb2.ReplicaInfo, _Mapping]]] = ..., estimate: _Optional[_Union[_common_pb2.Resources, _Mapping]] = ..., scan_cost: _Optional[float] = ..., expected_rows: _Optional[int] = ..., version: _Optional[str] = ..., attempts: _Optional[int] = ..., replaces_epoch_id: _Optional[str] = ..., plan_id: _Optional[str] = ..., admission: _Optional[int] = ..., read_plan: _Optional[bytes] = ..., rows_exact: _Optional[bool] = ..., source_bytes: _Optional[int] = ..., planned_memory_bytes: _Optional[int] = ..., schema_fingerprint: _Optional[str] = ...) -> None: ...
 
 class WorkerRecord(_message.Message):
     __slots__ = ("worker", "capacity", "state", "registered_at", "software_version")
