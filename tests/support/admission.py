@@ -2,7 +2,9 @@
 
 * :func:`rpc` calls a ManagementService RPC over real gRPC (following
   ``leibrix-leader`` redirects) and returns the reply, or raises ``GRPCError``.
-* :func:`admission` builds an ``AdmitDatasetRequest`` (days × regions);
+* :func:`admission` builds an ``AdmitDatasetRequest`` (days × regions) whose
+  source is the real Iceberg table of :mod:`tests.support.sample_source`
+  (registered under the dataset's name), unless ``catalog_uri`` is given;
   :func:`quota` a ``TenantQuota``.
 * :func:`states`, :func:`routed`, :func:`watch_routes` read what a master decided;
   :func:`all_ready` waits until a dataset's epochs are all READY.
@@ -23,11 +25,13 @@ from grpclib.exceptions import GRPCError
 
 from leibrix.cli._local import free_hostport
 from leibrix.client._call import call
+from leibrix.domain._validation import ID_PATTERN
 from leibrix.master._master import Master
 from leibrix.wire._proto import leibrix_cp as cp
 from leibrix.client._requests import time_partitioned_admission
 from tests.support.cluster import leading, start_master, workers
 from tests.support.poll import eventually
+from tests.support.sample_source import sample_source
 
 T0 = datetime(2026, 11, 1, tzinfo=timezone.utc)
 MiB = 1 << 20
@@ -36,6 +40,8 @@ MiB = 1 << 20
 #: Old names, kept for modules not yet migrated (plain aliases of the helpers in cluster/poll).
 _addr = free_hostport
 wait_for = eventually
+# Built now, while no event loop runs: writing the table blocks for about a second.
+sample_source()
 __all__ = ["MiB", "T0", "_addr", "admission", "all_ready", "leading", "quota", "routed", "rpc", "start_master", "states",
            "wait_for", "watch_routes", "workers"]
 
@@ -65,6 +71,19 @@ def quota(tenant: str = "acme", **kw: Any) -> cp.TenantQuota:
 def admission(tenant: str = "acme", dataset: str = "orders", *, days: int = 1, regions: tuple[str, ...] = ("eu",),
               start: datetime = T0, version: str | None = None, bytes_per_epoch: int = 16 * MiB, rows: int = 100,
               hints: cp.EstimateHints | None = None, **kw: Any) -> cp.AdmitDatasetRequest:
+    """AdmitDataset for ``days`` daily epochs from ``start`` × ``regions``.
+
+    Without ``catalog_uri``/``database`` in ``kw`` the source is the test
+    session's Iceberg table (:func:`tests.support.sample_source.sample_source`),
+    registered under the dataset's name when that is a well-formed id, so
+    ``source.table`` stays the dataset id.
+    """
+    named = "catalog_uri" in kw or "database" in kw
+    if not named:
+        source = sample_source()
+        kw.update(catalog_uri=source.uri, database=source.database)
+        if ID_PATTERN.fullmatch(dataset):
+            source.table_for(dataset)
     return time_partitioned_admission(
         tenant, dataset, start=start, end=start + timedelta(days=days),
         dimensions={"region": regions} if regions else None, version=version,
