@@ -14,6 +14,9 @@
   for each day, the planned ``memory_bytes`` against what DuckDB holds after
   ``CREATE TABLE .. AS SELECT * FROM read_parquet(<planned files>) WHERE <window>``
   (the growth of ``duckdb_memory()``), and against the Arrow table's ``nbytes``.
+* load — the reference worker's loads of real sources: Iceberg Parquet against DuckDB's own
+  ``CREATE TABLE AS read_parquet`` (``sources.load_*``), PostgreSQL against ``pandas.read_sql``
+  (``sources.sql_load_*``); see :mod:`bench._loads`.
 """
 
 from __future__ import annotations
@@ -23,6 +26,7 @@ import tempfile
 import time
 from pathlib import Path
 
+from bench import _loads
 from bench._report import Report, best_of, options
 from leibrix.sources import IcebergConnector, SourceRequest
 from leibrix.sources._iceberg import _time_column, epoch_filter
@@ -91,6 +95,8 @@ def main(argv: list[str] | None = None) -> int:
         root = Path(tmp)
         plan_section(report, root, parts=1 if args.quick else 14)
         estimate_section(report, root, rows=20_000 if args.quick else 200_000)
+        _loads.parquet_section(report, root, files=4 if args.quick else 8, rows=50_000 if args.quick else 250_000)
+        _loads.sql_section(report, root, rows=50_000 if args.quick else 200_000)
     report.emit(args.json)
     return 0
 

@@ -4,7 +4,7 @@ A plan with ``read`` (``ReadPlan``) is loaded from its **source**, by
 :mod:`leibrix.worker._readers`: an Iceberg epoch is one ``CREATE TABLE AS``
 over DuckDB's Parquet reader (window and dimension filters, positional and
 equality deletes applied); a SQL or StarRocks epoch is the planned query,
-streamed through SQLAlchemy as Arrow batches and appended batch by batch.
+streamed through SQLAlchemy as Arrow batches into one ``CREATE TABLE AS``.
 Columns are taken in the planned schema's order and cast to the planned
 types where the source's representation differs (so an ``int32`` planned
 column read as ``BIGINT`` lands as ``INTEGER``).
@@ -193,9 +193,10 @@ class Loader:
 
         A plan with ``read`` is loaded from its source (:meth:`_load_source`);
         one without is filled with synthetic rows (:meth:`_load_synthetic`).
-        ``progress``, when given, is called in this thread with the rows
-        loaded so far (after every batch of a SQL read, once at the end of an
-        Iceberg read). Idempotent: loading the same plan again replaces the
+        ``progress``, when given, is called with the rows loaded so far:
+        after every batch of a SQL read (from this thread or the DuckDB
+        thread pulling the batches: keep it cheap and thread-safe, e.g. store
+        the number) and, with the measured count, at the end of every read. Idempotent: loading the same plan again replaces the
         table, so a re-sent assignment after a reconnect is harmless.
 
         Raises
@@ -289,26 +290,38 @@ class Loader:
         elif kind == "sql":
             batches = _readers.sql_batches(plan.source.catalog, read.sql, planned, time_column=part.time_column_name,
                                            batch_rows=self.batch_rows, progress=progress)
-            created = False
-            for batch in batches:
-                self._create_from(name, batch, insert=created)
-                created = True
-            if not created:
+            first = next(batches, None)  # connects and runs the query here: its errors are raised as they are
+            if first is None:
                 self._create_from(name, planned.empty_table() if planned is not None else None)
+                return
+            failed: list[BaseException] = []
+
+            def stream():
+                yield first
+                try:
+                    yield from batches
+                except BaseException as exc:
+                    failed.append(exc)
+                    raise
+
+            # DuckDB pulls the batches while the driver fetches the next ones: one statement, no per-batch INSERT
+            try:
+                self._create_from(name, pa.RecordBatchReader.from_batches(first.schema, stream()))
+            except Exception:
+                if failed:
+                    raise failed[0] from None
+                raise
         else:
             raise _readers.SourceError("load_plan.read names neither an iceberg nor a sql read")
 
-    def _create_from(self, name: str, data, *, insert: bool = False) -> None:
-        """Create (or append to) ``name`` from an Arrow table or batch already of the planned types."""
+    def _create_from(self, name: str, data) -> None:
+        """Create ``name`` from an Arrow table or record batch reader already of the planned types."""
         if data is None:
             raise _readers.SourceError("the epoch has nothing to read and the plan carries no arrow_schema")
         view = f"__leibrix_src_{threading.get_ident()}"
         self._con.register(view, data)
         try:
-            if insert:
-                self._con.execute(f"INSERT INTO {_quote(name)} SELECT * FROM {_quote(view)}")
-            else:
-                self._con.execute(f"CREATE OR REPLACE TABLE {_quote(name)} AS SELECT * FROM {_quote(view)}")
+            self._con.execute(f"CREATE OR REPLACE TABLE {_quote(name)} AS SELECT * FROM {_quote(view)}")
         finally:
             self._con.unregister(view)
 

@@ -31,7 +31,10 @@ SQL (:func:`sql_batches`)
     references resolved there), streamed with a server-side cursor where the
     driver has one and fetched ``batch_rows`` rows at a time, each batch
     turned column by column into Arrow arrays of the planned types. Memory
-    is bounded by one batch, whatever the epoch's size. Timestamp parameters
+    is bounded by one batch, whatever the epoch's size. PostgreSQL epochs
+    whose columns all have an exact text form are read with ``COPY .. TO
+    STDOUT`` and Arrow's CSV reader instead (:mod:`leibrix.worker._pgcopy`),
+    in blocks of about 4 MiB. Timestamp parameters
     are bound as naive UTC datetimes unless the planned time column carries a
     time zone.
 
@@ -49,6 +52,7 @@ import pyarrow as pa
 from leibrix.sources import _jdbc, _secrets
 from leibrix.wire._proto.records import common_pb2 as cpb
 from leibrix.wire._proto.records import control_plane_pb2 as pb
+from leibrix.worker import _pgcopy
 
 __all__ = ["SourceError", "iceberg_query", "sql_batches", "sql_params", "sql_target"]
 
@@ -250,6 +254,13 @@ def sql_batches(catalog: cpb.Catalog, read: pb.SqlRead, schema: pa.Schema | None
                 name = catalog.starrocks.internal_catalog_name
                 if name and name != "default_catalog":
                     conn.execute(sa.text(f"SET CATALOG {conn.dialect.identifier_preparer.quote(name)}"))
+            if target.drivername.startswith("postgresql") and _pgcopy.supports(schema):
+                for batch in _pgcopy.copy_batches(conn, read.query, params, schema):
+                    rows_so_far += batch.num_rows
+                    yield batch
+                    if progress is not None:
+                        progress(rows_so_far)
+                return
             result = conn.execution_options(stream_results=True, yield_per=batch_rows).execute(
                 sa.text(read.query), params)
             names = list(result.keys())

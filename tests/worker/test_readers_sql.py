@@ -200,3 +200,25 @@ def test_sql_dimension_and_empty_epoch(tmp_path: Path) -> None:
         assert date(2024, 1, 31) == datetime.fromtimestamp(later[0] / 1000, tz=timezone.utc).date()
     finally:
         loader.close()
+
+
+def test_sql_error_in_a_later_batch_fails_the_load_with_its_message(tmp_path: Path) -> None:
+    """A value that does not fit its planned column, in the 4th batch, after DuckDB has taken three: FAILED, no table."""
+    path = tmp_path / "src.db"
+    fill(f"sqlite:///{path}", "timestamp")
+    plan = SqlConnector().plan(SourceRequest(f"jdbc:sqlite:{path}", "", "ev", "t", day_windows(1)))
+    (epoch,) = plan
+    eng = sa.create_engine(f"sqlite:///{path}")
+    with eng.begin() as conn:  # SQLite keeps whatever it is given, even text in an INTEGER column
+        conn.execute(sa.text("UPDATE ev SET n = 'oops' WHERE id = 90"))
+    eng.dispose()
+    seen: list[int] = []
+    loader = Loader(memory_limit_bytes=64 << 20, batch_rows=25)
+    try:
+        a = assignment(plan, epoch, catalog=cpb.Catalog(jdbc=cpb.JdbcCatalog(uri=f"jdbc:sqlite:{path}")), time_column="t")
+        with pytest.raises(SourceError, match=r"^source\.catalog\.jdbc\.uri: jdbc:sqlite:.*src\.db: .*oops"):
+            loader.load(a, tenant_id="t1", progress=seen.append)
+        assert seen == [25, 50, 75] and loader.inventory() == []
+        assert loader.query("SELECT count(*) FROM duckdb_tables()") == [(0,)]
+    finally:
+        loader.close()
