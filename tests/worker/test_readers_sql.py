@@ -222,3 +222,40 @@ def test_sql_error_in_a_later_batch_fails_the_load_with_its_message(tmp_path: Pa
         assert loader.query("SELECT count(*) FROM duckdb_tables()") == [(0,)]
     finally:
         loader.close()
+
+
+def test_starrocks_catalog_reads_over_the_mysql_protocol(mariadb, monkeypatch) -> None:
+    """A StarRocks DSN (Go driver form, password by reference) served by a MySQL-protocol server: MariaDB here."""
+    name = _database(mariadb, "ld_sr")
+    fill(mariadb.sqlalchemy_url(name), "timestamp")
+    plan = SqlConnector().plan(SourceRequest(mariadb.jdbc(name), name, "ev", "t", day_windows(1, first=2),
+                                             (Dimension("region", ("us",)),)))
+    (epoch,) = plan
+    monkeypatch.setenv("LEIBRIX_TEST_SR_PW", mariadb.password)
+    dsn = f"{mariadb.user}:${{env:LEIBRIX_TEST_SR_PW}}@tcp({mariadb.host}:{mariadb.port})/{name}"
+    catalog = cpb.Catalog(starrocks=cpb.StarRocksCatalog(dsn=dsn, internal_catalog_name="default_catalog"))
+    loader = Loader(memory_limit_bytes=64 << 20)
+    try:
+        got = loader.load(assignment(plan, epoch, catalog=catalog, time_column="t"), tenant_id="t1")
+        assert loader.query(f'SELECT * FROM "{got.table}" ORDER BY id') == expected("timestamp", epoch.start_ms, "us")
+        assert got.rows == 48 and got.schema_fingerprint == plan.fingerprint
+        monkeypatch.setenv("LEIBRIX_TEST_SR_PW", "wrong-password")
+        with pytest.raises(SourceError, match=r"source\.catalog\.starrocks\.dsn: .*Access denied") as info:
+            loader.load(assignment(plan, epoch, catalog=catalog, time_column="t", dataset="x"), tenant_id="t1")
+        assert "wrong-password" not in str(info.value) and mariadb.password not in str(info.value)
+    finally:
+        loader.close()
+
+
+def test_sql_parameters_travel_the_wire_with_their_types() -> None:
+    from leibrix.sources._types import EpochPlan, SqlRead
+    from leibrix.sources._wire import read_plan
+    from leibrix.worker._readers import sql_params
+
+    values = {"b": True, "i": -5, "r": 2.5, "ts": datetime(2024, 1, 2, 3, 4, 5, 678901), "d": date(2024, 1, 2),
+              "s": "it's"}
+    rp = read_plan(EpochPlan(0, 1, (), SqlRead('"t"', ('"a"',), '"a" = :i', values), 1, False, 0, 0, 0))
+    assert rp.sql.query == 'SELECT "a" FROM "t" WHERE "a" = :i' and not rp.rows_exact
+    assert [p.WhichOneof("value") for p in rp.sql.params] == ["boolean", "integer", "real", "timestamp", "date", "text"]
+    assert sql_params(rp.sql) == values
+    assert sql_params(rp.sql, aware=True)["ts"] == values["ts"].replace(tzinfo=timezone.utc)
