@@ -193,3 +193,23 @@ def test_epoch_without_files_is_an_empty_table_of_the_planned_schema(tmp_path: P
         assert (got.rows, got.schema_fingerprint) == (0, plan.fingerprint)
     finally:
         loader.close()
+
+
+def test_iceberg_load_respects_the_workers_memory_and_threads(tmp_path: Path) -> None:
+    fx = make_events_table(tmp_path, days=1, regions=("eu",), parts=2, rows_per_file=150_000)
+    plan = IcebergConnector().plan(SourceRequest(fx.uri, fx.namespace, fx.name, "ts", day_windows(1)))
+    (epoch,) = plan
+    small = Loader(memory_limit_bytes=8 << 20, threads=3)
+    try:
+        assert small.query("SELECT current_setting('threads'), current_setting('memory_limit')") == [(3, "8.0 MiB")]
+        with pytest.raises(Exception, match="(?i)out of memory|memory limit"):
+            small.load(assignment(plan, epoch, catalog=cpb.Catalog(), time_column="ts"), tenant_id="t1")
+        assert small.inventory() == []
+    finally:
+        small.close()
+    big = Loader(memory_limit_bytes=512 << 20)
+    try:
+        got = big.load(assignment(plan, epoch, catalog=cpb.Catalog(), time_column="ts"), tenant_id="t1")
+        assert got.rows == 300_000 and 8 << 20 < got.bytes < 512 << 20
+    finally:
+        big.close()
