@@ -80,12 +80,39 @@ _MAX_MESSAGE = 256 * 1024 * 1024
 #: Watch batches buffered between etcd's callback thread and the Trio consumer
 #: before the callback thread waits (back-pressure).
 _WATCH_BUFFER = 256
+#: Default per-call deadline (seconds). A request a member accepted just before
+#: its Raft leader died is dropped by Raft, and etcd only answers it with
+#: "request timed out" after 5 s + 2 election timeouts; a Raft re-election takes
+#: 0.3-0.7 s with the production timings, so after one second the call is
+#: abandoned and retried (on another member) instead of waited out.
+DEFAULT_CALL_TIMEOUT = 1.0
+#: Deadline of one page of :meth:`EtcdClient.get_prefix` (a page is up to
+#: ``_PAGE`` records, which can take longer than a point call to serve).
+LIST_TIMEOUT = 5.0
+#: Lease keepalives waiting for an answer at once; their threads use their own
+#: limiter, so keepalives stuck behind a dead Raft leader never take the
+#: threads every other call needs.
+_KEEPALIVE_THREADS = 8
+#: How long a keepalive waits on the current member before it is also sent to
+#: every other member (the first answer wins).
+_HEDGE_AFTER = 0.1
+
+# Failures that prove the request never reached etcd's Raft log, so sending
+# it again cannot apply it twice: the connection was never made, or the member
+# refused it up front because it has no leader.
+_NOT_SENT = ("failed to connect", "connection refused", "connect failed", "no leader", "dns resolution")
 
 # gRPC codes that mean "this endpoint cannot answer now"; etcd also reports
 # "no leader", "leader changed" and "request timed out" as UNAVAILABLE.
 _UNAVAILABLE_CODES = frozenset(
     {grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED, grpc.StatusCode.CANCELLED}
 )
+
+
+def _never_sent(exc: EtcdUnavailable) -> bool:
+    """True if the failure proves the request never reached etcd's Raft log."""
+    text = str(exc).lower()
+    return any(marker in text for marker in _NOT_SENT)
 
 
 def _parse_endpoint(endpoint: str) -> tuple[str, int]:
@@ -139,21 +166,35 @@ class EtcdClient:
     refuses the request itself.
     """
 
-    def __init__(self, raw: Any, *, timeout: float) -> None:
+    def __init__(self, raw: Any, *, timeout: float, options: list[tuple[str, int]] | None = None) -> None:
         """Wrap an already-built ``etcd3`` client; use :meth:`connect` instead."""
         self._raw = raw
         self.timeout = timeout
+        self._options = options or []
+        self._keepalive_threads = trio.CapacityLimiter(_KEEPALIVE_THREADS)
         self._closed = False
         self._creating = 0  # watch creations in flight (each in a worker thread)
         self._created = trio.Event()  # set when the last in-flight creation ends
 
     @classmethod
-    async def connect(cls, endpoints: Sequence[str], *, timeout: float = 5.0) -> EtcdClient:
+    async def connect(
+        cls, endpoints: Sequence[str], *, timeout: float = DEFAULT_CALL_TIMEOUT, discover: bool = True
+    ) -> EtcdClient:
         """Open a client on ``endpoints`` (``host:port`` or ``http://host:port``) and check one answers.
 
-        With several endpoints a failing one is skipped for a second and the
-        next is tried on the following call; calls are never silently retried
-        (a retried write could apply twice), callers decide.
+        ``timeout`` is the deadline of one attempt of one call. With
+        ``discover`` the client also learns every member's client URL from the
+        cluster (``MemberList``) and appends them to ``endpoints``: a master
+        given only its own embedded member can still reach the others. The
+        given endpoints stay first in line; a failing one is skipped for a
+        second while the next is used.
+
+        Reads, leases and status calls that get no answer are retried at once
+        on the next endpoint (each endpoint at most once per call). Writes
+        (``txn``, ``put``, ``delete``) are retried only when the failure proves
+        they never reached etcd (no connection, or the member had no leader):
+        a write whose outcome is unknown raises :class:`EtcdUnavailable` and
+        the caller decides.
         """
         if isinstance(endpoints, str):
             raise TypeError("endpoints must be a sequence of strings, not one string")
@@ -183,21 +224,47 @@ class EtcdClient:
             timeout=timeout,
             failover=True,
         )
-        client = cls(raw, timeout=timeout)
+        client = cls(raw, timeout=timeout, options=options)
         try:
             # Each failure benches that endpoint, so every endpoint gets one try.
-            for attempt in range(len(hosts)):
-                try:
-                    await client.status()
-                    break
-                except EtcdUnavailable:
-                    if attempt == len(hosts) - 1:
-                        raise
+            await client.status()
+            if discover:
+                await client.discover()
         except BaseException:
             with trio.CancelScope(shield=True):
                 await client.aclose()
             raise
         return client
+
+    @property
+    def endpoints(self) -> list[str]:
+        """Every endpoint the client knows (``host:port``), given ones first."""
+        return list(self._raw.endpoints)
+
+    async def discover(self) -> list[str]:
+        """Add every member's client URLs to the endpoints (failover targets); returns the endpoints.
+
+        A member that is down is still added: it is tried (and benched for a
+        second if it does not answer) only when the endpoints before it fail.
+        """
+        members = await self.members()
+        rest = 1.0
+        for member in members:
+            for url in member.client_urls:
+                try:
+                    host, port = _parse_endpoint(url)
+                except ValueError:
+                    continue
+                netloc = f"{host}:{port}"
+                if netloc not in self._raw.endpoints:
+                    self._raw.endpoints[netloc] = etcd3.Endpoint(
+                        host, port, secure=False, time_retry=rest, opts=self._options
+                    )
+        if len(self._raw.endpoints) > 1:
+            # A single endpoint is never benched (nothing to fail over to); now there is.
+            for endpoint in self._raw.endpoints.values():
+                endpoint.time_retry = rest
+        return self.endpoints
 
     async def aclose(self) -> None:
         """Close the gRPC channels and the watch stream (open watches end with EtcdUnavailable).
@@ -239,20 +306,36 @@ class EtcdClient:
             return EtcdUnavailable(f"etcd: {exc}")
         raise exc
 
-    async def _call(self, fn: Callable[[], T], *, abandon_on_cancel: bool = True) -> T:
+    async def _call(self, fn: Callable[[], T], *, abandon_on_cancel: bool = True, retry: str = "always") -> T:
+        """Run ``fn`` in a thread; on no answer, run it again on the next endpoint.
+
+        ``retry``: ``"always"`` (idempotent calls), ``"unsent"`` (writes: only
+        when the failure proves the request never reached etcd) or ``"never"``.
+        Every endpoint gets at most one attempt per call, each bounded by the
+        per-call deadline.
+        """
+
         def run() -> T:
             try:
                 return fn()
             except (grpc.RpcError, etcd3.exceptions.Etcd3Exception, ValueError) as exc:
                 raise self._failed(exc) from None
 
-        # abandon_on_cancel: a cancelled caller returns at once; the thread ends
-        # by its own gRPC deadline and its result is dropped. Calls that create
-        # something we must undo (a watch) pass False and wait for the answer.
-        return await trio.to_thread.run_sync(run, abandon_on_cancel=abandon_on_cancel)
+        attempts = 1 if retry == "never" else max(1, len(self._raw.endpoints))
+        for attempt in range(attempts):
+            try:
+                # abandon_on_cancel: a cancelled caller returns at once; the thread
+                # ends by its own gRPC deadline and its result is dropped. Calls
+                # that create something we must undo (a watch) pass False.
+                return await trio.to_thread.run_sync(run, abandon_on_cancel=abandon_on_cancel)
+            except EtcdUnavailable as exc:
+                last = attempt == attempts - 1
+                if last or self._closed or (retry == "unsent" and not _never_sent(exc)):
+                    raise
+        raise AssertionError("unreachable")
 
-    def _kv_call(self, method: str, request: Any) -> Any:
-        return getattr(self._raw.kvstub, method)(request, self.timeout)
+    def _kv_call(self, method: str, request: Any, timeout: float | None = None) -> Any:
+        return getattr(self._raw.kvstub, method)(request, timeout or self.timeout)
 
     # -- KV -----------------------------------------------------------------------
 
@@ -282,7 +365,7 @@ class EtcdClient:
             while True:
                 req = rpc.RangeRequest(key=start, range_end=end, limit=_PAGE, revision=revision)
                 try:
-                    resp = self._kv_call("Range", req)
+                    resp = self._kv_call("Range", req, max(self.timeout, LIST_TIMEOUT))
                 except grpc.RpcError as exc:
                     if exc.code() != grpc.StatusCode.OUT_OF_RANGE or not revision:
                         raise
@@ -301,13 +384,13 @@ class EtcdClient:
     async def put(self, key: str, value: bytes, *, lease: int = 0) -> int:
         """Unconditional write (tests and tools only: state writes go through a fenced txn)."""
         req = rpc.PutRequest(key=key.encode(), value=value, lease=lease)
-        resp = await self._call(lambda: self._kv_call("Put", req))
+        resp = await self._call(lambda: self._kv_call("Put", req), retry="unsent")
         return resp.header.revision
 
     async def delete(self, key: str) -> bool:
         """Delete one key unconditionally; ``True`` if it existed."""
         req = rpc.DeleteRangeRequest(key=key.encode())
-        resp = await self._call(lambda: self._kv_call("DeleteRange", req))
+        resp = await self._call(lambda: self._kv_call("DeleteRange", req), retry="unsent")
         return resp.deleted > 0
 
     async def txn(
@@ -328,7 +411,7 @@ class EtcdClient:
             success=[_op_msg(op) for op in success],
             failure=[_op_msg(op) for op in failure],
         )
-        resp = await self._call(lambda: self._kv_call("Txn", req))
+        resp = await self._call(lambda: self._kv_call("Txn", req), retry="unsent")
         return TxnResult(resp.succeeded, resp.header.revision)
 
     # -- leases -------------------------------------------------------------------
@@ -343,21 +426,70 @@ class EtcdClient:
             raise EtcdRefused("LEASE_GRANT", resp.error)
         return resp.ID
 
-    async def lease_keepalive(self, lease_id: int) -> int:
-        """Refresh a lease once; returns the TTL it now has. Raises :class:`LeaseLost` if it is gone."""
+    async def lease_keepalive(self, lease_id: int, *, timeout: float | None = None) -> int:
+        """Refresh a lease once; returns the TTL it now has. Raises :class:`LeaseLost` if it is gone.
 
-        def refresh() -> int:
-            stream = self._raw.leasestub.LeaseKeepAlive(
-                iter([rpc.LeaseKeepAliveRequest(ID=lease_id)]), self.timeout
-            )
+        Sent to the current endpoint first; if it has not answered after a
+        tenth of a second it is also sent to every other member, and the first
+        answer wins. A member whose Raft leader just died holds a keepalive
+        until it learns the new leader and forwards it there; the member that
+        *is* the new leader answers as soon as it is elected. ``timeout`` (the
+        client's per-call deadline by default) bounds every attempt; the
+        threads of abandoned attempts end by it.
+        """
+        deadline = timeout or self.timeout
+        request = rpc.LeaseKeepAliveRequest(ID=lease_id)
+        first = self._raw.endpoint_in_use or next(iter(self._raw.endpoints.values()))
+        others = [e for e in self._raw.endpoints.values() if e is not first]
+
+        def refresh(endpoint: Any) -> int:
             try:
-                for resp in stream:
-                    return resp.TTL
-                raise EtcdUnavailable("lease keepalive stream ended without an answer")
-            finally:
-                stream.cancel()
+                stream = rpc.LeaseStub(endpoint.channel).LeaseKeepAlive(iter([request]), deadline)
+                try:
+                    for resp in stream:
+                        return int(resp.TTL)
+                    raise EtcdUnavailable("lease keepalive stream ended without an answer")
+                finally:
+                    stream.cancel()
+            except (grpc.RpcError, ValueError) as exc:
+                raise self._failed_quietly(exc, bench=False) from None
 
-        ttl = await self._call(refresh)
+        send, receive = trio.open_memory_channel[int | EtcdError](len(others) + 1)
+
+        async def attempt(endpoint: Any) -> None:
+            try:
+                answer: int | EtcdError = await trio.to_thread.run_sync(
+                    refresh, endpoint, abandon_on_cancel=True, limiter=self._keepalive_threads
+                )
+            except EtcdError as exc:
+                answer = exc
+            send.send_nowait(answer)
+
+        ttl: int | None = None
+        failure: EtcdError | None = None
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(attempt, first)
+            pending, hedged = 1 + len(others), not others
+            while pending and ttl is None:
+                answer: int | EtcdError | None = None
+                if hedged:
+                    answer = await receive.receive()
+                else:
+                    with trio.move_on_after(_HEDGE_AFTER):
+                        answer = await receive.receive()
+                    if not isinstance(answer, int):
+                        for endpoint in others:
+                            nursery.start_soon(attempt, endpoint)
+                        hedged = True
+                if isinstance(answer, int):
+                    ttl = answer
+                elif answer is not None:
+                    failure = answer
+                    pending -= 1
+            nursery.cancel_scope.cancel()
+        if ttl is None:
+            assert failure is not None
+            raise failure
         if ttl <= 0:
             raise LeaseLost(f"lease {lease_id:x} has expired or was revoked")
         return ttl
@@ -441,6 +573,7 @@ class EtcdClient:
                     key.encode(), callback, range_end=range_end, start_revision=start_revision
                 ),
                 abandon_on_cancel=False,
+                retry="never",
             )
         finally:
             self._creating -= 1
@@ -454,13 +587,18 @@ class EtcdClient:
             done = True
             with trio.CancelScope(shield=True), trio.move_on_after(self.timeout):
                 try:
-                    await self._call(lambda: self._raw.watcher.cancel(watch_id))
+                    await self._call(lambda: self._raw.watcher.cancel(watch_id), retry="never")
                 except EtcdError:
                     pass  # the stream is already gone: nothing left to cancel
             send.close()
 
-    def _failed_quietly(self, exc: BaseException) -> EtcdError:
-        """Like :meth:`_failed` but never raises (used on the watcher thread)."""
+    def _failed_quietly(self, exc: BaseException, *, bench: bool = True) -> EtcdError:
+        """Like :meth:`_failed` but never raises (watcher thread, keepalive attempts)."""
+        if not bench and isinstance(exc, grpc.RpcError):
+            code = exc.code()
+            if code in _UNAVAILABLE_CODES:
+                return EtcdUnavailable(f"etcd {code.name}: {exc.details()}")
+            return EtcdRefused(code.name, exc.details() or "")
         try:
             return self._failed(exc)
         except BaseException as other:
@@ -475,7 +613,7 @@ class EtcdClient:
         for tools and tests.
         """
         req = rpc.CompactionRequest(revision=revision, physical=True)
-        await self._call(lambda: self._kv_call("Compact", req))
+        await self._call(lambda: self._kv_call("Compact", req), retry="unsent")
 
     async def members(self) -> list[Member]:
         """The cluster's members as the answering endpoint knows them."""
