@@ -15,6 +15,7 @@ from collections import Counter
 from collections.abc import AsyncIterator
 from datetime import datetime, timezone
 
+import betterproto
 import trio
 
 from leibrix.control._admission import AdmissionService
@@ -23,6 +24,7 @@ from leibrix.store._etcd import Delete
 from leibrix.api._pages import page
 from leibrix.api._server import trio_rpc
 from leibrix.domain._lifecycle import State
+from leibrix.domain._tokens import redact_source
 from leibrix.wire._proto import leibrix_cp as cp
 from leibrix.state._model import Dataset, Epoch, epoch_to_wire
 from leibrix.store._store import Mirror
@@ -30,19 +32,36 @@ from leibrix.store._term import Leadership
 from leibrix.domain._validation import check_id, validate_admission
 
 
+def _redacted(source: cp.DataSource) -> cp.DataSource:
+    """``source`` with every password in its catalog URI/DSN replaced by ``***`` (references are kept)."""
+    if source.catalog is not None:
+        kind, part = betterproto.which_one_of(source.catalog, "catalog_type")
+        attr = {"iceberg": "uri", "starrocks": "dsn", "jdbc": "uri"}.get(kind)
+        if attr and part is not None:
+            setattr(part, attr, redact_source(getattr(part, attr)))
+    return source
+
+
 def _dataset_info(svc: AdmissionService, ds: Dataset) -> cp.DatasetInfo:
-    """The ``DatasetInfo`` of a dataset: source, placement options and how many epochs are in each state."""
+    """The ``DatasetInfo`` of a dataset: source, placement options and how many epochs are in each state.
+
+    Source credentials never leave the master: passwords in ``source`` and
+    ``admitted.source`` are redacted (``${env:...}``/``${file:...}`` references stay).
+    """
     counts = Counter(e.state.name for e in svc.state.dataset_epochs(ds.tenant_id, ds.dataset_id))
+    admitted = cp.AdmitDatasetRequest().parse(ds.request.SerializeToString())
+    if admitted.source is not None:
+        _redacted(admitted.source)
     return cp.DatasetInfo(
         tenant_id=ds.tenant_id,
         dataset_id=ds.dataset_id,
-        source=cp.DataSource().parse(ds.request.source.SerializeToString()),
+        source=_redacted(cp.DataSource().parse(ds.request.source.SerializeToString())),
         replication_factor=ds.replication_factor,
         strategy=cp.PlacementStrategy(ds.strategy),
         retention_epochs=ds.retention,
         epochs_by_state=dict(counts),
         admitted_at=datetime.fromtimestamp(ds.admitted_ms / 1000, tz=timezone.utc),
-        admitted=cp.AdmitDatasetRequest().parse(ds.request.SerializeToString()),
+        admitted=admitted,
     )
 
 

@@ -23,6 +23,12 @@ repeat them:
   (:func:`leibrix.domain._validation.check_request_bounds`) before the RPC
   runs. Status messages are bounded where errors are made
   (:class:`~leibrix.domain._errors.ApiError`).
+* **Who may call.** With an :class:`leibrix.api._auth.Authorizer`, every
+  ManagementService handler is wrapped by its rule (authenticate, then
+  authorize against the request) inside the error mapping, before the
+  handler reads anything; other services stay as they are.
+* **TLS.** With a :class:`leibrix.api._tls.ServerTls`, the port speaks only
+  TLS and its certificates are reloaded without a restart.
 * **The standard services.** ``grpc.health.v1.Health`` (SERVING only while
   :class:`HealthFlag` says this member is healthy) and server reflection
   (v1 and v1alpha). Reflection reads descriptors from protobuf's default pool;
@@ -50,7 +56,9 @@ from grpclib.health.check import ServiceStatus
 from grpclib.health.service import Health
 from grpclib.reflection.service import ServerReflection
 
+from leibrix.api._auth import Authorizer
 from leibrix.api._decode import RequestCodec
+from leibrix.api._tls import ServerTls
 from leibrix.domain._errors import ApiError, ResourceExhausted, Unavailable
 from leibrix.domain._validation import check_request_bounds
 from leibrix.wire._grpc import CONTROL_PLANE_ALIASES, LEADER_METADATA, call_trio
@@ -138,9 +146,10 @@ def _guard(func: Callable[[grpclib.server.Stream], Any]) -> Callable[[grpclib.se
 class _Guarded:
     """A servable whose handlers are ``service``'s, guarded, optionally under other paths."""
 
-    def __init__(self, mapping: Mapping[str, grpclib.const.Handler]) -> None:
+    def __init__(self, mapping: Mapping[str, grpclib.const.Handler], authorizer: Authorizer | None = None) -> None:
         self._mapping = {
-            path: grpclib.const.Handler(_guard(h.func), h.cardinality, h.request_type, h.reply_type)
+            path: grpclib.const.Handler(_guard(authorizer.wrap(path, h.func) if authorizer else h.func),
+                                        h.cardinality, h.request_type, h.reply_type)
             for path, h in mapping.items()
         }
 
@@ -174,19 +183,23 @@ class GrpcServer:
     ``services`` are grpclib servables (e.g. betterproto ``ServiceBase``
     instances) whose RPC methods use :func:`trio_rpc`. A service that serves
     ``ControlPlaneService`` is also reachable under the Rust worker's path,
-    unless it maps that path itself.
+    unless it maps that path itself. ``authorizer`` (None: no authentication)
+    guards the ManagementService; ``tls`` (None: plain text) secures the port.
     """
 
-    def __init__(self, services: Iterable[Any], health: HealthFlag) -> None:
+    def __init__(self, services: Iterable[Any], health: HealthFlag, *, authorizer: Authorizer | None = None,
+                 tls: ServerTls | None = None) -> None:
         self.health = health
         self._services = list(services)
+        self.authorizer = authorizer
+        self.tls = tls
 
     def _servables(self) -> list[Any]:
         guarded: list[Any] = []
         aliases: dict[str, grpclib.const.Handler] = {}
         for service in self._services:
             mapping = service.__mapping__()
-            guarded.append(_Guarded(mapping))
+            guarded.append(_Guarded(mapping, self.authorizer))
             for path, handler in mapping.items():
                 if path in CONTROL_PLANE_ALIASES and CONTROL_PLANE_ALIASES[path] not in mapping:
                     aliases[CONTROL_PLANE_ALIASES[path]] = handler
@@ -206,10 +219,14 @@ class GrpcServer:
         """
         async with trio_asyncio.open_loop():
             server = grpclib.server.Server(self._servables(), codec=RequestCodec())
-            await trio_asyncio.aio_as_trio(server.start)(host, port)
+            ssl_context = self.tls.context if self.tls is not None else None
+            await trio_asyncio.aio_as_trio(server.start)(host, port, ssl=ssl_context)
             try:
-                task_status.started()
-                await trio.sleep_forever()
+                async with trio.open_nursery() as nursery:
+                    if self.tls is not None:
+                        await nursery.start(self.tls.run)  # reloads the certificates
+                    task_status.started()
+                    await trio.sleep_forever()
             finally:
                 with trio.CancelScope(shield=True), trio.move_on_after(1.0):
                     server.close()

@@ -4,11 +4,15 @@ Writes go to the leader (a follower answers UNAVAILABLE with ``leibrix-leader``)
 reads are answered by any master from its watched state. ``DeleteTenant``
 refuses (FAILED_PRECONDITION) while the tenant still has datasets unless
 ``force`` is set; forced deletion retires every epoch first (routes withdrawn,
-then evictions), then deletes the records.
+then evictions), then deletes the records. Deleting a tenant also deletes its
+access tokens, so a tenant re-created later under the same name does not
+inherit them. ``ListTenants`` with ``tenant_id`` lists just that tenant (how a
+tenant token's listing is narrowed, see :mod:`leibrix.api._auth`).
 """
 
 from __future__ import annotations
 
+from leibrix.api._auth import TokenRegistry
 from leibrix.control._admission import AdmissionService
 from leibrix.domain._errors import FailedPrecondition, NotFound
 from leibrix.store._etcd import Delete, Put
@@ -23,9 +27,10 @@ from leibrix.domain._validation import check_id, validate_quota
 class TenantApi(cp.ManagementServiceBase):
     """ManagementService area: tenant quotas and their usage."""
 
-    def __init__(self, leadership: Leadership, admission: AdmissionService) -> None:
+    def __init__(self, leadership: Leadership, admission: AdmissionService, tokens: TokenRegistry | None = None) -> None:
         self.leadership = leadership
         self.admission = admission
+        self.tokens = tokens
 
     @trio_rpc
     async def upsert_tenant_quota(self, request: cp.TenantQuota) -> cp.CommonResponse:
@@ -53,8 +58,9 @@ class TenantApi(cp.ManagementServiceBase):
     @trio_rpc
     async def list_tenants(self, request: cp.ListTenantsRequest) -> cp.ListTenantsResponse:
         """One page of tenants, ordered by id (see :mod:`leibrix.api._pages`)."""
+        only = check_id("tenant_id", request.tenant_id) if request.tenant_id else None
         tenants, token = await page(
-            request, (((tid,), t) for tid, t in self.admission.state.tenants.items()),
+            request, (((tid,), t) for tid, t in self.admission.state.tenants.items() if only in (None, tid)),
             lambda t: cp.TenantInfo(quota=t.quota.to_wire(), usage=t.usage.to_wire()))
         return cp.ListTenantsResponse(tenants=tenants, next_page_token=token)
 
@@ -77,7 +83,9 @@ class TenantApi(cp.ManagementServiceBase):
         for d in datasets:
             await coord.retire([e.key for e in list(svc.state.dataset_epochs(tenant_id, d))],
                                f"tenant {tenant_id} deleted", delete=True)
-        await ctx.writer.commit([Delete(ctx.keys.datasets_of(tenant_id), prefix=True),
+        tokens = [] if self.tokens is None else [
+            Delete(self.tokens.key(k)) for k, t in self.tokens.table.items() if t.info.tenant_id == tenant_id]
+        await ctx.writer.commit([Delete(ctx.keys.datasets_of(tenant_id), prefix=True), *tokens,
                                  Delete(ctx.keys.tenant(tenant_id))])
         return cp.CommonResponse(status=cp.ResponseStatus.SUCCESS,
                                  message=f"tenant {tenant_id!r} deleted ({len(datasets)} dataset(s) dropped)")

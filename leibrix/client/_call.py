@@ -11,11 +11,13 @@ moving on only when one cannot be reached (``OSError``) or still answers
 UNAVAILABLE after its redirects (not leading and naming no leader, or
 stepping down). Other errors are final: the call reached a master that
 answered it. ``metadata`` (for instance a bearer token) is sent
-with every request, redirects included.
+with every request, redirects included; so is ``ssl`` (an ``ssl.SSLContext``,
+see :func:`tls_context`) when the masters speak TLS.
 """
 
 from __future__ import annotations
 
+import ssl as _ssl
 from collections.abc import Awaitable, Callable, Mapping
 from typing import Any, TypeVar
 
@@ -29,7 +31,7 @@ from leibrix.wire._address import split_hostport
 from leibrix.wire._grpc import LEADER_METADATA
 from leibrix.wire._proto import leibrix_cp as cp
 
-__all__ = ["call", "split_addresses"]
+__all__ = ["call", "split_addresses", "tls_context"]
 
 R = TypeVar("R")
 
@@ -43,6 +45,7 @@ async def call(
     *,
     timeout: float = 5.0,
     metadata: Mapping[str, str] | None = None,
+    ssl: _ssl.SSLContext | None = None,
 ) -> tuple[R, str]:
     """Run ``rpc(stub)`` against the master at ``addr``, following leader redirects.
 
@@ -56,7 +59,7 @@ async def call(
     last: BaseException | None = None
     for one in addresses:
         try:
-            return await _call(one, rpc, timeout, dict(metadata or {}))
+            return await _call(one, rpc, timeout, dict(metadata or {}), ssl)
         except BaseExceptionGroup as group:
             # trio-asyncio's loop nursery wraps the call's own error; callers want that error.
             exc = _single(group)
@@ -67,6 +70,16 @@ async def call(
         last = exc
     assert last is not None
     raise last from None
+
+
+def tls_context(ca: str | None = None, cert: str | None = None, key: str | None = None) -> _ssl.SSLContext:
+    """A TLS context for the masters' gRPC port: trust ``ca`` (else the system CAs); present ``cert`` (mTLS)."""
+    ctx = _ssl.create_default_context(_ssl.Purpose.SERVER_AUTH, cafile=ca)
+    ctx.minimum_version = _ssl.TLSVersion.TLSv1_2
+    if cert:
+        ctx.load_cert_chain(cert, key)
+    ctx.set_alpn_protocols(["h2"])
+    return ctx
 
 
 def split_addresses(addr: str) -> list[str]:
@@ -91,7 +104,8 @@ def _single(exc: BaseException) -> BaseException:
 
 
 async def _call(
-    addr: str, rpc: Callable[[cp.ManagementServiceStub], Awaitable[R]], timeout: float, metadata: dict[str, str]
+    addr: str, rpc: Callable[[cp.ManagementServiceStub], Awaitable[R]], timeout: float, metadata: dict[str, str],
+    ssl: _ssl.SSLContext | None = None,
 ) -> tuple[R, str]:
     async with trio_asyncio.open_loop():
         for _ in range(_MAX_HOPS + 1):
@@ -99,7 +113,7 @@ async def _call(
             trailers: dict[str, str] = {}
 
             async def once() -> Any:
-                channel = Channel(host, port)
+                channel = Channel(host, port, ssl=ssl)
 
                 async def keep(event: RecvTrailingMetadata) -> None:
                     trailers.update(event.metadata)

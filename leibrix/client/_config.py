@@ -2,8 +2,8 @@
 
 Daily use should need no flags, so each setting is taken from the first of:
 
-1. the command-line flag (``--master``, ``--timeout``, ``--tenant``);
-2. the environment: ``LEIBRIX_MASTER`` (and ``LEIBRIX_TOKEN``);
+1. the command-line flag (``--master``, ``--timeout``, ``--tenant``, ``--tls-ca``);
+2. the environment: ``LEIBRIX_MASTER`` (and ``LEIBRIX_TOKEN``, ``LEIBRIX_TLS_CA``);
 3. the config file, ``$LEIBRIX_CONFIG`` when set, else
    ``$XDG_CONFIG_HOME/leibrix/config.yaml`` (``~/.config/leibrix/config.yaml``);
 4. the built-in default (``127.0.0.1:50051``, 5 seconds, no tenant).
@@ -14,6 +14,9 @@ The file is YAML (a JSON document is YAML too)::
     timeout: 5                               # seconds per call
     tenant: acme                             # default --tenant
     token: ...                               # sent as "authorization: Bearer ..."
+    tls_ca: /etc/leibrix/ca.pem              # speak TLS, trusting this CA
+    tls_cert: ~/.leibrix/me.pem              # client certificate and key, when the masters require mTLS
+    tls_key: ~/.leibrix/me.key
 
 A missing file is no error (the defaults apply); an unreadable or malformed
 one is, naming the file and the key, because silently ignoring it would send
@@ -23,17 +26,20 @@ commands to the wrong cluster.
 from __future__ import annotations
 
 import os
+import ssl
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import yaml
 
+from leibrix.client._call import tls_context
+
 __all__ = ["DEFAULT_MASTER", "ClientConfig", "ConfigError", "config_path", "load_config"]
 
 DEFAULT_MASTER = "127.0.0.1:50051"
 DEFAULT_TIMEOUT = 5.0
-_KEYS = {"master", "timeout", "tenant", "token"}
+_KEYS = {"master", "timeout", "tenant", "token", "tls_ca", "tls_cert", "tls_key"}
 
 
 class ConfigError(ValueError):
@@ -49,10 +55,22 @@ class ClientConfig:
     tenant: str = ""
     token: str = ""
     master_from: str = "default"
+    tls_ca: str = ""
+    tls_cert: str = ""
+    tls_key: str = ""
 
     def metadata(self) -> dict[str, str]:
         """gRPC request metadata carrying the token, if any."""
         return {"authorization": f"Bearer {self.token}"} if self.token else {}
+
+    def ssl(self) -> ssl.SSLContext | None:
+        """The TLS context for the masters (None: plain text); ConfigError if the files cannot be used."""
+        if not (self.tls_ca or self.tls_cert):
+            return None
+        try:
+            return tls_context(self.tls_ca or None, self.tls_cert or None, self.tls_key or None)
+        except (OSError, ssl.SSLError) as exc:
+            raise ConfigError(f"tls_ca/tls_cert/tls_key: cannot be loaded: {exc}") from None
 
 
 def config_path(env: dict[str, str] | None = None) -> Path:
@@ -95,7 +113,7 @@ def _master(value: Any, path: Path) -> str:
 
 def load_config(
     *, master: str | None = None, timeout: float | None = None, tenant: str | None = None,
-    env: dict[str, str] | None = None,
+    tls_ca: str | None = None, env: dict[str, str] | None = None,
 ) -> ClientConfig:
     """Resolve the settings: the given flag values (None = not given) over the environment over the file."""
     env = dict(os.environ) if env is None else env
@@ -117,4 +135,6 @@ def load_config(
     if tenant is None:
         tenant = str(doc.get("tenant") or "")
     token = env.get("LEIBRIX_TOKEN") or str(doc.get("token") or "")
-    return ClientConfig(master=master, timeout=timeout, tenant=tenant, token=token, master_from=master_from)
+    tls = {k: str(Path(str(doc.get(k) or "")).expanduser()) if doc.get(k) else "" for k in ("tls_ca", "tls_cert", "tls_key")}
+    tls["tls_ca"] = tls_ca or env.get("LEIBRIX_TLS_CA") or tls["tls_ca"]
+    return ClientConfig(master=master, timeout=timeout, tenant=tenant, token=token, master_from=master_from, **tls)

@@ -14,23 +14,30 @@ Who owns what:
   the route table and, per term, the coordinator, admission queue, heat
   checkpointer and janitor; it hands the term's coordinator to the hub;
 * the **ManagementService** (:mod:`leibrix.api`) is one object per area
-  (cluster, tenants, datasets, workers), each answering its own RPCs.
+  (cluster, tenants, datasets, workers, tokens), each answering its own RPCs;
+  with authentication on, the :class:`~leibrix.api._auth.Authorizer` guards
+  it, over the token table every master watches.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import ssl
 from dataclasses import dataclass, field, fields
 from typing import TYPE_CHECKING, Any
 
+from leibrix.api._auth import AdminBootstrap, Authorizer, TokenRegistry
 from leibrix.api._cluster import ClusterApi, ManagementService
 from leibrix.api._datasets import DatasetApi
 from leibrix.api._tenants import TenantApi
+from leibrix.api._tls import ServerTls
+from leibrix.api._tokens import TokenApi
 from leibrix.api._workers import WorkerApi
 from leibrix.control._admission import AdmissionService
 from leibrix.control._admissions import AdmissionConfig
 from leibrix.control._coordinator import CoordinatorConfig
 from leibrix.domain._heat import HeatModel
+from leibrix.master._config import ConfigError
 from leibrix.domain._validation import AdmissionLimits
 from leibrix.store._term import LeaderService
 from leibrix.workers._hub import HubConfig, WorkerHub
@@ -56,6 +63,10 @@ class Parts:
     grpc_services: list[Any] = field(default_factory=list)
     hub: WorkerHub | None = None
     admission: AdmissionService | None = None
+    #: Guards the ManagementService (None: authentication is off).
+    authorizer: Authorizer | None = None
+    #: The gRPC port's TLS (None: plain text).
+    tls: ServerTls | None = None
 
 
 def hub_config(config: MasterConfig) -> HubConfig:
@@ -93,11 +104,18 @@ def compose(master: Master) -> Parts:
     admission = AdmissionService(leadership=master, hub=hub, admission=admission_config,
                                  coordinator=coordinator_config, registry=master.metrics.registry)
     admission.attach(master.mirror)
+    tokens = TokenRegistry(master.mirror)
     management = ManagementService([
         ClusterApi(master),
-        TenantApi(master, admission),
+        TenantApi(master, admission, tokens),
         DatasetApi(master, admission, master.mirror),
         WorkerApi(master, hub),
+        TokenApi(master, tokens),
     ])
-    return Parts(management=management, leader_services=[admission, hub], grpc_services=[hub],
-                 hub=hub, admission=admission)
+    try:
+        tls = ServerTls(config.tls_cert, config.tls_key, config.tls_client_ca or None) if config.tls_cert else None
+    except (OSError, ssl.SSLError) as exc:
+        raise ConfigError(f"--tls-cert/--tls-key/--tls-client-ca: cannot be loaded: {exc}") from None
+    return Parts(management=management, leader_services=[admission, hub, AdminBootstrap(tokens, config.read_admin_token())],
+                 grpc_services=[hub], hub=hub, admission=admission,
+                 authorizer=Authorizer(tokens) if config.auth_enabled else None, tls=tls)

@@ -137,6 +137,17 @@ OPTIONS: tuple[Option, ...] = (
            "then gets 1 s more before SIGKILL)", "S"),
     Option("log_level", str, "info", "log level: debug, info, warning or error", "LEVEL"),
     Option("log_format", str, "text", "log lines as human 'text' or one JSON object per line ('json')", "FORMAT"),
+    # Security (see docs/security.md).
+    Option("auth_tokens", bool, False,
+           "require a bearer token on every ManagementService RPC (implied by an admin token)"),
+    Option("admin_token_file", str, "",
+           "file holding the admin token, stored (as a hash) while no admin token exists; implies "
+           "--auth-tokens (the token itself may come from env LEIBRIX_ADMIN_TOKEN instead)", "FILE"),
+    Option("tls_cert", str, "", "serve gRPC over TLS with this PEM certificate chain (reloaded on change)", "FILE"),
+    Option("tls_key", str, "", "the PEM private key of --tls-cert", "FILE"),
+    Option("tls_client_ca", str, "", "require client certificates signed by this PEM CA (mTLS)", "FILE"),
+    Option("insecure", bool, False,
+           "allow listening beyond loopback without TLS and tokens (anyone reaching the port is admin)"),
     # Worker-facing knobs: the fields of leibrix.workers.HubConfig (defaults from there).
     Option("worker_heartbeat_interval", float, _HUB.heartbeat_interval,
            "seconds between worker heartbeats (sent to each worker in its registration ack)", "S"),
@@ -220,6 +231,14 @@ class MasterConfig:
     shutdown_timeout: float = _BY_NAME["shutdown_timeout"].default
     log_level: str = _BY_NAME["log_level"].default
     log_format: str = _BY_NAME["log_format"].default
+    auth_tokens: bool = _BY_NAME["auth_tokens"].default
+    admin_token_file: str = _BY_NAME["admin_token_file"].default
+    tls_cert: str = _BY_NAME["tls_cert"].default
+    tls_key: str = _BY_NAME["tls_key"].default
+    tls_client_ca: str = _BY_NAME["tls_client_ca"].default
+    insecure: bool = _BY_NAME["insecure"].default
+    #: The admin token from env ``LEIBRIX_ADMIN_TOKEN`` (never a flag: flags show in ``ps``).
+    admin_token: str = field(default="", repr=False, compare=False)
     worker_heartbeat_interval: float = _BY_NAME["worker_heartbeat_interval"].default
     worker_missed_heartbeats: int = _BY_NAME["worker_missed_heartbeats"].default
     worker_dead_timeout: float = _BY_NAME["worker_dead_timeout"].default
@@ -267,6 +286,17 @@ class MasterConfig:
         base = EMBEDDED_TXN_LIMITS if self.embedded else TxnLimits()
         return TxnLimits(self.etcd_max_txn_ops or base.max_ops,
                          self.etcd_max_request_bytes or base.max_request_bytes)
+
+    @property
+    def auth_enabled(self) -> bool:
+        """True when ManagementService callers must present a token."""
+        return self.auth_tokens or bool(self.admin_token or self.admin_token_file)
+
+    def read_admin_token(self) -> str:
+        """The configured admin token ("" for none): ``--admin-token-file``'s content, else the environment's."""
+        from leibrix.master._security import read_admin_token  # here: it raises this module's ConfigError
+
+        return read_admin_token(self)
 
     def _where(self, name: str) -> str:
         return f"{_BY_NAME[name].flag} ({self.sources.get(name, 'default')})"
@@ -347,6 +377,9 @@ class MasterConfig:
                 validate_url(url, what=f"{self._where('etcd_endpoints')} entry")
             except ValueError as exc:
                 raise ConfigError(str(exc)) from None
+        from leibrix.master._security import check_security
+
+        check_security(self)
         if self.embedded:
             self.member_config()
         return self
@@ -462,4 +495,4 @@ def load_config(
         what = f"{opt.flag} (flag)"
         values[name] = raw if opt.kind is bool else _from_text(opt, str(raw), what=what)
         sources[name] = "flag"
-    return MasterConfig(**values, sources=sources).validate()
+    return MasterConfig(**values, admin_token=env.get("LEIBRIX_ADMIN_TOKEN", ""), sources=sources).validate()

@@ -250,7 +250,8 @@ class Master:
             quiet_gc()
             nursery.start_soon(pace_gc)
             await nursery.start(LoopWatch(self.metrics).run)
-            await nursery.start(GrpcServer(services, self.health).serve, grpc_host, grpc_port)
+            await nursery.start(GrpcServer(services, self.health, authorizer=parts.authorizer, tls=parts.tls).serve,
+                                grpc_host, grpc_port)
             await nursery.start(HttpServer(self.metrics, self.health_report).serve, http_host, http_port)
             await nursery.start(self._presence)
             nursery.start_soon(self._observe_leader)

@@ -42,6 +42,8 @@ def _common(p: argparse.ArgumentParser) -> None:
     g.add_argument("--sort-by", default=argparse.SUPPRESS, metavar="COLUMN", help="order rows by this column")
     g.add_argument("--tenant", default=argparse.SUPPRESS,
                    help="the tenant of DATASET arguments, or the only one listed (default: the config file)")
+    g.add_argument("--tls-ca", default=argparse.SUPPRESS, metavar="FILE",
+                   help="speak TLS to the masters, trusting this PEM CA (default: $LEIBRIX_TLS_CA, the config file)")
 
 
 def _leaf(sub: Any, name: str, help_: str, func: Command) -> argparse.ArgumentParser:
@@ -74,7 +76,7 @@ def run(args: argparse.Namespace) -> int:
     """Entry point of ``leibrix ctl``: resolve the settings, run the verb, map failures to the exit status."""
     try:
         config = load_config(master=getattr(args, "master", None), timeout=getattr(args, "timeout", None),
-                             tenant=getattr(args, "tenant", None))
+                             tenant=getattr(args, "tenant", None), tls_ca=getattr(args, "tls_ca", None))
         args.tenant = config.tenant
         args.output = getattr(args, "output", "table")
         args.sort_by = getattr(args, "sort_by", "")

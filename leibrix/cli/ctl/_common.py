@@ -45,7 +45,7 @@ EXIT_HELP = """exit status:
      DEADLINE_EXCEEDED), or --wait ran out of time
 
 settings: --master, else $LEIBRIX_MASTER, else the config file ($LEIBRIX_CONFIG or
-~/.config/leibrix/config.yaml: master, timeout, tenant, token)."""
+~/.config/leibrix/config.yaml: master, timeout, tenant, token, tls_ca, tls_cert, tls_key)."""
 
 _BY_STATUS = {
     Status.NOT_FOUND: NOT_FOUND,
@@ -154,7 +154,8 @@ class Ctx:
     async def rpc(self, name: str, request: betterproto.Message, timeout: float | None = None) -> Any:
         """One ManagementService call; raises ``GRPCError`` / ``OSError`` as :func:`exit_code` expects."""
         reply, _ = await call(self.config.master, lambda stub: getattr(stub, name)(request),
-                              timeout=timeout or self.config.timeout, metadata=self.config.metadata())
+                              timeout=timeout or self.config.timeout, metadata=self.config.metadata(),
+                              ssl=self.config.ssl())
         return reply
 
     async def pages(self, name: str, request: Any, field: str) -> list[Any]:
