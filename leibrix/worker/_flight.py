@@ -252,6 +252,13 @@ class QueryService(fl.FlightServerBase):
         if blocked:
             raise fl.FlightUnauthorizedError(f"table function(s) not allowed on a worker: {', '.join(blocked)}")
         held = self.loader.datasets()
+        # CTE names are collected without their scope, so a CTE may not share a name with a table the
+        # tenant must not read: outside the CTE's scope DuckDB would bind that name to the table.
+        foreign = {t.table.lower() for ts in held.values() for t in ts} | {
+            ds.lower() for (owner, ds) in held if owner != ticket.tenant_id}
+        shadowing = sorted(scope.ctes & foreign)
+        if shadowing:
+            raise fl.FlightUnauthorizedError(f"a WITH name may not be a table's name: {', '.join(shadowing)}")
         views: dict[str, list[Loaded]] = {}
         pruned_all: set[str] = set()
         for name in sorted(scope.tables - scope.ctes):

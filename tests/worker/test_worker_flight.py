@@ -75,6 +75,9 @@ async def test_flight_contract_against_a_worker_process(etcd_server: Any, nurser
                 client.do_get(_ticket("SELECT no_such_column FROM orders")).read_all()
             with pytest.raises(pa.ArrowKeyError, match="Table not found: customers"):
                 client.do_get(_ticket("SELECT * FROM customers")).read_all()
+            with pytest.raises(fl.FlightUnauthorizedError, match="may not be a table's name"):
+                client.do_get(_ticket("SELECT * FROM (WITH secrets AS (SELECT 1) SELECT * FROM secrets) a, "
+                                      "secrets")).read_all()
             with pytest.raises(fl.FlightUnauthorizedError, match="read_csv"):
                 client.do_get(_ticket("SELECT * FROM read_csv('/etc/passwd')")).read_all()
             with pytest.raises(pa.ArrowInvalid, match="invalid ticket"):
