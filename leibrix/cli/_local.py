@@ -11,10 +11,13 @@ the parent-death signal).
 
 ``leibrix local`` runs the cluster in the foreground with three reference
 workers (child processes that, like the masters, die with the launcher), a
-sample tenant and a small sample dataset admitted through the real gRPC API,
-prints where to look (gRPC address, /metrics, /healthz, the sample epochs'
-states and the ``leibrix status`` command), and on Ctrl-C stops the workers,
-then every master, gracefully.
+sample tenant and two sample datasets admitted through the real gRPC API:
+a day-partitioned Iceberg table (about a million rows over the last seven
+days, SQL catalog on SQLite) and a SQLite table, both written once under the
+data dir by :mod:`leibrix.cli._sample` and named by their real catalog URIs.
+It prints where to look (gRPC address, /metrics, /healthz, the sample epochs'
+states, the ``leibrix status`` and ``leibrix query`` commands), and on Ctrl-C
+stops the workers, then every master, gracefully.
 """
 
 from __future__ import annotations
@@ -30,7 +33,6 @@ import urllib.error
 import urllib.request
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import TypeVar
 
@@ -38,17 +40,17 @@ import trio
 from grpclib.const import Status
 from grpclib.exceptions import GRPCError
 
+from leibrix.cli import _sample
 from leibrix.client._call import call
 from leibrix.store._member import PRODUCTION_TIMINGS, Timings, _Child, free_port_url
 from leibrix.wire._proto import leibrix_cp as cp
-from leibrix.client._requests import time_partitioned_admission
 from leibrix.worker._cmd import worker_command
 
 __all__ = ["LocalCluster", "MasterProcess", "MasterSpec"]
 
 R = TypeVar("R")
 
-HELP = "run a local dev cluster: masters on embedded etcd, 3 workers, a sample dataset; data under ./data (or a tmp dir)"
+HELP = "run a local dev cluster: masters on embedded etcd, 3 workers, sample datasets; data under ./data (or a tmp dir)"
 
 
 #: Runs in each master child before the master itself: ask the kernel for SIGTERM
@@ -331,29 +333,13 @@ def configure(parser: argparse.ArgumentParser) -> None:
     )
 
 
-#: The sample the dev cluster loads: a tenant, one dataset of a few daily epochs, two replicas each.
+#: The sample the dev cluster loads: a tenant and two datasets (see leibrix.cli._sample), two replicas each.
 SAMPLE_TENANT = "demo"
-SAMPLE_DATASET = "events"
-_SAMPLE_DAYS = 3
 _SAMPLE_REPLICATION = 2
 _SAMPLE_WORKERS = 3
-#: Placeholder catalog: the reference worker's loader generates synthetic rows and never dials it.
-_SAMPLE_CATALOG = "http://iceberg-rest.invalid:8181"
-#: Bound on setting up the sample (workers registering, loads, validation) before the summary.
-_SAMPLE_TIMEOUT = 40.0
+#: Bound on setting up the sample (writing it, workers registering, planning, loads) before the summary.
+_SAMPLE_TIMEOUT = 90.0
 _WORKER_STOP_TIMEOUT = 5.0
-
-
-def _sample_admission() -> cp.AdmitDatasetRequest:
-    """AdmitDataset for the sample: ``_SAMPLE_DAYS`` daily epochs ending today (UTC), replicated twice."""
-    today = datetime.now(timezone.utc).replace(hour=0, minute=0, second=0, microsecond=0)
-    return time_partitioned_admission(
-        SAMPLE_TENANT, SAMPLE_DATASET,
-        start=today - timedelta(days=_SAMPLE_DAYS - 1), end=today + timedelta(days=1),
-        catalog_uri=_SAMPLE_CATALOG, database="sample", request_id="leibrix-local-sample",
-        replication_factor=_SAMPLE_REPLICATION,
-        hints=cp.EstimateHints(bytes_per_epoch=16 << 20, rows_per_epoch=10_000),
-    )
 
 
 async def _call_leader(addr: str, rpc: Callable[[cp.ManagementServiceStub], Awaitable[R]]) -> R:
@@ -370,11 +356,11 @@ async def _call_leader(addr: str, rpc: Callable[[cp.ManagementServiceStub], Awai
         await trio.sleep(0.2)
 
 
-async def _load_sample(addr: str, workers: int) -> list[cp.EpochStatus]:
-    """Create the sample tenant, admit the sample dataset and wait until every epoch is READY (or failed).
+async def _load_sample(addr: str, workers: int, sample: _sample.Sample) -> dict[str, list[cp.EpochStatus]]:
+    """Create the sample tenant, admit the sample datasets and wait until every epoch is READY (or failed).
 
     Admission checks the pool's capacity, so it waits first until the
-    leader sees all ``workers`` ACTIVE.
+    leader sees all ``workers`` ACTIVE. Returns each dataset's epochs.
     """
     while True:
         listed = await _call_leader(addr, lambda stub: stub.list_workers(cp.ListWorkersRequest()))
@@ -382,12 +368,17 @@ async def _load_sample(addr: str, workers: int) -> list[cp.EpochStatus]:
             break
         await trio.sleep(0.2)
     await _call_leader(addr, lambda stub: stub.upsert_tenant_quota(cp.TenantQuota(tenant_id=SAMPLE_TENANT)))
-    await _call_leader(addr, lambda stub: stub.admit_dataset(_sample_admission()))
-    listing = cp.ListEpochsRequest(tenant_id=SAMPLE_TENANT, dataset_id=SAMPLE_DATASET)
+    requests = _sample.admissions(sample, SAMPLE_TENANT, replication_factor=_SAMPLE_REPLICATION)
+    for request in requests:
+        await _call_leader(addr, lambda stub, r=request: stub.admit_dataset(r))
+    done = (cp.EpochState.READY, cp.EpochState.FAILED)
     while True:
-        epochs = (await _call_leader(addr, lambda stub: stub.list_epochs(listing))).epochs
-        if epochs and all(e.state in (cp.EpochState.READY, cp.EpochState.FAILED) for e in epochs):
-            return epochs
+        found = {}
+        for request in requests:
+            listing = cp.ListEpochsRequest(tenant_id=SAMPLE_TENANT, dataset_id=request.dataset_id)
+            found[request.dataset_id] = (await _call_leader(addr, lambda stub, q=listing: stub.list_epochs(q))).epochs
+        if all(epochs and all(e.state in done for e in epochs) for epochs in found.values()):
+            return found
         await trio.sleep(0.2)
 
 
@@ -405,13 +396,18 @@ async def _after_masters_ready(cluster: LocalCluster, workers: dict[str, MasterP
         workers[wid] = spawn_tied(worker_command(masters, wid, zone=f"z{i}", memory="512MiB"),
                                   cluster.directory / f"{wid}.log")
     first = cluster.specs[cluster.names[0]]
-    epochs: list[cp.EpochStatus] = []
+    datasets: dict[str, list[cp.EpochStatus]] = {}
+    sample: _sample.Sample | None = None
+    created = False
     problem = ""
     with trio.move_on_after(_SAMPLE_TIMEOUT) as waited:
         try:
-            epochs = await _load_sample(first.grpc, len(workers))
+            sample, created = await trio.to_thread.run_sync(_sample.ensure, cluster.directory)
+            datasets = await _load_sample(first.grpc, len(workers), sample)
         except GRPCError as exc:
             problem = f"{exc.status.name}: {exc.message}"
+        except OSError as exc:
+            problem = f"cannot write the sample data under {cluster.directory}: {exc}"
     if waited.cancelled_caught:
         problem = f"not all epochs READY after {_SAMPLE_TIMEOUT:.0f} s"
 
@@ -423,16 +419,30 @@ async def _after_masters_ready(cluster: LocalCluster, workers: dict[str, MasterP
     for i, (wid, process) in enumerate(workers.items(), 1):
         alive = "running" if process.returncode is None else f"exited with {process.returncode}"
         print(f"  {wid}: zone z{i}, pid {process.pid}, {alive}   log {cluster.directory / f'{wid}.log'}")
-    print(f"Sample: tenant '{SAMPLE_TENANT}', dataset '{SAMPLE_DATASET}', {_SAMPLE_DAYS} daily epochs, "
-          f"replication {_SAMPLE_REPLICATION}")
-    print(f"  (Iceberg catalog {_SAMPLE_CATALOG} is a placeholder: the reference workers load synthetic rows)")
-    for e in sorted(epochs, key=lambda e: e.info.epoch_id):
-        on = ",".join(sorted(r.worker_id for r in e.replicas))
-        print(f"  epoch {e.info.epoch_id}: {e.state.name} on {on or '-'}")
+    if sample is not None:
+        _print_sample(sample, created, datasets, first.grpc)
     if problem:
         print(f"  sample not fully loaded: {problem}")
     print(f"Status:  leibrix status --master {first.grpc}")
     print("Ctrl-C stops the cluster.", flush=True)
+
+
+def _print_sample(sample: _sample.Sample, created: bool, datasets: dict[str, list[cp.EpochStatus]], grpc: str) -> None:
+    """The sample part of the summary: the tables, each epoch's state and replicas, a query to run."""
+    how = f"written in {sample.seconds:.1f} s" if created else "reused"
+    day = sample.first_day.date()
+    print(f"Sample: tenant '{SAMPLE_TENANT}', days {day} .. {(sample.end.date())} (exclusive), regions "
+          f"{'/'.join(sample.regions)}, replication {_SAMPLE_REPLICATION}; data in {sample.directory} ({how})")
+    print(f"  dataset '{sample.events_table}': Iceberg {sample.iceberg_uri} table {sample.namespace}.{sample.events_table}, "
+          f"{sample.events:,} rows")
+    print(f"  dataset '{sample.orders_table}': JDBC {sample.jdbc_uri} table {sample.orders_table}, {sample.orders:,} rows")
+    for dataset, epochs in datasets.items():
+        for e in sorted(epochs, key=lambda e: e.info.epoch_id):
+            on = ",".join(sorted(r.worker_id for r in e.replicas))
+            print(f"  {dataset} epoch {e.info.epoch_id}: {e.state.name} on {on or '-'}")
+    print(f"Query:   leibrix query --master {grpc} --tenant {SAMPLE_TENANT} --dataset {sample.events_table} "
+          f"--start {day} --end {sample.end.date()} "
+          f"\"SELECT region, count(*) AS n, round(sum(amount), 2) AS amount FROM {sample.events_table} GROUP BY region\"")
 
 
 async def _run_local(args: argparse.Namespace, directory: Path) -> int:

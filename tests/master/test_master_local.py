@@ -1,17 +1,58 @@
-"""``leibrix local`` and ``leibrix status`` as an operator runs them (real processes end to end)."""
+"""``leibrix local`` and ``leibrix status`` as an operator runs them (real processes end to end), and the sample
+data ``leibrix local`` writes and admits (real Iceberg and SQLite tables, planned by the real connectors)."""
 
 from __future__ import annotations
 
+import json
 import re
 import signal
 import socket
 import subprocess
+import sqlite3
 import sys
+from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
 import trio
 
+from leibrix.cli import _sample
+from leibrix.domain._validation import validate_admission
+from leibrix.sources import plan_admission
 from tests.master.test_master_process import children, wait_gone
+
+#: Bound on ``leibrix local`` printing its summary: writing the sample, then planning and loading its 42 epochs twice.
+SUMMARY_TIMEOUT = 120
+
+
+def test_the_sample_is_written_once_and_every_epoch_plans_from_its_real_tables(tmp_path: Path) -> None:
+    today = datetime(2026, 11, 27, 15, 30, tzinfo=timezone.utc)
+    sample, created = _sample.ensure(tmp_path, today=today)
+    assert created and sample.first_day == datetime(2026, 11, 20, tzinfo=timezone.utc) and sample.days == 7
+    assert sample.iceberg_uri == f"sqlite:///{tmp_path / 'sample' / 'catalog.db'}"
+    assert sample.jdbc_uri == f"jdbc:sqlite:{tmp_path / 'sample' / 'shop.db'}"
+    assert sample.events == 7 * _sample.EVENTS_PER_DAY and sample.orders == 7 * _sample.ORDERS_PER_DAY
+    with sqlite3.connect(tmp_path / "sample" / "shop.db") as db:
+        assert db.execute("SELECT count(*), min(ts), max(ts) FROM orders").fetchone()[0] == sample.orders
+    events, orders = _sample.admissions(sample, "demo", replication_factor=2)
+    assert (events.source.catalog.iceberg.uri, events.source.database, events.source.table) == (
+        sample.iceberg_uri, "sample", "events")
+    assert (orders.source.catalog.jdbc.uri, orders.source.catalog.jdbc.driver, orders.source.table) == (
+        sample.jdbc_uri, "org.sqlite.JDBC", "orders")
+    for request, total in ((events, sample.events), (orders, sample.orders)):
+        plan = plan_admission(validate_admission(request))
+        assert len(plan.epochs) == 7 * 3  # a day per region
+        assert all(e.rows > 0 and e.rows_exact for e in plan.epochs.values())
+        assert sum(e.rows for e in plan.epochs.values()) == total
+        assert [f.name for f in plan.schema][:3] == (["event_id", "ts", "region"] if request is events
+                                                     else ["order_id", "ts", "region"])
+    # Iceberg: one file per day and region (day(ts), identity(region)), so each epoch reads exactly one file
+    assert all(len(e.read.files) == 1 for e in plan_admission(validate_admission(events)).epochs.values())
+
+    again, created = _sample.ensure(tmp_path, today=today + timedelta(days=30))
+    assert not created and again == sample  # reused, days included
+    (tmp_path / "sample" / "sample.json").unlink()  # an incomplete sample is written again
+    rebuilt, created = _sample.ensure(tmp_path, today=today)
+    assert created and rebuilt.events == sample.events and (tmp_path / "sample" / "sample.json").is_file()
 
 
 async def test_leibrix_local_serves_status_and_stops_everything_on_ctrl_c(tmp_path: Path) -> None:
@@ -23,13 +64,16 @@ async def test_leibrix_local_serves_status_and_stops_everything_on_ctrl_c(tmp_pa
             stderr=subprocess.STDOUT,
         )
     try:
-        with trio.fail_after(60):
+        with trio.fail_after(SUMMARY_TIMEOUT):
             while "Ctrl-C stops the cluster." not in out.read_text():
                 assert local.returncode is None, out.read_text()
                 await trio.sleep(0.05)
         text = out.read_text()
         grpc_addr = re.search(r"leibrix status --master (\S+)", text).group(1)  # type: ignore[union-attr]
         assert "/metrics" in text and "/healthz" in text
+        sample = tmp_path / "data" / "sample"
+        assert f"Iceberg sqlite:///{sample / 'catalog.db'} table sample.events" in text, text
+        assert f"JDBC jdbc:sqlite:{sample / 'shop.db'} table orders" in text, text
         status = await trio.run_process(
             [sys.executable, "-m", "leibrix", "status", "--master", grpc_addr], capture_stdout=True, check=False
         )
@@ -124,18 +168,27 @@ async def test_leibrix_local_starts_workers_loads_the_sample_and_reaps_everythin
             [sys.executable, "-m", "leibrix", "local", "--tmp", "--free-ports"], stdout=sink, stderr=subprocess.STDOUT
         )
     try:
-        with trio.fail_after(45):
+        with trio.fail_after(SUMMARY_TIMEOUT):
             while "Ctrl-C stops the cluster." not in out.read_text():
                 assert local.returncode is None, out.read_text()
                 await trio.sleep(0.05)
         text = out.read_text()
-        epochs = re.findall(r"epoch (\S+): (\S+) on (\S+)", text)
-        assert len(epochs) == 3, text
-        for _, state, replicas in epochs:
+        epochs = re.findall(r"(events|orders) epoch (\S+): (\S+) on (\S+)", text)
+        assert len(epochs) == 2 * 7 * 3, text  # two datasets, a day per region
+        for _, _, state, replicas in epochs:
             assert state == "READY", text
             assert len(replicas.split(",")) == 2, text  # replication 2
-        assert "sample not fully loaded" not in text and "placeholder" in text
+        assert "sample not fully loaded" not in text and "invalid" not in text, text
         assert re.search(r"leibrix status --master 127\.0\.0\.1:\d+", text)
+        # the printed query runs against the loaded epochs and counts every row of the Iceberg table
+        (query,) = re.findall(r"^Query:\s+leibrix query (.*)$", text, re.M)
+        args = re.findall(r'"[^"]*"|\S+', query)
+        result = await trio.run_process([sys.executable, "-m", "leibrix", "query", *(a.strip('"') for a in args),
+                                         "-o", "json"], capture_stdout=True, capture_stderr=True, check=False)
+        assert result.returncode == 0, result.stderr.decode()
+        rows = [json.loads(line) for line in result.stdout.decode().splitlines()]  # one object per line
+        assert sorted(r["region"] for r in rows) == ["apac", "eu", "us"]
+        assert sum(r["n"] for r in rows) == 7 * _sample.EVENTS_PER_DAY
         direct = [int(p) for task in Path(f"/proc/{local.pid}/task").iterdir() for p in (task / "children").read_text().split()]
         assert len(direct) == 4, text  # one master, three workers
         pids = _descendants(local.pid)  # ... and the master's etcd member
