@@ -7,7 +7,7 @@ fingerprints. These steps sit on the admission and load hot paths (at 100,000
 epochs a few microseconds each add up), so each is timed on its own, with and
 without a schema where that is the choice, to show what the schema adds:
 
-* ``schema.source_cached_us`` — ``SyntheticSource.schema(spec)`` for a shape
+* ``schema.source_cached_us`` — ``_schema.synthetic(time_column, dims)`` for a shape
   already seen (the normal case: cached per time column + dimension names);
 * ``schema.source_first_call_us`` — building a shape's schema the first time
   (columns, canonical text, fingerprint, IPC encoding; the cache bypassed);
@@ -36,7 +36,6 @@ from pathlib import Path
 from bench._report import Report, options
 from leibrix.domain import _schema
 from leibrix.state import _model as _state
-from leibrix.domain._estimates import SyntheticSource
 from leibrix.wire._proto.records import control_plane_pb2 as pb
 from leibrix.wire._proto.records import management_pb2
 from leibrix.client._requests import time_partitioned_admission
@@ -72,14 +71,14 @@ def main(quick: bool, json_path: Path | None) -> None:
     report = Report("schema handling: per-step cost (admission, mirror, LoadPlan, worker)", quick=quick)
     spec = validate_admission(time_partitioned_admission(
         "t0", "d0", start=T0, end=T0 + timedelta(hours=1), dimensions={"region": ["r0"]}))
-    source = SyntheticSource()
-    table = source.schema(spec)
+    dims = tuple(name for name, _ in spec.dimensions)
+    table = _schema.synthetic(spec.time_column, dims)
 
     def row(name: str, fn: Callable[[], object], calls: int, note: str) -> None:
         report.add(f"schema.{name}", per_call_us(fn, max(1, calls // scale), repeat), "us", note)
 
-    dims = tuple(name for name, _ in spec.dimensions)
-    row("source_cached_us", lambda: source.schema(spec), 20_000, "SyntheticSource.schema, shape seen before")
+    row("source_cached_us", lambda: _schema.synthetic(spec.time_column, dims), 20_000,
+        "_schema.synthetic, shape seen before")
     row("source_first_call_us", lambda: _schema._synthetic.__wrapped__(spec.time_column, dims), 500,
         "a new shape: columns, canonical text, fingerprint, IPC")
 

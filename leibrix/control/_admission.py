@@ -1,5 +1,6 @@
 """The master's admission and residency service: the state model and routes for the master's life, and the
-leader's per-term services (coordinator, admission queue, heat checkpointer, janitor) for each term it leads.
+leader's per-term services (coordinator, admission queue, source refresher, heat checkpointer, janitor) for
+each term it leads.
 
 Deciding admissions is ``leibrix.control._admissions``; placing and loading
 epochs is ``leibrix.control._coordinator``.
@@ -14,6 +15,7 @@ from leibrix.control._admissions import AdmissionConfig, Admissions
 from leibrix.control._coordinator import Coordinator, CoordinatorConfig
 from leibrix.control._heat_checkpoint import HeatCheckpointer, checkpoint_counter
 from leibrix.control._janitor import Janitor, JanitorCounters
+from leibrix.control._refresh import Refresher
 from leibrix.domain._errors import Unavailable
 from leibrix.domain._lifecycle import State
 from leibrix.state._model import ClusterState
@@ -83,7 +85,7 @@ class AdmissionService:
                 pass  # the term ended meanwhile, or etcd is gone: the successor starts from the last checkpoint
 
     async def run_term(self, ctx: TermContext, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
-        """One leadership term: coordinator, admission batcher, heat checkpointer and janitor; finishes
+        """One leadership term: coordinator, admission batcher, refresher, heat checkpointer and janitor; finishes
         retirements the last term began."""
         hub = self.hub
         keys = ctx.keys
@@ -96,6 +98,7 @@ class AdmissionService:
             async with trio.open_nursery() as nursery:
                 await nursery.start(coord.run)
                 await nursery.start(admissions.run)
+                await nursery.start(Refresher(self.state, admissions, limits=self.admission_config.limits).run)
                 cfg = self.coordinator_config
                 checkpointer = HeatCheckpointer(coord, interval_s=cfg.heat_checkpoint_interval_s,
                                                 counter=self.heat_checkpoints)

@@ -101,14 +101,17 @@ import trio
 from leibrix import placement as pl
 from leibrix.control._batch import Batch, Job
 from leibrix.control._coordinator import Coordinator
+from leibrix.control._planned import Planned, Planner, check_refresh_interval, plan, same_read
 from leibrix.domain import _epochs
 from leibrix.domain._errors import ApiError, InvalidArgument, NotFound, ResourceExhausted, Unavailable
-from leibrix.domain._estimates import HintEstimator, SyntheticSource
+from leibrix.domain._estimates import HintEstimator
 from leibrix.domain._lifecycle import State
 from leibrix.domain._tenants import NO_AMOUNT, Amount, Policy, Quota, budget_shortfall, committed, dataset_shortfall
 from leibrix.domain._validation import AdmissionLimits, AdmissionSpec
+from leibrix.sources import plan_admission
 from leibrix.state._model import (
     ClusterState,
+    Dataset,
     Epoch,
     EpochKey,
     encode_dataset,
@@ -142,8 +145,10 @@ class AdmissionConfig:
 
     limits: AdmissionLimits = AdmissionLimits()
     estimator: HintEstimator = HintEstimator()
-    #: Where an admitted table's schema comes from.
-    source: SyntheticSource = SyntheticSource()
+    #: Plans an admission from its source's metadata (blocking: run in a worker thread).
+    planner: Planner = plan_admission
+    #: Admissions planned at once (each holds a worker thread and a source connection meanwhile).
+    max_planning: int = 8
     #: Admissions decided and written together.
     max_batch: int = 512
     #: Epochs created by one batch, at most (a bigger admission still goes alone in its batch).
@@ -171,10 +176,25 @@ class Admissions:
         self._stored = trio.Event()
         #: Batches decided and being written.
         self._inflight: list[Batch] = []
+        self._planning = trio.CapacityLimiter(config.max_planning)
 
-    async def admit(self, spec: AdmissionSpec) -> cp.AdmitDatasetResponse:
-        """Queue a validated admission and wait for its decision (raises the ``ApiError`` on rejection)."""
-        job = Job(spec)
+    async def plan(self, spec: AdmissionSpec) -> Planned:
+        """Plan ``spec`` from its source in a worker thread (at most ``max_planning`` at once); raises the
+        connector's ``ApiError`` (naming the request field at fault) when the source cannot be planned."""
+        return await trio.to_thread.run_sync(plan, spec, self.config.planner, self.config.estimator,
+                                             limiter=self._planning)
+
+    async def admit(self, spec: AdmissionSpec, planned: Planned | None = None) -> cp.AdmitDatasetResponse:
+        """Plan a validated admission from its source (unless ``planned`` is given), queue it and wait for
+        its decision; raises the ``ApiError`` on rejection (nothing is stored for a rejected admission).
+
+        A retry of an answered ``request_id`` is answered from the stored first answer, without asking
+        the source again.
+        """
+        check_refresh_interval(spec)
+        if planned is None and (not spec.request_id or self._stored_answer(spec) is None):
+            planned = await self.plan(spec)
+        job = Job(spec, planned)
         try:
             await self._send.send(job)
         except (trio.ClosedResourceError, trio.BrokenResourceError):
@@ -308,17 +328,25 @@ class Admissions:
 
     # ------------------------------------------------------------ deciding one admission
 
+    def _stored_answer(self, spec: AdmissionSpec) -> cp.AdmitDatasetResponse | None:
+        """The stored first answer to ``spec.request_id`` (INVALID_ARGUMENT if it answered another request)."""
+        stored = self.requests.get(spec.request_id) if self.requests is not None and spec.request_id else None
+        if stored is None:
+            return None
+        if stored.fingerprint != spec.fingerprint:
+            raise InvalidArgument("request_id", f"{spec.request_id!r} was already used for a different request")
+        return cp.AdmitDatasetResponse().parse(stored.response.SerializeToString())
+
     async def _decide(self, job: Job, batch: Batch) -> None:
         spec = job.spec
         t, d = spec.tenant_id, spec.dataset_id
-        if spec.request_id:
-            stored = self.requests.get(spec.request_id) if self.requests is not None else None
-            if stored is not None:
-                if stored.fingerprint != spec.fingerprint:
-                    raise InvalidArgument("request_id", f"{spec.request_id!r} was already used for a different request")
-                job.response = cp.AdmitDatasetResponse().parse(stored.response.SerializeToString())
-                job.done.set()  # the stored first answer: nothing to write
-                return
+        if (answer := self._stored_answer(spec)) is not None:
+            job.response = answer
+            job.done.set()  # the stored first answer: nothing to write
+            return
+        planned = job.planned
+        if planned is None:  # its answer was pruned between the check in ``admit`` and now
+            raise Unavailable("the stored answer to this request_id expired meanwhile; retry")
         tenant = self.state.tenants.get(t)
         if tenant is None:
             raise NotFound(f"tenant {t!r} not found: create it with UpsertTenantQuota first")
@@ -327,54 +355,72 @@ class Admissions:
         if ds is None:
             if msg := dataset_shortfall(quota, tenant.usage.datasets + batch.new_datasets.get(t, 0)):
                 raise ResourceExhausted(msg)
+        ids = planned.version
+        if ds is not None and ds.schema_fingerprint and ds.schema_fingerprint != planned.fingerprint \
+                and ds.version == planned.version:
+            ids = f"{planned.version}@{planned.fingerprint}"  # the same version read with a new schema
         if spec.epoch_count > _THREAD_EPOCHS:
-            slices = await trio.to_thread.run_sync(spec.generate)
+            slices = await trio.to_thread.run_sync(self._slices, spec, ids)
         else:
-            slices = spec.generate()
+            slices = self._slices(spec, ids)
         existing = {e.epoch_id: e for e in self.state.dataset_epochs(t, d)}
-        refresh = ds is not None and ds.version != spec.version
+        live: dict[tuple, list[Epoch]] = {}
+        for e in existing.values():
+            if e.state in _LIVE:
+                live.setdefault((e.start_ms, e.end_ms, e.dims), []).append(e)
+        for olds in live.values():
+            olds.sort(key=lambda e: e.admission)
+        refresh = ds is not None and (ds.version != planned.version or ds.schema_fingerprint != planned.fingerprint)
         if ds is not None and not refresh and ds.fingerprint() == spec.fingerprint:
-            await self._respond(job, batch, slices, existing, None, refresh=False,
-                                message="already admitted: no change")
+            answer = [self._kept(s, existing, live, planned, ds.schema_fingerprint) or s for s in slices]
+            pending = sum(1 for s in answer if isinstance(s, Epoch) and s.state is State.PENDING)
+            await self._respond(job, batch, answer, None, refresh=False, message="already admitted: no change",
+                                pending=pending)
             return
         slices, retire = self._retention(spec, slices, existing)
-        new = [s for s in slices if s.epoch_id not in existing or existing[s.epoch_id].state is State.RETIRED]
-        est = self.config.estimator.estimate(spec.hints)
-        schema = self.config.source.schema(spec)  # once per admission, cached per shape
+        current = ds.schema_fingerprint if ds is not None else ""
+        answer: list[_epochs.EpochSlice | Epoch] = []
+        new: list[tuple[_epochs.EpochSlice, Epoch | None]] = []
+        for s in slices:
+            kept = self._kept(s, existing, live, planned, current)
+            answer.append(kept or s)
+            if kept is not None:
+                continue
+            olds = live.get((s.start_ms, s.end_ms, s.dims), [])
+            ready = [e for e in olds if e.state is State.READY]
+            retire.extend((e.key, f"replaced by refresh {s.epoch_id} before it was ready")
+                          for e in olds if e.state is not State.READY)
+            new.append((s, ready[-1] if ready else (olds[-1] if olds else None)))
         rf = spec.replication_factor or quota.default_replication or self.coord.config.default_replication
         strategy = spec.strategy or quota.default_strategy
-        replaced: dict[str, Epoch] = {}
-        if refresh:
-            slot = {(e.start_ms, e.end_ms, e.dims): e for e in existing.values()
-                    if e.state in _LIVE and e.version != spec.version}
-            for s in new:
-                old = slot.get((s.start_ms, s.end_ms, s.dims))
-                if old is not None:
-                    replaced[s.epoch_id] = old
-                    if old.state is not State.READY:
-                        retire.append((old.key, f"replaced by refresh {s.epoch_id} before it was ready"))
-        demand = Amount(len(new), est.memory_bytes * rf * len(new), est.cpu_cores * rf * len(new))
+        estimates = [planned.estimates[(s.start_ms, s.end_ms, s.dims)] for s, _ in new]
+        demand = Amount(len(new), sum(x.memory_bytes for x in estimates) * rf,
+                        sum(x.cpu_cores for x in estimates) * rf)
         freed = NO_AMOUNT
         if quota.policy is not Policy.QUEUE and new:
-            freed = self._check_budgets(spec, quota, demand, est.scan_cost / max(1, est.memory_bytes), batch,
-                                        retire)
+            scan = sum(x.scan_cost for x in estimates)
+            freed = self._check_budgets(spec, quota, demand, scan / max(1, sum(x.memory_bytes for x in estimates)),
+                                        batch, retire)
         now = now_ms()
         uncommitted = list(self.state.uncommitted(t, d))
         gen = 1 + max((ds.admission if ds else 0), max((e.admission for e in existing.values()), default=0),
                       max((e.admission for e in uncommitted), default=0))
-        ds_bytes = encode_dataset(spec.raw, rf, strategy, ds.admitted_ms if ds else now, spec.version,
-                                  arrow_schema=schema.ipc, schema_fingerprint=schema.fingerprint, admission=gen)
         ops = batch.epoch_ops
-        for i, s in enumerate(new):
+        for i, ((s, old), est) in enumerate(zip(new, estimates)):
             if i % _YIELD_EVERY == _YIELD_EVERY - 1:
                 await trio.lowlevel.checkpoint()
-            old = replaced.get(s.epoch_id)
+            key = (s.start_ms, s.end_ms, s.dims)
             e = Epoch(t, d, s.epoch_id, s.start_ms, s.end_ms, s.dims, State.PENDING, (), (), est.memory_bytes,
-                      est.cpu_cores, est.scan_cost, est.rows, spec.version, replaces=old.epoch_id if old else "",
-                      admission=gen)
+                      est.cpu_cores, est.scan_cost, est.rows, planned.version,
+                      replaces=old.epoch_id if old else "", admission=gen, read=planned.reads[key],
+                      rows_exact=est.rows_exact, source_bytes=planned.source_bytes[key], schema=planned.fingerprint)
             ops.append(Put(self.keys.epoch(t, d, s.epoch_id), encode_epoch(e)))
+        retired = {key for key, _ in retire}
+        ds_bytes = encode_dataset(spec.raw, rf, strategy, ds.admitted_ms if ds else now, planned.version,
+                                  arrow_schema=planned.schema_ipc, schema_fingerprint=planned.fingerprint,
+                                  admission=gen, retained_schemas=self._retained(ds, planned, existing, retired))
         # Uncommitted epochs of an earlier admission that never committed: gone before this one commits.
-        written = {s.epoch_id for s in new}
+        written = {s.epoch_id for s, _ in new}
         ops.extend(Atomic([Delete(self.keys.epoch(*e.key)), Delete(self.keys.heat(*e.key))])
                    for e in uncommitted if e.epoch_id not in written)
         batch.add_demand(t, demand - freed)  # net of the evictions it decided (not yet retired)
@@ -386,24 +432,62 @@ class Admissions:
         msg = f"admitted {len(new)} new epoch(s) of {len(slices)}" + (" (refresh)" if refresh else "")
         if queued:
             msg += "; they wait as PENDING until capacity and budget allow"
-        await self._respond(job, batch, slices, existing, Put(self.keys.dataset(t, d), ds_bytes), refresh=refresh,
+        await self._respond(job, batch, answer, Put(self.keys.dataset(t, d), ds_bytes), refresh=refresh,
                             message=msg, pending=len(new))
 
-    async def _respond(self, job: Job, batch: Batch, slices: Sequence[_epochs.EpochSlice],
-                       existing: dict[str, Epoch], dataset: Put | None, *, refresh: bool, message: str,
-                       pending: int | None = None) -> None:
-        """Build the answer and queue what commits the admission: ``dataset`` (its record, None when
-        unchanged) and the idempotency record, in one ``Atomic``."""
+    @staticmethod
+    def _slices(spec: AdmissionSpec, version: str) -> list[_epochs.EpochSlice]:
+        """The admission's epochs, their ids derived from the resolved source ``version``."""
+        return _epochs.generate(spec.start_ms, spec.end_ms, spec.granularity, spec.dimensions, version=version,
+                                scope=f"{spec.tenant_id}/{spec.dataset_id}")
+
+    @staticmethod
+    def _kept(s: _epochs.EpochSlice, existing: dict[str, Epoch], live: dict[tuple, list[Epoch]], planned: Planned,
+              current: str) -> Epoch | None:
+        """The stored epoch that already holds slice ``s``, else None (the slice needs a new epoch).
+
+        That is the epoch of the same id (unless RETIRED), else the newest live
+        epoch of the same window and dimensions when it reads the same data
+        with the same schema (``same_read``): a refresh reloads only what changed.
+        """
+        e = existing.get(s.epoch_id)
+        if e is not None and e.state is not State.RETIRED:
+            return e
+        olds = live.get((s.start_ms, s.end_ms, s.dims))
+        if olds:
+            e = olds[-1]
+            if (e.schema or current) == planned.fingerprint and \
+                    same_read(e.read, planned.reads[(s.start_ms, s.end_ms, s.dims)]):
+                return e
+        return None
+
+    @staticmethod
+    def _retained(ds: Dataset | None, planned: Planned, existing: dict[str, Epoch],
+                  retired: set[EpochKey]) -> dict[str, bytes]:
+        """Schemas other than the new one that live epochs still load with (a refresh keeps the old epochs
+        serving until their replacements are READY; a reload of one carries its own schema)."""
+        if ds is None:
+            return {}
+        out: dict[str, bytes] = {}
+        for e in existing.values():
+            fp = e.schema or ds.schema_fingerprint
+            if e.state in _LIVE and e.key not in retired and fp and fp != planned.fingerprint and fp not in out:
+                if ipc := ds.schema_ipc(fp):
+                    out[fp] = ipc
+        return out
+
+    async def _respond(self, job: Job, batch: Batch, epochs: Sequence[_epochs.EpochSlice | Epoch],
+                       dataset: Put | None, *, refresh: bool, message: str, pending: int) -> None:
+        """Build the answer (``epochs``: the admission's epochs, new or kept) and queue what commits the
+        admission: ``dataset`` (its record, None when unchanged) and the idempotency record, in one ``Atomic``."""
         spec = job.spec
-        if pending is None:
-            pending = sum(1 for s in slices if (e := existing.get(s.epoch_id)) is not None and e.state is State.PENDING)
         resp = cp.AdmitDatasetResponse(status=cp.AdmitDatasetResponseStatus.ACCEPTED, message=message,
                                        request_id=spec.request_id, refresh=refresh, pending_epochs=pending)
         rec = state_pb2.RequestRecord(request_id=spec.request_id, fingerprint=spec.fingerprint)
         if spec.request_id:
             rec.response.ParseFromString(bytes(resp))
         infos = []
-        for i, s in enumerate(slices):
+        for i, s in enumerate(epochs):
             if i % _YIELD_EVERY == _YIELD_EVERY - 1:
                 await trio.lowlevel.checkpoint()
             infos.append(epoch_info(s.epoch_id, s.start_ms, s.end_ms, s.dims))

@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 
 import trio
 
+from leibrix.control._planned import Planned
 from leibrix.domain._errors import ApiError
 from leibrix.domain._tenants import NO_AMOUNT, Amount
 from leibrix.domain._validation import AdmissionSpec
@@ -21,7 +22,10 @@ __all__ = ["Batch", "Job"]
 
 @dataclass(slots=True, eq=False)
 class Job:
+    """One queued admission: the validated request and its source plan (None: answered by its request id)."""
+
     spec: AdmissionSpec
+    planned: Planned | None = None
     done: trio.Event = field(default_factory=trio.Event)
     response: cp.AdmitDatasetResponse | None = None
     error: ApiError | None = None

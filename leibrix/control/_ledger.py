@@ -67,7 +67,9 @@ class CoordinatorConfig:
     default_strategy: int = cp.PlacementStrategy.CAPACITY
     default_replication: int = 1
     hysteresis: float = 1.5
-    bytes_tolerance: float = 2.0
+    #: Sanity bound of a load's measured bytes: at most this many times the planned bytes
+    #: (``leibrix.control._worker_events.validate``).
+    bytes_tolerance: float = 4.0
     retry: RetryPolicy = RetryPolicy()
     heat: HeatModel = HeatModel()
     #: Most PENDING epochs placed per scheduling pass (the rest wait for the next).
@@ -294,10 +296,17 @@ class Ledger:
             s = self._strategies[name] = pl.make_strategy(name)
         return s
 
-    def pool_of(self, tenant_id: str) -> str | None:
-        """The tenant's worker pool (None = the shared pool)."""
+    def pools_of(self, tenant_id: str) -> tuple[str, ...]:
+        """The worker pools whose workers may hold the tenant's epochs (``""``: the shared workers).
+
+        A tenant with a ``worker_pool`` P uses pool P only. A tenant without
+        one uses the shared workers (no pool label) and the workers dedicated
+        to it: those whose ``pool`` or ``tenant_id`` label names the tenant
+        (``leibrix.wire._labels``; the Rust worker registers this way).
+        """
         t = self.state.tenants.get(tenant_id)
-        return (t.quota.pool or None) if t else None
+        pool = t.quota.pool if t is not None else ""
+        return (pool,) if pool else ("", tenant_id)
 
     # ------------------------------------------------------------ writes
 

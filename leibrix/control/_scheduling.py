@@ -45,18 +45,22 @@ class Round:
 
     def __init__(self, ledger: Ledger) -> None:
         self.ledger = ledger
-        self._pools: dict[str | None, list[pl.WorkerSpec]] = {}
+        self._pools: dict[str, list[pl.WorkerSpec]] = {}
         self._extra: dict[str, Amount] = {}
-        self._residents: dict[str | None, dict[EpochKey, Epoch]] = {}
+        self._residents: dict[tuple[str, ...], dict[EpochKey, Epoch]] = {}
 
-    def workers(self, pool: str | None) -> list[pl.WorkerSpec]:
-        """The pool's eligible workers with this pass's placements (and releases) in their usage."""
+    def _eligible(self, pool: str) -> list[pl.WorkerSpec]:
         ws = self._pools.get(pool)
         if ws is None:
             hub = self.ledger.hub
-            ws = self._pools[pool] = hub.eligible(pool) if hub else []
+            ws = self._pools[pool] = hub.eligible(pool or None) if hub else []
+        return ws
+
+    def workers(self, pools: tuple[str, ...]) -> list[pl.WorkerSpec]:
+        """The eligible workers of ``pools`` (``Ledger.pools_of``) with this pass's placements (and releases)
+        in their usage."""
         out = []
-        for w in ws:
+        for w in (w for pool in pools for w in self._eligible(pool)):
             x = self._extra.get(w.id)
             if x is not None:
                 w = dataclasses.replace(w, used_memory_bytes=max(0, w.used_memory_bytes + int(x.memory_bytes)),
@@ -73,13 +77,13 @@ class Round:
         for w in workers:
             self._add(w, NO_AMOUNT - one if sign > 0 else one)
 
-    def residents(self, pool: str | None) -> dict[EpochKey, Epoch]:
-        """READY epochs with a replica on the pool's eligible workers (computed once per pass)."""
-        found = self._residents.get(pool)
+    def residents(self, pools: tuple[str, ...]) -> dict[EpochKey, Epoch]:
+        """READY epochs with a replica on the eligible workers of ``pools`` (computed once per pass)."""
+        found = self._residents.get(pools)
         if found is None:
             state = self.ledger.state
-            found = self._residents[pool] = {
-                key: e for w in self.workers(pool) for key in state.by_worker.get(w.id, ())
+            found = self._residents[pools] = {
+                key: e for w in self.workers(pools) for key in state.by_worker.get(w.id, ())
                 if (e := state.epochs.get(key)) is not None and e.state is State.READY}
         return found
 
@@ -88,12 +92,12 @@ class Round:
         """New workers for each epoch's missing replicas (or ``extra`` more), one strategy call per
         (pool, strategy) group; epochs that cannot get all of them are left out."""
         ledger = self.ledger
-        groups: dict[tuple[str | None, str], list[tuple[Epoch, Sequence[str]]]] = {}
+        groups: dict[tuple[tuple[str, ...], str], list[tuple[Epoch, Sequence[str]]]] = {}
         for e, existing in requests:
-            groups.setdefault((ledger.pool_of(e.tenant_id), ledger.strategy_name(e)), []).append((e, existing))
+            groups.setdefault((ledger.pools_of(e.tenant_id), ledger.strategy_name(e)), []).append((e, existing))
         out: dict[EpochKey, tuple[str, ...]] = {}
-        for (pool, name), reqs in groups.items():
-            ws = [w for w in self.workers(pool) if w.id not in exclude]
+        for (pools, name), reqs in groups.items():
+            ws = [w for w in self.workers(pools) if w.id not in exclude]
             ids = {w.id for w in ws}
             items: list[pl.ItemSpec] = []
             held: dict[str, tuple[str, ...]] = {}
@@ -234,7 +238,7 @@ class Scheduler:
         placed, so no resident is evicted for nothing.
         """
         ledger = self.ledger
-        ready = {epoch_name(k): e for k, e in rounds.residents(ledger.pool_of(cand.tenant_id)).items()
+        ready = {epoch_name(k): e for k, e in rounds.residents(ledger.pools_of(cand.tenant_id)).items()
                  if k not in displaced}
         if not ready:
             return ()

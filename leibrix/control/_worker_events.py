@@ -39,28 +39,39 @@ log = logging.getLogger(__name__)
 _STATUS = cp.DataPullStatusUpdateEventStatus
 
 
+#: Below this many planned bytes, the bytes bound of ``validate`` allows this many (an empty epoch still
+#: makes a table).
+MIN_BYTES_BOUND = 1 << 20
+
+
 def validate(e: Epoch, ds: Dataset | None, u: cp.DataPullStatusUpdateEvent, bytes_tolerance: float) -> str | None:
     """The problem with a COMPLETED report of ``e``, or None if the load matches its plan.
 
-    * rows: exactly the plan's, when both the plan knows them and the
-      report names its plan (a Leibrix worker);
-    * bytes: at most ``bytes_tolerance`` × the estimate;
-    * schema: the reported ``schema_fingerprint`` must equal the dataset's
-      (``leibrix.domain._schema.fingerprint`` of the table the worker built). An
-      **empty** fingerprint means "not reported" — the upstream Rust worker
-      sends none — and is accepted on the checks above alone; so is any
-      report for a dataset admitted before schemas were recorded.
+    * rows: exactly the plan's when the source knows them exactly
+      (``rows_exact``) and the report names its plan (a Leibrix worker);
+    * schema: the reported ``schema_fingerprint`` must equal the one the
+      epoch was planned with (``leibrix.domain._schema.fingerprint`` of the
+      table the worker built). An **empty** fingerprint means "not reported"
+      (the upstream Rust worker sends none) and is accepted on the other
+      checks alone; so is any report for an epoch planned without a schema;
+    * bytes: only a sanity bound, at most ``bytes_tolerance`` × the planned
+      bytes (at least ``MIN_BYTES_BOUND``): the measured bytes are the truth
+      and replace the estimate once the load is accepted, but a load many
+      times its plan means the plan read the wrong thing.
     """
-    if u.plan_id and e.rows and u.rows != e.rows:
-        return f"validation failed: loaded {u.rows} rows, the plan expects {e.rows}"
-    limit = e.memory_bytes * bytes_tolerance
-    if u.bytes > limit:
-        return f"validation failed: loaded {u.bytes} bytes, the plan allows at most {int(limit)}"
-    planned = ds.schema_fingerprint if ds is not None else ""
-    if ds is not None and planned and u.schema_fingerprint and u.schema_fingerprint != planned:
+    if u.plan_id and e.rows_exact and u.rows != e.rows:
+        return f"validation failed: loaded {u.rows} rows, the plan expects exactly {e.rows}"
+    planned = e.schema or (ds.schema_fingerprint if ds is not None else "")
+    if planned and u.schema_fingerprint and u.schema_fingerprint != planned:
         loaded = _schema.known(u.schema_fingerprint)
+        ipc = ds.schema_ipc(planned) if ds is not None else b""
+        want = f" ({_schema.canonical(_schema.from_ipc(ipc))})" if ipc else ""
         return (f"validation failed: loaded schema {u.schema_fingerprint}{f' ({loaded})' if loaded else ''} "
-                f"differs from the plan's {planned} ({_schema.canonical(_schema.from_ipc(ds.arrow_schema))})")
+                f"differs from the plan's {planned}{want}")
+    limit = max(e.planned_bytes, MIN_BYTES_BOUND) * bytes_tolerance
+    if u.bytes > limit:
+        return (f"validation failed: loaded {u.bytes} bytes, over {bytes_tolerance:g}x the planned "
+                f"{e.planned_bytes} (at most {int(limit)})")
     return None
 
 
@@ -121,16 +132,18 @@ class WorkerEvents:
         if update.status == _STATUS.COMPLETED:
             problem = validate(e, ledger.dataset_of(e), update, ledger.config.bytes_tolerance)
             if problem is None:
-                self._loaded(e, worker_id)
+                self._loaded(e, worker_id, update.bytes)
                 return
         else:
             problem = f"load failed on {worker_id}: {update.error_message or 'no reason given'}"
         self._failed(e, worker_id, problem)
 
-    def _loaded(self, e: Epoch, worker_id: str) -> None:
+    def _loaded(self, e: Epoch, worker_id: str, measured: int) -> None:
+        """Mark the replica LOADED; the bytes it measured (when reported) replace the epoch's charge, so
+        reservations, the tenant's usage, placement and benefit count the truth from now on."""
         ledger = self.ledger
         reps = tuple(Replica(r.worker_id, LOADED, r.plan_id) if r.worker_id == worker_id else r for r in e.replicas)
-        new = e.evolve(replicas=reps)
+        new = e.evolve(replicas=reps, memory_bytes=measured or e.memory_bytes)
         if new.state is State.LOADING:
             new = ledger.move(new, State.VALIDATING, f"replica on {worker_id} loaded; validating")
         out = [new]

@@ -11,13 +11,8 @@ import nanoarrow as na
 import pytest
 
 from leibrix.domain import _schema
-from leibrix.domain._errors import InvalidArgument
-from leibrix.domain._estimates import SyntheticSource
 from leibrix.wire._proto.records import control_plane_pb2 as pb
-from leibrix.client._requests import time_partitioned_admission
-from leibrix.domain._validation import validate_admission
 from leibrix.worker._loader import Loader
-from tests.support.admission import T0
 
 
 def _duckdb_schema(con: duckdb.DuckDBPyConnection, table: str) -> na.Schema:
@@ -134,24 +129,6 @@ def test_synthetic_column_names_must_differ_ignoring_case(time_column: str, dims
     with pytest.raises(_schema.ColumnConflict, match="case-insensitive") as info:
         _schema.synthetic(time_column, dims)
     assert (info.value.column, info.value.taken_by) == (column, taken_by)
-
-
-def _spec(time_column: str = "ts", dims: tuple[str, ...] = ("region",)):
-    from datetime import timedelta
-    return validate_admission(time_partitioned_admission(
-        "acme", "orders", start=T0, end=T0 + timedelta(days=1), time_column=time_column,
-        dimensions={d: ["a"] for d in dims}))
-
-
-def test_synthetic_source_names_the_request_field_of_a_colliding_column() -> None:
-    source = SyntheticSource()
-    assert source.schema(_spec()) is _schema.synthetic("ts", ["region"])
-    with pytest.raises(InvalidArgument) as info:
-        source.schema(_spec(time_column="Value"))
-    assert info.value.field == "source.partition.time_partition.column.name" and "'value'" in str(info.value)
-    with pytest.raises(InvalidArgument) as info:
-        source.schema(_spec(dims=("region", "KEY")))
-    assert info.value.field == "source.partition.dimension_partitions[1].column.name"
 
 
 def test_duckdb_table_built_by_the_loader_has_the_synthetic_schema() -> None:

@@ -116,6 +116,8 @@ class RecordingWorkers:
     assigned: list[tuple[str, str, str]] = field(default_factory=list)
     #: (worker, epoch id, reason) of every ``evict_epoch`` sent
     evicted: list[tuple[str, str, str]] = field(default_factory=list)
+    #: epoch id -> the last ``LoadPlan`` sent for it
+    plans: dict[str, Any] = field(default_factory=dict)
 
     def join(self, worker_id: str, memory_bytes: int = 1 << 30, cpu_cores: float = 8.0, *,
              zone: str | None = None, pool: str = "") -> None:
@@ -125,6 +127,7 @@ class RecordingWorkers:
         del self.members[worker_id]
 
     def eligible(self, pool: str | None) -> list[WorkerSpec]:
+        """Workers whose pool label is ``pool`` (None or "": workers without one), like the hub's."""
         out = []
         for wid, w in self.members.items():
             if w.pool == (pool or ""):
@@ -145,6 +148,7 @@ class RecordingWorkers:
             return False
         a = msg.data_assignment
         self.assigned.append((worker_id, a.epoch_id, a.load_plan.plan_id))
+        self.plans[a.epoch_id] = a.load_plan
         self.journal.append(("assign", worker_id, a.epoch_id))
         return True
 
@@ -194,13 +198,16 @@ class ControlLoop:
         await self.coord.schedule()
 
     async def report(self, worker_id: str, key: EpochKey, status: cp.DataPullStatusUpdateEventStatus, *,
-                     rows: int | None = None, error: str = "") -> None:
-        """A worker's status report for its current plan of ``key``, committed before this returns."""
+                     rows: int | None = None, error: str = "", size: int | None = None,
+                     schema_fingerprint: str = "") -> None:
+        """A worker's status report for its current plan of ``key`` (its rows and bytes those expected unless
+        given), committed before this returns."""
         e = self.epoch(key)
         plan = next((r.plan_id for r in e.replicas if r.worker_id == worker_id), e.plan_id)
         await self.coord.on_status(worker_id, cp.DataPullStatusUpdateEvent(
             dataset_id=key[1], epoch_id=key[2], status=status, plan_id=plan,
-            rows=e.rows if rows is None else rows, bytes=e.memory_bytes, error_message=error))
+            rows=e.rows if rows is None else rows, bytes=e.memory_bytes if size is None else size,
+            error_message=error, schema_fingerprint=schema_fingerprint))
         await self.flush()
 
     async def flush(self) -> None:
