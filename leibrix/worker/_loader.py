@@ -196,8 +196,9 @@ class Loader:
         ``progress``, when given, is called with the rows loaded so far:
         after every batch of a SQL read (from this thread or the DuckDB
         thread pulling the batches: keep it cheap and thread-safe, e.g. store
-        the number) and, with the measured count, at the end of every read. Idempotent: loading the same plan again replaces the
-        table, so a re-sent assignment after a reconnect is harmless.
+        the number) and, with the measured count, at the end of every read.
+        Idempotent: loading the same plan again replaces the table, so a
+        re-sent assignment after a reconnect is harmless.
 
         Raises
         ------
@@ -311,6 +312,8 @@ class Loader:
                 if failed:
                     raise failed[0] from None
                 raise
+            finally:
+                batches.close()  # a load DuckDB gave up on (out of memory) closes its source connection now
         else:
             raise _readers.SourceError("load_plan.read names neither an iceberg nor a sql read")
 
