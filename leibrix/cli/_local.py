@@ -356,11 +356,13 @@ async def _call_leader(addr: str, rpc: Callable[[cp.ManagementServiceStub], Awai
         await trio.sleep(0.2)
 
 
-async def _load_sample(addr: str, workers: int, sample: _sample.Sample) -> dict[str, list[cp.EpochStatus]]:
+async def _load_sample(addr: str, workers: int, sample: _sample.Sample,
+                       found: dict[str, list[cp.EpochStatus]]) -> None:
     """Create the sample tenant, admit the sample datasets and wait until every epoch is READY (or failed).
 
     Admission checks the pool's capacity, so it waits first until the
-    leader sees all ``workers`` ACTIVE. Returns each dataset's epochs.
+    leader sees all ``workers`` ACTIVE. ``found`` holds each dataset's
+    epochs as last listed (also when the caller stops waiting).
     """
     while True:
         listed = await _call_leader(addr, lambda stub: stub.list_workers(cp.ListWorkersRequest()))
@@ -373,12 +375,11 @@ async def _load_sample(addr: str, workers: int, sample: _sample.Sample) -> dict[
         await _call_leader(addr, lambda stub, r=request: stub.admit_dataset(r))
     done = (cp.EpochState.READY, cp.EpochState.FAILED)
     while True:
-        found = {}
         for request in requests:
             listing = cp.ListEpochsRequest(tenant_id=SAMPLE_TENANT, dataset_id=request.dataset_id)
             found[request.dataset_id] = (await _call_leader(addr, lambda stub, q=listing: stub.list_epochs(q))).epochs
         if all(epochs and all(e.state in done for e in epochs) for epochs in found.values()):
-            return found
+            return
         await trio.sleep(0.2)
 
 
@@ -403,7 +404,7 @@ async def _after_masters_ready(cluster: LocalCluster, workers: dict[str, MasterP
     with trio.move_on_after(_SAMPLE_TIMEOUT) as waited:
         try:
             sample, created = await trio.to_thread.run_sync(_sample.ensure, cluster.directory)
-            datasets = await _load_sample(first.grpc, len(workers), sample)
+            await _load_sample(first.grpc, len(workers), sample, datasets)
         except GRPCError as exc:
             problem = f"{exc.status.name}: {exc.message}"
         except OSError as exc:
@@ -420,14 +421,15 @@ async def _after_masters_ready(cluster: LocalCluster, workers: dict[str, MasterP
         alive = "running" if process.returncode is None else f"exited with {process.returncode}"
         print(f"  {wid}: zone z{i}, pid {process.pid}, {alive}   log {cluster.directory / f'{wid}.log'}")
     if sample is not None:
-        _print_sample(sample, created, datasets, first.grpc)
-    if problem:
-        print(f"  sample not fully loaded: {problem}")
+        _print_sample(sample, created, datasets, problem, first.grpc)
+    elif problem:
+        print(f"Sample: not loaded: {problem}")
     print(f"Status:  leibrix status --master {first.grpc}")
     print("Ctrl-C stops the cluster.", flush=True)
 
 
-def _print_sample(sample: _sample.Sample, created: bool, datasets: dict[str, list[cp.EpochStatus]], grpc: str) -> None:
+def _print_sample(sample: _sample.Sample, created: bool, datasets: dict[str, list[cp.EpochStatus]], problem: str,
+                  grpc: str) -> None:
     """The sample part of the summary: the tables, each epoch's state and replicas, a query to run."""
     how = f"written in {sample.seconds:.1f} s" if created else "reused"
     day = sample.first_day.date()
@@ -440,6 +442,8 @@ def _print_sample(sample: _sample.Sample, created: bool, datasets: dict[str, lis
         for e in sorted(epochs, key=lambda e: e.info.epoch_id):
             on = ",".join(sorted(r.worker_id for r in e.replicas))
             print(f"  {dataset} epoch {e.info.epoch_id}: {e.state.name} on {on or '-'}")
+    if problem:
+        print(f"  sample not fully loaded: {problem}")
     print(f"Query:   leibrix query --master {grpc} --tenant {SAMPLE_TENANT} --dataset {sample.events_table} "
           f"--start {day} --end {sample.end.date()} "
           f"\"SELECT region, count(*) AS n, round(sum(amount), 2) AS amount FROM {sample.events_table} GROUP BY region\"")
