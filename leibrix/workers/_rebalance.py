@@ -19,11 +19,13 @@ async def rebalance_pass(pools: list[list[str]], coordinator: EpochCoordinator, 
 
     The plan assumes each moved replica lands on the emptiest worker (the
     coordinator picks the destination with the epoch's strategy) and stops
-    when the replica counts of a pool differ by at most one. It reads counts
-    in constant time and only the donors' first few movable replicas, so a
-    pass costs the same at 100,000 replicas as at 10.
+    when the replica counts of a pool differ by at most one. An epoch moves
+    at most once per pass: two moves of one epoch at once would race over
+    which of its copies is the spare one. It reads counts in constant time and only the donors' first
+    few movable replicas, so a pass costs the same at 100,000 replicas as at 10.
     """
     plan: list[tuple[str, str, str, str]] = []
+    planned: set[tuple[str, str, str]] = set()
     for wids in pools:
         counts = {wid: coordinator.replica_count(wid) for wid in wids}
         movable: dict[str, list[tuple[str, str, str]]] = {}
@@ -32,9 +34,13 @@ async def rebalance_pass(pools: list[list[str]], coordinator: EpochCoordinator, 
             receiver = min(counts, key=counts.__getitem__)
             if donor not in movable:
                 movable[donor] = coordinator.movable_replicas(donor, budget)
-            if counts[donor] - counts[receiver] <= 1 or not movable[donor]:
+            candidates = movable[donor]
+            while candidates and candidates[-1] in planned:
+                candidates.pop()
+            if counts[donor] - counts[receiver] <= 1 or not candidates:
                 break
-            t, d, e = movable[donor].pop()
+            t, d, e = candidates.pop()
+            planned.add((t, d, e))
             plan.append((t, d, e, donor))
             counts[donor] -= 1
             counts[receiver] += 1

@@ -189,6 +189,9 @@ class WorkerStreams:
         finally:
             if session is not None:
                 self._registry.closed(session.worker_id, session)
+        if close.status is not Status.OK:
+            log.info("worker stream %s ended %s: %s", session.worker_id if session else "(unregistered)",
+                     close.status.name, clip(close.message))
         await self._finish(stream, close)
 
     async def _recv(self, stream: grpclib.server.Stream) -> pb.EventStreamMessage | None:

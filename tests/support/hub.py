@@ -164,9 +164,9 @@ class TableCoordinator:
     async def move_replica(self, tenant: str, dataset: str, epoch: str, from_worker: str, *,
                            make_before_break: bool) -> bool:
         key = (tenant, dataset, epoch)
-        if self.ready.get(key, set()) - {from_worker} and len(self.assigned.get(key, set())) > self.replicas:
+        if len(self.ready.get(key, set()) - {from_worker}) >= self.replicas:
             await self._evict(from_worker, key, "moved (already loaded elsewhere)")
-            return True  # an interrupted earlier move already completed
+            return True  # an interrupted earlier move already completed: enough READY copies elsewhere
         # a destination already loading it (an interrupted earlier move) is reused
         loading = sorted(self.assigned.get(key, set()) - self.ready.get(key, set()) - {from_worker})
         [dest, *_] = loading or self._candidates(self.assigned.get(key, set()) | {from_worker}) or [None]
