@@ -67,6 +67,8 @@ WORKERS = 5
 CONVERGE_LIMIT = 20.0
 #: A request not acknowledged within this long (same id, retried) counts as lost.
 ACK_LIMIT = 30.0
+#: Deadline of one attempt of one request.
+CALL_TIMEOUT = 6.0
 _CHARGED = {int(s) for s in (cp.EpochState.LOADING, cp.EpochState.VALIDATING, cp.EpochState.READY,
                               cp.EpochState.RETIRING)}
 _READY = int(cp.EpochState.READY)
@@ -104,7 +106,7 @@ async def request(addrs: str, ledger: Ledger, rpc, *, what: str) -> object | Non
     last: BaseException | None = None
     while trio.current_time() - started < ACK_LIMIT:
         try:
-            reply, _ = await call(addrs, rpc, timeout=2.0)
+            reply, _ = await call(addrs, rpc, timeout=CALL_TIMEOUT)
         except GRPCError as exc:
             if exc.status in (Status.UNAVAILABLE, Status.DEADLINE_EXCEEDED, Status.ABORTED, Status.INTERNAL):
                 last = exc
@@ -126,11 +128,17 @@ async def request(addrs: str, ledger: Ledger, rpc, *, what: str) -> object | Non
     return None
 
 
-def admission(tenant: str, dataset: str, request_id: str, version: str) -> cp.AdmitDatasetRequest:
-    today = datetime.now(timezone.utc).replace(hour=0, minute=0, second=0, microsecond=0)
+#: The Iceberg table every admission names (a SQL catalog on SQLite, built before the cluster starts).
+SOURCE: list[object] = []
+
+
+def admission(tenant: str, dataset: str, request_id: str, version: str | None) -> cp.AdmitDatasetRequest:
+    source = SOURCE[0]
+    source.table_for(dataset)
+    start = datetime(2026, 11, 1, tzinfo=timezone.utc)
     return time_partitioned_admission(
-        tenant, dataset, start=today - timedelta(days=1), end=today + timedelta(days=1),
-        catalog_uri="http://iceberg-rest.invalid:8181", database="chaos", request_id=request_id,
+        tenant, dataset, start=start, end=start + timedelta(days=2),
+        catalog_uri=source.uri, database=source.database, request_id=request_id,
         replication_factor=2, version=version,
         hints=cp.EstimateHints(bytes_per_epoch=4 << 20, rows_per_epoch=1000),
     )
@@ -154,12 +162,12 @@ async def load(addrs: str, ledger: Ledger, rng: random.Random, stop: trio.Event)
                 ledger.in_doubt.discard(key)
         elif live and roll < 0.4:
             tenant, dataset = rng.choice(live)
-            req = admission(tenant, dataset, f"refresh-{n}", f"v{n}")
+            req = admission(tenant, dataset, f"refresh-{n}", str(SOURCE[0].versions[n % len(SOURCE[0].versions)]))
             await request(addrs, ledger, lambda s: s.admit_dataset(req), what=f"refresh {dataset}")
         else:
             tenant = f"t{1 + n % 2}"
             dataset, rid = f"d{n}", f"admit-{n}"
-            req = admission(tenant, dataset, rid, "v0")
+            req = admission(tenant, dataset, rid, None)
             reply = await request(addrs, ledger, lambda s: s.admit_dataset(req), what=f"admit {dataset}")
             if isinstance(reply, cp.AdmitDatasetResponse) and reply.status == cp.AdmitDatasetResponseStatus.ACCEPTED:
                 ledger.acked[KEYS.dataset(tenant, dataset)] = rid
@@ -437,6 +445,9 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     faults = args.faults if args.faults is not None else (4 if args.quick else 100)
     seed = args.seed if args.seed is not None else random.randrange(1 << 31)
+    from tests.support.sample_source import sample_source  # a real table the connectors can plan
+
+    SOURCE.append(sample_source())
     report = trio.run(run, faults, seed, args.quick)
     report.emit(args.json)
     values = {row[0]: row[1] for row in report.rows}
