@@ -19,7 +19,7 @@ field, an empty string a quoted one; booleans are ``t``/``f``; ``NaN`` and
 Only schemas whose every column has a faithful CSV text form take this path
 (:func:`supports`): integers, floats, booleans, strings, dates, timestamps and
 decimals. Anything else (bytea, intervals, arrays, json as non-text, ...) is
-read through the generic cursor path of :mod:`leibrix.worker._readers`.
+read through the generic cursor path of :mod:`leibrix.sources._readers`.
 """
 
 from __future__ import annotations

@@ -33,10 +33,17 @@ SQL (:func:`sql_batches`)
     turned column by column into Arrow arrays of the planned types. Memory
     is bounded by one batch, whatever the epoch's size. PostgreSQL epochs
     whose columns all have an exact text form are read with ``COPY .. TO
-    STDOUT`` and Arrow's CSV reader instead (:mod:`leibrix.worker._pgcopy`),
+    STDOUT`` and Arrow's CSV reader instead (:mod:`leibrix.sources._pgcopy`),
     in blocks of about 4 MiB. Timestamp parameters
     are bound as naive UTC datetimes unless the planned time column carries a
     time zone.
+
+Both end in :func:`create_epoch_table`: one epoch's rows as a table of a
+DuckDB connection, its columns in the planned schema's order and cast to
+the planned types where the source's representation differs. The worker's
+loader builds its resident tables with it, and a client reads epochs that
+no worker holds with the same function into its own DuckDB, so both see
+exactly the same rows.
 
 Errors from the source are :class:`SourceError`: the driver's or DuckDB's own
 message, with the connection shown redacted and resolved secrets scrubbed.
@@ -44,17 +51,20 @@ message, with the connection shown redacted and resolved secrets scrubbed.
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Callable, Iterator
 from datetime import date, datetime, timezone
 
+import duckdb
 import pyarrow as pa
 
 from leibrix.sources import _jdbc, _secrets
 from leibrix.wire._proto.records import common_pb2 as cpb
 from leibrix.wire._proto.records import control_plane_pb2 as pb
-from leibrix.worker import _pgcopy
+from leibrix.sources import _pgcopy
 
-__all__ = ["SourceError", "iceberg_query", "sql_batches", "sql_params", "sql_target"]
+__all__ = ["SchemaMismatch", "SourceError", "create_epoch_table", "iceberg_query", "sql_batches", "sql_params",
+           "sql_target"]
 
 #: Rows fetched from a SQL source per Arrow batch.
 BATCH_ROWS = 65_536
@@ -62,6 +72,10 @@ BATCH_ROWS = 65_536
 
 class SourceError(RuntimeError):
     """The source refused or failed a read; the message is the source's own, without secrets."""
+
+
+class SchemaMismatch(ValueError):
+    """A table built from a plan does not have (or cannot be cast to) the schema the plan carries."""
 
 
 def quote(identifier: str) -> str:
@@ -290,3 +304,95 @@ def _error(exc: BaseException, target: _jdbc.JdbcTarget) -> SourceError:
     text = str(orig).strip()
     text = text.splitlines()[0] if text else type(orig).__name__
     return SourceError(f"{target.field}: {target.shown}: {_secrets.scrub(text, *_jdbc.secrets_of(target))}")
+
+
+# -- one epoch as a table --------------------------------------------------------------------------------
+
+def create_epoch_table(con: duckdb.DuckDBPyConnection, target: str, plan: pb.LoadPlan, planned: pa.Schema | None,
+                       *, batch_rows: int = BATCH_ROWS, progress: Callable[[int], None] | None = None) -> None:
+    """``CREATE OR REPLACE TABLE target`` on ``con`` from ``plan.read``, in ``planned``'s column order and types.
+
+    ``target`` is the table's name as SQL: quoted, possibly schema-qualified
+    (``"tenant_acme"."orders__e1"``).
+
+    ``progress`` is called with the rows read so far after every batch of a
+    SQL read. An epoch no data file holds rows of is an empty table of the
+    planned schema.
+
+    Raises
+    ------
+    SourceError
+        The source's error, or a read naming neither Iceberg nor SQL.
+    SchemaMismatch
+        The data files' columns cannot be cast to the planned types.
+    """
+    read, part = plan.read, plan.resolved_partition
+    kind = read.WhichOneof("read")
+    if kind == "iceberg":
+        query = iceberg_query(con, read.iceberg, part)
+        if query is None:  # an epoch no data file holds rows of
+            _create_from(con, target, planned.empty_table() if planned is not None else None)
+            return
+        try:
+            con.execute(f"CREATE OR REPLACE TABLE {target} AS "
+                        f"SELECT {_projection(con, f'({query})', planned)} FROM ({query})")
+        except duckdb.ConversionException as exc:
+            raise SchemaMismatch(f"the data files' columns cannot be cast to the plan's schema: "
+                                 f"{str(exc).splitlines()[0]}") from None
+    elif kind == "sql":
+        batches = sql_batches(plan.source.catalog, read.sql, planned, time_column=part.time_column_name,
+                              batch_rows=batch_rows, progress=progress)
+        first = next(batches, None)  # connects and runs the query here: its errors are raised as they are
+        if first is None:
+            _create_from(con, target, planned.empty_table() if planned is not None else None)
+            return
+        failed: list[BaseException] = []
+
+        def stream():
+            yield first
+            try:
+                yield from batches
+            except BaseException as exc:
+                failed.append(exc)
+                raise
+
+        # DuckDB pulls the batches while the driver fetches the next ones: one statement, no per-batch INSERT
+        try:
+            _create_from(con, target, pa.RecordBatchReader.from_batches(first.schema, stream()))
+        except Exception:
+            if failed:
+                raise failed[0] from None
+            raise
+        finally:
+            batches.close()  # a load DuckDB gave up on (out of memory) closes its source connection now
+    else:
+        raise SourceError("load_plan.read names neither an iceberg nor a sql read")
+
+
+def _create_from(con: duckdb.DuckDBPyConnection, target: str, data) -> None:
+    """Create ``target`` (quoted SQL name) from an Arrow table or record batch reader already of the planned types."""
+    if data is None:
+        raise SourceError("the epoch has nothing to read and the plan carries no arrow_schema")
+    view = f"__leibrix_src_{threading.get_ident()}"
+    con.register(view, data)
+    try:
+        con.execute(f"CREATE OR REPLACE TABLE {target} AS SELECT * FROM {quote(view)}")
+    finally:
+        con.unregister(view)
+
+
+def _projection(con: duckdb.DuckDBPyConnection, source: str, planned: pa.Schema | None) -> str:
+    """The planned columns of ``source``, in planned order, each cast to its planned DuckDB type when it differs."""
+    if planned is None:
+        return "*"
+    have = {r[0]: r[1] for r in con.execute(f"DESCRIBE SELECT * FROM {source}").fetchall()}
+    view = f"__leibrix_planned_{threading.get_ident()}"
+    con.register(view, planned.empty_table())
+    try:
+        want = [(r[0], r[1]) for r in con.execute(f"DESCRIBE SELECT * FROM {quote(view)}").fetchall()]
+    finally:
+        con.unregister(view)
+    missing = [c for c, _ in want if c not in have]
+    if missing:
+        raise SourceError(f"columns {missing} of the plan's schema are not in the source")
+    return ", ".join(quote(c) if have[c] == t else f"CAST({quote(c)} AS {t}) AS {quote(c)}" for c, t in want)

@@ -71,6 +71,8 @@ class WorkerConfig:
     addr: str = ""
     labels: dict[str, str] = field(default_factory=dict)
     heartbeat_interval: float = 3.0
+    #: Seconds between IN_PROGRESS reports (with the rows loaded so far) while a load runs.
+    progress_interval: float = 2.0
     backoff_initial: float = 0.1
     backoff_max: float = 5.0
     max_parallel_loads: int = 2
@@ -239,8 +241,10 @@ class Agent:
         payload = json_format.MessageToDict(ack.payload)
         if ack.event_type == "evict_epoch":
             ds, ep = str(payload.get("dataset_id", "")), str(payload.get("epoch_id", ""))
+            # the tenant's table only; a master that names no tenant evicts the epoch of whichever holds it
+            tenant = str(payload.get("tenant_id", "")) or None
             # in a thread: the DuckDB lock may be held by a running load
-            dropped = await call_trio(trio.to_thread.run_sync, self.loader.evict, ds, ep)
+            dropped = await call_trio(trio.to_thread.run_sync, self.loader.evict, ds, ep, tenant)
             log.info("evicted %s/%s (%s): %s", payload.get("dataset_id"), payload.get("epoch_id"),
                      payload.get("reason", ""), "dropped" if dropped else "not held")
             return False
@@ -268,29 +272,56 @@ class Agent:
             outbox.put_nowait(msg)
 
     def _status(self, a: pb.DataAssignmentEvent, status: int, *, loaded: Loaded | None = None,
-                error: str = "") -> pb.EventStreamMessage:
+                error: str = "", rows: int = 0) -> pb.EventStreamMessage:
         msg = self._envelope()
         st = msg.data_pull_status_update
         st.dataset_id, st.epoch_id, st.status = a.dataset_id, a.epoch_id, status
         st.plan_id = a.load_plan.plan_id
         st.error_message = error
+        st.rows = rows
         if loaded is not None:
             st.rows, st.bytes, st.schema_fingerprint = loaded.rows, loaded.bytes, loaded.schema_fingerprint
         return msg
 
     async def _load(self, a: pb.DataAssignmentEvent, tenant: str, outbox: asyncio.Queue,
                     loads: asyncio.Semaphore) -> None:
+        """Run one load in a thread, reporting IN_PROGRESS (rows so far) every ``progress_interval`` s.
+
+        The loader calls ``progress`` from its thread (or DuckDB's) with the
+        rows read so far; it only stores the number. A small task of this
+        session reads it on a timer and queues an IN_PROGRESS update when it
+        changed (the first one at once, with 0 rows); it is cancelled when
+        the load ends, before COMPLETED or FAILED is queued, so no progress
+        report ever follows the final one.
+        """
         S = pb.DataPullStatusUpdateEvent.Status
         async with loads:
             self._loads_in_flight += 1
-            outbox.put_nowait(self._status(a, S.IN_PROGRESS))
+            latest = [0]
+
+            def progress(rows: int) -> None:
+                latest[0] = rows  # one store: safe from any thread
+
+            async def report() -> None:
+                sent = -1
+                while True:
+                    if latest[0] != sent:
+                        sent = latest[0]
+                        outbox.put_nowait(self._status(a, S.IN_PROGRESS, rows=sent))
+                    await asyncio.sleep(self.config.progress_interval)
+
+            reporter = asyncio.ensure_future(report())
             try:
-                loaded = await call_trio(
-                    trio.to_thread.run_sync, lambda: self.loader.load(a, tenant_id=tenant or self.config.pool))
+                loaded = await call_trio(trio.to_thread.run_sync, lambda: self.loader.load(
+                    a, tenant_id=tenant or self.config.pool, progress=progress))
             except Exception as e:  # a failed load is reported, never fatal to the worker
+                reporter.cancel()
                 log.warning("load of %s/%s failed: %s", a.dataset_id, a.epoch_id, e)
                 outbox.put_nowait(self._status(a, S.FAILED, error=f"{type(e).__name__}: {e}"))
             else:
+                reporter.cancel()
                 outbox.put_nowait(self._status(a, S.COMPLETED, loaded=loaded))
             finally:
+                reporter.cancel()
+                await asyncio.gather(reporter, return_exceptions=True)
                 self._loads_in_flight -= 1

@@ -18,7 +18,12 @@ The contract is the upstream Rust leibrix-worker's:
 * SQL names **logical** datasets. On a cursor of its own the query gets one
   temporary view per dataset it names: the ``UNION ALL`` of that dataset's
   epoch tables ``{dataset}__{epoch}`` held for the ticket's tenant, without the
-  epochs whose window its time predicate excludes (:mod:`._scope`).
+  epochs whose window its time predicate excludes (:mod:`._scope`). Each
+  tenant's tables live in a DuckDB schema of its own
+  (:func:`~._loader.tenant_schema`), outside the query's search path, so a
+  name resolves within the ticket's tenant only: two tenants' datasets of the
+  same name on one worker never meet, and naming a table directly (qualified
+  or not) is refused.
 * ``ListFlights`` lists the datasets held (one ``FlightInfo`` per dataset, path
   descriptor ``[dataset]``; criteria, when given, is a tenant id or
   ``{"tenant_id": ...}`` and narrows the list to that tenant).
@@ -234,10 +239,11 @@ class QueryService(fl.FlightServerBase):
         owners = {owner for (owner, dataset) in self.loader.datasets() if dataset.lower() in scope.tables}
         return owners.pop() if len(owners) == 1 else ""
 
-    def _scope(self, sql: str):
+    def _scope(self, sql: str, tenant: str | None = None):
         def time_column(name: str) -> str | None:
-            held = self.loader.epochs(name)
-            return held[0].time_column if held else None
+            held = self.loader.epochs(name, tenant)
+            # a window is read from timestamp literals: only a timestamp column can be pruned by one
+            return held[0].time_column if held and not _is_integer(held[0].time_type) else None
         try:
             return read_scope(self._serialize, sql, time_column)
         except SqlError as exc:
@@ -247,14 +253,16 @@ class QueryService(fl.FlightServerBase):
         """Per dataset the query names, the epoch tables its view reads, and the datasets whose every
         epoch was pruned (their view keeps one table's schema and reads no row); raises the contract's
         statuses."""
-        scope = self._scope(ticket.sql)
+        scope = self._scope(ticket.sql, ticket.tenant_id)
         blocked = sorted(scope.functions - SAFE_FUNCTIONS)
         if blocked:
             raise fl.FlightUnauthorizedError(f"table function(s) not allowed on a worker: {', '.join(blocked)}")
         held = self.loader.datasets()
         # CTE names are collected without their scope, so a CTE may not share a name with a table the
         # tenant must not read: outside the CTE's scope DuckDB would bind that name to the table.
-        foreign = {t.table.lower() for ts in held.values() for t in ts} | {
+        table_names = {t.table.lower() for ts in held.values() for t in ts} | {
+            f"{t.schema}.{t.table}".lower() for ts in held.values() for t in ts}
+        foreign = table_names | {
             ds.lower() for (owner, ds) in held if owner != ticket.tenant_id}
         shadowing = sorted(scope.ctes & foreign)
         if shadowing:
@@ -264,8 +272,11 @@ class QueryService(fl.FlightServerBase):
         for name in sorted(scope.tables - scope.ctes):
             mine = [ts for (owner, ds), ts in held.items() if owner == ticket.tenant_id and ds.lower() == name]
             if not mine:
-                if any(ds.lower() == name or any(t.table.lower() == name for t in ts)
-                       for (owner, ds), ts in held.items()):
+                expected = {d.lower(): e for d, e in (ticket.epochs or {}).items()}
+                if name in expected:  # the caller was routed here for this tenant's epochs: not held (any more)
+                    raise pa.ArrowKeyError(f"Table not found: epoch(s) {', '.join(expected[name])} of {name} "
+                                           "are not held here")
+                if name in table_names or any(ds.lower() == name for (owner, ds) in held):
                     raise fl.FlightUnauthorizedError(
                         f"Tenant validation failed: {name!r} is not a dataset of tenant {ticket.tenant_id!r}")
                 raise pa.ArrowKeyError(f"Table not found: {name} (no dataset of that name is held here)")
@@ -303,9 +314,9 @@ class QueryService(fl.FlightServerBase):
                 self._running[query_id] = cursor
             for dataset, tables in views.items():
                 empty = " WHERE false" if dataset in pruned_all else _row_filter(
-                    tables[0].time_column, (ticket.window or {}).get(dataset))
+                    tables[0].time_column, tables[0].time_type, (ticket.window or {}).get(dataset))
                 cursor.execute(f"CREATE TEMP VIEW {_quote(dataset)} AS "
-                               + " UNION ALL ".join(f"SELECT * FROM {_quote(t.table)}{empty}" for t in tables))
+                               + " UNION ALL ".join(f"SELECT * FROM {t.qualified}{empty}" for t in tables))
             timer.start()
             relation = cursor.sql(ticket.sql)
             if relation is None:
@@ -345,19 +356,41 @@ class QueryService(fl.FlightServerBase):
     def _schema_of(self, table: Loaded) -> pa.Schema:
         cursor = self.loader.cursor()
         try:
-            return cursor.sql(f"SELECT * FROM {_quote(table.table)} LIMIT 0").to_arrow_table().schema
+            return cursor.sql(f"SELECT * FROM {table.qualified} LIMIT 0").to_arrow_table().schema
         finally:
             cursor.close()
 
 
-def _row_filter(column: str, bound: list[int | None] | None) -> str:
+_INTEGERS = ("TINYINT", "SMALLINT", "INTEGER", "BIGINT", "HUGEINT", "UTINYINT", "USMALLINT", "UINTEGER", "UBIGINT")
+
+
+def _is_integer(duck_type: str) -> bool:
+    return duck_type.upper() in _INTEGERS
+
+
+def _bound(duck_type: str, micros: int) -> str:
+    """A constant of the time column's type for an instant in µs: epoch ms for integer columns."""
+    t = duck_type.upper()
+    if _is_integer(t):
+        return str(micros // 1000)
+    if t == "DATE":
+        return f"CAST(make_timestamp({micros}::BIGINT) AS DATE)"
+    if t == "VARCHAR":
+        return f"strftime(make_timestamp({micros}::BIGINT), '%Y-%m-%dT%H:%M:%S')"
+    if t.startswith("TIMESTAMP"):
+        return f"CAST(make_timestamp({micros}::BIGINT) AS {t})"
+    return f"make_timestamp({micros}::BIGINT)"
+
+
+def _row_filter(column: str, duck_type: str, bound: list[int | None] | None) -> str:
+    """``WHERE`` keeping the rows whose time is in ``bound`` (µs, half-open), compared in the column's own type."""
     if not bound or not column:
         return ""
     terms = []
     if bound[0] is not None:
-        terms.append(f"{_quote(column)} >= make_timestamp({int(bound[0])}::BIGINT)")
+        terms.append(f"{_quote(column)} >= {_bound(duck_type, int(bound[0]))}")
     if bound[1] is not None:
-        terms.append(f"{_quote(column)} < make_timestamp({int(bound[1])}::BIGINT)")
+        terms.append(f"{_quote(column)} < {_bound(duck_type, int(bound[1]))}")
     return (" WHERE " + " AND ".join(terms)) if terms else ""
 
 

@@ -1,7 +1,8 @@
 """Executing a LoadPlan into the worker's in-memory DuckDB, and evicting it again.
 
 A plan with ``read`` (``ReadPlan``) is loaded from its **source**, by
-:mod:`leibrix.worker._readers`: an Iceberg epoch is one ``CREATE TABLE AS``
+:mod:`leibrix.sources._readers` (which a client reading a non-resident epoch
+uses too): an Iceberg epoch is one ``CREATE TABLE AS``
 over DuckDB's Parquet reader (window and dimension filters, positional and
 equality deletes applied); a SQL or StarRocks epoch is the planned query,
 streamed through SQLAlchemy as Arrow batches into one ``CREATE TABLE AS``.
@@ -25,6 +26,10 @@ fingerprint; otherwise the table is dropped and the load fails with
 table that is not what the master planned must never be reported COMPLETED.
 A source's own error is raised as ``SourceError`` (redacted, no secret).
 
+Tables are named ``{dataset_id}__{epoch_id}`` (the plan's destination name)
+inside their tenant's own DuckDB schema (:func:`tenant_schema`), so tenants
+sharing a worker never share a table.
+
 The database runs with ``memory_limit`` (the worker's ``--memory``),
 ``threads`` (its ``--cpu``), no spilling and the ``UTC`` time zone.
 All methods are synchronous and thread-safe (one lock around the DuckDB
@@ -43,15 +48,27 @@ import nanoarrow as na
 
 from leibrix.domain import _schema
 from leibrix.wire._proto.records import control_plane_pb2 as pb
-from leibrix.worker import _readers
-from leibrix.worker._readers import SourceError
+from leibrix.sources import _readers
+from leibrix.sources._readers import SchemaMismatch, SourceError
 
-__all__ = ["Loaded", "Loader", "SchemaMismatch", "SourceError", "table_name"]
+__all__ = ["Loaded", "Loader", "SchemaMismatch", "SourceError", "table_name", "tenant_schema"]
 
 
 def table_name(dataset_id: str, epoch_id: str) -> str:
     """The destination table of an epoch, as the wire contract names it: ``{dataset_id}__{epoch_id}``."""
     return f"{dataset_id}__{epoch_id}"
+
+
+def tenant_schema(tenant_id: str) -> str:
+    """The DuckDB schema holding one tenant's tables: ``tenant_{tenant_id}``.
+
+    Two tenants may hold a dataset of the same name on one shared worker;
+    their ``{dataset_id}__{epoch_id}`` tables live in different schemas, so
+    they never collide, and a query sees only its own tenant's schema. The
+    prefix keeps a tenant id from naming DuckDB's own schemas (``main``,
+    ``temp``, ``information_schema``).
+    """
+    return f"tenant_{tenant_id}"
 
 
 def _quote(identifier: str) -> str:
@@ -60,10 +77,6 @@ def _quote(identifier: str) -> str:
 
 def _literal(text: str) -> str:
     return "'" + text.replace("'", "''") + "'"
-
-
-class SchemaMismatch(ValueError):
-    """The table a plan produced does not have the schema the plan carries (the table is dropped)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -83,10 +96,25 @@ class Loaded:
     start_us: int | None = None
     end_us: int | None = None
 
+    #: The time column's DuckDB type as loaded (``TIMESTAMP``, ``BIGINT`` for epoch milliseconds, ``DATE`` ...).
+    time_type: str = ""
+    #: The table's name inside its tenant's schema (the plan's destination name, else ``{dataset}__{epoch}``).
+    name: str = ""
+
     @property
     def table(self) -> str:
-        """The DuckDB table holding this epoch."""
-        return table_name(self.dataset_id, self.epoch_id)
+        """The DuckDB table holding this epoch, unqualified (inside :attr:`schema`)."""
+        return self.name or table_name(self.dataset_id, self.epoch_id)
+
+    @property
+    def schema(self) -> str:
+        """The tenant's DuckDB schema (:func:`tenant_schema`)."""
+        return tenant_schema(self.tenant_id)
+
+    @property
+    def qualified(self) -> str:
+        """``"schema"."table"``: the table as SQL names it from any connection."""
+        return f"{_quote(self.schema)}.{_quote(self.table)}"
 
     def inventory_entry(self) -> pb.InventoryEntry:
         """This table as a registration inventory entry (so a reconnect reconciles, not reloads)."""
@@ -131,7 +159,8 @@ class Loader:
         self._con.execute("SET TimeZone = 'UTC'")
         self.max_rows = max_rows
         self.batch_rows = max(1, batch_rows)
-        self._tables: dict[str, Loaded] = {}
+        #: (tenant_id, table) -> what it holds
+        self._tables: dict[tuple[str, str], Loaded] = {}
         # Queries get cursors from this one, never from ``_con``: creating a cursor must not wait for
         # ``_lock``, which a load holds for as long as it runs.
         self._query_root = self._con.cursor()
@@ -150,13 +179,17 @@ class Loader:
         with self._lock:
             return list(self._tables.values())
 
-    def holds(self, dataset_id: str, epoch_id: str) -> Loaded | None:
-        """The loaded table of that epoch, if any."""
-        return self._tables.get(table_name(dataset_id, epoch_id))
+    def holds(self, dataset_id: str, epoch_id: str, tenant_id: str | None = None) -> Loaded | None:
+        """The loaded table of that epoch (of ``tenant_id``, or of any tenant when None), if any."""
+        for t in list(self._tables.values()):
+            if t.dataset_id == dataset_id and t.epoch_id == epoch_id and tenant_id in (None, t.tenant_id):
+                return t
+        return None
 
-    def epochs(self, dataset_id: str) -> list[Loaded]:
-        """The tables held for one logical dataset (every tenant's), in window order."""
-        held = [t for t in list(self._tables.values()) if t.dataset_id == dataset_id]
+    def epochs(self, dataset_id: str, tenant_id: str | None = None) -> list[Loaded]:
+        """The tables held for one logical dataset (of ``tenant_id``, or every tenant's), in window order."""
+        held = [t for t in list(self._tables.values())
+                if t.dataset_id == dataset_id and tenant_id in (None, t.tenant_id)]
         return sorted(held, key=lambda t: (t.start_us or 0, t.epoch_id))
 
     def datasets(self) -> dict[tuple[str, str], list[Loaded]]:
@@ -181,9 +214,19 @@ class Loader:
         return sum(t.bytes for t in list(self._tables.values()))
 
     def query(self, sql: str) -> list[tuple]:
-        """Run a read query (used by tests and the demo to check what is resident)."""
+        """Run a read query (used by tests and the demo to check what is resident).
+
+        Unqualified table names resolve in every tenant's schema here (the
+        query path never does this: it reads only the ticket's tenant).
+        """
         with self._lock:
+            self._con.execute(self._search_path())
             return self._con.execute(sql).fetchall()
+
+    def _search_path(self) -> str:
+        schemas = sorted({t.schema for t in list(self._tables.values())})
+        path = ",".join(["main", *(_quote(s) for s in schemas)])
+        return f"SET search_path = {_literal(path)}"
 
     # ---- commands ------------------------------------------------------
 
@@ -212,6 +255,8 @@ class Loader:
         if not dataset_id or not epoch_id:
             raise ValueError("data_assignment needs dataset_id and epoch_id")
         name = plan.destination_table_name or table_name(dataset_id, epoch_id)
+        tenant = plan.tenant_id or tenant_id
+        target = f"{_quote(tenant_schema(tenant))}.{_quote(name)}"
         expected = None
         if plan.arrow_schema:
             try:
@@ -224,36 +269,38 @@ class Loader:
             start_us = part.time_range.start_inclusive.ToMicroseconds()
             window = (start_us, max(start_us + 1, part.time_range.end_exclusive.ToMicroseconds()))
         with self._lock:
+            self._con.execute(f"CREATE SCHEMA IF NOT EXISTS {_quote(tenant_schema(tenant))}")
             before = self._memory()
             if plan.HasField("read"):
-                self._load_source(plan, name, expected, progress)
+                self._load_source(plan, target, expected, progress)
                 time_column = part.time_column_name
             else:
-                time_column = self._load_synthetic(plan, name, window)
+                time_column = self._load_synthetic(plan, target, window)
             after = self._memory()
-            old = self._tables.pop(name, None)
-            measured = self._arrow_schema(name)
+            old = self._tables.pop((tenant, name), None)
+            measured = self._arrow_schema(target)
             fingerprint = _schema.fingerprint(measured)
             if expected is not None and (planned := _schema.fingerprint(expected)) != fingerprint:
-                self._con.execute(f"DROP TABLE {_quote(name)}")
+                self._con.execute(f"DROP TABLE {target}")
                 raise SchemaMismatch(
                     f"loaded schema {fingerprint} ({_schema.canonical(measured)}) differs from the plan's "
                     f"{planned} ({_schema.canonical(expected)}); table {name} dropped")
-            ((count,),) = self._con.execute(f"SELECT count(*) FROM {_quote(name)}").fetchall()
+            ((count,),) = self._con.execute(f"SELECT count(*) FROM {target}").fetchall()
+            types = {r[0]: r[1] for r in self._con.execute(f"DESCRIBE {target}").fetchall()}
             # a replaced table freed its old bytes in the same statement
             size = max(0, after - before + (old.bytes if old else 0))
-            loaded = Loaded(plan.tenant_id or tenant_id, dataset_id, epoch_id, plan.plan_id,
-                            int(count), size, fingerprint, time_column, *(window or (None, None)))
-            self._tables[name] = loaded
+            loaded = Loaded(tenant, dataset_id, epoch_id, plan.plan_id, int(count), size, fingerprint,
+                            time_column, *(window or (None, None)), time_type=types.get(time_column, ""), name=name)
+            self._tables[(tenant, name)] = loaded
         if progress is not None and plan.HasField("read"):
             progress(loaded.rows)
         return loaded
 
-    def _load_synthetic(self, plan: pb.LoadPlan, name: str, window: tuple[int, int] | None) -> str:
-        """Fill ``name`` with the synthetic rows of a plan that names no read; returns the time column."""
+    def _load_synthetic(self, plan: pb.LoadPlan, target: str, window: tuple[int, int] | None) -> str:
+        """Fill ``target`` (quoted, qualified) with the synthetic rows of a plan that names no read; returns the time column."""
         part = plan.resolved_partition
         rows = max(0, min(plan.expected_rows, self.max_rows))
-        seed = plan.plan_id or name
+        seed = plan.plan_id or target
         table = _schema.synthetic(part.time_column_name, part.dimension_values.keys())
         start_us, end_us = window or (0, 86_400_000_000)
         fill = {
@@ -267,96 +314,34 @@ class Loader:
             return _literal(part.dimension_values[c.name]) if c.role == "dimension" else fill[c.role]
 
         columns = ", ".join(f"CAST({expr(c)} AS {c.sql_type}) AS {_quote(c.name)}" for c in table.columns)
-        self._con.execute(f"CREATE OR REPLACE TABLE {_quote(name)} AS SELECT {columns} FROM range({rows}) t(i)")
+        self._con.execute(f"CREATE OR REPLACE TABLE {target} AS SELECT {columns} FROM range({rows}) t(i)")
         return table.columns[1].name
 
-    def _load_source(self, plan: pb.LoadPlan, name: str, expected, progress) -> None:
-        """Create ``name`` from the plan's ``read`` (see :mod:`leibrix.worker._readers`), cast to the planned schema."""
+    def _load_source(self, plan: pb.LoadPlan, target: str, expected, progress) -> None:
+        """Create ``target`` from the plan's ``read`` (:func:`leibrix.sources._readers.create_epoch_table`)."""
         import pyarrow as pa
 
         planned = pa.schema(pa.ipc.read_schema(pa.py_buffer(_schema.to_ipc(expected)))) if expected is not None else None
-        read, part = plan.read, plan.resolved_partition
-        kind = read.WhichOneof("read")
-        if kind == "iceberg":
-            query = _readers.iceberg_query(self._con, read.iceberg, part)
-            if query is None:  # an epoch no data file holds rows of
-                self._create_from(name, planned.empty_table() if planned is not None else None)
-                return
-            try:
-                self._con.execute(f"CREATE OR REPLACE TABLE {_quote(name)} AS "
-                                  f"SELECT {self._projection(f'({query})', planned)} FROM ({query})")
-            except duckdb.ConversionException as exc:
-                raise SchemaMismatch(f"the data files' columns cannot be cast to the plan's schema: "
-                                     f"{str(exc).splitlines()[0]}") from None
-        elif kind == "sql":
-            batches = _readers.sql_batches(plan.source.catalog, read.sql, planned, time_column=part.time_column_name,
-                                           batch_rows=self.batch_rows, progress=progress)
-            first = next(batches, None)  # connects and runs the query here: its errors are raised as they are
-            if first is None:
-                self._create_from(name, planned.empty_table() if planned is not None else None)
-                return
-            failed: list[BaseException] = []
+        _readers.create_epoch_table(self._con, target, plan, planned, batch_rows=self.batch_rows, progress=progress)
 
-            def stream():
-                yield first
-                try:
-                    yield from batches
-                except BaseException as exc:
-                    failed.append(exc)
-                    raise
-
-            # DuckDB pulls the batches while the driver fetches the next ones: one statement, no per-batch INSERT
-            try:
-                self._create_from(name, pa.RecordBatchReader.from_batches(first.schema, stream()))
-            except Exception:
-                if failed:
-                    raise failed[0] from None
-                raise
-            finally:
-                batches.close()  # a load DuckDB gave up on (out of memory) closes its source connection now
-        else:
-            raise _readers.SourceError("load_plan.read names neither an iceberg nor a sql read")
-
-    def _create_from(self, name: str, data) -> None:
-        """Create ``name`` from an Arrow table or record batch reader already of the planned types."""
-        if data is None:
-            raise _readers.SourceError("the epoch has nothing to read and the plan carries no arrow_schema")
-        view = f"__leibrix_src_{threading.get_ident()}"
-        self._con.register(view, data)
-        try:
-            self._con.execute(f"CREATE OR REPLACE TABLE {_quote(name)} AS SELECT * FROM {_quote(view)}")
-        finally:
-            self._con.unregister(view)
-
-    def _projection(self, source: str, planned) -> str:
-        """The planned columns of ``source``, in planned order, each cast to its planned DuckDB type when it differs."""
-        if planned is None:
-            return "*"
-        have = {r[0]: r[1] for r in self._con.execute(f"DESCRIBE SELECT * FROM {source}").fetchall()}
-        view = f"__leibrix_planned_{threading.get_ident()}"
-        self._con.register(view, planned.empty_table())
-        try:
-            want = [(r[0], r[1]) for r in self._con.execute(f"DESCRIBE SELECT * FROM {_quote(view)}").fetchall()]
-        finally:
-            self._con.unregister(view)
-        missing = [c for c, _ in want if c not in have]
-        if missing:
-            raise _readers.SourceError(f"columns {missing} of the plan's schema are not in the source")
-        return ", ".join(_quote(c) if have[c] == t else f"CAST({_quote(c)} AS {t}) AS {_quote(c)}" for c, t in want)
-
-    def evict(self, dataset_id: str, epoch_id: str) -> bool:
-        """Drop an epoch's table; False if it was not held (eviction is idempotent)."""
-        name = table_name(dataset_id, epoch_id)
+    def evict(self, dataset_id: str, epoch_id: str, tenant_id: str | None = None) -> bool:
+        """Drop an epoch's table (of ``tenant_id``, or of every tenant when None); False if it was not held
+        (eviction is idempotent)."""
         with self._lock:
-            self._con.execute(f"DROP TABLE IF EXISTS {_quote(name)}")
-            return self._tables.pop(name, None) is not None
+            gone = [k for k, t in self._tables.items()
+                    if t.dataset_id == dataset_id and t.epoch_id == epoch_id and tenant_id in (None, t.tenant_id)]
+            for key in gone:
+                self._con.execute(f"DROP TABLE IF EXISTS {self._tables.pop(key).qualified}")
+            return bool(gone)
 
-    def _arrow_schema(self, name: str) -> na.Schema:
+    def _arrow_schema(self, target: str) -> na.Schema:
+        """The Arrow schema of a table (``target``: quoted and qualified, or a bare name)."""
         # On a cursor of its own: DuckDB refuses to export a relation while the connection has an
         # unfinished result (e.g. after a fetchone). The stream is closed at once for the same reason.
         cursor = self._con.cursor()
         try:
-            with na.ArrayStream(cursor.sql(f"SELECT * FROM {_quote(name)} LIMIT 0")) as stream:
+            cursor.execute(self._search_path())  # a bare name (bench.schema) resolves in the tenants' schemas
+            with na.ArrayStream(cursor.sql(f"SELECT * FROM {target} LIMIT 0")) as stream:
                 return stream.schema
         finally:
             cursor.close()

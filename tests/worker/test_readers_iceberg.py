@@ -16,7 +16,7 @@ from leibrix.sources._wire import read_plan
 from leibrix.wire._proto.records import common_pb2 as cpb
 from leibrix.wire._proto.records import control_plane_pb2 as pb
 from leibrix.worker._loader import Loader, SchemaMismatch
-from leibrix.worker._readers import SourceError
+from leibrix.sources._readers import SourceError
 from tests.support.sources import BASE_MS, DAY_MS, add_delete_file, day_windows, make_events_table
 
 
@@ -39,7 +39,7 @@ def assignment(plan, epoch, *, catalog: cpb.Catalog, time_column: str, schema: p
 def loaded_table(loader: Loader, table: str, order: str = "id") -> pa.Table:
     cur = loader.cursor()
     try:
-        return cur.sql(f'SELECT * FROM "{table}" ORDER BY {order}').to_arrow_table()
+        return cur.sql(f"SELECT * FROM {table} ORDER BY {order}").to_arrow_table()
     finally:
         cur.close()
 
@@ -91,7 +91,7 @@ def test_iceberg_epochs_load_exactly_the_source_rows(events, hours: int) -> None
         for epoch in plan:
             got = loader.load(assignment(plan, epoch, catalog=catalog, time_column="ts"), tenant_id="t1")
             want = _source_rows(fx.files, epoch.start_ms, epoch.end_ms, epoch.dims[0][1], deleted, eq_ids)
-            table = loaded_table(loader, got.table)
+            table = loaded_table(loader, got.qualified)
             assert table.equals(want.cast(table.schema)), (epoch.key, table.num_rows, want.num_rows)
             assert table.schema.names == ["id", "ts", "region", "value", "note"]
             assert got.rows == want.num_rows and got.bytes > 0
@@ -121,14 +121,14 @@ def test_positional_deletes_agree_with_pyiceberg(events) -> None:
         got = loader.load(assignment(plan, epoch, catalog=cpb.Catalog(), time_column="ts"), tenant_id="t1")
         scan = fx.table.scan(row_filter=And(And(GreaterThanOrEqual("ts", day[0] * 1000), LessThan("ts", day[1] * 1000)),
                                             EqualTo("region", "eu"))).to_arrow().sort_by("id")
-        table = loaded_table(loader, got.table)
+        table = loaded_table(loader, got.qualified)
         assert got.rows == scan.num_rows == 77
         assert table.equals(scan.cast(table.schema))
         # the same comparison as an order-independent checksum computed by DuckDB on both sides
         cur = loader.cursor()
         cur.register("expected", scan)
         (a,), (b,) = (cur.execute(f"SELECT bit_xor(hash(id, ts, region, value, note)) FROM {t}").fetchall()
-                      for t in (f'"{got.table}"', "expected"))
+                      for t in (got.qualified, "expected"))
         cur.close()
         assert a == b
     finally:
@@ -147,7 +147,7 @@ def test_planned_schema_casts_representation_and_checks_the_fingerprint(tmp_path
     try:
         got = loader.load(assignment(plan, epoch, catalog=catalog, time_column="ts", schema=other), tenant_id="t1")
         assert got.schema_fingerprint == _schema.fingerprint(other) != plan.fingerprint
-        table = loaded_table(loader, got.table)
+        table = loaded_table(loader, got.qualified)
         assert table.schema.names == other.names and got.rows == 20
         assert table.column("id").to_pylist() == list(range(20)) and table.column("value").type == pa.float32()
         # a planned type the data cannot be cast to: FAILED, naming the column, nothing kept

@@ -107,7 +107,7 @@ def _check_epochs(loader: Loader, plan, jdbc: str, kind: str) -> None:
     total = 0
     for epoch in plan:
         got = loader.load(assignment(plan, epoch, catalog=catalog, time_column="t"), tenant_id="t1")
-        rows = loader.query(f'SELECT * FROM "{got.table}" ORDER BY id')
+        rows = loader.query(f"SELECT * FROM {got.qualified} ORDER BY id")
         want = expected(kind, epoch.start_ms, epoch.dims[0][1])
         assert len(want) == 48 and got.rows == epoch.rows == len(want)
         assert rows == want  # row for row: ids, times, strings, doubles, decimals, nulls
@@ -196,7 +196,7 @@ def test_sql_dimension_and_empty_epoch(tmp_path: Path) -> None:
         got = loader.load(assignment(plan, epoch, catalog=cpb.Catalog(jdbc=cpb.JdbcCatalog(uri=f"jdbc:sqlite:{path}")),
                                      time_column="t"), tenant_id="t1")
         assert (got.rows, got.schema_fingerprint) == (0, plan.fingerprint)
-        assert loader.query(f'SELECT count(*) FROM "{got.table}"') == [(0,)]
+        assert loader.query(f"SELECT count(*) FROM {got.qualified}") == [(0,)]
         assert date(2024, 1, 31) == datetime.fromtimestamp(later[0] / 1000, tz=timezone.utc).date()
     finally:
         loader.close()
@@ -237,7 +237,7 @@ def test_starrocks_catalog_reads_over_the_mysql_protocol(mariadb, monkeypatch) -
     loader = Loader(memory_limit_bytes=64 << 20)
     try:
         got = loader.load(assignment(plan, epoch, catalog=catalog, time_column="t"), tenant_id="t1")
-        assert loader.query(f'SELECT * FROM "{got.table}" ORDER BY id') == expected("timestamp", epoch.start_ms, "us")
+        assert loader.query(f"SELECT * FROM {got.qualified} ORDER BY id") == expected("timestamp", epoch.start_ms, "us")
         assert got.rows == 48 and got.schema_fingerprint == plan.fingerprint
         monkeypatch.setenv("LEIBRIX_TEST_SR_PW", "wrong-password")
         with pytest.raises(SourceError, match=r"source\.catalog\.starrocks\.dsn: .*Access denied") as info:
@@ -250,7 +250,7 @@ def test_starrocks_catalog_reads_over_the_mysql_protocol(mariadb, monkeypatch) -
 def test_sql_parameters_travel_the_wire_with_their_types() -> None:
     from leibrix.sources._types import EpochPlan, SqlRead
     from leibrix.sources._wire import read_plan
-    from leibrix.worker._readers import sql_params
+    from leibrix.sources._readers import sql_params
 
     values = {"b": True, "i": -5, "r": 2.5, "ts": datetime(2024, 1, 2, 3, 4, 5, 678901), "d": date(2024, 1, 2),
               "s": "it's"}

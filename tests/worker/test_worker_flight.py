@@ -24,6 +24,7 @@ from leibrix.worker._flight import QueryService
 from leibrix.worker._loader import Loader
 from tests.support.admission import admission, all_ready, quota, rpc
 from tests.support.cluster import leading, start_master, workers
+from tests.support.sample_source import ROWS_PER_DAY
 
 DAY_S = 86_400
 T0_S = 1_793_491_200  # 2026-11-01T00:00:00Z
@@ -50,7 +51,8 @@ async def test_flight_contract_against_a_worker_process(etcd_server: Any, nurser
         client = fl.FlightClient(f"grpc://{addr}")
         try:
             flights = {tuple(p.decode() for p in f.descriptor.path): f.total_records for f in client.list_flights()}
-            assert flights == {("orders",): 4 * 500, ("secrets",): 10}
+            # the sample Iceberg table: two rows per day and region
+            assert flights == {("orders",): 4 * ROWS_PER_DAY, ("secrets",): ROWS_PER_DAY}
             only = [f.descriptor.path for f in client.list_flights(json.dumps({"tenant_id": "acme"}).encode())]
             assert only == [[b"orders"]]
 
@@ -60,7 +62,8 @@ async def test_flight_contract_against_a_worker_process(etcd_server: Any, nurser
             ticket = json.loads(info.endpoints[0].ticket.ticket)
             assert ticket == {"sql": sql, "tenant_id": "acme"}
             table = client.do_get(info.endpoints[0].ticket).read_all()
-            assert table.to_pydict() == {"region": ["eu", "us"], "n": [500, 500]}  # day 2 only: pruned + filtered
+            # day 2 only: pruned + filtered
+            assert table.to_pydict() == {"region": ["eu", "us"], "n": [ROWS_PER_DAY, ROWS_PER_DAY]}
             scanned = json.loads(table.schema.metadata[b"leibrix.scanned"])
             assert len(scanned["orders"]) == 2  # the day-1 epochs were left out of the view
 
@@ -137,7 +140,7 @@ def test_time_predicates_prune_epochs_and_never_change_the_answer(service, where
     assert _epochs_read(got) == epochs
     cursor = svc.loader.cursor()
     try:  # the same predicate over every epoch, unpruned
-        union = " UNION ALL ".join(f"SELECT * FROM orders__d{d}" for d in range(3))
+        union = " UNION ALL ".join(f"SELECT * FROM tenant_acme.orders__d{d}" for d in range(3))
         want = cursor.sql(f"SELECT count(*) AS n, sum(value) AS s FROM ({union}) orders {where}").fetchall()
     finally:
         cursor.close()
