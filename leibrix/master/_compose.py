@@ -99,7 +99,8 @@ def compose(master: Master) -> Parts:
     assert master.mirror is not None
     config = master.config
     hub = WorkerHub(hub_config(config), master_id=config.name, keys=master.keys, leader_hint=master.leader_hint)
-    hub.register_tables(master.mirror)
+    assert master.masters is not None
+    hub.register_tables(master.mirror, master.masters)
     admission_config, coordinator_config = admission_configs(config)
     admission = AdmissionService(leadership=master, hub=hub, admission=admission_config,
                                  coordinator=coordinator_config, registry=master.metrics.registry)

@@ -43,7 +43,8 @@ from leibrix.domain._errors import AlreadyExists, FailedPrecondition, Unavailabl
 from leibrix.domain._liveness import Liveness, Transition, WState
 from leibrix.placement import WorkerSpec
 from leibrix.store._etcd import EtcdError
-from leibrix.store._store import Fenced, Keys
+from leibrix.state._workers import WorkerAddresses
+from leibrix.store._store import Fenced, Keys, Table
 from leibrix.wire._proto import leibrix_cp as cp
 from leibrix.wire._proto.records import control_plane_pb2 as pb
 from leibrix.wire._proto.records import state_pb2
@@ -107,6 +108,7 @@ class Membership:
         self._capacity = trio.Event()
         self._joined: set[str] = set()
         self._records: Any = None  # Table[WorkerRecord] when a mirror was attached
+        self._addresses: WorkerAddresses | None = None
         #: whether a pool label names a tenant (set by :meth:`attach`); None accepts any pool
         self._pool_known: Callable[[str], bool] | None = None
         # observability (also read by bench.workers)
@@ -120,13 +122,16 @@ class Membership:
 
     # ---- wiring ----------------------------------------------------------
 
-    def register_tables(self, mirror: Any) -> None:
+    def register_tables(self, mirror: Any, masters: Table[state_pb2.MasterRecord]) -> None:
         """Register the ``workers/`` table on the master's Mirror (call before the mirror runs).
 
         A new leader reads it to know which workers its predecessor had, so
-        the ones that never come back are declared DEAD and re-placed.
+        the ones that never come back are declared DEAD and re-placed; every
+        master answers worker addresses from it (:meth:`addr`), with
+        ``masters`` telling a master's own address apart from a worker's.
         """
         self._records = mirror.table(self.keys.WORKERS, state_pb2.WorkerRecord.FromString)
+        self._addresses = WorkerAddresses(self._records, masters)
 
     def attach(self, coordinator: EpochCoordinator, *, pool_known: Callable[[str], bool] | None = None) -> None:
         """Serve the term's epoch ``coordinator`` (worker events go to it); ``pool_known`` checks pool labels."""
@@ -216,7 +221,14 @@ class Membership:
         return None if s is None else cp.WorkerState(int(s))
 
     def addr(self, worker_id: str) -> str | None:
-        """The address the worker registered with (for routes), or None if unknown."""
+        """Where the worker answers queries (for routes), or None if unknown.
+
+        From the mirrored ``workers/`` records when the hub has them (the same
+        answer on every master: see :class:`~leibrix.state.WorkerAddresses`),
+        else the address a connected worker registered with.
+        """
+        if self._addresses is not None:
+            return self._addresses.addr(worker_id)
         m = self.members.get(worker_id)
         return None if m is None else m.addr
 

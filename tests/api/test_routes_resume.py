@@ -1,0 +1,56 @@
+"""Routes from any master: a follower that never led answers like the leader, and WatchRoutes resumes by revision."""
+
+from __future__ import annotations
+
+import pytest
+from grpclib.const import Status
+from grpclib.exceptions import GRPCError
+
+from leibrix.api import _datasets
+from leibrix.client._call import call
+from leibrix.wire._proto import leibrix_cp as cp
+from tests.support.admission import admission, all_ready, quota, rpc
+from tests.support.cluster import leader_and_follower, workers
+
+
+async def _snapshot(addr: str, tenant: str, since: int = 0) -> list[cp.RouteUpdate]:
+    """Every update up to and including SNAPSHOT_DONE."""
+
+    async def consume(stub: cp.ManagementServiceStub) -> list[cp.RouteUpdate]:
+        got = []
+        async for update in stub.watch_routes(cp.WatchRoutesRequest(tenant_id=tenant, since_revision=since)):
+            got.append(update)
+            if update.kind == cp.RouteUpdateKind.SNAPSHOT_DONE:
+                break
+        return got
+
+    updates, _ = await call(addr, consume, timeout=10)
+    return updates
+
+
+def _routes(updates: list[cp.RouteUpdate]) -> dict[str, tuple[list[str], list[str]]]:
+    return {u.route.epoch.epoch_id: (list(u.route.worker_ids), list(u.route.worker_addrs))
+            for u in updates if u.kind == cp.RouteUpdateKind.UPSERT}
+
+
+async def test_a_follower_that_never_led_resolves_routes_like_the_leader(etcd_server, nursery, monkeypatch) -> None:
+    leader, follower = await leader_and_follower(nursery, etcd_server.endpoint)
+    await workers(nursery, leader, "w1", "w2")
+    await rpc(leader, "upsert_tenant_quota", quota())
+    await rpc(leader, "admit_dataset", admission(days=3))
+    await all_ready(leader, n=3)
+    on_leader = await _snapshot(leader.config.grpc_listen, "acme")
+    revision = on_leader[-1].revision
+    assert revision > 0 and len(_routes(on_leader)) == 3
+    assert all(addrs and all(addrs) for _, addrs in _routes(on_leader).values()), "worker addresses are known"
+    # The follower has never led: it answers from its mirror, with the same routes, addresses and revision.
+    on_follower = await _snapshot(follower.config.grpc_listen, "acme", since=revision)
+    assert _routes(on_follower) == _routes(on_leader)
+    assert on_follower[-1].revision == revision
+    resolved = await rpc(follower, "resolve_route", cp.ResolveRouteRequest(tenant_id="acme", dataset_id="orders"))
+    assert all(r.worker_addrs and all(r.worker_addrs) for r in resolved.routes)
+    # A subscriber that has seen a revision this master has not reached is refused, not sent back in time.
+    monkeypatch.setattr(_datasets, "RESUME_WAIT_S", 0.2)
+    with pytest.raises(GRPCError) as info:
+        await _snapshot(follower.config.grpc_listen, "acme", since=revision + 1_000_000)
+    assert info.value.status is Status.UNAVAILABLE and "behind" in info.value.message
