@@ -39,8 +39,8 @@ log = logging.getLogger(__name__)
 _STATUS = cp.DataPullStatusUpdateEventStatus
 
 
-#: Below this many planned bytes, the bytes bound of ``validate`` allows this many (an empty epoch still
-#: makes a table).
+#: The bytes bound of ``validate`` is never below this many times the tolerance for a size planned from the
+#: source: its per-row estimate does not count the fixed cost of a table (an empty epoch still makes one).
 MIN_BYTES_BOUND = 1 << 20
 
 
@@ -55,9 +55,11 @@ def validate(e: Epoch, ds: Dataset | None, u: cp.DataPullStatusUpdateEvent, byte
       (the upstream Rust worker sends none) and is accepted on the other
       checks alone; so is any report for an epoch planned without a schema;
     * bytes: only a sanity bound, at most ``bytes_tolerance`` × the planned
-      bytes (at least ``MIN_BYTES_BOUND``): the measured bytes are the truth
-      and replace the estimate once the load is accepted, but a load many
-      times its plan means the plan read the wrong thing.
+      bytes: the measured bytes are the truth and replace the estimate once
+      the load is accepted, but a load many times its plan means the plan
+      read the wrong thing. A size planned from the source counts as at least
+      ``MIN_BYTES_BOUND``; one the request hinted (``bytes_per_epoch``) is the
+      operator's own figure and is held to exactly.
     """
     if u.plan_id and e.rows_exact and u.rows != e.rows:
         return f"validation failed: loaded {u.rows} rows, the plan expects exactly {e.rows}"
@@ -68,7 +70,8 @@ def validate(e: Epoch, ds: Dataset | None, u: cp.DataPullStatusUpdateEvent, byte
         want = f" ({_schema.canonical(_schema.from_ipc(ipc))})" if ipc else ""
         return (f"validation failed: loaded schema {u.schema_fingerprint}{f' ({loaded})' if loaded else ''} "
                 f"differs from the plan's {planned}{want}")
-    limit = max(e.planned_bytes, MIN_BYTES_BOUND) * bytes_tolerance
+    hinted = ds is not None and ds.request.hints.bytes_per_epoch == e.planned_bytes
+    limit = (e.planned_bytes if hinted else max(e.planned_bytes, MIN_BYTES_BOUND)) * bytes_tolerance
     if u.bytes > limit:
         return (f"validation failed: loaded {u.bytes} bytes, over {bytes_tolerance:g}x the planned "
                 f"{e.planned_bytes} (at most {int(limit)})")
@@ -144,6 +147,8 @@ class WorkerEvents:
         ledger = self.ledger
         reps = tuple(Replica(r.worker_id, LOADED, r.plan_id) if r.worker_id == worker_id else r for r in e.replicas)
         new = e.evolve(replicas=reps, memory_bytes=measured or e.memory_bytes)
+        if new.memory_bytes < e.memory_bytes:
+            ledger.kick()  # room freed on the worker and in the tenant's budget: PENDING epochs may fit now
         if new.state is State.LOADING:
             new = ledger.move(new, State.VALIDATING, f"replica on {worker_id} loaded; validating")
         out = [new]

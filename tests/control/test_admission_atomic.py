@@ -18,6 +18,7 @@ from tests.support.admission import admission, quota, rpc, states
 from tests.support.cluster import KEYS as E2E_KEYS
 from tests.support.cluster import leading, start_master
 from tests.support.control import KEYS, ControlLoop
+from tests.support.sample_source import SECOND_APPEND, sample_source
 
 QUEUE = cp.AdmissionPolicy.QUEUE
 SMALL = TxnLimits(max_ops=16)
@@ -67,19 +68,20 @@ async def test_a_retry_after_a_cut_short_admission_converges_to_all_of_it(nurser
 
 
 async def test_a_refresh_cut_short_keeps_serving_the_old_version_alone(nursery: trio.Nursery) -> None:
+    v1, v2 = (str(v) for v in sample_source().versions[:2])  # the second snapshot adds the files from 2028 on
     loop = await ControlLoop(limits=SMALL).start(nursery)
     await loop.tenant()
-    await loop.admit(admission(days=20, version="v1"))
+    await loop.admit(admission(days=20, start=SECOND_APPEND, version=v1))
     before = set(loop.keys())
     loop.store.fail_after(1, EtcdUnavailable("etcd went away"))
     with pytest.raises(Unavailable):
-        await loop.admit(admission(days=20, version="v2"))
-    assert set(loop.keys()) == before and loop.state.datasets[("acme", "orders")].version == "v1"
-    assert {e.version for e in loop.state.uncommitted("acme", "orders")} == {"v2"}
+        await loop.admit(admission(days=20, start=SECOND_APPEND, version=v2))
+    assert set(loop.keys()) == before and loop.state.datasets[("acme", "orders")].version == v1
+    assert {e.version for e in loop.state.uncommitted("acme", "orders")} == {v2}
     loop.store.fail_after(0, None)
-    resp = await loop.admit(admission(days=20, version="v2"))
-    assert resp.refresh and loop.state.datasets[("acme", "orders")].version == "v2"
-    assert {loop.epoch(k).version for k in set(loop.keys()) - before} == {"v2"} and len(loop.keys()) == 40
+    resp = await loop.admit(admission(days=20, start=SECOND_APPEND, version=v2))
+    assert resp.refresh and loop.state.datasets[("acme", "orders")].version == v2
+    assert {loop.epoch(k).version for k in set(loop.keys()) - before} == {v2} and len(loop.keys()) == 40
 
 
 async def test_an_etcd_refusal_is_resource_exhausted_for_that_batch_and_the_queue_carries_on(

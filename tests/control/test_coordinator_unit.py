@@ -129,10 +129,10 @@ async def test_failed_loads_retry_after_the_backoff_then_fail(nursery: trio.Nurs
     await trio.sleep(5.0)
     await loop.schedule()
     assert loop.states() == ["LOADING"] and loop.epoch(key).plan_id.endswith(".1")
-    await loop.report("w1", key, STATUS.COMPLETED, rows=1)  # the plan expects 100 rows: invalid
+    await loop.report("w1", key, STATUS.COMPLETED, schema_fingerprint="0" * 16)  # not the planned schema: invalid
     e = loop.epoch(key)
     assert (e.state.name, e.attempts, e.replicas) == ("FAILED", 2, ())
-    assert "validation failed: loaded 1 rows, the plan expects 100" in e.history[-1].reason
+    assert "validation failed: loaded schema 0000000000000000 differs from the plan's" in e.history[-1].reason
 
 
 async def test_a_status_for_an_older_plan_changes_nothing(nursery: trio.Nursery) -> None:
