@@ -10,7 +10,7 @@ from typing import Any
 import trio
 
 from leibrix.wire._proto import leibrix_cp as cp
-from tests.support.admission import MiB, admission, all_ready, quota, rpc, states
+from tests.support.admission import admission, all_ready, quota, rpc, states
 from tests.support.cluster import leading, master_with_workers, start_master
 from tests.support.poll import eventually
 
@@ -87,18 +87,22 @@ async def test_a_batch_is_written_while_an_earlier_one_waits_and_a_dataset_in_fl
 
 async def test_evictions_decided_by_a_batch_in_flight_are_neither_reused_nor_forgotten(
         etcd_server: Any, nursery: trio.Nursery) -> None:
-    """Three 16 MiB residents fill a 48 MiB budget; two new epochs each need one evicted. The second is
-    decided while the first's write is held: it must pick the *other* cold epoch (the first one's victim is
-    taken) and count the room the first one's eviction makes, so both load and the hot resident stays."""
+    """Three residents fill the budget but for one epoch's room less a byte; two new epochs of the residents'
+    size each need one evicted. The second is decided while the first's write is held: it must pick the *other*
+    cold epoch (the first one's victim is taken) and count the room the first one's eviction makes, so both load
+    and the hot resident stays."""
     m = await master_with_workers(etcd_server.endpoint, nursery, "w1")
-    await rpc(m, "upsert_tenant_quota", quota(admission_policy=EVICT, max_memory_bytes=48 * MiB))
-    await rpc(m, "admit_dataset", admission(dataset="cold", days=3, hints=cp.EstimateHints(
-        bytes_per_epoch=16 * MiB, scan_cost=100.0)))
+    await rpc(m, "upsert_tenant_quota", quota(admission_policy=EVICT))
+    await rpc(m, "admit_dataset", admission(dataset="cold", days=3, hints=cp.EstimateHints(scan_cost=100.0)))
     await all_ready(m, dataset="cold", n=3)
+    state = m.parts.admission.state  # loaded, the residents are charged their measured bytes
+    size = max(e.memory_bytes for e in state.dataset_epochs("acme", "cold"))
+    await rpc(m, "upsert_tenant_quota", quota(admission_policy=EVICT,
+                                              max_memory_bytes=state.usage("acme").memory_bytes + size - 1))
     hot = sorted(states(m, dataset="cold"))[2]
     await rpc(m, "report_access", cp.ReportAccessRequest(tenant_id="acme", dataset_id="cold", epoch_id=hot,
                                                         count=1000))
-    new = cp.EstimateHints(bytes_per_epoch=16 * MiB, scan_cost=1000.0)
+    new = cp.EstimateHints(bytes_per_epoch=size, scan_cost=1000.0)
     held = HeldWrite(m, "new1")
     first: list[cp.AdmitDatasetResponse] = []
 
@@ -117,4 +121,5 @@ async def test_evictions_decided_by_a_batch_in_flight_are_neither_reused_nor_for
     cold = states(m, dataset="cold")
     assert cold[hot] == "READY" and sorted(cold.values()) == ["READY", "RETIRED", "RETIRED"]
     usage = (await rpc(m, "get_tenant", cp.GetTenantRequest(tenant_id="acme"))).usage
-    assert usage.memory_bytes == 48 * MiB
+    charged = [e for e in state.epochs.values() if e.tenant_id == "acme" and e.state.name == "READY"]
+    assert len(charged) == 3 and usage.memory_bytes == sum(e.memory_bytes for e in charged)
