@@ -4,10 +4,8 @@ protocol client standing in for a worker that misreports its table."""
 from __future__ import annotations
 
 import dataclasses
-from datetime import timedelta
 from typing import Any
 
-import nanoarrow as na
 import pytest
 import trio
 from grpclib.const import Status
@@ -17,8 +15,7 @@ from leibrix.domain import _schema
 from leibrix.domain._lifecycle import RetryPolicy
 from leibrix.wire._proto import leibrix_cp as cp
 from leibrix.wire._proto.records import control_plane_pb2 as pb
-from leibrix.client._requests import time_partitioned_admission
-from tests.support.admission import T0, admission, all_ready, quota, routed, rpc, states
+from tests.support.admission import admission, all_ready, quota, routed, rpc, states
 from tests.support.cluster import leading, start_master, workers
 from tests.support.poll import eventually
 from tests.support.raw_worker import RawWorker, connected, planned
@@ -53,11 +50,12 @@ async def test_reference_worker_loads_an_epoch_ready_with_the_datasets_fingerpri
     reports = record_reports(m)
     await workers(nursery, m, "w1")
     await rpc(m, "upsert_tenant_quota", quota(admission_policy=QUEUE))
-    await rpc(m, "admit_dataset", admission(regions=("eu",), time_column="event_time"))
+    await rpc(m, "admit_dataset", admission(regions=("eu",)))
     (eid,) = states(m)
     await eventually(lambda: states(m), until=lambda s: s[eid] == "READY", timeout=30, what="READY")
     ds = m.parts.admission.state.datasets[("acme", "orders")]
-    expected = _schema.synthetic("event_time", ["region"])
+    # the sample table's columns are the synthetic table's: admission recorded the source's schema
+    expected = _schema.synthetic("ts", ["region"])
     assert (ds.schema_fingerprint, ds.arrow_schema) == (expected.fingerprint, expected.ipc)
     completed = [u for u in reports if u.status == cp.DataPullStatusUpdateEventStatus.COMPLETED]
     # the worker measured its DuckDB table; it agrees with what admission recorded
@@ -65,54 +63,17 @@ async def test_reference_worker_loads_an_epoch_ready_with_the_datasets_fingerpri
     assert routed(m) == {eid}
 
 
-async def test_source_schema_the_worker_cannot_build_fails_on_the_worker_and_never_serves(
-        etcd_server: Any, nursery: trio.Nursery) -> None:
-    m = await leading(await start_master(nursery, etcd_server.endpoint))
-    short_retries(m)
-    adm = m.parts.admission.admissions
-    # A source connector whose table is not the synthetic one (as a real catalog's would be): the
-    # reference worker can only build the synthetic table, so its own check must fail the load.
-    table = na.struct({"id": na.int64(), "ts": na.timestamp("us"), "amount": na.decimal128(12, 2)})
-    text = _schema.canonical(table)
-    catalog = _schema.TableSchema((), text, _schema.fingerprint(table), _schema.to_ipc(table))
-
-    @dataclasses.dataclass(frozen=True)
-    class CatalogSource:
-        def schema(self, spec: Any) -> _schema.TableSchema:
-            return catalog
-
-    adm.config = dataclasses.replace(adm.config, source=CatalogSource())
-    await workers(nursery, m, "w1")
-    await rpc(m, "upsert_tenant_quota", quota(admission_policy=QUEUE))
-    await rpc(m, "admit_dataset", admission(regions=("eu",)))
-    (eid,) = states(m)
-
-    def failed_never_routed() -> str:
-        assert routed(m) == set(), "a load with the wrong schema was routed"
-        return states(m)[eid]
-
-    await eventually(failed_never_routed, until=lambda state: state == "FAILED", timeout=30, what="FAILED")
-    e = m.parts.admission.state.epochs[("acme", "orders", eid)]
-    assert e.attempts == FAST_RETRY.max_attempts and e.replicas == ()
-    built = _schema.synthetic("ts", ["region"])
-    reasons = [t.reason for t in e.history if t.to_state.name in ("PENDING", "FAILED")]
-    assert len(reasons) == 2 and "retrying" in reasons[0] and "gave up after 2 attempts" in reasons[1]
-    for reason in reasons:  # the worker's own report, naming both schemas
-        assert (f"load failed on w1: SchemaMismatch: loaded schema {built.fingerprint} ({built.text}) "
-                f"differs from the plan's {catalog.fingerprint} ({text})") in reason
-
-
-async def test_admission_refuses_a_dimension_colliding_with_a_synthetic_column(etcd_server: Any,
+async def test_admission_refuses_a_dimension_column_the_source_does_not_have(etcd_server: Any,
                                                                                nursery: trio.Nursery) -> None:
     m = await leading(await start_master(nursery, etcd_server.endpoint))
     await rpc(m, "upsert_tenant_quota", quota(admission_policy=QUEUE))
-    req = time_partitioned_admission("acme", "orders", start=T0, end=T0 + timedelta(days=1),
-                                     dimensions={"region": ["eu"], "Value": ["x"]})
+    req = admission(regions=("eu",))
+    req.source.partition.dimension_partitions.append(cp.DimensionPartition(
+        column=cp.PartitionColumn(name="country"), values=cp.PartitionValues(values=["x"])))
     with pytest.raises(GRPCError) as info:
         await rpc(m, "admit_dataset", req)
     assert info.value.status == Status.INVALID_ARGUMENT
-    assert info.value.message.startswith("source.partition.dimension_partitions[1].column.name: column 'Value' "
-                                         "collides with the synthetic table's column 'value'")
+    assert info.value.message.startswith("source.partition.dimension_partitions[1].column.name: no column 'country'")
     assert ("acme", "orders") not in m.parts.admission.state.datasets
 
 
