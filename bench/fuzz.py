@@ -65,7 +65,7 @@ WRITES = {"AdmitDataset", "UpsertTenantQuota", "DeleteTenant", "RetireEpoch", "D
 #: Answers that are a bug, never the caller's fault.
 FAILURES = {"INTERNAL", "UNKNOWN"}
 TENANT, DATASET, WORKER = "acme", "orders", "fuzz-w1"
-T0 = datetime(2026, 1, 1, tzinfo=timezone.utc)
+T0 = datetime(2026, 11, 1, tzinfo=timezone.utc)
 DEADLINE_S = 10.0
 
 
@@ -207,10 +207,16 @@ def _varint(n: int) -> bytes:
 
 def seeds() -> dict[str, list[bytes]]:
     """Valid requests of every RPC (those that would destroy the seeded state name other objects)."""
+    from tests.support.sample_source import sample_source  # admission plans from a real table
+
+    source = sample_source()
     adm = time_partitioned_admission(TENANT, DATASET, start=T0, end=T0 + timedelta(days=2),
-                                     dimensions={"region": ["eu", "us"]}, version="v1")
+                                     catalog_uri=source.uri, database=source.database,
+                                     dimensions={"region": ["eu", "us"]})
+    adm.source.table = source.table_for(DATASET)
     ghost = cp.AdmitDatasetRequest().parse(bytes(adm))
     ghost.dataset_id = "ghost"
+    ghost.source.table = source.table_for("ghost")
     tr = cp.TimeRange(start_inclusive=T0, end_exclusive=T0 + timedelta(days=1))
     out: dict[str, list[betterproto.Message]] = {
         "AdmitDataset": [adm, ghost],
