@@ -21,13 +21,19 @@ from dataclasses import dataclass
 from leibrix.domain import _schema
 from leibrix.domain._errors import InvalidArgument
 from leibrix.domain._estimates import Estimate, HintEstimator
+from leibrix.domain import _epochs
+from leibrix.domain._lifecycle import State
 from leibrix.domain._validation import AdmissionSpec
+from leibrix.state._model import Dataset, Epoch, EpochKey as StoredKey
 from leibrix.sources import EpochKey, EpochPlan, SourcePlan
 from leibrix.sources._wire import read_plan
 from leibrix.wire._proto.records import control_plane_pb2 as pb
 
-__all__ = ["MIN_REFRESH_INTERVAL_S", "Planned", "Planner", "check_refresh_interval", "plan", "refresh_interval_s",
-           "same_read"]
+__all__ = ["LIVE", "MIN_REFRESH_INTERVAL_S", "Planned", "Planner", "check_refresh_interval", "kept_epoch", "plan",
+           "refresh_interval_s", "retained_schemas", "same_read", "slices_for"]
+
+#: Epoch states that still occupy a slot (window × dimensions) of a dataset.
+LIVE = frozenset({State.PENDING, State.LOADING, State.VALIDATING, State.READY})
 
 #: The shortest ``refresh_interval`` an admission may ask for.
 MIN_REFRESH_INTERVAL_S = 1.0
@@ -110,3 +116,48 @@ def check_refresh_interval(spec: AdmissionSpec) -> None:
         raise InvalidArgument("refresh_interval", f"must be at least {MIN_REFRESH_INTERVAL_S:g} s, or unset")
     if s and spec.version:
         raise InvalidArgument("refresh_interval", "follows the source's current version: leave source.version unset")
+
+
+def slices_for(spec: AdmissionSpec, version: str) -> list[_epochs.EpochSlice]:
+    """The admission's epochs, their ids derived from the resolved source ``version``."""
+    return _epochs.generate(spec.start_ms, spec.end_ms, spec.granularity, spec.dimensions, version=version,
+                            scope=f"{spec.tenant_id}/{spec.dataset_id}")
+
+
+def kept_epoch(s: _epochs.EpochSlice, existing: dict[str, Epoch], live: dict[tuple, list[Epoch]], planned: Planned,
+               current: str) -> Epoch | None:
+    """The stored epoch that already holds slice ``s``, else None (the slice needs a new epoch).
+
+    ``live`` maps each (window, dims) to its live epochs, oldest admission
+    first; ``current`` is the dataset's schema fingerprint (that of epochs
+    stored without their own).
+
+    That is the epoch of the same id (unless RETIRED), else the newest live
+    epoch of the same window and dimensions when it reads the same data
+    with the same schema (``same_read``): a refresh reloads only what changed.
+    """
+    e = existing.get(s.epoch_id)
+    if e is not None and e.state is not State.RETIRED:
+        return e
+    olds = live.get((s.start_ms, s.end_ms, s.dims))
+    if olds:
+        e = olds[-1]
+        if (e.schema or current) == planned.fingerprint and \
+                same_read(e.read, planned.reads[(s.start_ms, s.end_ms, s.dims)]):
+            return e
+    return None
+
+
+def retained_schemas(ds: Dataset | None, planned: Planned, existing: dict[str, Epoch],
+                     retired: set[StoredKey]) -> dict[str, bytes]:
+    """Schemas other than the new one that live epochs still load with (a refresh keeps the old epochs
+    serving until their replacements are READY; a reload of one carries its own schema)."""
+    if ds is None:
+        return {}
+    out: dict[str, bytes] = {}
+    for e in existing.values():
+        fp = e.schema or ds.schema_fingerprint
+        if e.state in LIVE and e.key not in retired and fp and fp != planned.fingerprint and fp not in out:
+            if ipc := ds.schema_ipc(fp):
+                out[fp] = ipc
+    return out
