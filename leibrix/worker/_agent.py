@@ -40,6 +40,7 @@ import trio
 import trio_asyncio
 from google.protobuf import json_format
 from grpclib.client import Channel
+from grpclib.config import Configuration
 from grpclib.const import Cardinality, Status
 from grpclib.exceptions import GRPCError, ProtocolError, StreamTerminatedError
 
@@ -48,6 +49,7 @@ from leibrix.wire._address import split_hostport
 from leibrix.wire._grpc import COORDINATE_WORKER, LEADER_METADATA, call_trio
 from leibrix.wire._proto.records import control_plane_pb2 as pb
 from leibrix.worker._loader import Loaded, Loader
+from leibrix.worker._tls import WorkerTls
 
 __all__ = ["Agent", "SessionEnd", "WorkerConfig"]
 
@@ -77,6 +79,8 @@ class WorkerConfig:
     backoff_max: float = 5.0
     max_parallel_loads: int = 2
     connect_timeout: float = 5.0
+    #: TLS to the masters (None: plain text); see :mod:`leibrix.worker._tls`.
+    tls: WorkerTls | None = None
 
 
 @dataclass
@@ -176,7 +180,9 @@ class Agent:
     async def _session(self, addr: str) -> SessionEnd:
         end = SessionEnd()
         host, port = split_hostport(addr, what="masters")
-        channel = Channel(host, port)
+        tls = self.config.tls
+        channel = Channel(host, port, ssl=tls.client_context() if tls else None,
+                          config=Configuration(ssl_target_name_override=tls.server_name or None) if tls else None)
         stream = channel.request(COORDINATE_WORKER, Cardinality.STREAM_STREAM,
                                  pb.EventStreamMessage, pb.EventStreamMessage)
         tasks: list[asyncio.Task] = []

@@ -11,6 +11,10 @@ the leader wherever it is.
 The worker answers queries over Arrow Flight on ``--query-listen-addr``
 (default: a free loopback port) and registers that address as its
 ``flight_addr`` label, so routes name it.
+
+TLS (:mod:`leibrix.worker._tls`): ``--tls-ca/--tls-cert/--tls-key`` (all or
+none) and ``--tls-server-name``, as the Rust worker takes them: the master
+stream and the Flight server then both speak TLS with that certificate.
 """
 
 from __future__ import annotations
@@ -28,6 +32,7 @@ from leibrix.worker._agent import Agent, WorkerConfig
 from leibrix.worker._flight import QueryService
 from leibrix.worker._loader import Loader
 from leibrix.worker._sizes import parse_size
+from leibrix.worker._tls import WorkerTls
 
 log = logging.getLogger("leibrix.worker")
 
@@ -104,6 +109,12 @@ def configure(parser: argparse.ArgumentParser) -> None:
                         help="seconds a query may run when its ticket sets no timeout_secs")
     parser.add_argument("--query-memory-limit-mb", type=int, default=1024,
                         help="largest result (MB) a query may materialise when its ticket sets no memory_limit_mb")
+    parser.add_argument("--tls-ca", metavar="FILE", help="CA (PEM) the masters' certificates are checked against; "
+                        "with --tls-cert/--tls-key (all or none): TLS to the master and on Arrow Flight")
+    parser.add_argument("--tls-cert", metavar="FILE", help="this worker's certificate chain (PEM), naming its id")
+    parser.add_argument("--tls-key", metavar="FILE", help="the private key (PEM) of --tls-cert")
+    parser.add_argument("--tls-server-name", metavar="NAME",
+                        help="name the masters' certificates must carry (default: the host dialled)")
     parser.add_argument("--log-level", default="INFO")
 
 
@@ -112,19 +123,26 @@ def run(args: argparse.Namespace) -> int:
     logging.basicConfig(level=args.log_level.upper(),
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     masters = [m.strip() for arg in args.master for m in arg.split(",") if m.strip()]
+    try:
+        tls = WorkerTls.from_flags(args.tls_ca, args.tls_cert, args.tls_key, args.tls_server_name)
+    except (ValueError, OSError) as exc:
+        print(f"leibrix worker: {exc}", file=sys.stderr)
+        return 2
     config = WorkerConfig(
         masters=masters, worker_id=args.id, memory_bytes=args.memory, cpu_cores=args.cpu,
         zone=args.zone, pool=args.pool, addr=args.addr,
-        labels=dict(args.label), max_parallel_loads=max(1, args.parallel_loads),
+        labels=dict(args.label), max_parallel_loads=max(1, args.parallel_loads), tls=tls,
     )
     loader = Loader(memory_limit_bytes=args.memory, max_rows=args.max_rows, threads=max(1, int(args.cpu)))
     host, port = _listen(args.query_listen_addr)
-    service = QueryService(loader, f"grpc://{host}:{port}", max_queries=max(1, args.max_queries),
-                           timeout_secs=args.query_timeout, memory_limit_mb=args.query_memory_limit_mb)
+    scheme = "grpc+tls" if tls else "grpc"
+    service = QueryService(loader, f"{scheme}://{host}:{port}", max_queries=max(1, args.max_queries),
+                           timeout_secs=args.query_timeout, memory_limit_mb=args.query_memory_limit_mb,
+                           tls_certificates=tls.flight_certificates() if tls else None)
     advertised = socket.gethostname() if host in ("0.0.0.0", "::", "") else host
     config.labels.setdefault(FLIGHT_ADDR, f"{advertised}:{service.port}")
     config.addr = config.addr or config.labels[FLIGHT_ADDR]
-    log.info("serving Arrow Flight queries on %s", config.labels[FLIGHT_ADDR])
+    log.info("serving Arrow Flight queries on %s://%s", scheme, config.labels[FLIGHT_ADDR])
 
     async def main() -> int:
         async with trio.open_nursery() as nursery:

@@ -148,16 +148,19 @@ class QueryService(fl.FlightServerBase):
     loader:
         The worker's tables.
     location:
-        ``grpc://HOST:PORT`` (port 0: a free one; :attr:`port` tells which).
+        ``grpc://HOST:PORT`` (port 0: a free one; :attr:`port` tells which), or
+        ``grpc+tls://HOST:PORT`` with ``tls_certificates``.
     max_queries:
         Queries executed at once; more wait for a slot up to their timeout.
     timeout_secs, memory_limit_mb:
         Defaults for tickets that set none.
+    tls_certificates:
+        ``[(certificate chain PEM, key PEM)]`` to serve TLS with (clients are not asked for certificates).
     """
 
     def __init__(self, loader: Loader, location: str, *, max_queries: int = 4, timeout_secs: float = 300.0,
-                 memory_limit_mb: int = 1024) -> None:
-        super().__init__(location)
+                 memory_limit_mb: int = 1024, tls_certificates: list[tuple[bytes, bytes]] | None = None) -> None:
+        super().__init__(location, tls_certificates=tls_certificates)
         self.loader = loader
         self.timeout_secs = timeout_secs
         self.memory_limit_mb = memory_limit_mb

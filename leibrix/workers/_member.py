@@ -17,6 +17,20 @@ limits are this module's constants:
   defaults, logged once per registration;
 * a pool label (``pool``, else ``tenant_id``) names a known tenant
   (``NOT_FOUND`` otherwise).
+
+**Certificate identity.** When the stream's connection carries a verified
+client certificate (the master runs with ``--tls-client-ca``, so every
+connection does), :func:`check_certificate` holds the registration to it, and
+a mismatch is ``PERMISSION_DENIED`` naming what the certificate allows:
+
+* the worker id must be named by the certificate: a SAN URI
+  ``leibrix://worker/<id>``, a SAN DNS name equal to the id, or the subject's
+  common name equal to the id;
+* the pool follows the certificate's SAN URIs ``leibrix://tenant/<t>``: a
+  certificate with none may join only the shared pool (no ``pool`` or
+  ``tenant_id`` label); one with some may join only one of those tenants'
+  pools, never the shared pool (a tenant's machine must not receive other
+  tenants' data).
 """
 
 from __future__ import annotations
@@ -25,11 +39,11 @@ import logging
 import math
 import re
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from leibrix.domain._errors import InvalidArgument, NotFound
+from leibrix.domain._errors import InvalidArgument, NotFound, PermissionDenied
 from leibrix.domain._liveness import WState
 from leibrix.wire._labels import ZONE, pool_of
 from leibrix.wire._proto.records import control_plane_pb2 as pb
@@ -48,8 +62,12 @@ __all__ = [
     "MAX_LABEL_VALUE_CHARS",
     "MAX_VERSION_CHARS",
     "MAX_WORKER_ID_CHARS",
+    "TENANT_URI",
     "WORKER_ID",
+    "WORKER_URI",
     "Member",
+    "cert_identity",
+    "check_certificate",
     "check_id",
     "member_from_record",
     "member_from_registration",
@@ -67,6 +85,9 @@ MAX_LABEL_KEY_CHARS = 128
 MAX_LABEL_VALUE_CHARS = 256
 #: Longest tenant, dataset, epoch or plan id a worker may send (inventory, status reports).
 MAX_ID_CHARS = 256
+#: SAN URI prefixes a worker's client certificate uses to name its id and the tenant pools it may join.
+WORKER_URI = "leibrix://worker/"
+TENANT_URI = "leibrix://tenant/"
 
 
 @dataclass(eq=False)
@@ -143,6 +164,45 @@ def member_from_registration(msg: pb.EventStreamMessage, config: HubConfig,
         log.info("worker %s registered without a capacity: assuming %d memory bytes and %g CPU cores",
                  wid, mem, cpu)
     return m
+
+
+def cert_identity(cert: Mapping[str, Any]) -> tuple[set[str], set[str]]:
+    """(the worker ids, the tenant pools) a verified peer certificate (``getpeercert()``'s dict) names.
+
+    Ids: SAN URIs ``leibrix://worker/<id>``, SAN DNS names and the subject's
+    common names. Pools: SAN URIs ``leibrix://tenant/<t>``.
+    """
+    ids: set[str] = set()
+    pools: set[str] = set()
+    for kind, value in cert.get("subjectAltName", ()):
+        if kind == "URI" and value.startswith(WORKER_URI):
+            ids.add(value[len(WORKER_URI):])
+        elif kind == "URI" and value.startswith(TENANT_URI):
+            pools.add(value[len(TENANT_URI):])
+        elif kind == "DNS":
+            ids.add(value)
+    for rdn in cert.get("subject", ()):
+        for key, value in rdn:
+            if key == "commonName":
+                ids.add(value)
+    return ids, pools
+
+
+def check_certificate(m: Member, cert: Mapping[str, Any]) -> None:
+    """Raise PermissionDenied unless the peer certificate names ``m``'s id and allows its pool (module doc)."""
+    ids, pools = cert_identity(cert)
+    if m.worker_id not in ids:
+        named = ", ".join(repr(clip(i, 64)) for i in sorted(ids)[:4]) or "no worker id"
+        raise PermissionDenied(f"worker id {clip(m.worker_id)!r} is not named by the client certificate "
+                               f"(it names {named}; expected SAN URI {WORKER_URI}<id>, a SAN DNS name or CN)")
+    if m.pool and m.pool not in pools:
+        allowed = ", ".join(repr(clip(p, 64)) for p in sorted(pools)[:4]) or "only the shared pool"
+        raise PermissionDenied(f"pool {clip(m.pool)!r} is not allowed by the client certificate of worker "
+                               f"{clip(m.worker_id)!r} (it allows {allowed}; SAN URI {TENANT_URI}<tenant>)")
+    if not m.pool and pools:
+        allowed = ", ".join(repr(clip(p, 64)) for p in sorted(pools)[:4])
+        raise PermissionDenied(f"worker {clip(m.worker_id)!r} registered for the shared pool, but its client "
+                               f"certificate allows only the pools of {allowed}: set the pool label")
 
 
 def member_from_record(rec: state_pb2.WorkerRecord) -> Member:

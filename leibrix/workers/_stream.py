@@ -9,7 +9,11 @@ used: ``recv_message``, ``send_message``, ``send_trailing_metadata``.
 **Sessions.** A stream must open with ``register_event`` within
 ``register_timeout``; it is checked by
 :func:`~leibrix.workers._member.member_from_registration`, a duplicate live id
-is refused, and the registry admits it. Registrations run at most
+is refused, and the registry admits it. On a connection with a verified
+client certificate (mTLS: ``stream.peer.cert()``) the registration must also
+match the certificate (:func:`~leibrix.workers._member.check_certificate`:
+the id it names, the pools it allows), else PERMISSION_DENIED naming the
+mismatch. Registrations run at most
 ``max_registering`` at once, so a reconnect storm queues here, not in the
 event loop. Outside a leadership term every stream is answered
 ``registration_reject`` ("not the leader") and UNAVAILABLE with the leader's
@@ -64,7 +68,7 @@ from leibrix.wire._proto import leibrix_cp as cp
 from leibrix.wire._proto.records import control_plane_pb2 as pb
 from leibrix.wire._upstream import upstream_frame
 from leibrix.workers._config import HubConfig
-from leibrix.workers._member import check_id, member_from_registration
+from leibrix.workers._member import check_certificate, check_id, member_from_registration
 from leibrix.workers._messages import MAX_STATUS_MESSAGE_CHARS, Frame, clip, common_ack
 from leibrix.workers._protocols import Registry
 
@@ -228,6 +232,9 @@ class WorkerStreams:
             raise _Close(Status.FAILED_PRECONDITION,
                          f"first message must be register_event, got {kind or 'no payload'}", reject=True)
         m = member_from_registration(msg, self.config, registry.pool_known)
+        cert = stream.peer.cert() if stream.peer else None
+        if cert:  # a verified client certificate (mTLS): the registration must be what it names
+            check_certificate(m, cert)
         peer = stream.peer.addr() if stream.peer else None
         session = _Session(m.worker_id, f"{peer[0]}:{peer[1]}" if peer else "?", self.config.outbound_queue,
                            upstream=upstream)
