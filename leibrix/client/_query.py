@@ -3,10 +3,13 @@
 How a query runs:
 
 1. **Routes.** The epochs of ``dataset`` overlapping ``[start, end)`` and the
-   workers holding each come from the masters (:mod:`._routes`, cached for a
-   couple of seconds). If any needed epoch is not READY on a reachable worker
-   the query fails with :class:`~._routes.EpochsUnavailable` naming each one:
-   an answer from part of the data is never returned.
+   workers holding each come from the masters (:mod:`._routes`: pushed by a
+   ``WatchRoutes`` subscription, else ``ResolveRoute`` cached for a couple of
+   seconds). An answer from part of the data is never returned: epochs not
+   READY on any reachable worker are read from the dataset's source by the
+   client itself, with the worker's own readers (:mod:`._query_source`), and
+   combined with the workers' rows; with ``resident_only=True`` the query
+   fails instead with :class:`~._routes.EpochsUnavailable` naming each one.
 2. **Placement.** Epochs are grouped onto as few workers as possible (the
    worker holding most of the remaining epochs first, ties broken at random to
    spread load).
@@ -21,7 +24,12 @@ How a query runs:
    of another replica, with fresh routes. Other errors (bad SQL, permission,
    timeout) are the answer.
 5. **Heat.** The epochs each worker read, with their rows and bytes, go to
-   :class:`~._access.AccessReporter`, which reports them in batches.
+   :class:`~._access.AccessReporter`, which reports them in batches; so do
+   the epochs read from the source, which is how a dataset that is not
+   resident gains the heat that makes the masters load it.
+
+Time bounds are compared in the time column's own type: timestamps, or
+integers counting epoch milliseconds (``PartitionColumnType.INT64``).
 
 The ticket this client sends is the upstream worker's JSON with two keys of
 its own: ``"epochs"`` (``{dataset: [epoch ids]}``) and ``"window"``
@@ -51,7 +59,9 @@ import pyarrow as pa
 import pyarrow.flight as fl
 
 from leibrix.client._access import AccessReporter
-from leibrix.client._routes import EpochPlace, EpochsUnavailable, RouteCache, to_ms
+from leibrix.client._query_source import read_from_source
+from leibrix.client._routes import Coverage, EpochPlace, EpochsUnavailable, RouteCache, to_ms
+from leibrix.wire._proto import leibrix_cp as cp
 
 __all__ = ["Client", "QueryFailed", "QueryInfo"]
 
@@ -75,6 +85,10 @@ class QueryInfo:
     failed_workers: list[str] = field(default_factory=list)
     rows: int = 0
     seconds: float = 0.0
+    #: Epochs read from the source because no worker held them.
+    from_source: list[str] = field(default_factory=list)
+    #: Where the routes came from: ``"watch"`` or ``"resolve"``.
+    routes: str = ""
 
 
 def _quote(identifier: str) -> str:
@@ -101,12 +115,16 @@ def _retryable(exc: BaseException) -> bool:
     return False
 
 
-def restriction(time_column: str, places: Iterable[EpochPlace], lo_ms: int | None, hi_ms: int | None) -> str:
+def restriction(time_column: str, places: Iterable[EpochPlace], lo_ms: int | None, hi_ms: int | None,
+                epoch_ms: bool = False) -> str:
     """A ``WHERE`` predicate selecting exactly the rows of ``places`` inside ``[lo_ms, hi_ms)``.
 
     Adjacent windows with the same dimension values merge into one range, so
-    30 daily epochs of one region are one comparison pair.
+    30 daily epochs of one region are one comparison pair. With ``epoch_ms``
+    the time column is an integer of epoch milliseconds and is compared with
+    integers.
     """
+    bound = str if epoch_ms else _ts
     by_dims: dict[tuple, list[list[int]]] = {}
     for p in sorted(places, key=lambda p: (p.dims, p.start_ms)):
         ranges = by_dims.setdefault(p.dims, [])
@@ -122,7 +140,7 @@ def restriction(time_column: str, places: Iterable[EpochPlace], lo_ms: int | Non
             e = min(e, hi_ms) if hi_ms is not None else e
             if s >= e:
                 continue
-            parts = [f"{col} >= {_ts(s)}", f"{col} < {_ts(e)}"]
+            parts = [f"{col} >= {bound(s)}", f"{col} < {bound(e)}"]
             parts += [f"{_quote(k)} = {_literal(v)}" for k, v in dims]
             terms.append("(" + " AND ".join(parts) + ")")
     return " OR ".join(terms) if terms else "false"
@@ -183,7 +201,8 @@ class Client:
         self.close()
 
     def close(self) -> None:
-        """Send pending access reports and close the Flight connections."""
+        """End the route subscriptions, send pending access reports and close the Flight connections."""
+        self.routes.close()
         self.reporter.close()
         with self._lock:
             flights, self._flights = self._flights, {}
@@ -193,13 +212,16 @@ class Client:
     # ---- the query -------------------------------------------------------
 
     def query(self, tenant: str, dataset: str, sql: str, start: datetime | None = None, end: datetime | None = None,
-              *, timeout_secs: float | None = None, memory_limit_mb: int | None = None) -> pa.Table:
+              *, timeout_secs: float | None = None, memory_limit_mb: int | None = None,
+              resident_only: bool = False) -> pa.Table:
         """Run ``sql`` (naming ``dataset``) over the dataset's rows with time in ``[start, end)``.
 
         ``start``/``end`` of None are unbounded; naive datetimes are UTC.
-        Raises :class:`EpochsUnavailable` when epochs in the range are not
-        READY anywhere, :class:`QueryFailed` when every replica of some epoch
-        failed, and the worker's Flight error (``pa.ArrowInvalid`` for bad SQL,
+        Epochs not READY on any worker are read from the source, unless
+        ``resident_only``: then :class:`EpochsUnavailable` names them. Raises
+        :class:`QueryFailed` when every replica of some epoch failed, the
+        source's error (``SourceError``) when a source read fails, and the
+        worker's Flight error (``pa.ArrowInvalid`` for bad SQL,
         ``FlightUnauthorizedError``, ``FlightTimedOutError`` ...) otherwise.
         """
         began = time.perf_counter()
@@ -210,18 +232,27 @@ class Client:
         limits = {"timeout_secs": timeout_secs, "memory_limit_mb": memory_limit_mb}
         failed: dict[str, str] = {}
         done: list[tuple[str, pa.Table, set[str]]] = []  # worker, its rows, the epochs they cover
+        sourced: list[tuple[pa.Table, set[str]]] = []  # rows read from the source, the epochs they cover
         while True:
             info.attempts += 1
             coverage = self.routes.get(tenant, dataset, start, end)
-            coverage.check()
-            if not coverage.routed:
+            info.routes = coverage.via
+            if resident_only:
+                coverage.check()
+            if not coverage.routed and not coverage.gaps:
                 raise EpochsUnavailable(tenant, dataset, [("(none)", "no epoch of the dataset covers the range")])
-            wanted = {p.epoch_id for p in coverage.routed}
+            wanted = {p.epoch_id for p in coverage.routed} | {p.epoch_id for p in coverage.gaps}
             have = {e for _, _, epochs in done for e in epochs}
-            if have - wanted:  # the routes changed under the query (an epoch was refreshed): start over
-                done, have = [], set()
-            plan = self._assign([p for p in coverage.routed if p.epoch_id not in have], failed)
-            if not done and len(plan) == 1:
+            read = {e for _, epochs in sourced for e in epochs}
+            if (have | read) - wanted:  # the routes changed under the query (an epoch was refreshed): start over
+                done, sourced, have, read = [], [], set(), set()
+            gaps = [p for p in coverage.gaps if p.epoch_id not in have | read]
+            if gaps:
+                sourced.append((self._from_source(tenant, dataset, coverage, gaps, lo, hi), {p.epoch_id for p in gaps}))
+                read |= {p.epoch_id for p in gaps}
+                info.from_source += [p.epoch_id for p in gaps]
+            plan = self._assign([p for p in coverage.routed if p.epoch_id not in have | read], failed)
+            if not done and not sourced and len(plan) == 1:
                 (worker, addr), epochs = next(iter(plan.items()))
                 try:
                     table = self._direct(worker, addr, tenant, dataset, sql, epochs, lo, hi, limits)
@@ -231,7 +262,7 @@ class Client:
                 if table is not None:
                     info.workers, info.epochs = [worker], len(epochs)
                     return self._finish(info, table, began)
-            errors = self._parts(plan, tenant, dataset, coverage.time_column, lo, hi, limits, done)
+            errors = self._parts(plan, tenant, dataset, coverage, lo, hi, limits, done)
             for exc in errors:
                 self._failed(exc, failed, tenant, dataset, info)
             if errors:
@@ -239,7 +270,19 @@ class Client:
             info.combined = True
             info.workers = sorted({w for w, _, _ in done})
             info.epochs = len(wanted)
-            return self._finish(info, self._combine(dataset, sql, [t for _, t, _ in done]), began)
+            parts = [t for _, t, _ in done] + [t for t, _ in sourced]
+            return self._finish(info, self._combine(dataset, sql, parts), began)
+
+    def _from_source(self, tenant: str, dataset: str, coverage: Coverage, gaps: list[EpochPlace],
+                     lo: int | None, hi: int | None) -> pa.Table:
+        """The rows of ``gaps`` in ``[lo, hi)`` read from the dataset's source; their accesses are reported."""
+        if coverage.source is None:
+            raise EpochsUnavailable(tenant, dataset, coverage.missing)
+        table = read_from_source(coverage.source, coverage.time_column,
+                                 [(p.epoch_id, p.start_ms, p.end_ms, p.dims) for p in gaps], lo, hi)
+        share = table.num_rows // max(1, len(gaps)), table.nbytes // max(1, len(gaps))
+        self.reporter.add(tenant, dataset, {p.epoch_id: share for p in gaps})
+        return table
 
     def _failed(self, exc: _WorkerFailed, failed: dict[str, str], tenant: str, dataset: str, info: QueryInfo) -> None:
         failed[exc.worker] = str(exc.cause)
@@ -325,15 +368,17 @@ class Client:
         self.reporter.add(tenant, dataset, scanned)
         return table
 
-    def _parts(self, plan: Mapping[tuple[str, str], list[EpochPlace]], tenant: str, dataset: str, time_column: str,
-               lo: int | None, hi: int | None, limits: Mapping[str, float | None],
+    def _parts(self, plan: Mapping[tuple[str, str], list[EpochPlace]], tenant: str, dataset: str,
+               coverage: Coverage, lo: int | None, hi: int | None, limits: Mapping[str, float | None],
                done: list[tuple[str, pa.Table, set[str]]]) -> list[_WorkerFailed]:
         """Fetch each worker's rows of its epochs in parallel; successes go to ``done``, failures are returned."""
+        column = coverage.source.partition.time_partition.column if coverage.source is not None else None
+        epoch_ms = column is not None and column.type == cp.PartitionColumnType.INT64
 
         def fetch(item: tuple[tuple[str, str], list[EpochPlace]]) -> tuple[str, pa.Table, set[str]]:
             (worker, addr), epochs = item
             sql = (f"SELECT * FROM {_quote(dataset)} WHERE "
-                   f"{restriction(time_column, epochs, lo, hi)}")
+                   f"{restriction(coverage.time_column, epochs, lo, hi, epoch_ms)}")
             ticket = self._restrict(self._ticket(tenant, sql, limits), dataset, epochs, lo, hi)
             table = self._get(worker, addr, ticket)
             scanned = _scanned(table, dataset)

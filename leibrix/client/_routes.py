@@ -14,12 +14,17 @@ time range ``[start, end)``:
   dimension values a routed epoch (its READY refresh) already covers.
 
 A query must never be answered from part of the data without saying so, so
-:class:`Coverage` carries the gaps and the caller refuses to run when there
-are any (:class:`EpochsUnavailable`).
+:class:`Coverage` carries the gaps (their windows and dimension values, and
+the dataset's source): the caller reads them from the source, or refuses to
+run (:class:`EpochsUnavailable`) when it may use resident data only.
 
 :class:`RouteCache` keeps each answer for ``ttl`` seconds, so a burst of
 queries costs the masters one round of calls; a worker failure drops the entry
 (:meth:`RouteCache.invalidate`) so the next attempt sees the current routes.
+Once the tenant's ``WatchRoutes`` subscription (:mod:`._routes_watch`) is
+synced, the routes come from it, pushed by the masters as they change, and
+only ``GetDataset``/``ListEpochs`` are cached; while it is not,
+``ResolveRoute`` is asked.
 """
 
 from __future__ import annotations
@@ -33,6 +38,7 @@ from datetime import datetime, timezone
 import trio
 
 from leibrix.client._call import call
+from leibrix.client._routes_watch import RouteWatcher
 from leibrix.wire._proto import leibrix_cp as cp
 
 __all__ = ["Coverage", "EpochPlace", "EpochsUnavailable", "RouteCache", "fetch_coverage", "to_ms"]
@@ -71,6 +77,12 @@ class Coverage:
     routed: list[EpochPlace] = field(default_factory=list)
     missing: list[tuple[str, str]] = field(default_factory=list)
     fetched_at: float = 0.0
+    #: The missing epochs themselves (no workers): what a query reads from the source instead.
+    gaps: list[EpochPlace] = field(default_factory=list)
+    #: The dataset's source, as ``GetDataset`` shows it.
+    source: cp.DataSource | None = None
+    #: Where the routes came from: ``"watch"`` or ``"resolve"``.
+    via: str = "resolve"
 
     def check(self) -> None:
         """Raise :class:`EpochsUnavailable` when any needed epoch has no route."""
@@ -91,68 +103,116 @@ def _ms(ts: datetime | None) -> int:
     return to_ms(ts) or 0 if ts is not None else 0
 
 
+@dataclass
+class _Catalog:
+    """What ``GetDataset`` and ``ListEpochs`` said about a dataset, and when."""
+
+    info: cp.DatasetInfo
+    epochs: list[cp.EpochStatus]
+    fetched_at: float
+
+
+async def _catalog(stub: cp.ManagementServiceStub, tenant: str, dataset: str) -> _Catalog:
+    info = await stub.get_dataset(cp.GetDatasetRequest(tenant_id=tenant, dataset_id=dataset))
+    epochs: list[cp.EpochStatus] = []
+    token = ""
+    while True:
+        page = await stub.list_epochs(cp.ListEpochsRequest(tenant_id=tenant, dataset_id=dataset,
+                                                           page_size=1000, page_token=token))
+        epochs.extend(page.epochs)
+        token = page.next_page_token
+        if not token:
+            break
+    return _Catalog(info, epochs, time.monotonic())
+
+
+def _overlaps(tr: cp.TimeRange, lo: int | None, hi: int | None) -> bool:
+    s, t = _ms(tr.start_inclusive), _ms(tr.end_exclusive)
+    return not ((hi is not None and s >= hi) or (lo is not None and t <= lo))
+
+
+def build_coverage(tenant: str, dataset: str, catalog: _Catalog, routes: list[cp.EpochRoute],
+                   lo: int | None, hi: int | None, via: str) -> Coverage:
+    """Routed epochs and gaps of ``[lo, hi)`` (ms, None: unbounded) from a dataset's epochs and routes."""
+    info = catalog.info
+    column = info.source.partition.time_partition.column.name or "ts"
+    routed = []
+    for r in routes:
+        if not _overlaps(r.epoch.time_range, lo, hi):
+            continue
+        workers = tuple((w, a) for w, a in zip(r.worker_ids, r.worker_addrs) if a)
+        tr = r.epoch.time_range
+        routed.append(EpochPlace(r.epoch.epoch_id, _ms(tr.start_inclusive), _ms(tr.end_exclusive),
+                                 tuple(sorted(r.epoch.dimension_values.items())), workers))
+    covered = {(p.start_ms, p.end_ms, p.dims) for p in routed if p.workers}
+    missing = [(p.epoch_id, "READY but no replica with a query address") for p in routed if not p.workers]
+    gaps = [p for p in routed if not p.workers]
+    for e in catalog.epochs:
+        tr = e.info.time_range
+        s, t = _ms(tr.start_inclusive), _ms(tr.end_exclusive)
+        dims = tuple(sorted(e.info.dimension_values.items()))
+        if e.state in _GONE or not _overlaps(tr, lo, hi) or (s, t, dims) in covered:
+            continue
+        if any(p.epoch_id == e.info.epoch_id for p in routed):
+            continue
+        missing.append((e.info.epoch_id, e.state.name))
+        gaps.append(EpochPlace(e.info.epoch_id, s, t, dims, ()))
+    return Coverage(tenant, dataset, column, [p for p in routed if p.workers], missing, time.monotonic(),
+                    gaps, info.source, via)
+
+
 async def fetch_coverage(masters: str, tenant: str, dataset: str, start: datetime | None, end: datetime | None,
                          *, timeout: float = 10.0, metadata: Mapping[str, str] | None = None) -> Coverage:
     """Ask a master for a dataset's routes and epochs in ``[start, end)`` (None: unbounded)."""
     lo, hi = to_ms(start), to_ms(end)
 
     async def rpc(stub: cp.ManagementServiceStub) -> Coverage:
-        info = await stub.get_dataset(cp.GetDatasetRequest(tenant_id=tenant, dataset_id=dataset))
+        catalog = await _catalog(stub, tenant, dataset)
         time_range = None
         if start is not None or end is not None:
             time_range = cp.TimeRange(start_inclusive=start or datetime(1970, 1, 1, tzinfo=timezone.utc),
                                       end_exclusive=end or datetime(9999, 1, 1, tzinfo=timezone.utc))
         routes = await stub.resolve_route(cp.ResolveRouteRequest(tenant_id=tenant, dataset_id=dataset,
                                                                  time_range=time_range))
-        epochs: list[cp.EpochStatus] = []
-        token = ""
-        while True:
-            page = await stub.list_epochs(cp.ListEpochsRequest(tenant_id=tenant, dataset_id=dataset,
-                                                               page_size=1000, page_token=token))
-            epochs.extend(page.epochs)
-            token = page.next_page_token
-            if not token:
-                break
-        column = info.source.partition.time_partition.column.name or "ts"
-        routed = []
-        for r in routes.routes:
-            workers = tuple((w, a) for w, a in zip(r.worker_ids, r.worker_addrs) if a)
-            tr = r.epoch.time_range
-            routed.append(EpochPlace(r.epoch.epoch_id, _ms(tr.start_inclusive), _ms(tr.end_exclusive),
-                                     tuple(sorted(r.epoch.dimension_values.items())), workers))
-        covered = {(p.start_ms, p.end_ms, p.dims) for p in routed if p.workers}
-        missing = [(p.epoch_id, "READY but no replica with a query address") for p in routed if not p.workers]
-        for e in epochs:
-            tr = e.info.time_range
-            s, t = _ms(tr.start_inclusive), _ms(tr.end_exclusive)
-            if e.state in _GONE or (hi is not None and s >= hi) or (lo is not None and t <= lo):
-                continue
-            if (s, t, tuple(sorted(e.info.dimension_values.items()))) in covered:
-                continue
-            if any(p.epoch_id == e.info.epoch_id for p in routed):
-                continue
-            missing.append((e.info.epoch_id, e.state.name))
-        return Coverage(tenant, dataset, column, [p for p in routed if p.workers], missing, time.monotonic())
+        return build_coverage(tenant, dataset, catalog, list(routes.routes), lo, hi, "resolve")
 
     reply, _ = await call(masters, rpc, timeout=timeout, metadata=metadata)
     return reply
 
 
 class RouteCache:
-    """Coverage per ``(tenant, dataset, start, end)``, reused for ``ttl`` seconds; thread-safe."""
+    """Coverage per ``(tenant, dataset, start, end)``, reused for ``ttl`` seconds; thread-safe.
+
+    With ``watch`` (the default) each tenant queried is subscribed to
+    (:class:`RouteWatcher`); while its subscription is synced, routes come from
+    it and only the dataset's description and epoch list are fetched (and
+    cached for ``ttl``). :meth:`close` ends the subscriptions.
+    """
 
     def __init__(self, masters: str, *, ttl: float = 2.0, timeout: float = 10.0,
-                 metadata: Mapping[str, str] | None = None) -> None:
+                 metadata: Mapping[str, str] | None = None, watch: bool = True) -> None:
         self.masters = masters
         self.ttl = ttl
         self.timeout = timeout
         self.metadata = dict(metadata or {})
         self._entries: dict[tuple, Coverage] = {}
+        self._catalogs: dict[tuple[str, str], _Catalog] = {}
         self._lock = threading.Lock()
+        #: ``ResolveRoute`` rounds (the fallback) and ``GetDataset``+``ListEpochs`` rounds made.
         self.fetches = 0
+        self.catalog_fetches = 0
+        self.watcher = RouteWatcher(masters, metadata=metadata) if watch else None
 
     def get(self, tenant: str, dataset: str, start: datetime | None, end: datetime | None) -> Coverage:
-        key = (tenant, dataset, to_ms(start), to_ms(end))
+        lo, hi = to_ms(start), to_ms(end)
+        if self.watcher is not None:
+            self.watcher.watch(tenant)
+            routes = self.watcher.routes(tenant)
+            if routes is not None:
+                catalog = self._catalog(tenant, dataset)
+                return build_coverage(tenant, dataset, catalog, [r for (d, _), r in sorted(routes.items())
+                                                                 if d == dataset], lo, hi, "watch")
+        key = (tenant, dataset, lo, hi)
         with self._lock:
             hit = self._entries.get(key)
         if hit is not None and time.monotonic() - hit.fetched_at < self.ttl:
@@ -164,8 +224,31 @@ class RouteCache:
             self.fetches += 1
         return coverage
 
+    def _catalog(self, tenant: str, dataset: str) -> _Catalog:
+        with self._lock:
+            hit = self._catalogs.get((tenant, dataset))
+        if hit is not None and time.monotonic() - hit.fetched_at < self.ttl:
+            return hit
+
+        async def fetch() -> _Catalog:
+            reply, _ = await call(self.masters, lambda stub: _catalog(stub, tenant, dataset), timeout=self.timeout,
+                                  metadata=self.metadata)
+            return reply
+
+        catalog = trio.run(fetch)
+        with self._lock:
+            self._catalogs[(tenant, dataset)] = catalog
+            self.catalog_fetches += 1
+        return catalog
+
     def invalidate(self, tenant: str, dataset: str) -> None:
         """Forget every cached answer for a dataset (a worker failed or lost an epoch)."""
         with self._lock:
             for key in [k for k in self._entries if k[:2] == (tenant, dataset)]:
                 del self._entries[key]
+            self._catalogs.pop((tenant, dataset), None)
+
+    def close(self) -> None:
+        """End the route subscriptions."""
+        if self.watcher is not None:
+            self.watcher.close()

@@ -1,10 +1,11 @@
-"""The rows a cluster's workers hold, rebuilt in this process, and DuckDB run directly over them.
+"""The rows a cluster's epochs hold, read straight from the sample Iceberg table's files, and DuckDB over them.
 
-The reference worker's rows are deterministic: they derive from the plan id,
-the row count, the epoch's window and dimension values. :func:`expected_rows`
-reads those facts from the master (``ListEpochs``) and loads the same plans
-into a local :class:`~leibrix.worker.Loader`, so a test can compare a query
-through Leibrix with the same SQL run over the same rows in one DuckDB.
+Datasets admitted by :func:`tests.support.admission.admission` name the test
+session's Iceberg table (:mod:`tests.support.sample_source`). :func:`expected_rows`
+reads that table's Parquet files with DuckDB's ``read_parquet`` (no Leibrix
+code in between) and keeps the rows of the dataset's epochs as the master
+lists them, so a test can compare a query through Leibrix with the same SQL
+run by :func:`direct` over the same rows in one DuckDB.
 """
 
 from __future__ import annotations
@@ -15,37 +16,26 @@ import duckdb
 import pyarrow as pa
 
 from leibrix.wire._proto import leibrix_cp as cp
-from leibrix.wire._proto.records import control_plane_pb2 as pb
-from leibrix.worker import Loader
 from tests.support.admission import rpc
+from tests.support.sample_source import sample_source
 
 
-async def expected_rows(master, tenant: str, dataset: str, rows: int, time_column: str = "ts") -> pa.Table:
-    """All rows of the dataset's READY epochs, generated locally exactly as the workers did."""
+async def expected_rows(master, tenant: str, dataset: str, states: tuple[str, ...] = ("READY",)) -> pa.Table:
+    """All source rows of the dataset's epochs (each in one of ``states``), read from the data files directly."""
     listed = await rpc(master, "list_epochs", cp.ListEpochsRequest(tenant_id=tenant, dataset_id=dataset))
-    loader = Loader(memory_limit_bytes=1 << 30)
+    terms = []
+    for e in listed.epochs:
+        assert e.state.name in states, e
+        tr = e.info.time_range
+        lo, hi = (t.replace(tzinfo=None).isoformat(sep=" ") for t in (tr.start_inclusive, tr.end_exclusive))
+        dims = "".join(f" AND {k} = '{v}'" for k, v in sorted(e.info.dimension_values.items()))
+        terms.append(f"(ts >= TIMESTAMP '{lo}' AND ts < TIMESTAMP '{hi}'{dims})")
+    files = str(sample_source().root / "files" / "*.parquet")
+    con = duckdb.connect(":memory:")
     try:
-        tables = []
-        for e in listed.epochs:
-            assert e.state == cp.EpochState.READY, e
-            a = pb.DataAssignmentEvent(dataset_id=dataset, epoch_id=e.info.epoch_id, load_plan=pb.LoadPlan(
-                plan_id=e.replicas[0].plan_id, destination_table_name=f"{dataset}__{e.info.epoch_id}",
-                expected_rows=rows, tenant_id=tenant))
-            part = a.load_plan.resolved_partition
-            part.time_column_name = time_column
-            part.time_range.start_inclusive.FromDatetime(e.info.time_range.start_inclusive)
-            part.time_range.end_exclusive.FromDatetime(e.info.time_range.end_exclusive)
-            for k, v in e.info.dimension_values.items():
-                part.dimension_values[k] = v
-            loaded = loader.load(a, tenant_id=tenant)
-            tables.append(loaded.table)
-        cursor = loader.cursor()
-        try:
-            return cursor.sql(" UNION ALL ".join(f'SELECT * FROM "{t}"' for t in tables)).to_arrow_table()
-        finally:
-            cursor.close()
+        return con.sql(f"SELECT * FROM read_parquet('{files}') WHERE {' OR '.join(terms)} ORDER BY id").to_arrow_table()
     finally:
-        loader.close()
+        con.close()
 
 
 def direct(rows: pa.Table, dataset: str, sql: str, start: datetime | None = None, end: datetime | None = None,
