@@ -166,9 +166,12 @@ OPTIONS: tuple[Option, ...] = (
     Option("worker_max_registering", int, _HUB.max_registering,
            "registrations processed at once; the rest of a reconnect storm waits its turn", "N"),
     Option("worker_rebalance_interval", float, _HUB.rebalance_interval,
-           "seconds between join-rebalancing passes that move replicas onto new workers", "S"),
+           "seconds between rebalancing passes that move replicas from the most to the least loaded workers", "S"),
     Option("worker_rebalance_max_moves", int, _HUB.rebalance_max_moves,
            "most replicas one rebalancing pass moves (make-before-break)", "N"),
+    Option("worker_rebalance_tolerance", float, _HUB.rebalance_tolerance,
+           "rebalance a pool once a worker's load is 2x this fraction off the mean, until all are within it",
+           "FRACTION"),
     # Admission and residency knobs (defaults from leibrix.control's AdmissionConfig and CoordinatorConfig).
     Option("max_epochs_per_request", int, _LIMITS.max_epochs_per_request,
            "most epochs one AdmitDataset request may expand to (more: RESOURCE_EXHAUSTED)", "N"),
@@ -249,6 +252,7 @@ class MasterConfig:
     worker_max_registering: int = _BY_NAME["worker_max_registering"].default
     worker_rebalance_interval: float = _BY_NAME["worker_rebalance_interval"].default
     worker_rebalance_max_moves: int = _BY_NAME["worker_rebalance_max_moves"].default
+    worker_rebalance_tolerance: float = _BY_NAME["worker_rebalance_tolerance"].default
     max_epochs_per_request: int = _BY_NAME["max_epochs_per_request"].default
     heat_half_life_s: float = _BY_NAME["heat_half_life_s"].default
     residency_hysteresis: float = _BY_NAME["residency_hysteresis"].default

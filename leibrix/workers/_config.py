@@ -31,5 +31,9 @@ class HubConfig:
     register_timeout: float = 10.0
     #: Registrations processed at once; the rest of a reconnect storm waits its turn.
     max_registering: int = 32
-    rebalance_interval: float = 10.0
-    rebalance_max_moves: int = 4
+    #: Seconds between rebalancing passes (:mod:`leibrix.workers._rebalance`).
+    rebalance_interval: float = 5.0
+    #: Most make-before-break moves one pass makes (over all pools).
+    rebalance_max_moves: int = 16
+    #: A pool rebalances once a worker's load is 2x this far from the mean (relative), until all are within it.
+    rebalance_tolerance: float = 0.1

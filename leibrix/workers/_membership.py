@@ -1,4 +1,4 @@
-"""The Trio side of the worker hub: members, liveness, membership records, dead workers, join rebalancing.
+"""The Trio side of the worker hub: members, liveness, membership records, dead workers, rebalancing.
 
 :class:`Membership` is built once per master and *works* only during a
 leadership term (:meth:`Membership.run_term`, a leader service). It is the
@@ -19,9 +19,13 @@ to all assignments sent is kept in :attr:`Membership.last_replace_s`. A new
 leader gives every worker the previous leader recorded as live until its DEAD
 deadline (``dead_timeout`` at the defaults) to re-register.
 
-**Join rebalancing** (:mod:`leibrix.workers._rebalance`) runs every
-``rebalance_interval`` while workers have joined since the pools were last
-balanced.
+**Rebalancing** (:mod:`leibrix.workers._rebalance`): every
+``rebalance_interval`` of a term, a pass compares the loads of every pool's
+ACTIVE workers as the coordinator holds them and moves at most
+``rebalance_max_moves`` replicas, make-before-break, from the most to the
+least loaded, until every worker is within ``rebalance_tolerance`` of its
+pool's mean. Nothing about joins is remembered: a new leader's first pass
+sees the same skew its predecessor did.
 
 Everything here runs on the one event-loop thread (Trio, with the asyncio
 streams under trio-asyncio), so shared state needs no locks.
@@ -52,7 +56,7 @@ from leibrix.workers._config import HubConfig
 from leibrix.workers._member import Member, member_from_record, record_of
 from leibrix.workers._messages import clip, common_ack
 from leibrix.workers._protocols import EpochCoordinator, Session
-from leibrix.workers._rebalance import rebalance_pass
+from leibrix.workers._rebalance import PoolWorker, Rebalancer
 from leibrix.workers._records import RecordWriter
 
 __all__ = ["Membership"]
@@ -106,7 +110,7 @@ class Membership:
         self.coordinator: EpochCoordinator | None = None
         self._wake = trio.Event()
         self._capacity = trio.Event()
-        self._joined: set[str] = set()
+        self.rebalancer = Rebalancer(tolerance=config.rebalance_tolerance)
         self._records: Any = None  # Table[WorkerRecord] when a mirror was attached
         self._addresses: WorkerAddresses | None = None
         #: whether a pool label names a tenant (set by :meth:`attach`); None accepts any pool
@@ -155,6 +159,7 @@ class Membership:
             async with trio.open_nursery() as nursery:
                 self.liveness = self._new_liveness()
                 self.members.clear()
+                self.rebalancer.reset()
                 records = RecordWriter(ctx.writer, self.keys, self.leader_hint)
                 self._term = _Term(ctx, nursery, int(getattr(ctx.term, "token", 0)), records)
                 self._adopt_previous_members()
@@ -209,7 +214,7 @@ class Membership:
                 id=m.worker_id, memory_bytes=m.memory_bytes, cpu_cores=m.cpu_cores,
                 zone=m.zone or None, used_memory_bytes=used_mem, used_cpu_cores=used_cpu,
             ))
-        return out
+        return self.rebalancer.eligible(want, out)
 
     def reserved(self, worker_id: str) -> tuple[int, float]:
         """(memory bytes, CPU cores) reserved on a worker by the replicas placed there (the coordinator's sums)."""
@@ -239,6 +244,10 @@ class Membership:
         up; it re-registers and reconciles), which beats stalling the
         coordinator behind one slow worker.
         """
+        if self.rebalancer.steering and getattr(msg, "WhichOneof", None) is not None \
+                and msg.WhichOneof("payload") == "data_assignment":
+            a = msg.data_assignment
+            self.rebalancer.sent(worker_id, (msg.tenant_id, a.dataset_id, a.epoch_id))
         m = self.members.get(worker_id)
         if m is None or m.session is None:
             return False
@@ -297,7 +306,6 @@ class Membership:
         if term is None:
             raise Unavailable("not the leader", leader=self.leader_hint())
         t = self.liveness.register(worker_id, interval=self.config.heartbeat_interval)
-        joined = t.old in (None, WState.DEAD)
         self._wake.set()
         drain = self.liveness.get(worker_id).drain
         try:
@@ -312,8 +320,6 @@ class Membership:
         }))
         log.info("worker %s registered (%s -> %s) with %d inventory entries",
                  worker_id, t.old.name if t.old else "-", t.new.name, len(inventory))
-        if joined:
-            self._joined.add(worker_id)
         if self.coordinator is not None:
             await self.coordinator.on_registered(worker_id, inventory)
         self._capacity.set()
@@ -405,18 +411,17 @@ class Membership:
             log.info("worker %s DEAD: replicas re-placed in %.3fs", worker_id, self.last_replace_s)
 
     async def _rebalancer(self) -> None:
-        """Throttled join rebalancing: ≤ ``rebalance_max_moves`` make-before-break moves per interval."""
+        """A rebalancing pass every ``rebalance_interval`` (see the module docstring); moves kept per pass."""
         while True:
             await trio.sleep(self.config.rebalance_interval)
             coordinator = self.coordinator
-            if coordinator is None or not self._joined:
+            if coordinator is None:
                 continue
-            pools: dict[str, list[str]] = {}
+            pools: dict[str, list[PoolWorker]] = {}
             for m in self.members.values():
                 w = self.liveness.get(m.worker_id)
                 if w is not None and w.placeable:
-                    pools.setdefault(m.pool, []).append(m.worker_id)
-            moved = await rebalance_pass(list(pools.values()), coordinator, self.config.rebalance_max_moves)
-            self.rebalance_moves.append(moved)
-            if moved == 0:
-                self._joined.clear()  # balanced: wait for the next join
+                    pools.setdefault(m.pool, []).append(PoolWorker(m.worker_id, m.memory_bytes, m.cpu_cores))
+            moved = await self.rebalancer.run_pass(pools, coordinator, self.config.rebalance_max_moves)
+            if moved or self.rebalancer.active:
+                self.rebalance_moves.append(moved)

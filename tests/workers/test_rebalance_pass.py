@@ -1,10 +1,10 @@
-"""One join-rebalancing pass over a small in-memory coordinator: the plan, not the transport."""
+"""One rebalancing pass over a small in-memory coordinator: the plan, not the transport."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from leibrix.workers._rebalance import rebalance_pass
+from leibrix.workers._rebalance import PoolWorker, rebalance_pass
 
 Key = tuple[str, str, str]
 
@@ -16,6 +16,9 @@ class Placements:
     held: dict[str, list[Key]]
     dest: str
     moves: list[tuple[Key, str]] = field(default_factory=list)
+
+    def reserved(self, worker_id: str) -> tuple[int, float]:
+        return 0, 0.0  # nothing reserved: the pass compares replica shares
 
     def replica_count(self, worker_id: str) -> int:
         return len(self.held.get(worker_id, []))
@@ -33,11 +36,15 @@ class Placements:
         return True
 
 
+def _pool(*ids: str) -> list[PoolWorker]:
+    return [PoolWorker(w, 1 << 30, 4.0) for w in ids]
+
+
 async def test_an_epoch_moves_at_most_once_per_pass_and_within_the_budget() -> None:
     same = [("t", "d", f"e{i}") for i in range(4)]
     # two full workers holding the same epochs (2 replicas each), one empty newcomer
     coord = Placements({"a": list(same), "b": list(same), "c": []}, dest="c")
-    moved = await rebalance_pass([["a", "b", "c"]], coord, budget=4)
+    moved = await rebalance_pass([_pool("a", "b", "c")], coord, budget=4)
     keys = [k for k, _ in coord.moves]
     assert moved == len(coord.moves) == 2  # a:3 b:3 c:2 is balanced (within one)
     assert len(set(keys)) == len(keys), coord.moves  # never two replicas of one epoch
@@ -46,4 +53,4 @@ async def test_an_epoch_moves_at_most_once_per_pass_and_within_the_budget() -> N
 
 async def test_balanced_pools_move_nothing() -> None:
     coord = Placements({"a": [("t", "d", "e0")], "b": []}, dest="b")
-    assert await rebalance_pass([["a", "b"]], coord, budget=4) == 0 and coord.moves == []
+    assert await rebalance_pass([_pool("a", "b")], coord, budget=4) == 0 and coord.moves == []
