@@ -1,13 +1,20 @@
 """The one door to etcd: a small Trio-native wrapper over the synchronous ``etcd3`` client.
 
-Nothing else in Leibrix imports ``etcd3``. The client library is synchronous
+Nothing else in Leibrix imports ``etcd3`` (but :mod:`leibrix.store._watch`,
+the watches' half of this client). The client library is synchronous
 (blocking gRPC calls), so every call here runs in a worker thread through
 :func:`trio.to_thread.run_sync` with its own gRPC deadline: the Trio loop never
 blocks, and a call abandoned by a cancelled caller still ends by its deadline
-(nothing leaks for longer than ``timeout``). Watches arrive on the library's
-callback thread and are bridged into Trio through a bounded memory channel with
-:func:`trio.from_thread.run`, so a slow consumer applies back-pressure instead of
-growing an unbounded queue; the etcd watch is cancelled when the consumer leaves.
+(nothing leaks for longer than ``timeout``). Watches are in
+:mod:`leibrix.store._watch`.
+
+**TLS.** ``connect(..., tls=EtcdTls(ca, cert, key))`` dials every endpoint
+over TLS, trusting ``ca`` (the system's CAs when None) and presenting the
+client certificate when given (etcd's ``--client-cert-auth``). An
+``https://`` endpoint is dialled over TLS even without ``tls`` (system CAs,
+no client certificate); an ``http://`` endpoint together with ``tls`` is
+refused (``ValueError``), and members discovered at ``http://`` URLs are
+left out. The files are read once, at :meth:`EtcdClient.connect`.
 
 The values and errors the client takes and raises are defined in
 :mod:`leibrix.store._ops` and re-exported here, so callers import everything
@@ -17,14 +24,12 @@ etcd-shaped from this one module.
 from __future__ import annotations
 
 import math
-from collections.abc import AsyncIterator, Callable, Sequence
-from contextlib import AbstractAsyncContextManager, asynccontextmanager
+from collections.abc import Callable, Sequence
+from contextlib import AbstractAsyncContextManager
 from typing import Any, TypeVar
-from urllib.parse import urlsplit
 
 import etcd3
 import etcd3.etcdrpc as rpc
-import etcd3.events
 import etcd3.exceptions
 import grpc
 import trio
@@ -49,6 +54,9 @@ from leibrix.store._ops import (
     op_size,
     prefix_end,
 )
+from leibrix.store._endpoints import EtcdTls, parse_endpoint
+from leibrix.store._lease import hedged_keepalive
+from leibrix.store._watch import WatchStream, open_watch
 
 __all__ = [
     "Compacted",
@@ -57,6 +65,7 @@ __all__ = [
     "EtcdClient",
     "EtcdError",
     "EtcdRefused",
+    "EtcdTls",
     "EtcdUnavailable",
     "KeyValue",
     "LeaseLost",
@@ -77,9 +86,6 @@ T = TypeVar("T")
 _PAGE = 10_000
 #: gRPC message limit for responses: a page of large records must fit.
 _MAX_MESSAGE = 256 * 1024 * 1024
-#: Watch batches buffered between etcd's callback thread and the Trio consumer
-#: before the callback thread waits (back-pressure).
-_WATCH_BUFFER = 256
 #: Default per-call deadline (seconds). A request a member accepted just before
 #: its Raft leader died is dropped by Raft, and etcd only answers it with
 #: "request timed out" after 5 s + 2 election timeouts; a Raft re-election takes
@@ -93,9 +99,6 @@ LIST_TIMEOUT = 5.0
 #: limiter, so keepalives stuck behind a dead Raft leader never take the
 #: threads every other call needs.
 _KEEPALIVE_THREADS = 8
-#: How long a keepalive waits on the current member before it is also sent to
-#: every other member (the first answer wins).
-_HEDGE_AFTER = 0.1
 
 # Failures that prove the request never reached etcd's Raft log, so sending
 # it again cannot apply it twice: the connection was never made, or the member
@@ -115,48 +118,6 @@ def _never_sent(exc: EtcdUnavailable) -> bool:
     return any(marker in text for marker in _NOT_SENT)
 
 
-def _parse_endpoint(endpoint: str) -> tuple[str, int]:
-    text = endpoint if "://" in endpoint else f"http://{endpoint}"
-    parts = urlsplit(text)
-    if parts.scheme != "http":
-        raise ValueError(f"etcd endpoint {endpoint!r}: only http:// endpoints are supported")
-    try:
-        port = parts.port
-    except ValueError:
-        raise ValueError(f"etcd endpoint {endpoint!r}: port must be a number in 0-65535") from None
-    if not parts.hostname or port is None:
-        raise ValueError(f"etcd endpoint {endpoint!r}: expected host:port or http://host:port")
-    return parts.hostname, port
-
-
-class WatchStream(trio.abc.ReceiveChannel[list[WatchEvent]]):
-    """The Trio end of an etcd watch: batches of events in revision order.
-
-    Iterate it with ``async for``. When the underlying watch breaks the stream
-    first yields everything already buffered, then raises :class:`Compacted`
-    (re-list and watch again) or :class:`EtcdUnavailable` (the connection
-    dropped) instead of ending quietly, so a consumer can never mistake a lost
-    watch for "no more changes".
-    """
-
-    def __init__(self, receive: trio.MemoryReceiveChannel[list[WatchEvent]]) -> None:
-        self._receive = receive
-        self._error: EtcdError | None = None
-
-    async def receive(self) -> list[WatchEvent]:
-        """Next batch of events (one etcd watch response); raises the watch's failure at the end."""
-        try:
-            return await self._receive.receive()
-        except trio.EndOfChannel:
-            if self._error is not None:
-                raise self._error from None
-            raise
-
-    async def aclose(self) -> None:
-        """Stop receiving; a callback blocked on a full buffer is released at once."""
-        await self._receive.aclose()
-
-
 class EtcdClient:
     """Async etcd v3 client for one cluster (one or more endpoints, failing over between them).
 
@@ -166,11 +127,14 @@ class EtcdClient:
     refuses the request itself.
     """
 
-    def __init__(self, raw: Any, *, timeout: float, options: list[tuple[str, int]] | None = None) -> None:
+    def __init__(self, raw: Any, *, timeout: float, options: list[tuple[str, int]] | None = None,
+                 tls: EtcdTls | None = None, credentials: grpc.ChannelCredentials | None = None) -> None:
         """Wrap an already-built ``etcd3`` client; use :meth:`connect` instead."""
         self._raw = raw
         self.timeout = timeout
         self._options = options or []
+        self._tls = tls
+        self._credentials = credentials
         self._keepalive_threads = trio.CapacityLimiter(_KEEPALIVE_THREADS)
         self._closed = False
         self._creating = 0  # watch creations in flight (each in a worker thread)
@@ -178,9 +142,14 @@ class EtcdClient:
 
     @classmethod
     async def connect(
-        cls, endpoints: Sequence[str], *, timeout: float = DEFAULT_CALL_TIMEOUT, discover: bool = True
+        cls, endpoints: Sequence[str], *, timeout: float = DEFAULT_CALL_TIMEOUT, discover: bool = True,
+        tls: EtcdTls | None = None,
     ) -> EtcdClient:
-        """Open a client on ``endpoints`` (``host:port`` or ``http://host:port``) and check one answers.
+        """Open a client on ``endpoints`` (``host:port``, ``http://`` or ``https://host:port``) and check one answers.
+
+        ``tls``: dial over TLS with these files (see the module doc); a
+        member that refuses the connection (an untrusted CA, no client
+        certificate where it requires one) raises :class:`EtcdUnavailable`.
 
         ``timeout`` is the deadline of one attempt of one call. With
         ``discover`` the client also learns every member's client URL from the
@@ -202,7 +171,8 @@ class EtcdClient:
             raise ValueError("at least one etcd endpoint is required")
         if not timeout > 0:
             raise ValueError(f"timeout must be > 0 seconds, got {timeout}")
-        hosts = [_parse_endpoint(e) for e in endpoints]
+        hosts = [parse_endpoint(e, tls) for e in endpoints]
+        credentials = (tls or EtcdTls()).credentials() if any(secure for _, _, secure in hosts) else None
         options = [
             ("grpc.max_receive_message_length", _MAX_MESSAGE),
             ("grpc.max_send_message_length", _MAX_MESSAGE),
@@ -220,11 +190,12 @@ class EtcdClient:
         # with several, a failed one rests briefly so the next call tries another.
         rest = 0.0 if len(hosts) == 1 else 1.0
         raw = etcd3.MultiEndpointEtcd3Client(
-            endpoints=[etcd3.Endpoint(h, p, secure=False, time_retry=rest, opts=options) for h, p in hosts],
+            endpoints=[etcd3.Endpoint(h, p, secure=secure, creds=credentials if secure else None, time_retry=rest,
+                                      opts=options) for h, p, secure in hosts],
             timeout=timeout,
             failover=True,
         )
-        client = cls(raw, timeout=timeout, options=options)
+        client = cls(raw, timeout=timeout, options=options, tls=tls, credentials=credentials)
         try:
             # Each failure benches that endpoint, so every endpoint gets one try.
             await client.status()
@@ -252,13 +223,16 @@ class EtcdClient:
         for member in members:
             for url in member.client_urls:
                 try:
-                    host, port = _parse_endpoint(url)
+                    host, port, secure = parse_endpoint(url, self._tls)
                 except ValueError:
                     continue
                 netloc = f"{host}:{port}"
                 if netloc not in self._raw.endpoints:
+                    if secure and self._credentials is None:
+                        self._credentials = EtcdTls().credentials()
                     self._raw.endpoints[netloc] = etcd3.Endpoint(
-                        host, port, secure=False, time_retry=rest, opts=self._options
+                        host, port, secure=secure, creds=self._credentials if secure else None, time_retry=rest,
+                        opts=self._options
                     )
         if len(self._raw.endpoints) > 1:
             # A single endpoint is never benched (nothing to fail over to); now there is.
@@ -437,62 +411,7 @@ class EtcdClient:
         client's per-call deadline by default) bounds every attempt; the
         threads of abandoned attempts end by it.
         """
-        deadline = timeout or self.timeout
-        request = rpc.LeaseKeepAliveRequest(ID=lease_id)
-        first = self._raw.endpoint_in_use or next(iter(self._raw.endpoints.values()))
-        others = [e for e in self._raw.endpoints.values() if e is not first]
-
-        def refresh(endpoint: Any) -> int:
-            try:
-                stream = rpc.LeaseStub(endpoint.channel).LeaseKeepAlive(iter([request]), deadline)
-                try:
-                    for resp in stream:
-                        return int(resp.TTL)
-                    raise EtcdUnavailable("lease keepalive stream ended without an answer")
-                finally:
-                    stream.cancel()
-            except (grpc.RpcError, ValueError) as exc:
-                raise self._failed_quietly(exc, bench=False) from None
-
-        send, receive = trio.open_memory_channel[int | EtcdError](len(others) + 1)
-
-        async def attempt(endpoint: Any) -> None:
-            try:
-                answer: int | EtcdError = await trio.to_thread.run_sync(
-                    refresh, endpoint, abandon_on_cancel=True, limiter=self._keepalive_threads
-                )
-            except EtcdError as exc:
-                answer = exc
-            send.send_nowait(answer)
-
-        ttl: int | None = None
-        failure: EtcdError | None = None
-        async with trio.open_nursery() as nursery:
-            nursery.start_soon(attempt, first)
-            pending, hedged = 1 + len(others), not others
-            while pending and ttl is None:
-                answer: int | EtcdError | None = None
-                if hedged:
-                    answer = await receive.receive()
-                else:
-                    with trio.move_on_after(_HEDGE_AFTER):
-                        answer = await receive.receive()
-                    if not isinstance(answer, int):
-                        for endpoint in others:
-                            nursery.start_soon(attempt, endpoint)
-                        hedged = True
-                if isinstance(answer, int):
-                    ttl = answer
-                elif answer is not None:
-                    failure = answer
-                    pending -= 1
-            nursery.cancel_scope.cancel()
-        if ttl is None:
-            assert failure is not None
-            raise failure
-        if ttl <= 0:
-            raise LeaseLost(f"lease {lease_id:x} has expired or was revoked")
-        return ttl
+        return await hedged_keepalive(self, lease_id, timeout or self.timeout)
 
     async def lease_revoke(self, lease_id: int) -> None:
         """Revoke a lease, deleting every key attached to it. Revoking a gone lease is not an error."""
@@ -514,83 +433,11 @@ class EtcdClient:
         revision etcd has compacted surfaces as :class:`Compacted` from the
         stream's ``receive`` (etcd accepts the watch, then cancels it).
         """
-        return self._watch(prefix, prefix_end(prefix), start_revision)
+        return open_watch(self, prefix, prefix_end(prefix), start_revision)
 
     def watch_key(self, key: str, *, start_revision: int) -> AbstractAsyncContextManager[WatchStream]:
         """Watch exactly one key from ``start_revision`` on; see :meth:`watch_prefix`."""
-        return self._watch(key, None, start_revision)
-
-    @asynccontextmanager
-    async def _watch(
-        self, key: str, range_end: bytes | None, start_revision: int
-    ) -> AsyncIterator[WatchStream]:
-        if start_revision < 1:
-            raise ValueError(f"start_revision must be >= 1, got {start_revision}")
-        send, receive = trio.open_memory_channel[list[WatchEvent]](_WATCH_BUFFER)
-        stream = WatchStream(receive)
-        token = trio.lowlevel.current_trio_token()
-        done = False  # set (under the GIL) once the stream has ended: later callbacks are dropped
-
-        def fail(err: EtcdError) -> None:
-            stream._error = err
-            send.close()
-
-        def callback(resp: Any) -> None:
-            # Runs on the etcd3 watcher thread.
-            nonlocal done
-            if done:
-                return
-            try:
-                if isinstance(resp, BaseException) or resp is None:
-                    done = True
-                    err = (
-                        EtcdUnavailable("etcd watch stream ended")
-                        if resp is None
-                        else self._failed_quietly(resp)
-                    )
-                    trio.from_thread.run_sync(fail, err, trio_token=token)
-                    return
-                batch = [
-                    WatchEvent(
-                        "put" if isinstance(ev, etcd3.events.PutEvent) else "delete",
-                        _kv(ev._event.kv),
-                    )
-                    for ev in resp.events
-                ]
-                if batch:
-                    trio.from_thread.run(send.send, batch, trio_token=token)
-            except (trio.BrokenResourceError, trio.ClosedResourceError, trio.RunFinishedError):
-                done = True
-
-        if self._closed:
-            raise EtcdUnavailable("etcd client is closed")
-        # Not abandoned on cancel: a watch created after its caller left would
-        # never be cancelled (bounded by the client timeout).
-        self._creating += 1
-        try:
-            watch_id = await self._call(
-                lambda: self._raw.watcher.add_callback(
-                    key.encode(), callback, range_end=range_end, start_revision=start_revision
-                ),
-                abandon_on_cancel=False,
-                retry="never",
-            )
-        finally:
-            self._creating -= 1
-            if not self._creating:
-                self._created.set()
-                self._created = trio.Event()
-        try:
-            async with stream:
-                yield stream
-        finally:
-            done = True
-            with trio.CancelScope(shield=True), trio.move_on_after(self.timeout):
-                try:
-                    await self._call(lambda: self._raw.watcher.cancel(watch_id), retry="never")
-                except EtcdError:
-                    pass  # the stream is already gone: nothing left to cancel
-            send.close()
+        return open_watch(self, key, None, start_revision)
 
     def _failed_quietly(self, exc: BaseException, *, bench: bool = True) -> EtcdError:
         """Like :meth:`_failed` but never raises (watcher thread, keepalive attempts)."""

@@ -8,7 +8,7 @@ import urllib.request
 import pytest
 import trio
 
-from leibrix.store import _etcd
+from leibrix.store import _etcd, _watch
 from leibrix.store._etcd import (
     Compacted,
     Compare,
@@ -211,7 +211,7 @@ async def test_cancelled_consumer_releases_the_watch(etcd: EtcdClient, etcd_serv
 async def test_slow_consumer_gets_every_event_in_order(
     etcd: EtcdClient, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(_etcd, "_WATCH_BUFFER", 2)  # back-pressure after two batches
+    monkeypatch.setattr(_watch, "_WATCH_BUFFER", 2)  # back-pressure after two batches
     start = await etcd.put("/s/start", b"")
     async with etcd.watch_prefix("/s/n", start_revision=start) as stream:
         for i in range(40):
@@ -254,7 +254,7 @@ async def test_unreachable_endpoint_is_unavailable_fast() -> None:
 
 @pytest.mark.parametrize(
     ("endpoints", "error"),
-    [([], "at least one"), (["https://h:1"], "only http://"), (["http://h"], "host:port"), (["h:x"], "port")],
+    [([], "at least one"), (["unix://h:1"], "only http:// and https://"), (["http://h"], "host:port"), (["h:x"], "port")],
 )
 async def test_connect_validates_endpoints(endpoints: list[str], error: str) -> None:
     with pytest.raises(ValueError, match=error):
