@@ -44,6 +44,7 @@ from __future__ import annotations
 import functools
 import inspect
 import logging
+import time
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any, TypeVar
 
@@ -120,17 +121,25 @@ def _as_api_error(exc: BaseException) -> ApiError | None:
     return None
 
 
-def _guard(func: Callable[[grpclib.server.Stream], Any]) -> Callable[[grpclib.server.Stream], Any]:
-    """Wrap one grpclib handler with the ApiError -> status (+ leader metadata) mapping."""
+#: Told of every answered call: ``(path, status name, seconds)`` (metrics; see ``leibrix.api._metrics``).
+Observe = Callable[[str, str, float], None]
+
+
+def _guard(func: Callable[[grpclib.server.Stream], Any], path: str = "",
+           observe: Observe | None = None) -> Callable[[grpclib.server.Stream], Any]:
+    """Wrap one grpclib handler with the ApiError -> status (+ leader metadata) mapping (and ``observe``)."""
 
     @functools.wraps(func)
     async def handler(stream: grpclib.server.Stream) -> None:
+        started, code = time.perf_counter(), "UNKNOWN"
         try:
             await func(stream)
+            code = "OK"
         except Exception as exc:
             err = _as_api_error(exc)
             if err is None:
                 raise
+            code = err.status.name
             log.debug("%s answered %s: %s", func.__qualname__, err.status.name, err.message)
             metadata = {LEADER_METADATA: err.leader} if isinstance(err, Unavailable) and err.leader else None
             try:
@@ -139,6 +148,9 @@ def _guard(func: Callable[[grpclib.server.Stream], Any]) -> Callable[[grpclib.se
                 )
             except h2.exceptions.StreamClosedError:
                 pass  # the client has gone; nothing to tell it
+        finally:
+            if observe is not None:
+                observe(path, code, time.perf_counter() - started)
 
     return handler
 
@@ -146,9 +158,10 @@ def _guard(func: Callable[[grpclib.server.Stream], Any]) -> Callable[[grpclib.se
 class _Guarded:
     """A servable whose handlers are ``service``'s, guarded, optionally under other paths."""
 
-    def __init__(self, mapping: Mapping[str, grpclib.const.Handler], authorizer: Authorizer | None = None) -> None:
+    def __init__(self, mapping: Mapping[str, grpclib.const.Handler], authorizer: Authorizer | None = None,
+                 observe: Observe | None = None) -> None:
         self._mapping = {
-            path: grpclib.const.Handler(_guard(authorizer.wrap(path, h.func) if authorizer else h.func),
+            path: grpclib.const.Handler(_guard(authorizer.wrap(path, h.func) if authorizer else h.func, path, observe),
                                         h.cardinality, h.request_type, h.reply_type)
             for path, h in mapping.items()
         }
@@ -184,11 +197,13 @@ class GrpcServer:
     instances) whose RPC methods use :func:`trio_rpc`. A service that serves
     ``ControlPlaneService`` is also reachable under the Rust worker's path,
     unless it maps that path itself. ``authorizer`` (None: no authentication)
-    guards the ManagementService; ``tls`` (None: plain text) secures the port.
+    guards the ManagementService; ``tls`` (None: plain text) secures the port;
+    ``observe`` (None: nothing) is told of every answered call.
     """
 
     def __init__(self, services: Iterable[Any], health: HealthFlag, *, authorizer: Authorizer | None = None,
-                 tls: ServerTls | None = None) -> None:
+                 tls: ServerTls | None = None, observe: Observe | None = None) -> None:
+        self.observe = observe
         self.health = health
         self._services = list(services)
         self.authorizer = authorizer
@@ -199,7 +214,7 @@ class GrpcServer:
         aliases: dict[str, grpclib.const.Handler] = {}
         for service in self._services:
             mapping = service.__mapping__()
-            guarded.append(_Guarded(mapping, self.authorizer))
+            guarded.append(_Guarded(mapping, self.authorizer, self.observe))
             for path, handler in mapping.items():
                 if path in CONTROL_PLANE_ALIASES and CONTROL_PLANE_ALIASES[path] not in mapping:
                     aliases[CONTROL_PLANE_ALIASES[path]] = handler
@@ -207,7 +222,7 @@ class GrpcServer:
         servables = ServerReflection.extend([*guarded, health])
         if aliases:
             # Not listed by reflection: the alias has no descriptor of its own.
-            servables.append(_Guarded(aliases))
+            servables.append(_Guarded(aliases, observe=self.observe))
         return servables
 
     async def serve(self, host: str, port: int, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:

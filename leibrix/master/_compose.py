@@ -29,6 +29,8 @@ from typing import TYPE_CHECKING, Any
 from leibrix.api._auth import AdminBootstrap, Authorizer, TokenRegistry
 from leibrix.api._cluster import ClusterApi, ManagementService
 from leibrix.api._datasets import DatasetApi
+from leibrix.api._metrics import ClusterCollector, EpochEvents
+from leibrix.api._status_page import StatusSource
 from leibrix.api._tenants import TenantApi
 from leibrix.api._tls import ServerTls
 from leibrix.api._tokens import TokenApi
@@ -67,6 +69,8 @@ class Parts:
     authorizer: Authorizer | None = None
     #: The gRPC port's TLS (None: plain text).
     tls: ServerTls | None = None
+    #: The status page's ``/status.json`` source (None: no status page).
+    status: StatusSource | None = None
 
 
 def hub_config(config: MasterConfig) -> HubConfig:
@@ -105,6 +109,7 @@ def compose(master: Master) -> Parts:
     admission = AdmissionService(leadership=master, hub=hub, admission=admission_config,
                                  coordinator=coordinator_config, registry=master.metrics.registry)
     admission.attach(master.mirror)
+    status = _observe(master, hub, admission)
     tokens = TokenRegistry(master.mirror)
     management = ManagementService([
         ClusterApi(master),
@@ -119,4 +124,17 @@ def compose(master: Master) -> Parts:
         raise ConfigError(f"--tls-cert/--tls-key/--tls-client-ca: cannot be loaded: {exc}") from None
     return Parts(management=management, leader_services=[admission, hub, AdminBootstrap(tokens, config.read_admin_token())],
                  grpc_services=[hub], hub=hub, admission=admission,
-                 authorizer=Authorizer(tokens) if config.auth_enabled else None, tls=tls)
+                 authorizer=Authorizer(tokens) if config.auth_enabled else None, tls=tls, status=status)
+
+
+def _observe(master: Master, hub: WorkerHub, admission: AdmissionService) -> StatusSource:
+    """Register the cluster metrics on the master's registry; returns the status page's source."""
+    leading = lambda: master.is_leader  # noqa: E731
+    registry = master.metrics.registry
+    EpochEvents(registry, admission.state, leading=leading)
+    registry.register(ClusterCollector(hub=hub, admission=admission, leading=leading,
+                                       leader=lambda: master.leader.id if master.leader is not None else None,
+                                       masters=lambda: len(master.masters or ())))
+    return StatusSource(cluster=master.config.cluster, health=master.health_report,
+                        masters=lambda: list((master.masters or {}).values()), leading=leading, hub=hub,
+                        admission=admission)

@@ -250,9 +250,10 @@ class Master:
             quiet_gc()
             nursery.start_soon(pace_gc)
             await nursery.start(LoopWatch(self.metrics).run)
-            await nursery.start(GrpcServer(services, self.health, authorizer=parts.authorizer, tls=parts.tls).serve,
-                                grpc_host, grpc_port)
-            await nursery.start(HttpServer(self.metrics, self.health_report).serve, http_host, http_port)
+            await nursery.start(GrpcServer(services, self.health, authorizer=parts.authorizer, tls=parts.tls,
+                                           observe=self.metrics.rpc.observe).serve, grpc_host, grpc_port)
+            await nursery.start(HttpServer(self.metrics, self.health_report, getattr(parts, "status", None)).serve,
+                                http_host, http_port)
             await nursery.start(self._presence)
             nursery.start_soon(self._observe_leader)
             await nursery.start(self._probe_health)
@@ -352,12 +353,16 @@ class Master:
     async def _probe_health(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
         assert self.etcd is not None
         while True:
+            started = trio.current_time()
             try:
                 with trio.fail_after(max(1.0, self.config.lease_ttl)):
                     status = await self.etcd.status()
                 self.etcd_up = status.leader_id != 0
-            except (EtcdError, trio.TooSlowError):
+                self.metrics.etcd_probe.observe(trio.current_time() - started)
+            except (EtcdError, trio.TooSlowError) as exc:
                 self.etcd_up = False
+                error = "timeout" if isinstance(exc, trio.TooSlowError) else type(exc).__name__
+                self.metrics.etcd_probe_errors.labels(error).inc()
             self.metrics.etcd_up.set(1 if self.etcd_up else 0)
             self.health.set(self.health_report()[0])
             task_status.started()

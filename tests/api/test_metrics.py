@@ -1,0 +1,144 @@
+"""/metrics of a real master: every documented series is exported, and moves when what it counts happens.
+
+Scraped over HTTP and parsed with prometheus-client's own text parser; the
+cluster is real (etcd, gRPC, ``leibrix worker`` processes, an Iceberg source).
+"""
+
+from __future__ import annotations
+
+import urllib.request
+from typing import Any
+
+import pytest
+import trio
+from grpclib.const import Status
+from grpclib.exceptions import GRPCError
+from prometheus_client.parser import text_string_to_metric_families
+
+from leibrix.api._metrics import eviction_reason
+from tests.support.admission import admission, all_ready, quota, rpc
+from tests.support.cluster import leader_and_follower, leading, start_master, workers
+from tests.support.poll import eventually
+
+Samples = dict[tuple[str, tuple[tuple[str, str], ...]], float]
+
+#: Series every master exports (names as exposed, counters with ``_total``).
+EVERY_MASTER = {
+    "leibrix_is_leader", "leibrix_term", "leibrix_etcd_up", "leibrix_leader_terms_total", "leibrix_leader",
+    "leibrix_masters", "leibrix_etcd_probe_duration_seconds_count", "leibrix_loop_lag_seconds_count",
+    "leibrix_datasets", "leibrix_epochs", "leibrix_tenant_memory_bytes", "leibrix_tenant_epochs",
+    "leibrix_tenant_datasets", "leibrix_tenant_cpu_cores", "leibrix_tenant_pending_epochs",
+}
+#: Series only the leader exports.
+LEADER_ONLY = {"leibrix_workers", "leibrix_worker_streams_open", "leibrix_worker_heartbeat_age_seconds_bucket",
+               "leibrix_worker_heartbeat_age_max_seconds", "leibrix_query_heat"}
+
+
+def _scrape_sync(addr: str) -> Samples:
+    with urllib.request.urlopen(f"http://{addr}/metrics", timeout=5) as answer:
+        text = answer.read().decode()
+    return {(s.name, tuple(sorted(s.labels.items()))): s.value
+            for family in text_string_to_metric_families(text) for s in family.samples}
+
+
+async def scrape(master: Any) -> Samples:
+    return await trio.to_thread.run_sync(_scrape_sync, master.config.http_listen)
+
+
+def value(samples: Samples, name: str, **labels: str) -> float:
+    """The sum of ``name``'s samples whose labels include ``labels`` (0 when none)."""
+    want = set(labels.items())
+    return sum(v for (n, ls), v in samples.items() if n == name and want <= set(ls))
+
+
+def names(samples: Samples) -> set[str]:
+    return {n for n, _ in samples}
+
+
+async def test_series_move_with_workers_admissions_and_loads(etcd_server: Any, nursery: trio.Nursery) -> None:
+    m = await leading(await start_master(nursery, etcd_server.endpoint))
+    before = await scrape(m)
+    assert value(before, "leibrix_is_leader") == 1 and value(before, "leibrix_leader", leader="m1") == 1
+    assert value(before, "leibrix_workers") == 0 and value(before, "leibrix_epochs") == 0
+
+    await workers(nursery, m, "w1", "w2")
+    joined = await eventually(lambda: scrape(m), until=lambda s: value(s, "leibrix_workers", state="ACTIVE") == 2,
+                              what="two ACTIVE workers in /metrics")
+    assert value(joined, "leibrix_workers", state="ACTIVE", pool="shared") == 2
+    assert value(joined, "leibrix_worker_streams_open") == 2
+    assert value(joined, "leibrix_worker_heartbeat_age_seconds_bucket", le="+Inf") == 2
+
+    await rpc(m, "upsert_tenant_quota", quota(max_epochs=10, max_memory_bytes=1 << 30))
+    await rpc(m, "admit_dataset", admission(days=2))
+    with pytest.raises(GRPCError) as refused:  # over the tenant's epoch budget
+        await rpc(m, "admit_dataset", admission(dataset="huge", days=20))
+    assert refused.value.status is Status.RESOURCE_EXHAUSTED
+    await all_ready(m, n=2)
+
+    after = await eventually(lambda: scrape(m), until=lambda s: value(s, "leibrix_loads_total", outcome="ready") >= 2,
+                             what="two loads counted")
+    assert names(after) >= EVERY_MASTER | LEADER_ONLY
+    assert value(after, "leibrix_epochs", tenant="acme", dataset="orders", state="READY") == 2
+    assert value(after, "leibrix_admissions_total", code="OK") == 1
+    assert value(after, "leibrix_admissions_total", code="RESOURCE_EXHAUSTED") == 1
+    assert value(after, "leibrix_admission_duration_seconds_count") == 2
+    assert value(after, "leibrix_rpc_requests_total", method="UpsertTenantQuota", code="OK") == 1
+    assert value(after, "leibrix_loads_total", source_type="iceberg", outcome="ready") == 2
+    assert value(after, "leibrix_load_duration_seconds_count", source_type="iceberg") == 2
+    assert value(after, "leibrix_load_bytes_total", source_type="iceberg") > 0
+    assert value(after, "leibrix_epoch_transitions_total", to_state="READY") == 2
+    assert value(after, "leibrix_tenant_epochs", tenant="acme") == 2
+    assert value(after, "leibrix_tenant_epochs_limit", tenant="acme") == 10
+    assert value(after, "leibrix_tenant_memory_limit_bytes", tenant="acme") == 1 << 30
+    assert 0 < value(after, "leibrix_tenant_memory_bytes", tenant="acme") <= 1 << 30
+    assert ("leibrix_tenant_cpu_limit_cores", (("tenant", "acme"),)) not in after  # unlimited: no series
+    assert value(after, "leibrix_query_heat", tenant="acme", dataset="orders") > 0
+    assert value(after, "leibrix_etcd_probe_duration_seconds_count") > value(before,
+                                                                             "leibrix_etcd_probe_duration_seconds_count")
+
+    await rpc(m, "report_access", _access("acme", "orders", sorted(_states(m))[0], count=50))
+    hotter = await scrape(m)
+    assert value(hotter, "leibrix_query_heat", tenant="acme", dataset="orders") > \
+        value(after, "leibrix_query_heat", tenant="acme", dataset="orders") + 40
+
+    await rpc(m, "drop_dataset", _drop("acme", "orders"))
+    dropped = await eventually(lambda: scrape(m), until=lambda s: value(s, "leibrix_evictions_total") >= 2,
+                               what="evictions counted")
+    assert value(dropped, "leibrix_evictions_total", reason="drop") == 2
+
+
+async def test_followers_export_state_but_not_worker_series(etcd_server: Any, nursery: trio.Nursery) -> None:
+    leader, follower = await leader_and_follower(nursery, etcd_server.endpoint)
+    await rpc(leader, "upsert_tenant_quota", quota())
+    samples = await eventually(lambda: scrape(follower),
+                               until=lambda s: ("leibrix_tenant_epochs", (("tenant", "acme"),)) in s,
+                               what="the tenant on the follower")
+    assert value(samples, "leibrix_is_leader") == 0
+    assert value(samples, "leibrix_leader", leader=leader.config.name) == 1
+    assert value(samples, "leibrix_masters") == 2
+    assert not names(samples) & LEADER_ONLY
+
+
+def test_eviction_reasons_are_a_bounded_set() -> None:
+    assert eviction_reason("replaced by refresh 1700_abc") == "refresh"
+    assert eviction_reason("displaced by higher-benefit acme/orders/1") == "benefit"
+    assert eviction_reason("dataset dropped") == "drop"
+    assert eviction_reason("worker w1 died with the last replica") == "worker_lost"
+    assert eviction_reason("load failed on w1: boom; attempt 1, retrying") == "load_failed"
+    assert eviction_reason("retired by an operator") == "retire"
+
+
+def _states(m: Any) -> dict[str, str]:
+    return {e.epoch_id: e.state.name for e in m.parts.admission.state.dataset_epochs("acme", "orders")}
+
+
+def _access(tenant: str, dataset: str, epoch: str, count: int) -> Any:
+    from leibrix.wire._proto import leibrix_cp as cp
+
+    return cp.ReportAccessRequest(tenant_id=tenant, dataset_id=dataset, epoch_id=epoch, count=count)
+
+
+def _drop(tenant: str, dataset: str) -> Any:
+    from leibrix.wire._proto import leibrix_cp as cp
+
+    return cp.DropDatasetRequest(tenant_id=tenant, dataset_id=dataset)
