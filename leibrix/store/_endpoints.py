@@ -1,20 +1,23 @@
-"""Where and how the etcd client dials: endpoint URLs and :class:`EtcdTls`.
+"""etcd URLs and how the client dials them: endpoints, :class:`EtcdTls`, members' URLs.
 
 An endpoint is ``host:port``, ``http://host:port`` or ``https://host:port``.
 ``https://`` is dialled over TLS; a bare ``host:port`` is dialled over TLS
 exactly when TLS options are given; ``http://`` together with TLS options is
 refused, so a configuration never silently falls back to plain text.
+Members' URLs (``--initial-cluster``, client and peer URLs) are checked by
+:func:`parse_initial_cluster` and :func:`validate_url`.
 """
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import urlsplit
 
 import grpc
 
-__all__ = ["EtcdTls", "parse_endpoint"]
+__all__ = ["EtcdTls", "parse_endpoint", "parse_initial_cluster", "validate_url"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -53,3 +56,55 @@ def parse_endpoint(endpoint: str, tls: EtcdTls | None = None) -> tuple[str, int,
     if not parts.hostname or port is None:
         raise ValueError(f"etcd endpoint {endpoint!r}: expected host:port or http(s)://host:port")
     return parts.hostname, port, parts.scheme == "https"
+
+
+def parse_initial_cluster(text: str) -> dict[str, str]:
+    """Parse ``name=http://host:port,name2=...`` into ``{name: peer_url}`` (in order).
+
+    Raises ``ValueError`` naming the offending entry: empty string, an entry
+    without ``=``, an empty or duplicate name, a URL that is not
+    ``http(s)://host:port``, or two members sharing a peer URL.
+    """
+    if not text or not text.strip():
+        raise ValueError("initial-cluster is empty; expected name=http://host:port[,name=...]")
+    members: dict[str, str] = {}
+    seen_urls: dict[str, str] = {}
+    for position, entry in enumerate(text.split(","), start=1):
+        entry = entry.strip()
+        if not entry:
+            raise ValueError(f"initial-cluster entry {position} is empty (stray comma?)")
+        name, sep, url = entry.partition("=")
+        name, url = name.strip(), url.strip()
+        if not sep:
+            raise ValueError(f"initial-cluster entry {position} {entry!r}: expected name=peerURL")
+        if not name:
+            raise ValueError(f"initial-cluster entry {position} {entry!r}: member name is empty")
+        if not re.fullmatch(r"[A-Za-z0-9._-]+", name):
+            raise ValueError(
+                f"initial-cluster entry {position} {entry!r}: member name may only use letters, "
+                "digits, '.', '_' and '-'"
+            )
+        if name in members:
+            raise ValueError(f"initial-cluster entry {position}: member name {name!r} appears twice")
+        validate_url(url, what=f"initial-cluster entry {position} ({name}) peer URL")
+        if url in seen_urls:
+            raise ValueError(
+                f"initial-cluster entry {position}: peer URL {url} is also used by {seen_urls[url]!r}"
+            )
+        members[name] = url
+        seen_urls[url] = name
+    return members
+
+
+def validate_url(url: str, *, what: str) -> str:
+    """Check ``url`` is ``http(s)://host:port`` with nothing else; return it unchanged."""
+    parts = urlsplit(url)
+    try:
+        port = parts.port
+    except ValueError:
+        raise ValueError(f"{what} {url!r}: port is not a number in 1-65535") from None
+    if parts.scheme not in ("http", "https") or not parts.hostname or port is None:
+        raise ValueError(f"{what} {url!r}: expected http://host:port")
+    if parts.path not in ("", "/") or parts.query or parts.fragment:
+        raise ValueError(f"{what} {url!r}: must not have a path, query or fragment")
+    return url

@@ -4,13 +4,19 @@ By default every master runs its own etcd member, so a three-master deployment i
 also a three-member etcd quorum and needs nothing else installed. This module
 
 * finds the ``etcd`` binary and refuses versions known to lose data
-  (:func:`find_etcd_binary`, :func:`check_etcd_version`);
+  (:func:`find_etcd_binary`, :func:`check_etcd_version`, from
+  :mod:`leibrix.store._etcd_binary`);
 * validates ``--initial-cluster name=peerURL,...`` (:func:`parse_initial_cluster`);
 * describes one member (:class:`MemberConfig`) with two timing profiles,
   :data:`TEST_TIMINGS` (ready in ~0.15 s) and :data:`PRODUCTION_TIMINGS`;
 * runs it (:func:`run_member`): start, wait until it answers, restart it with
   bounded backoff if it dies, give up (raise) after repeated failures so the
   master exits non-zero, and on cancellation SIGTERM then SIGKILL, always reaping.
+
+The member listens where its URLs say (loopback by default). With
+:class:`MemberTls` it serves clients and peers over TLS only, requiring a
+certificate signed by its CA from both (``--client-cert-auth``,
+``--peer-client-cert-auth``); its URLs are then ``https://``.
 
 "Never outlives its master" is enforced by the kernel, not by us: the child
 runs with ``PR_SET_PDEATHSIG=SIGKILL``, so a master killed with SIGKILL (which
@@ -33,7 +39,6 @@ import logging
 import math
 import os
 import re
-import shutil
 import signal
 import socket
 import subprocess
@@ -45,7 +50,16 @@ from urllib.parse import urlsplit
 
 import trio
 
-from leibrix.store._etcd import EtcdClient, EtcdError
+from leibrix.store._etcd import EtcdClient, EtcdError, EtcdTls
+from leibrix.store._endpoints import parse_initial_cluster, validate_url
+from leibrix.store._etcd_binary import (
+    EtcdBinaryError,
+    UnsafeEtcdVersion,
+    check_etcd_version,
+    find_etcd_binary,
+    is_known_bad,
+    parse_etcd_version,
+)
 from leibrix.store._writer import TxnLimits
 
 __all__ = [
@@ -55,6 +69,7 @@ __all__ = [
     "MemberConfig",
     "MemberFailed",
     "MemberState",
+    "MemberTls",
     "PRODUCTION_TIMINGS",
     "TEST_TIMINGS",
     "Timings",
@@ -65,6 +80,7 @@ __all__ = [
     "parse_etcd_version",
     "parse_initial_cluster",
     "run_member",
+    "validate_url",
 ]
 
 #: What the master's writer sends to its own embedded member by default: about a
@@ -78,22 +94,9 @@ MEMBER_HEADROOM = 2
 #: but running out is an outage (etcd goes read-only), so leave headroom.
 QUOTA_BACKEND_BYTES = 4 * 1024 * 1024 * 1024
 
-# Known-bad releases: 3.5.0–3.5.2 lose data on SIGKILL, 3.5.0–3.5.5 on a crash
-# during defrag; 3.4.20–3.4.21 carry the same defrag bug.
-_BAD_RANGES = (((3, 5, 0), (3, 5, 5)), ((3, 4, 20), (3, 4, 21)))
-_OLDEST_SUPPORTED = (3, 4, 0)
-
 _PR_SET_PDEATHSIG = 1
 
 log = logging.getLogger(__name__)
-
-
-class EtcdBinaryError(Exception):
-    """The etcd binary is missing, does not run, or its version cannot be read."""
-
-
-class UnsafeEtcdVersion(EtcdBinaryError):
-    """The etcd version is known to lose data (or is too old); ``allow_unsafe`` overrides."""
 
 
 class MemberFailed(Exception):
@@ -135,112 +138,6 @@ TEST_TIMINGS = Timings(heartbeat_ms=10, election_ms=100)
 PRODUCTION_TIMINGS = Timings(heartbeat_ms=50, election_ms=300)
 
 
-def parse_initial_cluster(text: str) -> dict[str, str]:
-    """Parse ``name=http://host:port,name2=...`` into ``{name: peer_url}`` (in order).
-
-    Raises ``ValueError`` naming the offending entry: empty string, an entry
-    without ``=``, an empty or duplicate name, a URL that is not
-    ``http(s)://host:port``, or two members sharing a peer URL.
-    """
-    if not text or not text.strip():
-        raise ValueError("initial-cluster is empty; expected name=http://host:port[,name=...]")
-    members: dict[str, str] = {}
-    seen_urls: dict[str, str] = {}
-    for position, entry in enumerate(text.split(","), start=1):
-        entry = entry.strip()
-        if not entry:
-            raise ValueError(f"initial-cluster entry {position} is empty (stray comma?)")
-        name, sep, url = entry.partition("=")
-        name, url = name.strip(), url.strip()
-        if not sep:
-            raise ValueError(f"initial-cluster entry {position} {entry!r}: expected name=peerURL")
-        if not name:
-            raise ValueError(f"initial-cluster entry {position} {entry!r}: member name is empty")
-        if not re.fullmatch(r"[A-Za-z0-9._-]+", name):
-            raise ValueError(
-                f"initial-cluster entry {position} {entry!r}: member name may only use letters, "
-                "digits, '.', '_' and '-'"
-            )
-        if name in members:
-            raise ValueError(f"initial-cluster entry {position}: member name {name!r} appears twice")
-        validate_url(url, what=f"initial-cluster entry {position} ({name}) peer URL")
-        if url in seen_urls:
-            raise ValueError(
-                f"initial-cluster entry {position}: peer URL {url} is also used by {seen_urls[url]!r}"
-            )
-        members[name] = url
-        seen_urls[url] = name
-    return members
-
-
-def validate_url(url: str, *, what: str) -> str:
-    """Check ``url`` is ``http(s)://host:port`` with nothing else; return it unchanged."""
-    parts = urlsplit(url)
-    try:
-        port = parts.port
-    except ValueError:
-        raise ValueError(f"{what} {url!r}: port is not a number in 1-65535") from None
-    if parts.scheme not in ("http", "https") or not parts.hostname or port is None:
-        raise ValueError(f"{what} {url!r}: expected http://host:port")
-    if parts.path not in ("", "/") or parts.query or parts.fragment:
-        raise ValueError(f"{what} {url!r}: must not have a path, query or fragment")
-    return url
-
-
-def parse_etcd_version(output: str) -> tuple[int, int, int]:
-    """Extract ``(major, minor, patch)`` from ``etcd --version`` output."""
-    match = re.search(r"etcd Version:\s*v?(\d+)\.(\d+)\.(\d+)", output)
-    if not match:
-        snippet = output.strip().splitlines()[0] if output.strip() else "<no output>"
-        raise EtcdBinaryError(f"cannot read the etcd version from {snippet!r}")
-    major, minor, patch = (int(g) for g in match.groups())
-    return major, minor, patch
-
-
-def is_known_bad(version: tuple[int, int, int]) -> str | None:
-    """Why ``version`` must not be used, or ``None`` if it is acceptable."""
-    text = ".".join(map(str, version))
-    for low, high in _BAD_RANGES:
-        if low <= version <= high:
-            return (
-                f"etcd {text} is a known-bad release (3.5.0-3.5.5 and 3.4.20-3.4.21 can lose or "
-                "corrupt data on crash); install >= 3.4.22 or >= 3.5.6"
-            )
-    if version < _OLDEST_SUPPORTED:
-        return f"etcd {text} is older than 3.4.0, which Leibrix does not support"
-    return None
-
-
-def find_etcd_binary(binary: str | None = None) -> str:
-    """Absolute path of the etcd binary: ``binary`` if given, else ``etcd`` from ``PATH``."""
-    name = binary or "etcd"
-    found = shutil.which(name)
-    if found is None:
-        if binary:
-            raise EtcdBinaryError(f"etcd binary {binary!r} not found or not executable")
-        raise EtcdBinaryError(
-            "etcd binary not found on PATH; install it (Debian: apt-get install etcd-server) "
-            "or pass --etcd-binary, or use an external cluster with --etcd-endpoints"
-        )
-    return found
-
-
-async def check_etcd_version(binary: str, *, allow_unsafe: bool = False) -> tuple[int, int, int]:
-    """Run ``binary --version`` and refuse known-bad releases unless ``allow_unsafe``."""
-    try:
-        with trio.fail_after(10):
-            result = await trio.run_process(
-                [binary, "--version"], capture_stdout=True, capture_stderr=True, check=False
-            )
-    except (OSError, trio.TooSlowError) as exc:
-        raise EtcdBinaryError(f"cannot run {binary} --version: {exc}") from None
-    version = parse_etcd_version(result.stdout.decode(errors="replace"))
-    problem = is_known_bad(version)
-    if problem and not allow_unsafe:
-        raise UnsafeEtcdVersion(f"{problem} (--allow-unsafe-etcd overrides)")
-    return version
-
-
 @dataclass(slots=True)
 class MemberState:
     """Live facts about a supervised member, updated by :func:`run_member` (for status pages and tests).
@@ -255,6 +152,33 @@ class MemberState:
 
 
 @dataclass(frozen=True, slots=True)
+class MemberTls:
+    """The member's TLS files: its certificate and key, and the CA its clients' and peers' certificates need.
+
+    One certificate serves clients, peers, and the member as a peer's client,
+    so it must name the member's hosts (SAN DNS or IP) and, if it carries an
+    extended key usage, allow both ``serverAuth`` and ``clientAuth``.
+    """
+
+    cert: str
+    key: str
+    ca: str
+
+    def args(self) -> list[str]:
+        """etcd's flags for client and peer TLS with certificates required on both."""
+        return [
+            f"--cert-file={self.cert}", f"--key-file={self.key}", f"--trusted-ca-file={self.ca}",
+            "--client-cert-auth",
+            f"--peer-cert-file={self.cert}", f"--peer-key-file={self.key}", f"--peer-trusted-ca-file={self.ca}",
+            "--peer-client-cert-auth",
+        ]
+
+    def client(self) -> EtcdTls:
+        """How a client with the member's own certificate dials it (the supervisor's readiness probe)."""
+        return EtcdTls(self.ca, self.cert, self.key)
+
+
+@dataclass(frozen=True, slots=True)
 class MemberConfig:
     """Everything needed to run one etcd member.
 
@@ -265,6 +189,7 @@ class MemberConfig:
     the bootstrap flags. ``txn_limits`` are the limits the master's writer
     keeps to; the member is started accepting :data:`MEMBER_HEADROOM` times
     more (``None``: etcd's own defaults, as an operator's cluster runs).
+    ``tls``: serve clients and peers over TLS (every URL then ``https://``).
     """
 
     name: str
@@ -278,6 +203,7 @@ class MemberConfig:
     allow_unsafe: bool = False
     quota_bytes: int = QUOTA_BACKEND_BYTES
     txn_limits: TxnLimits | None = EMBEDDED_TXN_LIMITS
+    tls: MemberTls | None = None
     #: consecutive failed starts/crashes before :func:`run_member` gives up
     max_restarts: int = 5
     #: how long the member must stay up for the failure count to reset
@@ -294,6 +220,13 @@ class MemberConfig:
             raise ValueError(f"member name {self.name!r}: use letters, digits, '.', '_' and '-'")
         validate_url(self.client_url, what="client URL")
         validate_url(self.peer_url, what="peer URL")
+        scheme = "https" if self.tls else "http"
+        urls = {"client URL": self.client_url, "peer URL": self.peer_url,
+                **{f"initial-cluster peer URL of {n}": u for n, u in self.initial_cluster.items()}}
+        for what, url in urls.items():
+            if urlsplit(url).scheme != scheme:
+                raise ValueError(f"{what} {url}: must be {scheme}:// "
+                                 + ("with member TLS" if self.tls else "without member TLS (no certificate given)"))
         if self.initial_cluster:
             mine = self.initial_cluster.get(self.name)
             if mine is None:
@@ -349,6 +282,8 @@ class MemberConfig:
             "--logger=zap",
             "--log-level=warn",
         ]
+        if self.tls is not None:
+            args += self.tls.args()
         if self.txn_limits is not None:
             args += [f"--max-txn-ops={self.max_txn_ops}", f"--max-request-bytes={self.max_request_bytes}"]
         if not self.has_data():
@@ -460,7 +395,8 @@ async def _wait_serving(cfg: MemberConfig, child: _Child) -> bool:
         next_warning = trio.current_time() + 10
         while not exited.is_set():
             try:
-                client = await EtcdClient.connect([cfg.client_url], timeout=0.5)
+                client = await EtcdClient.connect([cfg.client_url], timeout=0.5,
+                                                  tls=cfg.tls.client() if cfg.tls else None)
             except EtcdError:
                 if len(cfg.initial_cluster) > 1 and trio.current_time() >= next_warning:
                     next_warning += 10
