@@ -30,15 +30,8 @@ from leibrix.control._coordinator import CoordinatorConfig
 from leibrix.domain._validation import AdmissionLimits
 from leibrix.workers._hub import HubConfig
 from leibrix.wire._address import split_hostport
-from leibrix.store._member import (
-    EMBEDDED_TXN_LIMITS,
-    MEMBER_HEADROOM,
-    PRODUCTION_TIMINGS,
-    MemberConfig,
-    Timings,
-    parse_initial_cluster,
-    validate_url,
-)
+from leibrix.store._etcd import EtcdTls
+from leibrix.store._member import EMBEDDED_TXN_LIMITS, MEMBER_HEADROOM, PRODUCTION_TIMINGS, MemberConfig
 from leibrix.store._writer import TxnLimits
 
 __all__ = ["ConfigError", "MasterConfig", "OPTIONS", "add_arguments", "load_config"]
@@ -102,13 +95,23 @@ OPTIONS: tuple[Option, ...] = (
     Option("data_dir", Path, Path("data"),
            "directory for this master's state (the embedded etcd member lives in DIR/etcd)", "DIR"),
     Option("etcd_endpoints", list, [],
-           "use this external etcd cluster (comma-separated host:port) and start no member", "URLS"),
+           "use this external etcd cluster (comma-separated host:port or http(s)://host:port) and start no member",
+           "URLS"),
+    Option("etcd_ca", str, "", "dial etcd over TLS trusting this PEM CA (default with member TLS: "
+           "--etcd-member-ca)", "FILE"),
+    Option("etcd_cert", str, "", "client certificate (PEM) presented to etcd (its --client-cert-auth)", "FILE"),
+    Option("etcd_key", str, "", "the PEM private key of --etcd-cert", "FILE"),
     Option("etcd_binary", str, "",
            "etcd executable for the embedded member (default: etcd from PATH)", "PATH"),
     Option("etcd_client_url", str, "http://127.0.0.1:2379",
            "client URL the embedded member listens on", "URL"),
     Option("etcd_peer_url", str, "http://127.0.0.1:2380",
            "peer URL the embedded member listens on", "URL"),
+    Option("etcd_member_cert", str, "", "embedded member: serve clients and peers over TLS with this PEM "
+           "certificate (URLs then https://; with --etcd-member-key and --etcd-member-ca)", "FILE"),
+    Option("etcd_member_key", str, "", "the PEM private key of --etcd-member-cert", "FILE"),
+    Option("etcd_member_ca", str, "", "embedded member: require client and peer certificates signed by this "
+           "PEM CA", "FILE"),
     Option("initial_cluster", str, "",
            "bootstrap a multi-member quorum: name=peerURL,... naming every master (default: just this one)",
            "LIST"),
@@ -220,9 +223,15 @@ class MasterConfig:
     http_listen: str = _BY_NAME["http_listen"].default
     data_dir: Path = _BY_NAME["data_dir"].default
     etcd_endpoints: list[str] = field(default_factory=list)
+    etcd_ca: str = _BY_NAME["etcd_ca"].default
+    etcd_cert: str = _BY_NAME["etcd_cert"].default
+    etcd_key: str = _BY_NAME["etcd_key"].default
     etcd_binary: str = _BY_NAME["etcd_binary"].default
     etcd_client_url: str = _BY_NAME["etcd_client_url"].default
     etcd_peer_url: str = _BY_NAME["etcd_peer_url"].default
+    etcd_member_cert: str = _BY_NAME["etcd_member_cert"].default
+    etcd_member_key: str = _BY_NAME["etcd_member_key"].default
+    etcd_member_ca: str = _BY_NAME["etcd_member_ca"].default
     initial_cluster: str = _BY_NAME["initial_cluster"].default
     etcd_heartbeat_ms: int = _BY_NAME["etcd_heartbeat_ms"].default
     etcd_election_ms: int = _BY_NAME["etcd_election_ms"].default
@@ -305,27 +314,19 @@ class MasterConfig:
     def _where(self, name: str) -> str:
         return f"{_BY_NAME[name].flag} ({self.sources.get(name, 'default')})"
 
+    @property
+    def etcd_tls(self) -> EtcdTls | None:
+        """How the master's client dials etcd (None: plain text); see :mod:`leibrix.master._etcd_options`."""
+        from leibrix.master._etcd_options import etcd_tls
+
+        return etcd_tls(self)
+
     def member_config(self) -> MemberConfig:
         """The embedded etcd member's configuration (raises :class:`ConfigError` if inconsistent)."""
-        try:
-            cluster = parse_initial_cluster(self.initial_cluster) if self.initial_cluster else {}
-            timings = Timings(self.etcd_heartbeat_ms, self.etcd_election_ms)
-            return MemberConfig(
-                name=self.name,
-                data_dir=self.data_dir / "etcd",
-                client_url=self.etcd_client_url,
-                peer_url=self.etcd_peer_url,
-                initial_cluster=cluster,
-                timings=timings,
-                binary=self.etcd_binary or None,
-                allow_unsafe=self.allow_unsafe_etcd,
-                max_restarts=self.etcd_max_restarts,
-                txn_limits=self.txn_limits,
-                # shutdown_timeout + this stays under the 5 s a supervisor waits
-                stop_grace=_MEMBER_STOP_GRACE,
-            )
-        except ValueError as exc:
-            raise ConfigError(f"embedded etcd: {exc}") from None
+        from leibrix.master._etcd_options import member_config  # here: it raises this module's ConfigError
+
+        # shutdown_timeout + the member's stop grace stays under the 5 s a supervisor waits
+        return member_config(self, _MEMBER_STOP_GRACE)
 
     def validate(self) -> MasterConfig:
         """Check every option; returns ``self`` or raises :class:`ConfigError` naming the option."""
@@ -375,17 +376,11 @@ class MasterConfig:
         except ValueError as exc:
             where = self._where("etcd_max_txn_ops" if "max_ops" in str(exc) else "etcd_max_request_bytes")
             raise ConfigError(f"{where}: {exc}") from None
-        for endpoint in self.etcd_endpoints:
-            url = endpoint if "://" in endpoint else f"http://{endpoint}"
-            try:
-                validate_url(url, what=f"{self._where('etcd_endpoints')} entry")
-            except ValueError as exc:
-                raise ConfigError(str(exc)) from None
+        from leibrix.master._etcd_options import check_etcd
         from leibrix.master._security import check_security
 
         check_security(self)
-        if self.embedded:
-            self.member_config()
+        check_etcd(self)
         return self
 
 

@@ -223,7 +223,7 @@ class Master:
                 await root.start(partial(run_member, cfg.member_config(), state=self.member_state))
             # The client's per-call deadline (5 s) suits large listings; leadership does
             # not depend on it: keepalives and writes are bounded by the term's own deadline.
-            self.etcd = await EtcdClient.connect(cfg.endpoints)
+            self.etcd = await EtcdClient.connect(cfg.endpoints, tls=cfg.etcd_tls)
             try:
                 await self.etcd.wait_ready(deadline=trio.current_time() + _READY_TIMEOUT)
                 await self._run_services(task_status)
