@@ -44,6 +44,7 @@ from leibrix.cli import _sample
 from leibrix.client._call import call
 from leibrix.store._member import PRODUCTION_TIMINGS, Timings, _Child, free_port_url
 from leibrix.wire._proto import leibrix_cp as cp
+from leibrix.cli._logging import add_arguments as add_log_arguments, setup_logging
 from leibrix.worker._cmd import worker_command
 
 __all__ = ["LocalCluster", "MasterProcess", "MasterSpec"]
@@ -331,6 +332,7 @@ def configure(parser: argparse.ArgumentParser) -> None:
         help="pick free ports instead of the fixed layout (gRPC 50051+i, HTTP 8081+i, etcd 2379+10i/2380+10i); "
         "without it, a layout port another program holds is replaced by a free one, and said so",
     )
+    add_log_arguments(parser)  # passed on to every master and worker the cluster starts
 
 
 #: The sample the dev cluster loads: a tenant and two datasets (see leibrix.cli._sample), two replicas each.
@@ -394,7 +396,8 @@ async def _after_masters_ready(cluster: LocalCluster, workers: dict[str, MasterP
     masters = [s.grpc for s in cluster.specs.values()]
     for i in range(1, _SAMPLE_WORKERS + 1):
         wid = f"w{i}"
-        workers[wid] = spawn_tied(worker_command(masters, wid, zone=f"z{i}", memory="512MiB"),
+        log_flags = tuple(a for a in cluster.extra_args if a.startswith("--log-"))
+        workers[wid] = spawn_tied(worker_command(masters, wid, zone=f"z{i}", memory="512MiB", extra=log_flags),
                                   cluster.directory / f"{wid}.log")
     first = cluster.specs[cluster.names[0]]
     datasets: dict[str, list[cp.EpochStatus]] = {}
@@ -450,7 +453,8 @@ def _print_sample(sample: _sample.Sample, created: bool, datasets: dict[str, lis
 
 
 async def _run_local(args: argparse.Namespace, directory: Path) -> int:
-    cluster = LocalCluster(directory, args.masters, base_port=None if args.free_ports else 50051)
+    log_flags = (f"--log-level={args.log_level}", f"--log-format={args.log_format}")
+    cluster = LocalCluster(directory, args.masters, base_port=None if args.free_ports else 50051, extra_args=log_flags)
     for line in cluster.moved:
         print(f"leibrix local: {line}", flush=True)
     workers: dict[str, MasterProcess] = {}
@@ -486,6 +490,7 @@ async def _run_local(args: argparse.Namespace, directory: Path) -> int:
 
 def run(args: argparse.Namespace) -> int:
     """Entry point of ``leibrix local``."""
+    setup_logging(args.log_level, args.log_format)
     if args.masters < 1:
         print("leibrix local: error: --masters must be >= 1", file=sys.stderr)
         return 2

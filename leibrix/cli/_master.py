@@ -3,20 +3,21 @@
 Exit status: 0 after a clean shutdown, 2 for an invalid configuration, 1 when
 the master cannot start (port in use, unusable data dir, missing or unsafe etcd
 binary) or its embedded etcd member keeps dying. Every failure prints one
-``leibrix master: error: ...`` line saying what to fix.
+``leibrix master: error: ...`` line saying what to fix. Logs go to stderr as
+``--log-format`` says (``text`` or one JSON object per line, see
+:mod:`leibrix.domain._logging`), from ``--log-level`` up.
 """
 
 from __future__ import annotations
 
 import argparse
-import json
 import logging
 import signal
 import sys
-import time
 
 import trio
 
+from leibrix.cli._logging import setup_logging
 from leibrix.master._config import ConfigError, MasterConfig, add_arguments, load_config
 
 
@@ -30,34 +31,6 @@ def configure(parser: argparse.ArgumentParser) -> None:
         "--config TOML file, then defaults (listening on loopback only)."
     )
     add_arguments(parser)
-
-
-class JsonFormatter(logging.Formatter):
-    """One JSON object per line (``ts``, ``level``, ``logger``, ``msg``, ``exc``) for log shippers."""
-
-    def format(self, record: logging.LogRecord) -> str:
-        """Render ``record`` as a JSON line."""
-        entry = {
-            "ts": self.formatTime(record, "%Y-%m-%dT%H:%M:%S") + f".{int(record.msecs):03d}Z",
-            "level": record.levelname.lower(),
-            "logger": record.name,
-            "msg": record.getMessage(),
-        }
-        if record.exc_info:
-            entry["exc"] = self.formatException(record.exc_info)
-        return json.dumps(entry)
-
-
-def setup_logging(level: str, fmt: str) -> None:
-    """One line per event on stderr, with the logger name (the module) for grepping."""
-    handler = logging.StreamHandler(sys.stderr)
-    if fmt == "json":
-        formatter: logging.Formatter = JsonFormatter()
-        formatter.converter = time.gmtime
-    else:
-        formatter = logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s")
-    handler.setFormatter(formatter)
-    logging.basicConfig(level=getattr(logging, level.upper()), handlers=[handler])
 
 
 async def serve(config: MasterConfig, *, task_status: trio.TaskStatus[object] = trio.TASK_STATUS_IGNORED) -> None:

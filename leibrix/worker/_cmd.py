@@ -27,6 +27,7 @@ import sys
 import trio
 import trio_asyncio
 
+from leibrix.domain._logging import FORMATS, LEVELS, setup_logging
 from leibrix.wire._labels import FLIGHT_ADDR
 from leibrix.worker._agent import Agent, WorkerConfig
 from leibrix.worker._flight import QueryService
@@ -115,13 +116,15 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--tls-key", metavar="FILE", help="the private key (PEM) of --tls-cert")
     parser.add_argument("--tls-server-name", metavar="NAME",
                         help="name the masters' certificates must carry (default: the host dialled)")
-    parser.add_argument("--log-level", default="INFO")
+    parser.add_argument("--log-level", default="info", type=str.lower, choices=LEVELS,
+                        help="least severe level logged (default info)")
+    parser.add_argument("--log-format", default="text", choices=FORMATS,
+                        help="'text' lines for people or one JSON object per line ('json'); default text")
 
 
 def run(args: argparse.Namespace) -> int:
     """Run the worker until it is drained (exit 0) or refused for good (exit 2)."""
-    logging.basicConfig(level=args.log_level.upper(),
-                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    setup_logging(args.log_level, args.log_format)
     masters = [m.strip() for arg in args.master for m in arg.split(",") if m.strip()]
     try:
         tls = WorkerTls.from_flags(args.tls_ca, args.tls_cert, args.tls_key, args.tls_server_name)
