@@ -50,6 +50,8 @@ def configure(parser: argparse.ArgumentParser) -> None:
                         help="table (default), json, csv or parquet, and a FILE (required for parquet)")
     parser.add_argument("--timeout", type=float, default=300.0, help="seconds the query may run (default 300)")
     parser.add_argument("--max-rows", type=int, default=50, help="rows printed by -o table (default 50)")
+    parser.add_argument("--resident-only", action="store_true",
+                        help="fail, naming them, when epochs are not resident (default: read them from the source)")
 
 
 def render(result: pa.Table, max_rows: int) -> Table:
@@ -100,7 +102,8 @@ def run(args: argparse.Namespace) -> int:
         err.print(f"leibrix query: error: {exc}")
         return 2
     try:
-        result = client.query(args.tenant, args.dataset, args.sql, args.start, args.end, timeout_secs=args.timeout)
+        result = client.query(args.tenant, args.dataset, args.sql, args.start, args.end, timeout_secs=args.timeout,
+                              resident_only=args.resident_only)
     except (EpochsUnavailable, QueryFailed, ValueError, pa.ArrowException, fl.FlightError, OSError) as exc:
         err.print(f"leibrix query: {type(exc).__name__}: {exc}", markup=False, highlight=False)
         return 1
