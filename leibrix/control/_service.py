@@ -1,0 +1,123 @@
+"""The master's admission and residency service: the state model and routes for the master's life, and the
+leader's per-term services (coordinator, admission queue, source refresher, heat checkpointer, janitor) for
+each term it leads.
+
+Deciding admissions is ``leibrix.control._admissions``; placing and loading
+epochs is ``leibrix.control._coordinator``.
+"""
+
+from __future__ import annotations
+
+import trio
+from prometheus_client import CollectorRegistry
+
+from leibrix.control._admissions import AdmissionConfig, Admissions
+from leibrix.control._coordinator import Coordinator, CoordinatorConfig
+from leibrix.control._heat_checkpoint import HeatCheckpointer, checkpoint_counter
+from leibrix.control._janitor import Janitor, JanitorCounters
+from leibrix.control._refresh import Refresher
+from leibrix.domain._errors import Unavailable
+from leibrix.domain._lifecycle import State
+from leibrix.state._model import ClusterState
+from leibrix.state._routes import RouteTable
+from leibrix.store._etcd import EtcdRefused, EtcdUnavailable
+from leibrix.store._store import Fenced, Mirror, Table
+from leibrix.store._term import Leadership, TermContext
+from leibrix.wire._proto.records import state_pb2
+from leibrix.workers._hub import WorkerHub
+
+__all__ = ["AdmissionService"]
+
+
+class AdmissionService:
+    """The master's admission and residency: the state model, routes, and the per-term leader services.
+
+    Built once per master by the composition root; the state and the route
+    table live for the master's whole life (fed by the Mirror, so followers
+    are warm and answer reads); ``coordinator`` and ``admissions`` exist only
+    while this master leads.
+    """
+
+    def __init__(self, *, leadership: Leadership, hub: WorkerHub, admission: AdmissionConfig = AdmissionConfig(),
+                 coordinator: CoordinatorConfig = CoordinatorConfig(),
+                 registry: CollectorRegistry | None = None) -> None:
+        self.leadership = leadership
+        self.hub = hub
+        self.admission_config = admission
+        self.coordinator_config = coordinator
+        self.state = ClusterState()
+        self.requests: Table[state_pb2.RequestRecord] | None = None
+        self.routes = RouteTable(self.state, addr=self.worker_addr)
+        self.coordinator: Coordinator | None = None
+        self.admissions: Admissions | None = None
+        self._checkpointer: HeatCheckpointer | None = None
+        self.heat_checkpoints = checkpoint_counter(registry)
+        self.janitor_counters = JanitorCounters(registry)
+
+    def attach(self, mirror: Mirror) -> None:
+        """Register the state's tables on the master's Mirror (before it runs)."""
+        self.requests = self.state.attach(mirror)
+
+    def worker_addr(self, worker_id: str) -> str | None:
+        """A worker's address for routes (known on the leader, where workers are connected)."""
+        return self.hub.addr(worker_id)
+
+    def pool_known(self, pool: str) -> bool:
+        """Whether a worker's pool label names a tenant's ``worker_pool`` (or, as the Rust worker's
+        ``tenant_id`` label does, a tenant): the hub refuses workers of unknown pools."""
+        return pool in self.state.tenants or any(t.quota.pool == pool for t in self.state.tenants.values())
+
+    def leading(self) -> tuple[Coordinator, Admissions]:
+        """The term's coordinator and admission queue, or UNAVAILABLE naming the leader."""
+        self.leadership.leader_context()  # raises Unavailable (+ leibrix-leader) on a follower
+        if self.coordinator is None or self.admissions is None:
+            raise Unavailable("the leader is starting its term; retry shortly")
+        return self.coordinator, self.admissions
+
+    async def before_resign(self, ctx: TermContext) -> None:
+        """Graceful shutdown, term still valid: write the heat fed since the last checkpoint, so a SIGTERM'd
+        leader hands its successor everything (a crash still loses at most one checkpoint interval)."""
+        checkpointer = self._checkpointer
+        if checkpointer is not None:
+            try:
+                await checkpointer.flush()
+            except (Fenced, EtcdUnavailable, EtcdRefused):
+                pass  # the term ended meanwhile, or etcd is gone: the successor starts from the last checkpoint
+
+    async def run_term(self, ctx: TermContext, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+        """One leadership term: coordinator, admission batcher, refresher, heat checkpointer and janitor; finishes
+        retirements the last term began."""
+        hub = self.hub
+        keys = ctx.keys
+        coord = Coordinator(state=self.state, commit=ctx.writer.commit, keys=keys, hub=hub,
+                            config=self.coordinator_config, clock=trio.current_time)
+        admissions = Admissions(state=self.state, coordinator=coord, keys=keys, requests=self.requests,
+                                config=self.admission_config)
+        hub.attach(coord, pool_known=self.pool_known)
+        try:
+            async with trio.open_nursery() as nursery:
+                await nursery.start(coord.run)
+                await nursery.start(admissions.run)
+                await nursery.start(Refresher(self.state, admissions, limits=self.admission_config.limits).run)
+                cfg = self.coordinator_config
+                checkpointer = HeatCheckpointer(coord, interval_s=cfg.heat_checkpoint_interval_s,
+                                                counter=self.heat_checkpoints)
+                await nursery.start(checkpointer.run)
+                self._checkpointer = checkpointer
+                await nursery.start(Janitor(coord, self.requests, commit=ctx.writer.commit,
+                                            request_ttl_s=self.admission_config.request_ttl_s,
+                                            retired_ttl_s=cfg.retired_ttl_s, interval_s=cfg.prune_interval_s,
+                                            counters=self.janitor_counters, orphan_ttl_s=cfg.orphan_ttl_s,
+                                            writing=admissions.writing).run)
+                self.coordinator, self.admissions = coord, admissions
+                retiring = [e.key for e in self.state.epochs.values() if e.state is State.RETIRING]
+                if retiring:
+                    nursery.start_soon(coord.finish_retirements, retiring,
+                                       "finishing a retirement begun by the last leader")
+                coord.kick()
+                task_status.started()
+                await trio.sleep_forever()
+        finally:
+            self.coordinator = self.admissions = self._checkpointer = None
+            hub.detach(coord)
+            coord.close()
