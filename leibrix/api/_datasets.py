@@ -18,7 +18,7 @@ from datetime import datetime, timezone
 import betterproto
 import trio
 
-from leibrix.control._admission import AdmissionService
+from leibrix.control._service import AdmissionService
 from leibrix.domain._errors import InvalidArgument, NotFound, Unavailable
 from leibrix.store._etcd import Delete
 from leibrix.api._pages import page

@@ -41,7 +41,7 @@ from prometheus_client.registry import Collector
 from leibrix.domain._lifecycle import State
 
 if TYPE_CHECKING:
-    from leibrix.control._admission import AdmissionService
+    from leibrix.control._service import AdmissionService
     from leibrix.state._model import ClusterState, Epoch
     from leibrix.workers._hub import WorkerHub
 

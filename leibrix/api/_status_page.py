@@ -24,7 +24,7 @@ from typing import TYPE_CHECKING, Any
 from leibrix.domain._lifecycle import State
 
 if TYPE_CHECKING:
-    from leibrix.control._admission import AdmissionService
+    from leibrix.control._service import AdmissionService
     from leibrix.wire._proto.records import state_pb2
     from leibrix.workers._hub import WorkerHub
 

@@ -13,7 +13,7 @@ tenant token's listing is narrowed, see :mod:`leibrix.api._auth`).
 from __future__ import annotations
 
 from leibrix.api._auth import TokenRegistry
-from leibrix.control._admission import AdmissionService
+from leibrix.control._service import AdmissionService
 from leibrix.domain._errors import FailedPrecondition, NotFound
 from leibrix.store._etcd import Delete, Put
 from leibrix.api._pages import page

@@ -1,5 +1,5 @@
 """The admission queue's units: one queued admission (:class:`Job`) and one batch being decided and written
-(:class:`Batch`), used by ``leibrix.control._admissions``."""
+(:class:`Batch`), used by ``leibrix.control._admission`` and ``leibrix.control._decide``."""
 
 from __future__ import annotations
 

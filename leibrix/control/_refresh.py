@@ -4,7 +4,7 @@ Every ``refresh_interval`` the leader plans the dataset's stored request
 again (in a worker thread, within the admission queue's planning bound) and,
 when the source's version or schema differs from the stored one, admits it
 through the admission queue like a client would: a make-before-break refresh
-of only the epochs whose data changed (``leibrix.control._admissions``). A
+of only the epochs whose data changed (``leibrix.control._admission``). A
 source that cannot be planned is logged and tried again at the next interval;
 the epochs already loaded keep serving.
 
@@ -18,7 +18,7 @@ import logging
 
 import trio
 
-from leibrix.control._admissions import Admissions
+from leibrix.control._admission import Admissions
 from leibrix.control._planned import refresh_interval_s
 from leibrix.domain._errors import ApiError
 from leibrix.domain._validation import AdmissionLimits, validate_admission

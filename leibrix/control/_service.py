@@ -2,8 +2,9 @@
 leader's per-term services (coordinator, admission queue, source refresher, heat checkpointer, janitor) for
 each term it leads.
 
-Deciding admissions is ``leibrix.control._admissions``; placing and loading
-epochs is ``leibrix.control._coordinator``.
+Admissions are queued, batched and written by ``leibrix.control._admission``
+and decided by ``leibrix.control._decide``; placing and loading epochs is
+``leibrix.control._coordinator``.
 """
 
 from __future__ import annotations
@@ -11,7 +12,7 @@ from __future__ import annotations
 import trio
 from prometheus_client import CollectorRegistry
 
-from leibrix.control._admissions import AdmissionConfig, Admissions
+from leibrix.control._admission import AdmissionConfig, Admissions
 from leibrix.control._coordinator import Coordinator, CoordinatorConfig
 from leibrix.control._heat_checkpoint import HeatCheckpointer, checkpoint_counter
 from leibrix.control._janitor import Janitor, JanitorCounters

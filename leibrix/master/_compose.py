@@ -35,8 +35,8 @@ from leibrix.api._tenants import TenantApi
 from leibrix.api._tls import ServerTls
 from leibrix.api._tokens import TokenApi
 from leibrix.api._workers import WorkerApi
-from leibrix.control._admission import AdmissionService
-from leibrix.control._admissions import AdmissionConfig
+from leibrix.control._service import AdmissionService
+from leibrix.control._admission import AdmissionConfig
 from leibrix.control._coordinator import CoordinatorConfig
 from leibrix.domain._heat import HeatModel
 from leibrix.master._config import ConfigError

@@ -26,7 +26,7 @@ import math
 
 import trio
 
-from leibrix.control._admissions import AdmissionConfig, Admissions
+from leibrix.control._admission import AdmissionConfig, Admissions
 from leibrix.control._coordinator import Coordinator, CoordinatorConfig
 from leibrix.domain._validation import AdmissionLimits, validate_admission
 from leibrix.placement import WorkerSpec
