@@ -77,6 +77,7 @@ class Metrics:
         self.etcd_probe_errors = Counter(
             "leibrix_etcd_probe_errors", "etcd status probes that failed, by error", ["error"], registry=self.registry
         )
+        self.etcd_probe_errors.labels("timeout")  # exported at 0 from the start, so rate() has a baseline
         #: gRPC calls by method and status, AdmitDataset outcomes and latency (the gRPC server's ``observe``).
         self.rpc = RpcMetrics(self.registry)
 

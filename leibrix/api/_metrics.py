@@ -294,8 +294,7 @@ class ClusterCollector(Collector):
         fam = GaugeMetricFamily("leibrix_route_subscribers", "WatchRoutes streams open on this master, by tenant",
                                 labels=["tenant"])
         subs: dict[str, Any] = getattr(self.admission.routes, "_subscribers", {})
-        for tenant, channels in sorted(subs.items()):
-            live = sum(1 for ch in list(channels) if ch.statistics().open_receive_channels > 0)
-            if live:
-                fam.add_metric([tenant], live)
+        for tenant in sorted(set(self.admission.state.tenant_ids()) | subs.keys()):
+            channels = list(subs.get(tenant, ()))
+            fam.add_metric([tenant], sum(1 for ch in channels if ch.statistics().open_receive_channels > 0))
         return fam

@@ -6,7 +6,10 @@ cluster is real (etcd, gRPC, ``leibrix worker`` processes, an Iceberg source).
 
 from __future__ import annotations
 
+import re
 import urllib.request
+from functools import partial
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -16,7 +19,7 @@ from grpclib.exceptions import GRPCError
 from prometheus_client.parser import text_string_to_metric_families
 
 from leibrix.api._metrics import eviction_reason
-from tests.support.admission import admission, all_ready, quota, rpc
+from tests.support.admission import admission, all_ready, quota, rpc, watch_routes
 from tests.support.cluster import leader_and_follower, leading, start_master, workers
 from tests.support.poll import eventually
 
@@ -35,10 +38,13 @@ LEADER_ONLY = {"leibrix_workers", "leibrix_worker_streams_open", "leibrix_worker
 
 
 def _scrape_sync(addr: str) -> Samples:
+    """Every sample, and every family (even one without samples now) as ``(name, ()) -> nan``."""
     with urllib.request.urlopen(f"http://{addr}/metrics", timeout=5) as answer:
         text = answer.read().decode()
-    return {(s.name, tuple(sorted(s.labels.items()))): s.value
-            for family in text_string_to_metric_families(text) for s in family.samples}
+    families = list(text_string_to_metric_families(text))
+    samples: Samples = {(f.name, ("family", "")): float("nan") for f in families}
+    samples.update({(s.name, tuple(sorted(s.labels.items()))): s.value for f in families for s in f.samples})
+    return samples
 
 
 async def scrape(master: Any) -> Samples:
@@ -48,11 +54,12 @@ async def scrape(master: Any) -> Samples:
 def value(samples: Samples, name: str, **labels: str) -> float:
     """The sum of ``name``'s samples whose labels include ``labels`` (0 when none)."""
     want = set(labels.items())
-    return sum(v for (n, ls), v in samples.items() if n == name and want <= set(ls))
+    return sum(v for (n, ls), v in samples.items() if n == name and want <= set(ls) and ls != ("family", ""))
 
 
 def names(samples: Samples) -> set[str]:
-    return {n for n, _ in samples}
+    """Names with samples (families without any are left out)."""
+    return {n for n, ls in samples if ls != ("family", "")}
 
 
 async def test_series_move_with_workers_admissions_and_loads(etcd_server: Any, nursery: trio.Nursery) -> None:
@@ -68,7 +75,7 @@ async def test_series_move_with_workers_admissions_and_loads(etcd_server: Any, n
     assert value(joined, "leibrix_worker_streams_open") == 2
     assert value(joined, "leibrix_worker_heartbeat_age_seconds_bucket", le="+Inf") == 2
 
-    await rpc(m, "upsert_tenant_quota", quota(max_epochs=10, max_memory_bytes=1 << 30))
+    await rpc(m, "upsert_tenant_quota", quota(max_epochs=10, max_memory_bytes=1 << 30, max_cpu_cores=64.0))
     await rpc(m, "admit_dataset", admission(days=2))
     with pytest.raises(GRPCError) as refused:  # over the tenant's epoch budget
         await rpc(m, "admit_dataset", admission(dataset="huge", days=20))
@@ -91,7 +98,8 @@ async def test_series_move_with_workers_admissions_and_loads(etcd_server: Any, n
     assert value(after, "leibrix_tenant_epochs_limit", tenant="acme") == 10
     assert value(after, "leibrix_tenant_memory_limit_bytes", tenant="acme") == 1 << 30
     assert 0 < value(after, "leibrix_tenant_memory_bytes", tenant="acme") <= 1 << 30
-    assert ("leibrix_tenant_cpu_limit_cores", (("tenant", "acme"),)) not in after  # unlimited: no series
+    assert value(after, "leibrix_tenant_cpu_limit_cores", tenant="acme") == 64
+    assert ("leibrix_tenant_datasets_limit", (("tenant", "acme"),)) not in after  # unlimited: no series
     assert value(after, "leibrix_query_heat", tenant="acme", dataset="orders") > 0
     assert value(after, "leibrix_etcd_probe_duration_seconds_count") > value(before,
                                                                              "leibrix_etcd_probe_duration_seconds_count")
@@ -101,10 +109,28 @@ async def test_series_move_with_workers_admissions_and_loads(etcd_server: Any, n
     assert value(hotter, "leibrix_query_heat", tenant="acme", dataset="orders") > \
         value(after, "leibrix_query_heat", tenant="acme", dataset="orders") + 40
 
+    assert value(hotter, "leibrix_route_subscribers", tenant="acme") == 0
+    stop = trio.Event()
+    nursery.start_soon(partial(watch_routes, m, "acme", until=lambda updates: stop.is_set()))
+    await eventually(lambda: scrape(m), until=lambda s: value(s, "leibrix_route_subscribers", tenant="acme") == 1,
+                     what="one route subscriber")
+    stop.set()  # the watch ends at the next update: the drop's route removals
+
     await rpc(m, "drop_dataset", _drop("acme", "orders"))
     dropped = await eventually(lambda: scrape(m), until=lambda s: value(s, "leibrix_evictions_total") >= 2,
                                what="evictions counted")
     assert value(dropped, "leibrix_evictions_total", reason="drop") == 2
+    await eventually(lambda: scrape(m), until=lambda s: value(s, "leibrix_route_subscribers", tenant="acme") == 0,
+                     what="the route subscriber gone")
+    # every series the sample alerts and the dashboard use is exported
+    exported = {n for n, _ in dropped}  # families too: the epoch series are empty once the dataset is dropped
+    assert _documented() <= exported, _documented() - exported
+
+
+def _documented() -> set[str]:
+    docs = Path(__file__).resolve().parents[2] / "docs"
+    text = (docs / "alerts.yaml").read_text() + (docs / "grafana-dashboard.json").read_text()
+    return set(re.findall(r"\bleibrix_[a-z_]+[a-z]", text))
 
 
 async def test_followers_export_state_but_not_worker_series(etcd_server: Any, nursery: trio.Nursery) -> None:
