@@ -8,8 +8,9 @@ ETCD := $(shell command -v etcd 2>/dev/null)
 # PostgreSQL's binaries live under /usr/lib/postgresql/<major>/bin (not on PATH); MariaDB's in /usr/sbin.
 PG_CTL := $(shell command -v pg_ctl 2>/dev/null || ls /usr/lib/postgresql/*/bin/pg_ctl 2>/dev/null | head -n 1)
 MARIADBD := $(shell command -v mariadbd 2>/dev/null || ls /usr/sbin/mariadbd 2>/dev/null)
+CHROMIUM := $(shell command -v chromium 2>/dev/null)
 
-.PHONY: run test test-slow proto proto-check bench etcd databases install clean docs
+.PHONY: run test test-slow proto proto-check bench etcd databases chromium install clean docs
 
 # Install the project (building the Cython extension) into .venv, once per change
 # of the build inputs.
@@ -19,7 +20,7 @@ $(STAMP): pyproject.toml setup.py $(wildcard _placement/*.pyx _placement/*.pxd)
 	$(PY) -m pip install -q -e '.[test,proto,bench]'
 	touch $@
 
-install: $(STAMP) etcd databases
+install: $(STAMP) etcd databases chromium
 
 # etcd server from Debian (3.4.23: a release etcd recommends); nothing to do if on PATH.
 etcd:
@@ -35,6 +36,12 @@ ifeq ($(PG_CTL),)
 endif
 ifeq ($(MARIADBD),)
 	apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q mariadb-server
+endif
+
+# Chromium from Debian, run headless by the status page's browser test; nothing to do if on PATH.
+chromium:
+ifeq ($(CHROMIUM),)
+	apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q chromium
 endif
 
 run: install
