@@ -166,7 +166,8 @@ class RecordingWorkers:
 class ControlLoop:
     """A term's coordinator and admission queue over :class:`MemoryStore` and :class:`RecordingWorkers`."""
 
-    def __init__(self, config: CoordinatorConfig = CoordinatorConfig(), limits: TxnLimits = TxnLimits()) -> None:
+    def __init__(self, config: CoordinatorConfig = CoordinatorConfig(), limits: TxnLimits = TxnLimits(),
+                 admission: AdmissionConfig = AdmissionConfig(limits=AdmissionLimits())) -> None:
         self.journal: list[tuple[Any, ...]] = []
         self.mirror = Mirror(None, KEYS)  # type: ignore[arg-type]  # fed only by apply_local
         self.state = ClusterState()
@@ -177,7 +178,7 @@ class ControlLoop:
                                  config=config, clock=trio.current_time)
         self.workers.reserved = self.coord.reserved
         self.admissions = Admissions(state=self.state, coordinator=self.coord, keys=KEYS, requests=requests,
-                                     config=AdmissionConfig(limits=AdmissionLimits()))
+                                     config=admission)
 
     async def start(self, nursery: trio.Nursery) -> ControlLoop:
         """Run the admission batcher (scheduling passes are driven by the test with :meth:`schedule`)."""
