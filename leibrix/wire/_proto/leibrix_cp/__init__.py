@@ -503,6 +503,12 @@ class TenantQuota(betterproto.Message):
     priority: int = betterproto.int32_field(9)
     default_strategy: "PlacementStrategy" = betterproto.enum_field(10)
     default_replication: int = betterproto.int32_field(11)
+    guaranteed_memory_bytes: int = betterproto.int64_field(12)
+    """
+    Memory (bytes, all replicas) of this tenant that another tenant's higher
+     benefit never displaces; at most max_memory_bytes. The guarantees of the
+     tenants sharing a pool must fit the pool's capacity when raised.
+    """
 
 
 @dataclass(eq=False, repr=False)

@@ -118,7 +118,7 @@ class AdmitDatasetResponse(_message.Message):
     def __init__(self, status: _Optional[_Union[AdmitDatasetResponse.Status, str]] = ..., epochs: _Optional[_Union[_common_pb2.EpochInfoList, _Mapping]] = ..., message: _Optional[str] = ..., request_id: _Optional[str] = ..., refresh: _Optional[bool] = ..., pending_epochs: _Optional[int] = ...) -> None: ...
 
 class TenantQuota(_message.Message):
-    __slots__ = ("tenant_id", "max_datasets", "max_epochs", "max_storage_mb", "max_memory_bytes", "max_cpu_cores", "admission_policy", "worker_pool", "priority", "default_strategy", "default_replication")
+    __slots__ = ("tenant_id", "max_datasets", "max_epochs", "max_storage_mb", "max_memory_bytes", "max_cpu_cores", "admission_policy", "worker_pool", "priority", "default_strategy", "default_replication", "guaranteed_memory_bytes")
     TENANT_ID_FIELD_NUMBER: _ClassVar[int]
     MAX_DATASETS_FIELD_NUMBER: _ClassVar[int]
     MAX_EPOCHS_FIELD_NUMBER: _ClassVar[int]
@@ -130,6 +130,7 @@ class TenantQuota(_message.Message):
     PRIORITY_FIELD_NUMBER: _ClassVar[int]
     DEFAULT_STRATEGY_FIELD_NUMBER: _ClassVar[int]
     DEFAULT_REPLICATION_FIELD_NUMBER: _ClassVar[int]
+    GUARANTEED_MEMORY_BYTES_FIELD_NUMBER: _ClassVar[int]
     tenant_id: str
     max_datasets: int
     max_epochs: int
@@ -141,7 +142,8 @@ class TenantQuota(_message.Message):
     priority: int
     default_strategy: _common_pb2.PlacementStrategy
     default_replication: int
-    def __init__(self, tenant_id: _Optional[str] = ..., max_datasets: _Optional[int] = ..., max_epochs: _Optional[int] = ..., max_storage_mb: _Optional[int] = ..., max_memory_bytes: _Optional[int] = ..., max_cpu_cores: _Optional[float] = ..., admission_policy: _Optional[_Union[AdmissionPolicy, str]] = ..., worker_pool: _Optional[str] = ..., priority: _Optional[int] = ..., default_strategy: _Optional[_Union[_common_pb2.PlacementStrategy, str]] = ..., default_replication: _Optional[int] = ...) -> None: ...
+    guaranteed_memory_bytes: int
+    def __init__(self, tenant_id: _Optional[str] = ..., max_datasets: _Optional[int] = ..., max_epochs: _Optional[int] = ..., max_storage_mb: _Optional[int] = ..., max_memory_bytes: _Optional[int] = ..., max_cpu_cores: _Optional[float] = ..., admission_policy: _Optional[_Union[AdmissionPolicy, str]] = ..., worker_pool: _Optional[str] = ..., priority: _Optional[int] = ..., default_strategy: _Optional[_Union[_common_pb2.PlacementStrategy, str]] = ..., default_replication: _Optional[int] = ..., guaranteed_memory_bytes: _Optional[int] = ...) -> None: ...
 
 class TenantUsage(_message.Message):
     __slots__ = ("datasets", "epochs", "memory_bytes", "cpu_cores", "pending_epochs")
