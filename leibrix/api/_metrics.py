@@ -35,7 +35,7 @@ from typing import TYPE_CHECKING, Any
 
 import trio
 from prometheus_client import CollectorRegistry, Counter, Histogram
-from prometheus_client.core import GaugeHistogramMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client.core import CounterMetricFamily, GaugeHistogramMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
 from leibrix.domain._lifecycle import State
@@ -235,6 +235,16 @@ class ClusterCollector(Collector):
             worst.add_metric([pool], max(values))
         yield hist
         yield worst
+        moves = list(getattr(hub, "rebalance_moves", ()))
+        yield CounterMetricFamily("leibrix_rebalance_passes", "join-rebalancing passes run by this master",
+                                  value=len(moves))
+        yield CounterMetricFamily("leibrix_rebalance_moves", "replica moves started by join rebalancing",
+                                  value=sum(moves))
+        replaced = getattr(hub, "last_replace_s", None)
+        if replaced is not None:
+            yield GaugeMetricFamily("leibrix_dead_worker_replace_last_seconds",
+                                    "time from the last worker's DEAD to all its replicas' assignments sent",
+                                    value=replaced)
 
     def _heat(self) -> Metric:
         model = self.admission.coordinator_config.heat

@@ -252,7 +252,7 @@ class Master:
             await nursery.start(LoopWatch(self.metrics).run)
             await nursery.start(GrpcServer(services, self.health, authorizer=parts.authorizer, tls=parts.tls,
                                            observe=self.metrics.rpc.observe).serve, grpc_host, grpc_port)
-            await nursery.start(HttpServer(self.metrics, self.health_report, getattr(parts, "status", None)).serve,
+            await nursery.start(HttpServer(self.metrics, self.health_report, parts.status).serve,
                                 http_host, http_port)
             await nursery.start(self._presence)
             nursery.start_soon(self._observe_leader)

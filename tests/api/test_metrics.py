@@ -34,7 +34,8 @@ EVERY_MASTER = {
 }
 #: Series only the leader exports.
 LEADER_ONLY = {"leibrix_workers", "leibrix_worker_streams_open", "leibrix_worker_heartbeat_age_seconds_bucket",
-               "leibrix_worker_heartbeat_age_max_seconds", "leibrix_query_heat"}
+               "leibrix_worker_heartbeat_age_max_seconds", "leibrix_query_heat", "leibrix_rebalance_passes_total",
+               "leibrix_rebalance_moves_total"}
 
 
 def _scrape_sync(addr: str) -> Samples:
