@@ -267,7 +267,8 @@ class Decider:
                                epochs=demand.epochs)
         if msg and quota.policy is Policy.EVICT_LOWER_BENEFIT:
             before = have
-            have, victims = self._evict_for(t, quota, have, demand, new_benefit, retire, batch.victims)
+            have, victims = self._evict_for(t, spec.dataset_id, quota, have, demand, new_benefit, retire,
+                                            batch.victims)
             msg = budget_shortfall(quota, have, memory_bytes=demand.memory_bytes, cpu_cores=demand.cpu_cores,
                                    epochs=demand.epochs)
             if not msg:
@@ -278,7 +279,7 @@ class Decider:
             raise ResourceExhausted(msg)
         return NO_AMOUNT
 
-    def _evict_for(self, tenant_id: str, quota: Quota, have: Amount, demand: Amount, new_benefit: float,
+    def _evict_for(self, tenant_id: str, dataset_id: str, quota: Quota, have: Amount, demand: Amount, new_benefit: float,
                    retire: list[tuple[EpochKey, str]], taken: set[EpochKey]) -> tuple[Amount, int]:
         """Retire the tenant's residents that the new epochs beat by the hysteresis, until the memory and
         CPU budgets take ``demand`` (``leibrix.placement.eviction_candidates`` picks the cheapest).
@@ -294,11 +295,11 @@ class Decider:
         if not residents:
             return have, 0
         charges = {epoch_name(e.key): (e.key, *self.state.charge_of(e)) for e in residents}
+        benefits = dict(zip(charges, coord.benefits(residents, now)))
         free_mem = quota.max_memory_bytes - have.memory_bytes if quota.max_memory_bytes else 1 << 62
         free_cpu = quota.max_cpu_cores - have.cpu_cores if quota.max_cpu_cores else 1e18
         choice = pl.eviction_candidates(
-            [pl.Candidate(name, b, mem, cpu)
-             for (name, (_, mem, cpu)), b in zip(charges.items(), coord.benefits(residents, now))],
+            [pl.Candidate(name, benefits[name], mem, cpu) for name, (_, mem, cpu) in charges.items()],
             [pl.Candidate("new", new_benefit * coord.config.heat.prior, demand.memory_bytes, demand.cpu_cores)],
             coord.config.hysteresis, free_memory_bytes=max(0, free_mem), free_cpu_cores=max(0.0, free_cpu),
         )
@@ -306,6 +307,9 @@ class Decider:
             return have, 0
         for name in choice.evict:
             key, mem, cpu = charges[name]
+            log.info("evicting %s (tenant %s, benefit %.6g) for an admission of %s/%s (benefit %.6g): "
+                     "EVICT_LOWER_BENEFIT within the tenant's budget", name, tenant_id, benefits[name], tenant_id,
+                     dataset_id, new_benefit * coord.config.heat.prior)
             have = have - Amount(1, mem, cpu)
             retire.append((key, "evicted for a higher-benefit admission of the same tenant"))
         return have, len(choice.evict)

@@ -11,7 +11,9 @@ else of each other's state. It holds:
   worker (so a status the worker sent before its evict arrived is known to
   be late, not bogus).
 * **Heat and benefit**: ``benefit = scan_cost × heat ÷ memory``, with heat
-  leader-local and seeded lazily from the stored checkpoints.
+  leader-local and seeded lazily from the stored checkpoints, each tenant's
+  heat scaled by its fair share (``leibrix.domain._heat.fair_share``: a
+  tenant's total heat weight is bounded, however much it reports).
 * **Writes**: every change is a fenced etcd write made *before* the command
   that follows from it is sent, so a new leader that reads etcd knows every
   command the old one could have sent. Worker status reports are
@@ -32,7 +34,7 @@ import numpy as np
 import trio
 
 from leibrix import placement as pl
-from leibrix.domain._heat import Heat, HeatModel
+from leibrix.domain._heat import Heat, HeatModel, fair_share
 from leibrix.domain._lifecycle import CHARGED, RetryPolicy, State, transition
 from leibrix.state._model import (
     EVICTING,
@@ -134,6 +136,8 @@ class Ledger:
         #: Epochs fed by ``report_access`` since the last heat checkpoint took them.
         self.heat_dirty: set[EpochKey] = set()
         self.repair: set[EpochKey] = set()
+        #: Per tenant: the decayed total of the heat reported for it this term (and of the checkpoints restored).
+        self.tenant_heat: dict[str, Heat] = {}
         #: ``(worker, dataset, epoch) → tenant`` of replicas this term took away from a worker (a move,
         #: an eviction, a retirement, a failed load).
         self.withdrawn: dict[tuple[str, str, str], str] = {}
@@ -216,17 +220,37 @@ class Ledger:
             records = self.state.heat_records
             raw = records.get(epoch_name(e.key)) if records else None
             model = self.config.heat
-            e.heat = Heat.new(model, now) if raw is None else Heat.restore(raw, model, now, time.time())
+            if raw is None:
+                e.heat = Heat.new(model, now)
+            else:
+                e.heat = Heat.restore(raw, model, now, time.time())
+                self._tenant_fed(e.tenant_id, now, e.heat.value)
         return e.heat
 
+    def _tenant_fed(self, tenant_id: str, now: float, count: float) -> None:
+        model = self.config.heat
+        total = self.tenant_heat.get(tenant_id) or Heat(0.0, 0.0, now)
+        self.tenant_heat[tenant_id] = total.fed(model, now, count)
+
+    def fair_share(self, tenant_id: str, now: float) -> float:
+        """The factor on the tenant's epochs' heat (``leibrix.domain._heat.fair_share``)."""
+        total = self.tenant_heat.get(tenant_id)
+        return 1.0 if total is None else fair_share(self.config.heat, total.get(self.config.heat, now))
+
     def benefits(self, epochs: Sequence[Epoch], now: float) -> list[float]:
-        """``scan_cost × heat ÷ memory`` of many epochs in one ``leibrix.placement.benefit`` call."""
+        """``scan_cost × heat ÷ memory`` of many epochs in one ``leibrix.placement.benefit`` call, each
+        epoch's heat scaled by its tenant's fair share."""
         if not epochs:
             return []
         model = self.config.heat
-        heats = [self.heat(e, now) for e in epochs]
+        heats = [self.heat(e, now) for e in epochs]  # seeds first: a restored checkpoint counts in its tenant's total
+        shares: dict[str, float] = {}
+        for e in epochs:
+            if e.tenant_id not in shares:
+                shares[e.tenant_id] = self.fair_share(e.tenant_id, now)
         scan = np.fromiter((h.scan_cost(e.scan_cost) for h, e in zip(heats, epochs)), float, len(epochs))
-        heat = np.fromiter((h.get(model, now) for h in heats), float, len(epochs))
+        heat = np.fromiter((h.get(model, now) * shares[e.tenant_id] for h, e in zip(heats, epochs)), float,
+                           len(epochs))
         mem = np.fromiter((max(1, e.memory_bytes) for e in epochs), float, len(epochs))
         return pl.benefit(scan, heat, mem).tolist()
 
@@ -237,12 +261,15 @@ class Ledger:
     def report_access(self, e: Epoch, count: int, scanned_bytes: int) -> None:
         """Feed an access report into the epoch's heat; a hotter PENDING epoch may now be loaded.
 
-        The epoch is only marked dirty here: the heat checkpointer writes it
+        The count also feeds the tenant's total, which bounds the weight of
+        all its epochs' heat against other tenants' (``fair_share``). The
+        epoch is only marked dirty here: the heat checkpointer writes it
         at its next interval, so etcd sees at most one write per accessed
         epoch per interval however many reports arrive.
         """
         now = self.clock()
         e.heat = self.heat(e, now).fed(self.config.heat, now, count, scanned_bytes)
+        self._tenant_fed(e.tenant_id, now, count)
         self.heat_dirty.add(e.key)
         if e.state is State.PENDING:
             self.kick()

@@ -14,6 +14,15 @@ on retry timers:
    epochs go back to PENDING and are evicted. Budgets are never loosened for
    this: benefit decides *among* tenants, quotas bound *each* tenant.
 
+**Guaranteed memory.** Another tenant's epochs are displaceable only as far
+as that tenant holds memory above its ``guaranteed_memory_bytes``
+(``leibrix.domain._tenants.displaceable``; its lowest-benefit residents
+first), so no benefit, however high, takes a tenant below its guarantee. A
+candidate whose tenant is still within its own guarantee comes first in the
+pass and claims its room from the memory other tenants hold above theirs
+*whatever the benefits* (the lowest-benefit residents go first). Every
+eviction is logged with the two benefits behind it.
+
 An epoch that finds no room simply stays PENDING: capacity is waited for,
 never a reason to give up on an epoch.
 """
@@ -21,6 +30,8 @@ never a reason to give up on an epoch.
 from __future__ import annotations
 
 import dataclasses
+import logging
+import math
 from collections.abc import Iterable, Sequence
 
 import trio
@@ -28,11 +39,13 @@ import trio
 from leibrix import placement as pl
 from leibrix.control._ledger import Ledger, live_replicas
 from leibrix.domain._lifecycle import State
-from leibrix.domain._tenants import NO_AMOUNT, Amount, budget_shortfall
+from leibrix.domain._tenants import NO_AMOUNT, Amount, below_guarantee, budget_shortfall, displaceable
 from leibrix.state._model import ASSIGNED, Epoch, EpochKey, Replica, epoch_name
 from leibrix.store._etcd import EtcdRefused, EtcdUnavailable
 
 __all__ = ["Round", "Scheduler"]
+
+log = logging.getLogger(__name__)
 
 
 def _per_replica(e: Epoch) -> Amount:
@@ -48,6 +61,17 @@ class Round:
         self._pools: dict[str, list[pl.WorkerSpec]] = {}
         self._extra: dict[str, Amount] = {}
         self._residents: dict[tuple[str, ...], dict[EpochKey, Epoch]] = {}
+        #: Per tenant: memory this pass charged (placements) or released (displacements), not stored yet.
+        self._charged: dict[str, int] = {}
+
+    def charged(self, tenant_id: str) -> int:
+        """The tenant's charged memory: its stored usage plus this pass's placements and displacements."""
+        t = self.ledger.state.tenants.get(tenant_id)
+        return (t.usage.memory_bytes if t is not None else 0) + self._charged.get(tenant_id, 0)
+
+    def charge(self, e: Epoch, sign: int = 1) -> None:
+        """Count ``e``'s charge (all replicas) in its tenant's memory for the rest of the pass (-1: release it)."""
+        self._charged[e.tenant_id] = self._charged.get(e.tenant_id, 0) + sign * self.ledger.state.charge_of(e)[0]
 
     def _eligible(self, pool: str) -> list[pl.WorkerSpec]:
         ws = self._pools.get(pool)
@@ -171,6 +195,7 @@ class Scheduler:
                 got = self._displace_for(e, now, rounds, displaced, changed, evicts)
             if not got:
                 continue
+            rounds.charge(e)
             plan_id = f"{e.epoch_id}.{e.attempts}"
             new = ledger.move(e, State.LOADING, f"placed on {', '.join(got)}", plan_id=plan_id,
                               replicas=tuple(Replica(w, ASSIGNED, plan_id) for w in got))
@@ -209,8 +234,11 @@ class Scheduler:
         state = ledger.state
         candidates = [e for k in ledger.pending if (e := state.epochs.get(k)) is not None and e.retry_at <= now]
         prio = {t: ten.quota.priority for t, ten in state.tenants.items()}
+        # A tenant still within its guarantee goes first: its room is promised, whatever the benefits.
+        claims = {t: below_guarantee(ten.quota, ten.usage.memory_bytes, 0) for t, ten in state.tenants.items()}
         order = sorted(zip(candidates, ledger.benefits(candidates, now)),
-                       key=lambda eb: (-prio.get(eb[0].tenant_id, 0), -eb[1], eb[0].key))
+                       key=lambda eb: (-prio.get(eb[0].tenant_id, 0), not claims.get(eb[0].tenant_id, False),
+                                       -eb[1], eb[0].key))
         charged: dict[str, Amount] = {}
         fits: list[Epoch] = []
         for e, _ in order:
@@ -233,21 +261,27 @@ class Scheduler:
         """Make room for ``cand`` by evicting READY residents of its pool that it beats by the hysteresis.
 
         ``leibrix.placement.eviction_candidates`` picks the cheapest residents
-        to evict (each must be worse than the candidate by ≥ the hysteresis
-        factor); the eviction happens only if the candidate can then really be
-        placed, so no resident is evicted for nothing.
+        to evict among those open to ``cand`` (:meth:`_open_to`: each must be
+        worse than the candidate by ≥ the hysteresis factor, unless ``cand``
+        claims its tenant's guarantee); the eviction happens only if the
+        candidate can then really be placed, so no resident is evicted for nothing.
         """
         ledger = self.ledger
-        ready = {epoch_name(k): e for k, e in rounds.residents(ledger.pools_of(cand.tenant_id)).items()
-                 if k not in displaced}
-        if not ready:
+        state = ledger.state
+        tenant = state.tenants.get(cand.tenant_id)
+        cost = state.charge_of(cand)[0]
+        claim = tenant is not None and below_guarantee(tenant.quota, rounds.charged(cand.tenant_id), cost)
+        open_to = self._open_to(cand, rounds, displaced, now, claim=claim)
+        if not open_to:
             return ()
-        residents = list(ready.values())
-        n = ledger.state.replication(cand)
+        ready = {epoch_name(e.key): e for e, _ in open_to}
+        benefit = {epoch_name(e.key): b for e, b in open_to}
+        n = state.replication(cand)
+        mine = ledger.benefit(cand, now)
         choice = pl.eviction_candidates(
-            [pl.Candidate(name, b, e.memory_bytes * len(e.replicas), e.cpu_cores * len(e.replicas))
-             for (name, e), b in zip(ready.items(), ledger.benefits(residents, now))],
-            [pl.Candidate(epoch_name(cand.key), ledger.benefit(cand, now), cand.memory_bytes * n,
+            [pl.Candidate(name, benefit[name], e.memory_bytes * len(e.replicas), e.cpu_cores * len(e.replicas))
+             for name, e in ready.items()],
+            [pl.Candidate(epoch_name(cand.key), math.inf if claim else mine, cand.memory_bytes * n,
                           cand.cpu_cores * n)],
             ledger.config.hysteresis,
         )
@@ -261,9 +295,46 @@ class Scheduler:
             for v in victims:
                 rounds.release(v, v.worker_ids(), sign=-1)
             return ()
-        reason = f"displaced by higher-benefit {epoch_name(cand.key)}"
+        why = f"claiming tenant {cand.tenant_id!r}'s guaranteed memory" if claim else "higher benefit"
+        reason = (f"displaced by {epoch_name(cand.key)} {why}" if claim else
+                  f"displaced by higher-benefit {epoch_name(cand.key)}")
         for v in victims:
+            log.info("evicting %s (tenant %s, benefit %.6g) for %s (tenant %s, benefit %.6g): %s",
+                     epoch_name(v.key), v.tenant_id, benefit[epoch_name(v.key)], epoch_name(cand.key),
+                     cand.tenant_id, mine, why)
             displaced.add(v.key)
+            rounds.charge(v, -1)
             changed.append(ledger.move(v, State.PENDING, reason, replicas=()))
             evicts.extend((v, w, reason) for w in v.worker_ids())
         return placed
+
+    def _open_to(self, cand: Epoch, rounds: Round, displaced: set[EpochKey], now: float, *,
+                 claim: bool) -> list[tuple[Epoch, float]]:
+        """READY residents of ``cand``'s pool that it may displace, with their benefits.
+
+        Another tenant's residents are open only within the memory that
+        tenant holds above its guarantee (lowest benefit first), so any set of
+        them chosen leaves the guarantee whole. ``cand``'s own tenant's are
+        open too, except when it claims its guarantee (evicting its own
+        epochs would not bring it closer).
+        """
+        ledger = self.ledger
+        state = ledger.state
+        residents = [e for k, e in rounds.residents(ledger.pools_of(cand.tenant_id)).items() if k not in displaced]
+        by_tenant: dict[str, list[tuple[Epoch, float]]] = {}
+        for e, b in zip(residents, ledger.benefits(residents, now)):
+            by_tenant.setdefault(e.tenant_id, []).append((e, b))
+        out: list[tuple[Epoch, float]] = []
+        for t, items in by_tenant.items():
+            if t == cand.tenant_id:
+                if not claim:
+                    out.extend(items)
+                continue
+            tenant = state.tenants.get(t)
+            room = displaceable(tenant.quota, rounds.charged(t)) if tenant is not None else math.inf
+            for e, b in sorted(items, key=lambda eb: (eb[1], eb[0].key)):
+                cost = state.charge_of(e)[0]
+                if cost <= room:
+                    room -= cost
+                    out.append((e, b))
+        return out

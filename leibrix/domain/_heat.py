@@ -22,6 +22,20 @@ instead of the prior. ``Heat.at`` is the process's monotonic clock, which means
 nothing in another process: a checkpoint stores the heat decayed to the moment
 it was written, stamped with the wall clock (:meth:`Heat.checkpoint`), and the
 reader decays it by the wall-clock time since (:meth:`Heat.restore`).
+
+**Fairness between tenants.** Heat is reported by the tenants themselves,
+so a tenant could try to buy residency by spamming ``ReportAccess``. Each
+tenant's *total* heat weight is therefore bounded: the leader keeps, per
+tenant, the decayed sum of the heat reported for it (and of the checkpoints
+it restored), and ranks the tenant's epochs with their heat multiplied by
+:func:`fair_share` — 1 while that total is within ``HeatModel.tenant_budget``,
+``tenant_budget / total`` above it. A tenant within the budget is ranked by
+its raw heat; a tenant above it keeps the *relative* ranking of its own
+epochs (all are scaled alike) while its epochs together never weigh more
+than ``tenant_budget`` against other tenants', however much it reports.
+Reporting more therefore moves heat among a tenant's own epochs, never
+past the bound against others; and memory a tenant is guaranteed
+(``leibrix.domain._tenants``) is never displaced by benefit at all.
 """
 
 from __future__ import annotations
@@ -34,6 +48,8 @@ from leibrix.wire._proto.records import state_pb2
 
 DEFAULT_HALF_LIFE_S = 3600.0
 DEFAULT_PRIOR = 1.0
+#: Total heat weight of one tenant's epochs before they are scaled down (see the module docstring).
+DEFAULT_TENANT_BUDGET = 100_000.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -42,12 +58,16 @@ class HeatModel:
 
     half_life_s: float = DEFAULT_HALF_LIFE_S
     prior: float = DEFAULT_PRIOR
+    #: A tenant's total reported heat beyond which its epochs' heat is scaled down (0: unbounded).
+    tenant_budget: float = DEFAULT_TENANT_BUDGET
 
     def __post_init__(self) -> None:
         if not (math.isfinite(self.half_life_s) and self.half_life_s > 0):
             raise ValueError(f"half_life_s must be a finite number > 0, got {self.half_life_s}")
         if not (math.isfinite(self.prior) and self.prior >= 0):
             raise ValueError(f"prior must be a finite number >= 0, got {self.prior}")
+        if not (math.isfinite(self.tenant_budget) and self.tenant_budget >= 0):
+            raise ValueError(f"tenant_budget must be a finite number >= 0, got {self.tenant_budget}")
 
     def factor(self, dt_s: float) -> float:
         """Multiplier after ``dt_s`` seconds (1.0 for no or negative elapsed time)."""
@@ -70,7 +90,7 @@ class Heat(NamedTuple):
         """A never-queried epoch: the model's prior heat."""
         return cls(model.prior, 0.0, now)
 
-    def fed(self, model: HeatModel, now: float, count: int, scanned_bytes: int = 0) -> Heat:
+    def fed(self, model: HeatModel, now: float, count: float, scanned_bytes: float = 0) -> Heat:
         """The heat after ``count`` accesses at ``now`` that scanned ``scanned_bytes`` in total."""
         f = model.factor(now - self.at)
         return Heat(self.value * f + count, self.scanned * f + scanned_bytes, max(self.at, now))
@@ -106,3 +126,13 @@ class Heat(NamedTuple):
         r = state_pb2.HeatRecord.FromString(raw)
         f = model.factor(wall_now - (r.at.seconds + r.at.nanos / 1e9))
         return cls(r.value * f, r.scanned * f, now)
+
+
+def fair_share(model: HeatModel, tenant_total: float) -> float:
+    """The factor on a tenant's epochs' heat: 1 while its total reported heat ``tenant_total`` is within
+    ``model.tenant_budget`` (or there is none), else ``tenant_budget / tenant_total``."""
+    budget = model.tenant_budget
+    if not budget or tenant_total <= budget:
+        return 1.0
+    return budget / tenant_total
+

@@ -14,6 +14,13 @@ Multi-tenant governance rests on three rules:
 * **Pools isolate.** A tenant with a ``worker_pool`` is placed only on workers
   of that pool; one without is placed on the shared pool (workers with no pool
   label).
+* **Guarantees protect.** ``guaranteed_memory_bytes`` is memory of the tenant
+  that another tenant's higher benefit never displaces: residency by benefit
+  may take only what a tenant holds *above* its guarantee
+  (:func:`displaceable`), and a tenant below its guarantee may take room from
+  tenants above theirs whatever the benefits (the coordinator's scheduling).
+  The guarantees of the tenants sharing a pool must fit the pool's capacity
+  when one is raised (:func:`guarantee_shortfall`).
 
 Limits are 0 = unlimited. The upstream ``max_storage_mb`` is the tenant's
 in-memory storage: the effective memory budget is the smaller of
@@ -58,6 +65,7 @@ class Quota:
     default_strategy: int = 0
     default_replication: int = 0
     max_storage_mb: int = 0
+    guaranteed_memory_bytes: int = 0
 
     @classmethod
     def from_wire(cls, q: cp.TenantQuota | object) -> Quota:
@@ -79,6 +87,7 @@ class Quota:
             default_strategy=int(q.default_strategy),
             default_replication=q.default_replication,
             max_storage_mb=q.max_storage_mb,
+            guaranteed_memory_bytes=q.guaranteed_memory_bytes,
         )
 
     def to_wire(self) -> cp.TenantQuota:
@@ -95,6 +104,7 @@ class Quota:
             priority=self.priority,
             default_strategy=cp.PlacementStrategy(self.default_strategy),
             default_replication=self.default_replication,
+            guaranteed_memory_bytes=self.guaranteed_memory_bytes,
         )
 
 
@@ -194,4 +204,27 @@ def dataset_shortfall(quota: Quota, datasets: int) -> str | None:
     if quota.max_datasets and datasets + 1 > quota.max_datasets:
         return f"tenant {quota.tenant_id!r} dataset budget: {quota.max_datasets} datasets, {datasets} admitted"
     return None
+
+
+def displaceable(quota: Quota, memory_bytes: int) -> int:
+    """Bytes of the tenant's charged ``memory_bytes`` that another tenant may displace: what lies above its
+    guarantee (everything without one)."""
+    return max(0, memory_bytes - quota.guaranteed_memory_bytes)
+
+
+def below_guarantee(quota: Quota, memory_bytes: int, more: int) -> bool:
+    """Whether charging ``more`` bytes keeps the tenant within its guarantee (never true without one)."""
+    return quota.guaranteed_memory_bytes > 0 and memory_bytes + more <= quota.guaranteed_memory_bytes
+
+
+def guarantee_shortfall(pool: str, guarantees: dict[str, int], capacity_bytes: int) -> str | None:
+    """None if the ``guarantees`` (tenant → bytes) of the tenants sharing ``pool`` fit its ``capacity_bytes``,
+    else the numbers."""
+    total = sum(guarantees.values())
+    if total <= capacity_bytes:
+        return None
+    name = f"pool {pool!r}" if pool else "the shared pool"
+    parts = ", ".join(f"{t!r} {b}" for t, b in sorted(guarantees.items()) if b)
+    return (f"guaranteed memory of {name}: {total} bytes guaranteed ({parts}) > {capacity_bytes} bytes of capacity "
+            "on its workers now; add workers or lower a guarantee")
 

@@ -47,6 +47,7 @@ import betterproto
 
 from leibrix.domain import _epochs
 from leibrix.domain._errors import InvalidArgument, bounded
+from leibrix.domain._tenants import Quota
 from leibrix.wire._proto import leibrix_cp as cp
 from leibrix.wire._proto.records import management_pb2
 
@@ -376,4 +377,11 @@ def validate_quota(q: cp.TenantQuota) -> cp.TenantQuota:
         raise InvalidArgument("default_strategy", f"unknown placement strategy {int(q.default_strategy)}")
     if q.worker_pool and not ID_PATTERN.fullmatch(q.worker_pool):
         raise InvalidArgument("worker_pool", f"{q.worker_pool[:80]!r} is malformed: use 1-64 characters of [A-Za-z0-9_-]")
+    g = q.guaranteed_memory_bytes
+    if g < 0:
+        raise InvalidArgument("guaranteed_memory_bytes", f"must be >= 0 (0 = none), got {g}")
+    budget = Quota.from_wire(q).max_memory_bytes
+    if g and budget and g > budget:
+        raise InvalidArgument("guaranteed_memory_bytes",
+                              f"{g} bytes is more than the tenant's memory budget of {budget} bytes")
     return q
