@@ -6,7 +6,10 @@ refuses (FAILED_PRECONDITION) while the tenant still has datasets unless
 ``force`` is set; forced deletion retires every epoch first (routes withdrawn,
 then evictions), then deletes the records. Deleting a tenant also deletes its
 access tokens, so a tenant re-created later under the same name does not
-inherit them. ``ListTenants`` with ``tenant_id`` lists just that tenant (how a
+inherit them. ``UpsertTenantQuota`` refuses (FAILED_PRECONDITION, with the
+numbers) a raised ``guaranteed_memory_bytes`` that the tenant's pool cannot
+honour next to the other guarantees there (see
+``AdmissionService.guarantee_shortfall``). ``ListTenants`` with ``tenant_id`` lists just that tenant (how a
 tenant token's listing is narrowed, see :mod:`leibrix.api._auth`).
 """
 
@@ -19,6 +22,7 @@ from leibrix.store._etcd import Delete, Put
 from leibrix.api._pages import page
 from leibrix.api._server import trio_rpc
 from leibrix.domain._lifecycle import State
+from leibrix.domain._tenants import Quota
 from leibrix.wire._proto import leibrix_cp as cp
 from leibrix.state._model import encode_tenant, now_ms
 from leibrix.store._term import Leadership
@@ -38,6 +42,8 @@ class TenantApi(cp.ManagementServiceBase):
         validate_quota(request)
         svc = self.admission
         ctx = self.leadership.leader_context()
+        if why := await svc.guarantee_shortfall(Quota.from_wire(request)):
+            raise FailedPrecondition(why)
         existed = request.tenant_id in svc.state.tenants
         await ctx.writer.commit([Put(ctx.keys.tenant(request.tenant_id), encode_tenant(request, now_ms()))])
         if svc.coordinator is not None:

@@ -33,6 +33,7 @@ import logging
 import math
 import time
 from collections.abc import Awaitable, Callable, Iterable
+from typing import Any
 
 import trio
 
@@ -40,6 +41,7 @@ from leibrix.control._ledger import CoordinatorConfig, Ledger
 from leibrix.control._retirement import Retirement
 from leibrix.control._scheduling import Scheduler
 from leibrix.control._worker_events import WorkerEvents
+from leibrix.domain._errors import Unavailable
 from leibrix.state._model import ClusterState, EpochKey
 from leibrix.store._etcd import EtcdRefused, EtcdUnavailable
 from leibrix.store._store import Keys
@@ -67,6 +69,9 @@ class Coordinator(Ledger):
         self._scheduler = Scheduler(self)
         self._retirement = Retirement(self)
         self._events = WorkerEvents(self, self._scheduler, self._retirement)
+        self._nursery: trio.Nursery | None = None
+        #: The term's worker drains by worker id (``leibrix.control._drain.Drain``), running or finished.
+        self.drains: dict[str, Any] = {}
 
     # ------------------------------------------------------------ the loop
 
@@ -74,6 +79,7 @@ class Coordinator(Ledger):
         """Schedule on every kick and whenever a retry backoff expires; flush staged reports (until cancelled)."""
         async with trio.open_nursery() as nursery:
             nursery.start_soon(self._flusher)
+            self._nursery = nursery
             task_status.started()
             while True:
                 await self.kicked(self._next_retry_in())
@@ -84,6 +90,12 @@ class Coordinator(Ledger):
                     await trio.sleep(_RETRY_S)
                     self.kick()
                 await trio.sleep(self.config.min_pass_interval_s)
+
+    def spawn(self, fn: Callable[..., Awaitable[object]], *args: object) -> None:
+        """Run ``fn(*args)`` in the term (it ends with it); UNAVAILABLE if the coordinator is not running."""
+        if self._nursery is None:
+            raise Unavailable("the leader is starting its term; retry shortly")
+        self._nursery.start_soon(fn, *args)
 
     async def _flusher(self) -> None:
         while True:

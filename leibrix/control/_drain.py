@@ -13,12 +13,20 @@ is persisted, so the next leader keeps the worker out of placements):
 
 Progress is observable while it runs (:class:`Drain` counters, and the
 worker's state and replica count through ``GetWorker``).
+
+Everything it needs of the workers goes through the ``WorkerDirectory``
+protocol (``serving``, ``leader_hint``, ``state``, ``coordinator``,
+``set_drain``, ``command``). The term's coordinator keeps the term's drains
+and runs them in its nursery (:class:`DrainHost`, which
+:class:`~leibrix.control._coordinator.Coordinator` is), so they end with the term.
 """
 
 from __future__ import annotations
 
 import logging
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
+from typing import Any, Protocol, runtime_checkable
 
 import trio
 
@@ -26,8 +34,10 @@ from leibrix.domain._errors import FailedPrecondition, InvalidArgument, NotFound
 from leibrix.domain._liveness import WState
 from leibrix.state._model import EpochKey
 from leibrix.store._etcd import EtcdError
+from leibrix.wire._proto import leibrix_cp as cp
+from leibrix.workers._protocols import WorkerDirectory
 
-__all__ = ["DEFAULT_DEADLINE_S", "DEFAULT_MAX_PARALLEL", "Drain", "start_drain"]
+__all__ = ["DEFAULT_DEADLINE_S", "DEFAULT_MAX_PARALLEL", "Drain", "DrainHost", "start_drain"]
 
 log = logging.getLogger(__name__)
 
@@ -51,6 +61,23 @@ class Drain:
     done: trio.Event = field(default_factory=trio.Event)
 
 
+@runtime_checkable
+class DrainHost(Protocol):
+    """What a drain needs of the term's epoch coordinator besides the ``EpochCoordinator`` seam."""
+
+    #: the term's drains by worker id, running or finished
+    drains: dict[str, Any]
+
+    def spawn(self, fn: Callable[..., Awaitable[object]], *args: object) -> None:
+        """Run ``fn(*args)`` in the term (it ends with it)."""
+        ...
+
+    def replicas_on(self, worker_id: str) -> list[EpochKey]: ...
+
+    async def move_replica(self, tenant: str, dataset: str, epoch: str, from_worker: str, *,
+                           make_before_break: bool) -> bool: ...
+
+
 def _check(worker_id: str, deadline_s: float, max_parallel: int) -> tuple[float, int]:
     if not worker_id:
         raise InvalidArgument("worker_id", "is required")
@@ -61,7 +88,8 @@ def _check(worker_id: str, deadline_s: float, max_parallel: int) -> tuple[float,
     return deadline_s or DEFAULT_DEADLINE_S, max_parallel or DEFAULT_MAX_PARALLEL
 
 
-async def start_drain(hub, worker_id: str, *, deadline_s: float = 0.0, max_parallel: int = 0) -> Drain:
+async def start_drain(hub: WorkerDirectory, worker_id: str, *, deadline_s: float = 0.0,
+                      max_parallel: int = 0) -> Drain:
     """Start (or join) the drain of ``worker_id`` in the leader's term; returns at once.
 
     Idempotent: asking again while a drain runs returns the running one.
@@ -69,27 +97,27 @@ async def start_drain(hub, worker_id: str, *, deadline_s: float = 0.0, max_paral
     (its replicas are being re-placed already) and Unavailable on a follower.
     """
     deadline_s, max_parallel = _check(worker_id, deadline_s, max_parallel)
-    term = hub._term
-    if term is None:
+    if not hub.serving():
         raise Unavailable("not the leader", leader=hub.leader_hint())
-    m = hub.members.get(worker_id)
-    state = hub.liveness.state(worker_id)
-    if m is None or state is None:
+    state = hub.state(worker_id)
+    if state is None:
         raise NotFound(f"worker {worker_id!r} is not known to the leader")
-    if m.drain is not None and (not m.drain.done.is_set() or state is WState.DRAINED):
-        return m.drain
-    if state is WState.DEAD:
-        raise FailedPrecondition(f"worker {worker_id!r} is DEAD: its replicas are re-placed, nothing to drain")
-    if hub.coordinator is None:
+    coordinator = hub.coordinator
+    if not isinstance(coordinator, DrainHost):
         raise FailedPrecondition("no epoch coordinator is running in this term")
+    running: Drain | None = coordinator.drains.get(worker_id)
+    if running is not None and (not running.done.is_set() or state is cp.WorkerState.DRAINED):
+        return running
+    if state is cp.WorkerState.DEAD:
+        raise FailedPrecondition(f"worker {worker_id!r} is DEAD: its replicas are re-placed, nothing to drain")
     drain = Drain(worker_id, deadline_s, max_parallel)
-    m.drain = drain
+    coordinator.drains[worker_id] = drain
     await hub.set_drain(worker_id, WState.DRAINING)
-    term.nursery.start_soon(_run, hub, hub.coordinator, drain)
+    coordinator.spawn(_run, hub, coordinator, drain)
     return drain
 
 
-async def _run(hub, coordinator, drain: Drain) -> None:
+async def _run(hub: WorkerDirectory, coordinator: DrainHost, drain: Drain) -> None:
     wid = drain.worker_id
     try:
         limiter = trio.CapacityLimiter(drain.max_parallel)

@@ -19,15 +19,21 @@ from leibrix.control._janitor import Janitor, JanitorCounters
 from leibrix.control._refresh import Refresher
 from leibrix.domain._errors import Unavailable
 from leibrix.domain._lifecycle import State
+from leibrix.domain._tenants import Quota, guarantee_shortfall
 from leibrix.state._model import ClusterState
 from leibrix.state._routes import RouteTable
 from leibrix.store._etcd import EtcdRefused, EtcdUnavailable
 from leibrix.store._store import Fenced, Mirror, Table
 from leibrix.store._term import Leadership, TermContext
+from leibrix.wire._labels import pool_of
+from leibrix.wire._proto import leibrix_cp as cp
 from leibrix.wire._proto.records import state_pb2
 from leibrix.workers._hub import WorkerHub
 
 __all__ = ["AdmissionService"]
+
+#: Worker states whose memory counts as a pool's capacity for guarantees (they hold, or soon again hold, epochs).
+_CAPACITY_STATES = frozenset({cp.WorkerState.ACTIVE, cp.WorkerState.SUSPECT})
 
 
 class AdmissionService:
@@ -67,6 +73,33 @@ class AdmissionService:
         """Whether a worker's pool label names a tenant's ``worker_pool`` (or, as the Rust worker's
         ``tenant_id`` label does, a tenant): the hub refuses workers of unknown pools."""
         return pool in self.state.tenants or any(t.quota.pool == pool for t in self.state.tenants.values())
+
+    async def guarantee_shortfall(self, quota: Quota) -> str | None:
+        """None if ``quota``'s ``guaranteed_memory_bytes`` can be promised, else why not, with the numbers.
+
+        The guarantees of the tenants sharing ``quota``'s pool (the same
+        ``worker_pool``; the shared pool for tenants without one), this one
+        included, must fit the memory of that pool's workers known now
+        (ACTIVE or SUSPECT; for the shared pool, also the workers dedicated to
+        one of its tenants). Checked only when the upsert raises the tenant's
+        guarantee or moves it to another pool: capacity that shrinks later
+        (a worker drains or dies) never makes an unrelated quota edit fail.
+        While the pool is smaller than its guarantees, each guarantee still
+        protects what the tenant holds (nothing is displaced below it) and a
+        tenant below its guarantee still claims room from memory others hold
+        above theirs; it is honoured in full again once capacity returns.
+        """
+        g = quota.guaranteed_memory_bytes
+        old = self.state.tenants.get(quota.tenant_id)
+        if not g or (old is not None and old.quota.pool == quota.pool and g <= old.quota.guaranteed_memory_bytes):
+            return None
+        group = {t: ten.quota.guaranteed_memory_bytes for t, ten in self.state.tenants.items()
+                 if ten.quota.pool == quota.pool and t != quota.tenant_id}
+        group[quota.tenant_id] = g
+        pools = {quota.pool} if quota.pool else {"", *group}
+        capacity = sum(w.capacity.memory_bytes for w in await self.hub.infos()
+                       if w.state in _CAPACITY_STATES and pool_of(w.labels) in pools)
+        return guarantee_shortfall(quota.pool, group, capacity)
 
     def leading(self) -> tuple[Coordinator, Admissions]:
         """The term's coordinator and admission queue, or UNAVAILABLE naming the leader."""

@@ -13,10 +13,11 @@ session implements :class:`Session`.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 from grpclib.const import Status
 
+from leibrix.domain._liveness import WState
 from leibrix.placement import WorkerSpec
 from leibrix.wire._proto import leibrix_cp as cp
 from leibrix.wire._proto.records import control_plane_pb2 as pb
@@ -28,13 +29,25 @@ __all__ = ["EpochCoordinator", "Registry", "Session", "WorkerDirectory"]
 
 
 class WorkerDirectory(Protocol):
-    """What the control loop asks of the workers: who can take placements, and sending them commands."""
+    """What the control loop asks of the workers: who can take placements, and sending them commands.
+
+    Draining (``leibrix.control._drain``) also asks whether this master
+    serves a term (``serving``; else ``leader_hint`` names the leader), the
+    term's ``coordinator``, and sends ``command`` and ``set_drain``.
+    """
+
+    #: the EpochCoordinator of the current term, None outside one
+    coordinator: EpochCoordinator | None
 
     def eligible(self, pool: str | None) -> list[WorkerSpec]: ...
     def state(self, worker_id: str) -> cp.WorkerState | None: ...
     def addr(self, worker_id: str) -> str | None: ...
     async def send(self, worker_id: str, msg: cp.EventStreamMessage) -> bool: ...
     async def evict(self, worker_id: str, tenant: str, dataset: str, epoch: str, reason: str) -> bool: ...
+    def serving(self) -> bool: ...
+    def leader_hint(self) -> str: ...
+    async def command(self, worker_id: str, event_type: str, payload: dict[str, Any]) -> bool: ...
+    async def set_drain(self, worker_id: str, state: WState | None) -> None: ...
 
 
 class EpochCoordinator(Protocol):

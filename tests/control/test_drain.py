@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass, field
+from typing import Any
+
 import pytest
 import trio
 
@@ -16,11 +19,22 @@ from tests.support.hub import TableCoordinator, fast_config, serve, spawn_worker
 EPOCHS = [("t1", "ds", f"e{i}") for i in range(4)]
 
 
+@dataclass
+class DrainingCoordinator(TableCoordinator):
+    """The table coordinator as a drain's host (``leibrix.control._drain.DrainHost``): drains run in ``nursery``."""
+
+    nursery: Any = None
+    drains: dict[str, Any] = field(default_factory=dict)
+
+    def spawn(self, fn, *args) -> None:
+        self.nursery.start_soon(fn, *args)
+
+
 async def _cluster(etcd, nursery, *, rows: int = 1000):
     keys = Keys("drain")
     ctx = await start_leader(etcd, nursery, keys)
     hub = WorkerHub(fast_config(rebalance_interval=600), master_id="m1", keys=keys)
-    coord = TableCoordinator(hub, EPOCHS, rows=rows)
+    coord = DrainingCoordinator(hub, EPOCHS, rows=rows, nursery=nursery)
     hub.attach(coord)
     await nursery.start(hub.run_term, ctx)
     addr = await serve(nursery, hub)
