@@ -117,7 +117,10 @@ class Membership:
         self._pool_known: Callable[[str], bool] | None = None
         # observability (also read by bench.workers)
         self.last_replace_s: float | None = None
+        #: replicas moved by each rebalancing pass that had a pool out of its band
         self.rebalance_moves: list[int] = []
+        #: rebalancing passes run (every interval of a term with a coordinator)
+        self.rebalance_passes = 0
 
     def _new_liveness(self) -> Liveness:
         c = self.config
@@ -423,5 +426,6 @@ class Membership:
                 if w is not None and w.placeable:
                     pools.setdefault(m.pool, []).append(PoolWorker(m.worker_id, m.memory_bytes, m.cpu_cores))
             moved = await self.rebalancer.run_pass(pools, coordinator, self.config.rebalance_max_moves)
+            self.rebalance_passes += 1
             if moved or self.rebalancer.active:
                 self.rebalance_moves.append(moved)
