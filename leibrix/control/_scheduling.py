@@ -278,10 +278,12 @@ class Scheduler:
         benefit = {epoch_name(e.key): b for e, b in open_to}
         n = state.replication(cand)
         mine = ledger.benefit(cand, now)
+        # a claim beats every resident open to it, whatever the benefits (the cheapest still go first)
+        bid = max(mine, 2.0 * ledger.config.hysteresis * max(benefit.values()) + 1.0) if claim else mine
         choice = pl.eviction_candidates(
             [pl.Candidate(name, benefit[name], e.memory_bytes * len(e.replicas), e.cpu_cores * len(e.replicas))
              for name, e in ready.items()],
-            [pl.Candidate(epoch_name(cand.key), math.inf if claim else mine, cand.memory_bytes * n,
+            [pl.Candidate(epoch_name(cand.key), bid, cand.memory_bytes * n,
                           cand.cpu_cores * n)],
             ledger.config.hysteresis,
         )

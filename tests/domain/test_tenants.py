@@ -139,3 +139,56 @@ def test_wire_views():
     assert st.state == cp.EpochState.READY and st.replicas[0].addr == "127.0.0.1:9"
     assert st.history[0].at == datetime.fromtimestamp(0.005, tz=timezone.utc)
     assert st.info.dimension_values == {"region": "eu"} and st.estimate.memory_bytes == 100
+
+
+# ---------------------------------------------------------------- guaranteed memory and heat fairness
+
+
+def test_guaranteed_memory_round_trips_and_is_validated() -> None:
+    from leibrix.domain._errors import InvalidArgument
+    from leibrix.domain._validation import validate_quota
+
+    q = cp.TenantQuota(tenant_id="acme", max_memory_bytes=100, guaranteed_memory_bytes=60)
+    assert Quota.from_wire(validate_quota(q)).guaranteed_memory_bytes == 60
+    assert Quota.from_wire(q).to_wire().guaranteed_memory_bytes == 60
+    for bad, why in [(cp.TenantQuota(tenant_id="acme", guaranteed_memory_bytes=-1), "must be >= 0"),
+                     (cp.TenantQuota(tenant_id="acme", max_memory_bytes=100, guaranteed_memory_bytes=101),
+                      "more than the tenant's memory budget of 100 bytes"),
+                     (cp.TenantQuota(tenant_id="acme", max_storage_mb=1, guaranteed_memory_bytes=(1 << 20) + 1),
+                      f"memory budget of {1 << 20} bytes")]:
+        with pytest.raises(InvalidArgument, match="guaranteed_memory_bytes") as info:
+            validate_quota(bad)
+        assert why in str(info.value)
+
+
+def test_only_memory_above_the_guarantee_is_displaceable() -> None:
+    from leibrix.domain._tenants import below_guarantee, displaceable
+
+    q = Quota("acme", guaranteed_memory_bytes=100)
+    assert [displaceable(q, m) for m in (0, 60, 100, 130)] == [0, 0, 0, 30]
+    assert displaceable(Quota("acme"), 130) == 130  # no guarantee: everything
+    assert below_guarantee(q, 60, 40) and not below_guarantee(q, 60, 41)
+    assert not below_guarantee(Quota("acme"), 0, 1)  # no guarantee is never claimed
+
+
+def test_guarantees_must_fit_the_pool_with_the_numbers() -> None:
+    from leibrix.domain._tenants import guarantee_shortfall
+
+    assert guarantee_shortfall("p", {"a": 60, "b": 40}, 100) is None
+    msg = guarantee_shortfall("p", {"a": 60, "b": 41, "c": 0}, 100)
+    assert msg == ("guaranteed memory of pool 'p': 101 bytes guaranteed ('a' 60, 'b' 41) > 100 bytes of capacity "
+                   "on its workers now; add workers or lower a guarantee")
+    assert guarantee_shortfall("", {"a": 1}, 0).startswith("guaranteed memory of the shared pool: 1 bytes")
+
+
+def test_the_heat_fairness_rule_bounds_each_tenants_total_weight() -> None:
+    from leibrix.domain._heat import HeatModel, fair_share
+
+    model = HeatModel(tenant_budget=1000.0)
+    assert fair_share(model, 0.0) == fair_share(model, 1000.0) == 1.0  # within the budget: raw heat
+    assert fair_share(model, 4000.0) == 0.25
+    for total in (1e3, 1e6, 1e12):  # scaled heat never weighs more than the budget, whatever is reported
+        assert total * fair_share(model, total) == pytest.approx(min(total, 1000.0))
+    assert fair_share(HeatModel(tenant_budget=0.0), 1e12) == 1.0  # 0: unbounded
+    with pytest.raises(ValueError, match="tenant_budget"):
+        HeatModel(tenant_budget=-1.0)
