@@ -21,6 +21,17 @@ Measured:
   ``AdmitDataset`` requests (each a new dataset) sent open-loop at a fixed
   offered rate (``admission.offered_rate``) while the cluster holds the bulk
   epochs;
+* ``admission.commit_p50_ms`` / ``admission.commit_p99_ms``: the floor, measured
+  in the same run against the same etcd: 200 fenced single-put commits
+  (``FencedWriter.commit`` under an election of a cluster name of its own);
+* the latency–throughput curve (``admission.curve.<rate>.p99_ms`` and
+  ``.acked_per_s``): the same open-loop single-epoch admissions, the offered
+  rate doubled each step until saturation, i.e. the step's p99 exceeds
+  ``SATURATION_X`` × the commit p99 or its acknowledgements fall behind (fewer
+  than 90 % of the offered rate acknowledged per second, or any request
+  failing). ``admission.saturation_epochs_per_s`` is the acknowledged rate of
+  the last step below saturation; ``admission.p99_over_commit_p99_at_half_load``
+  is the p99 of one more step at half that rate over the commit p99;
 * ``admission.tenants``, ``admission.workers``;
 * ``admission.master_rss_mb``: the leader's resident memory once every bulk
   epoch is READY (resident on a worker);
@@ -29,8 +40,15 @@ Measured:
   acknowledges a new admission. It bounds "winning the election → serving"
   from above (it also includes the resignation and the client's retry step).
 
+Every admission names a real Iceberg table: ``db.events`` of the SQL catalog
+on SQLite that :mod:`tests.support.sample_source` builds in a temporary
+directory before the cluster starts (daily epochs from 2026-11-01, region
+``r0``), so the masters plan each one through the source connector when
+admission does.
+
 Goals: ≥ 1,000 epochs/s, p99 ≤ 50 ms, ≤ 512 MiB at 100,000 epochs,
-takeover ≤ 2 s with 100,000 epochs.
+takeover ≤ 2 s with 100,000 epochs, p99 at half the saturation rate ≤ 10 ×
+the fenced-commit p99.
 
 ``BENCH_KEEP=1`` keeps the processes' logs (the path is printed);
 ``BENCH_PROFILE_DIR=DIR`` runs each master under cProfile into ``DIR``;
@@ -61,7 +79,14 @@ PATH = COORDINATE_WORKER
 #: Leader lease TTL of the benchmark's masters (s). The takeover is measured with a graceful
 #: resignation, so the TTL does not enter it; it only has to ride out the bulk load's etcd stalls.
 LEASE_TTL = 3
-T0 = datetime(2026, 1, 1, tzinfo=timezone.utc)
+#: First day of every admission (inside the sample table's rows).
+T0 = datetime(2026, 11, 1, tzinfo=timezone.utc)
+#: A curve step saturates when its p99 exceeds this many fenced-commit p99s.
+SATURATION_X = 25
+#: Fenced commits timed for the floor.
+FLOOR_COMMITS = 200
+#: The Iceberg table every admission names ([catalog uri, database, table]), set by :func:`run`.
+SOURCE: list[str] = []
 
 
 
@@ -203,12 +228,83 @@ def _rss_mb(pid: int) -> float:
     return float("nan")
 
 
-def _request(cp, tenant: str, dataset: str, *, hours: int, start: datetime, regions: int = 1):
-    return time_partitioned_admission(
-        tenant, dataset, start=start, end=start + timedelta(hours=hours), unit=cp.EpochGranularityTimeUnit.HOUR,
-        dimensions={"region": [f"r{i}" for i in range(regions)]},
+def _request(cp, tenant: str, dataset: str, *, days: int, start: datetime, regions: int = 1):
+    """Daily epochs of the sample table (every dataset names the same table)."""
+    uri, database, table = SOURCE
+    req = time_partitioned_admission(
+        tenant, dataset, start=start, end=start + timedelta(days=days),
+        dimensions={"region": [f"r{i}" for i in range(regions)]}, catalog_uri=uri, database=database,
         hints=cp.EstimateHints(bytes_per_epoch=1 << 20, rows_per_epoch=1000, cpu_cores_per_epoch=0.001),
     )
+    req.source.table = table
+    return req
+
+
+def _pct(xs: list[float], p: float) -> float:
+    """The p-th percentile (nearest rank) of ``xs`` (non-empty)."""
+    xs = sorted(xs)
+    return xs[min(len(xs) - 1, int(round(p / 100 * (len(xs) - 1))))]
+
+
+def commit_floor(etcd: str, n: int) -> list[float]:
+    """Seconds of ``n`` fenced single-put commits to ``etcd`` (Trio; run in a thread of its own)."""
+    import trio
+
+    from leibrix.store._election import Election
+    from leibrix.store._etcd import EtcdClient, Put
+    from leibrix.store._store import FencedWriter, Keys
+
+    async def main() -> list[float]:
+        client = await EtcdClient.connect([f"http://{etcd}"])
+        keys = Keys("bench-floor")
+        out: list[float] = []
+        try:
+            async with trio.open_nursery() as nursery:
+                election = Election(client, key=keys.leader, record=b"", ttl=5)
+                term = await election.campaign()
+                nursery.start_soon(election.keep_alive, term)
+                writer = FencedWriter(client, term)
+                for i in range(n):
+                    t = time.perf_counter()
+                    await writer.commit([Put(keys.tenant(f"t{i % 8}"), b"x")])
+                    out.append(time.perf_counter() - t)
+                nursery.cancel_scope.cancel()
+        finally:
+            await client.aclose()
+        return out
+
+    return trio.run(main)
+
+
+async def _open_loop(api, cp, tenants: list[str], prefix: str, rate: float, seconds: float,
+                     sent: list[tuple[float, float]] | None = None) -> tuple[list[float], float, int]:
+    """Single-epoch admissions of new datasets at ``rate``/s for ``seconds``, open loop.
+
+    Returns (latencies of the acknowledged ones in s, acknowledged per second of
+    the step's wall time, failed requests); ``sent`` collects (wall-clock send
+    time, latency) per acknowledged request.
+    """
+    n = max(1, int(rate * seconds))
+    lat: list[float] = []
+    failed = 0
+    start = time.perf_counter()
+
+    async def one(i: int) -> None:
+        nonlocal failed
+        await asyncio.sleep(max(0.0, start + i / rate - time.perf_counter()))
+        req = _request(cp, tenants[i % len(tenants)], f"{prefix}{i}", days=1, start=T0)
+        at, t = time.time(), time.perf_counter()
+        try:
+            await api.admit_dataset(req, timeout=10.0)
+        except Exception:  # noqa: BLE001 - a refused or timed-out admission is a failed one
+            failed += 1
+            return
+        lat.append(time.perf_counter() - t)
+        if sent is not None:
+            sent.append((at, lat[-1]))
+
+    await asyncio.gather(*(one(i) for i in range(n)))
+    return lat, len(lat) / max(seconds, time.perf_counter() - start), failed
 
 
 async def _scenario(masters: list[str], pids: list[int], size: dict, report: Report, stop_leader) -> None:
@@ -254,7 +350,7 @@ async def _scenario(masters: list[str], pids: list[int], size: dict, report: Rep
 
         async def bulk(i: int) -> None:
             async with sem:
-                req = _request(cp, tenants[i % len(tenants)], f"bulk{i}", hours=per, start=T0)
+                req = _request(cp, tenants[i % len(tenants)], f"bulk{i}", days=per, start=T0)
                 await api.admit_dataset(req)
 
         t0 = time.perf_counter()
@@ -280,30 +376,55 @@ async def _scenario(masters: list[str], pids: list[int], size: dict, report: Rep
         report.add("admission.master_rss_mb", _rss_mb(pids[0]), "MiB",
                    f"leader, {n_req * per:,} epochs READY (goal <= 512)")
 
-        # ---- latency at a fixed offered rate: single-epoch admissions of new datasets
+        # ---- the floor: fenced commits against the same etcd, now that it holds the bulk epochs
+        floor = await asyncio.to_thread(commit_floor, size["etcd"], FLOOR_COMMITS)
+        commit_p99 = _pct(floor, 99)
+        report.add("admission.commit_p50_ms", 1000 * _pct(floor, 50), "ms",
+                   f"{len(floor)} fenced single-put commits, same etcd, same run")
+        report.add("admission.commit_p99_ms", 1000 * commit_p99, "ms", "the floor of the ratios below")
+
+        # ---- latency at a fixed offered rate, then the curve: single-epoch admissions of new datasets
         # The client's own full collections (66 ms was seen) would be measured as admission latency: freeze its
         # heap first, so the load generator's GC walks only what the phase itself allocates.
         gc.collect()
         gc.freeze()
         rate, seconds = size["rate"], size["seconds"]
         sent: list[tuple[float, float]] = []  # (wall-clock send time, latency s) per request
-        start = time.perf_counter()
-
-        async def one(i: int) -> None:
-            await asyncio.sleep(max(0.0, start + i / rate - time.perf_counter()))
-            req = _request(cp, tenants[i % len(tenants)], f"lat{i}", hours=1, start=T0)
-            at, t = time.time(), time.perf_counter()
-            await api.admit_dataset(req)
-            sent.append((at, time.perf_counter() - t))
-
-        await asyncio.gather(*(one(i) for i in range(int(rate * seconds))))
+        lat, _, _ = await _open_loop(api, cp, tenants, "lat", rate, seconds, sent)
         if log_path := os.environ.get("BENCH_LATENCY_LOG"):
             Path(log_path).write_text("".join(f"{at:.3f} {1000 * s:.2f}\n" for at, s in sorted(sent)))
-        lat = sorted(s for _, s in sent)
+        lat = sorted(lat)
         report.add("admission.offered_rate", rate, "req/s", f"{len(lat)} single-epoch requests, open loop")
-        report.add("admission.p50_ms", 1000 * lat[len(lat) // 2], "ms")
-        report.add("admission.p99_ms", 1000 * lat[min(len(lat) - 1, int(len(lat) * 0.99))], "ms", "goal <= 50")
+        report.add("admission.p50_ms", 1000 * _pct(lat, 50), "ms")
+        report.add("admission.p99_ms", 1000 * _pct(lat, 99), "ms", "goal <= 50")
         total = n_req * per + len(lat)
+
+        bound = SATURATION_X * commit_p99
+        step, good = size["curve_start"], 0.0
+        while step <= size["curve_max"]:
+            got, acked, failed = await _open_loop(api, cp, tenants, f"c{int(step)}-", step, size["curve_seconds"])
+            total += len(got)
+            p99 = _pct(got, 99) if got else float("inf")
+            behind = failed > 0 or acked < 0.9 * step
+            saturated = behind or p99 > bound
+            report.add(f"admission.curve.{int(step)}.p99_ms", 1000 * p99, "ms",
+                       f"offered {step:.0f}/s: p50 {1000 * _pct(got, 50) if got else float('inf'):.1f} ms, "
+                       f"{failed} failed" + ("; saturated" if saturated else ""))
+            report.add(f"admission.curve.{int(step)}.acked_per_s", acked, "epochs/s")
+            if saturated:
+                break
+            good = acked
+            step *= 2
+        report.add("admission.saturation_epochs_per_s", good, "epochs/s",
+                   f"last step below p99 {1000 * bound:.1f} ms (= {SATURATION_X} x commit p99) with its acks keeping up"
+                   + ("" if step <= size["curve_max"] else f"; never saturated up to {size['curve_max']}/s"))
+        half = max(1.0, good / 2)
+        got, _, failed = await _open_loop(api, cp, tenants, "half", half, size["curve_seconds"])
+        total += len(got)
+        p99_half = _pct(got, 99) if got else float("inf")
+        report.add("admission.p99_at_half_load_ms", 1000 * p99_half, "ms", f"offered {half:.0f}/s, {failed} failed")
+        report.add("admission.p99_over_commit_p99_at_half_load", p99_half / commit_p99, "x",
+                   f"{1000 * p99_half:.1f} ms / {1000 * commit_p99:.2f} ms (goal <= 10)")
     finally:
         ch.close()
 
@@ -316,7 +437,7 @@ async def _scenario(masters: list[str], pids: list[int], size: dict, report: Rep
         while True:
             probe += 1
             try:
-                await api2.admit_dataset(_request(cp, tenants[0], f"takeover{probe}", hours=1, start=T0),
+                await api2.admit_dataset(_request(cp, tenants[0], f"takeover{probe}", days=1, start=T0),
                                          timeout=1.0)
                 break
             except (GRPCError, OSError, asyncio.TimeoutError):
@@ -347,8 +468,14 @@ def run(quick: bool) -> Report:
     """Run the whole scenario and return the report."""
     from leibrix.store._member import MemberConfig, find_etcd_binary
 
-    size = (dict(epochs=10_000, per_request=100, tenants=4, workers=10, rate=100, seconds=4) if quick else
-            dict(epochs=100_000, per_request=100, tenants=4, workers=10, rate=200, seconds=10))
+    from tests.support.sample_source import sample_source  # a real Iceberg table the connectors can plan
+
+    source = sample_source()  # blocks about a second: built before any process starts
+    SOURCE[:] = [source.uri, source.database, source.table]
+    size = (dict(epochs=10_000, per_request=100, tenants=4, workers=10, rate=100, seconds=4,
+                 curve_start=5, curve_max=3200, curve_seconds=2) if quick else
+            dict(epochs=100_000, per_request=100, tenants=4, workers=10, rate=200, seconds=10,
+                 curve_start=5, curve_max=6400, curve_seconds=5))
     report = Report("bench.admission: AdmitDataset end to end (gRPC + etcd)", quick=quick)
     tmp = Path(tempfile.mkdtemp(prefix="bench-admission-"))
     etcd_client, etcd_peer = free_hostport(), free_hostport()
@@ -367,6 +494,7 @@ def run(quick: bool) -> Report:
             if i == 0:
                 time.sleep(2.0)  # let m1 win the first election
         children.append(Child("--load", dict(masters=masters, count=size["workers"]), tmp / "workers.log"))
+        size["etcd"] = etcd_client
         asyncio.run(_scenario(masters, [c.proc.pid for c in children[:2]], size, report,
                               stop_leader=lambda: os.killpg(children[0].proc.pid, signal.SIGTERM)))
     finally:
