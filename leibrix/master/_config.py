@@ -164,6 +164,8 @@ OPTIONS: tuple[Option, ...] = (
            "CPU cores assumed for a worker that registers without a capacity", "N"),
     Option("worker_max_message_bytes", int, _HUB.max_message_bytes,
            "largest message a worker may send on its stream (bigger: RESOURCE_EXHAUSTED)", "BYTES"),
+    Option("worker_outbound_queue", int, _HUB.outbound_queue,
+           "messages queued to one worker's stream; a worker that lets it fill is shed RESOURCE_EXHAUSTED", "N"),
     Option("worker_register_timeout", float, _HUB.register_timeout,
            "seconds a new worker stream has to send its register_event", "S"),
     Option("worker_max_registering", int, _HUB.max_registering,
@@ -257,6 +259,7 @@ class MasterConfig:
     worker_default_memory_bytes: int = _BY_NAME["worker_default_memory_bytes"].default
     worker_default_cpu_cores: float = _BY_NAME["worker_default_cpu_cores"].default
     worker_max_message_bytes: int = _BY_NAME["worker_max_message_bytes"].default
+    worker_outbound_queue: int = _BY_NAME["worker_outbound_queue"].default
     worker_register_timeout: float = _BY_NAME["worker_register_timeout"].default
     worker_max_registering: int = _BY_NAME["worker_max_registering"].default
     worker_rebalance_interval: float = _BY_NAME["worker_rebalance_interval"].default
