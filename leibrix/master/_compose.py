@@ -41,6 +41,7 @@ from leibrix.control._coordinator import CoordinatorConfig
 from leibrix.domain._heat import HeatModel
 from leibrix.master._config import ConfigError
 from leibrix.domain._validation import AdmissionLimits
+from leibrix.state._records import use_keyring
 from leibrix.store._term import LeaderService
 from leibrix.workers._hub import HubConfig, WorkerHub
 
@@ -102,6 +103,9 @@ def compose(master: Master) -> Parts:
     """Build and wire every part of ``master`` (its etcd client and Mirror exist; nothing serves yet)."""
     assert master.mirror is not None
     config = master.config
+    # Dataset records are sealed/unsealed with this master's keyring: set here, in the master's own task, before
+    # the Mirror and every service start, so all of this master's tasks (and only they) see it.
+    use_keyring(config.secrets_keyring())
     hub = WorkerHub(hub_config(config), master_id=config.name, keys=master.keys, leader_hint=master.leader_hint)
     assert master.masters is not None
     hub.register_tables(master.mirror, master.masters)

@@ -27,6 +27,7 @@ from typing import Any
 
 from leibrix.control._admission import AdmissionConfig
 from leibrix.control._coordinator import CoordinatorConfig
+from leibrix.domain._sealing import Keyring, parse_key
 from leibrix.domain._validation import AdmissionLimits
 from leibrix.workers._hub import HubConfig
 from leibrix.wire._address import split_hostport
@@ -149,6 +150,10 @@ OPTIONS: tuple[Option, ...] = (
     Option("tls_cert", str, "", "serve gRPC over TLS with this PEM certificate chain (reloaded on change)", "FILE"),
     Option("tls_key", str, "", "the PEM private key of --tls-cert", "FILE"),
     Option("tls_client_ca", str, "", "require client certificates signed by this PEM CA (mTLS)", "FILE"),
+    Option("secrets_key_file", list, [],
+           "store source credentials (passwords inside catalog URIs/DSNs) in etcd sealed with AES-256-GCM under "
+           "these 256-bit key files (comma-separated; the first seals, every one unseals: rotate by putting a "
+           "new key first); see docs/security.md", "FILES"),
     Option("insecure", bool, False,
            "allow listening beyond loopback without TLS and tokens (anyone reaching the port is admin)"),
     # Worker-facing knobs: the fields of leibrix.workers.HubConfig (defaults from there).
@@ -250,6 +255,7 @@ class MasterConfig:
     tls_cert: str = _BY_NAME["tls_cert"].default
     tls_key: str = _BY_NAME["tls_key"].default
     tls_client_ca: str = _BY_NAME["tls_client_ca"].default
+    secrets_key_file: list[str] = field(default_factory=list)
     insecure: bool = _BY_NAME["insecure"].default
     #: The admin token from env ``LEIBRIX_ADMIN_TOKEN`` (never a flag: flags show in ``ps``).
     admin_token: str = field(default="", repr=False, compare=False)
@@ -313,6 +319,25 @@ class MasterConfig:
         from leibrix.master._security import read_admin_token  # here: it raises this module's ConfigError
 
         return read_admin_token(self)
+
+    def secrets_keyring(self) -> Keyring | None:
+        """The keyring of ``--secrets-key-file`` (None when no file is given); :class:`ConfigError` naming the
+        file when one cannot be read or holds no 256-bit key."""
+        if not self.secrets_key_file:
+            return None
+        keys = []
+        for path in self.secrets_key_file:
+            what = f"{self._where('secrets_key_file')}: {path}"
+            try:
+                keys.append(parse_key(Path(path).read_bytes(), what=what))
+            except OSError as exc:
+                raise ConfigError(f"{what}: cannot be read: {exc.strerror}") from None
+            except ValueError as exc:
+                raise ConfigError(str(exc)) from None
+        try:
+            return Keyring(keys)
+        except ValueError as exc:
+            raise ConfigError(f"{self._where('secrets_key_file')}: {exc}") from None
 
     def _where(self, name: str) -> str:
         return f"{_BY_NAME[name].flag} ({self.sources.get(name, 'default')})"

@@ -7,17 +7,36 @@ are interned (a tenant id is one string shared by all its epochs) and
 dimension values are a tuple of pairs: a few hundred bytes per epoch instead
 of a protobuf object graph. ``leibrix.state._model`` re-exports everything
 here with the ``ClusterState`` that indexes them.
+
+**Sealed credentials.** The dataset record keeps the admitted request whole,
+and its catalog URI/DSN may carry an inline password. When a
+:class:`~leibrix.domain._sealing.Keyring` is in use (:func:`use_keyring`,
+called by the master's composition root), :func:`encode_dataset` seals those
+passwords with the keyring's first key (``${sealed:<key id>:...}``, bound to
+``tenant/dataset``) and :func:`decode_dataset` unseals them, so the model, the
+API (which redacts) and the LoadPlans see the request as admitted while etcd,
+its snapshots and its WAL hold only ciphertext. Every write seals with the
+current first key, so after a rotation a record moves to the new key the next
+time it is written (``Dataset.sealed_with`` says which keys a stored record
+names). A record whose key this process lacks still decodes: its request keeps
+the sealed references, ``Dataset.secrets_error`` says why, and an error is
+logged; nothing that reads the model crashes, and a load of it fails at the
+worker naming the missing key. Epoch records hold planned reads (file paths,
+SQL and parameters), never a connection string, and are not sealed.
 """
 
 from __future__ import annotations
 
+import logging
 import sys
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
+from contextvars import ContextVar
 from datetime import datetime, timezone
 from typing import NamedTuple
 
 from leibrix.domain import _epochs
 from leibrix.domain._lifecycle import State, Transition
+from leibrix.domain._sealing import Keyring, SealedSecretError, seal_source, sealed_key_ids, unseal_source
 from leibrix.domain._tenants import Quota, Usage
 from leibrix.domain._validation import fingerprint
 from leibrix.wire._proto import leibrix_cp as cp
@@ -26,8 +45,10 @@ from leibrix.wire._proto.records import state_pb2
 __all__ = [
     "ASSIGNED", "EVICTING", "LOADED", "Dataset", "Epoch", "EpochKey", "Replica", "Tenant", "decode_dataset",
     "decode_epoch", "decode_tenant", "encode_dataset", "encode_epoch", "encode_tenant", "epoch_name", "now_ms",
-    "parse_epoch_name",
+    "parse_epoch_name", "secrets_keyring", "use_keyring",
 ]
+
+log = logging.getLogger(__name__)
 
 _intern = sys.intern
 
@@ -160,7 +181,7 @@ class Dataset:
 
     __slots__ = ("tenant_id", "dataset_id", "request", "replication_factor", "strategy", "retention",
                  "admitted_ms", "version", "granularity", "time_column", "arrow_schema", "schema_fingerprint",
-                 "admission", "retained_schemas")
+                 "admission", "retained_schemas", "sealed_with", "secrets_error")
 
     def __init__(self, tenant_id: str, dataset_id: str, request: state_pb2.AdmitDatasetRequest,
                  replication_factor: int, strategy: int, admitted_ms: int, version: str,
@@ -185,6 +206,10 @@ class Dataset:
         self.schema_fingerprint = schema_fingerprint
         self.admission = admission
         self.retained_schemas = dict(retained_schemas or {})
+        #: Ids of the secrets keys that sealed the stored record's credentials (empty: none sealed).
+        self.sealed_with: frozenset[str] = frozenset()
+        #: Why the stored record's credentials could not be unsealed here ("" when they were, or none were sealed).
+        self.secrets_error = ""
 
     def schema_ipc(self, fingerprint: str) -> bytes:
         """The IPC bytes of the schema ``fingerprint`` names (empty: the current one); b"" if unknown."""
@@ -271,6 +296,44 @@ def encode_epoch(e: Epoch) -> bytes:
     return r.SerializeToString()
 
 
+#: The keyring this master seals dataset records with (see the module docstring). A context variable, so each
+#: in-process master (tests run several) seals with its own: set in the master's task before it starts its
+#: children, it is what every task of that master sees.
+_KEYRING: ContextVar[Keyring | None] = ContextVar("leibrix_secrets_keyring", default=None)
+
+
+def use_keyring(keyring: Keyring | None) -> None:
+    """Seal and unseal dataset records with ``keyring`` (None: store credentials as given) in this task and
+    the tasks it starts from now on."""
+    _KEYRING.set(keyring)
+
+
+def secrets_keyring() -> Keyring | None:
+    """The keyring in use here (None: none)."""
+    return _KEYRING.get()
+
+
+#: Catalog kind -> the field holding its connection string.
+_CATALOG_FIELDS = {"iceberg": "uri", "starrocks": "dsn", "jdbc": "uri"}
+
+
+def _map_catalog(request: state_pb2.AdmitDatasetRequest, change: Callable[[str], str]) -> None:
+    """Replace the request's catalog URI/DSN by ``change(it)`` (in place)."""
+    catalog = request.source.catalog
+    kind = catalog.WhichOneof("catalog_type")
+    attr = _CATALOG_FIELDS.get(kind or "")
+    if attr is not None:
+        part = getattr(catalog, kind)
+        old = getattr(part, attr)
+        new = change(old)
+        if new != old:
+            setattr(part, attr, new)
+
+
+def _context(request: state_pb2.AdmitDatasetRequest) -> bytes:
+    return f"{request.tenant_id}/{request.dataset_id}".encode()
+
+
 #: Arrow IPC schema bytes, interned: datasets of one shape share one bytes object (like interned ids).
 _schemas: dict[bytes, bytes] = {}
 
@@ -279,10 +342,24 @@ def decode_dataset(raw: bytes) -> Dataset:
     """``DatasetRecord`` bytes → ``Dataset``."""
     r = state_pb2.DatasetRecord.FromString(raw)
     req = r.request
+    sealed: set[str] = set()
+    error = ""
+    if b"${sealed:" in raw:
+        _map_catalog(req, lambda text: sealed.update(sealed_key_ids(text)) or text)
+        try:
+            _map_catalog(req, lambda text: unseal_source(text, _KEYRING.get(), _context(req)))
+        except SealedSecretError as exc:
+            error = f"source credentials cannot be unsealed: {exc}"
+            log.error("dataset %s/%s: %s; its loads fail until the key is configured", req.tenant_id,
+                      req.dataset_id, error)
     schema = r.arrow_schema
-    return Dataset(_intern(req.tenant_id), _intern(req.dataset_id), req, r.replication_factor, r.strategy,
-                   _ts_ms(r.admitted_at), r.version, _schemas.setdefault(schema, schema),
-                   _intern(r.schema_fingerprint), r.admission, dict(r.retained_schemas))
+    ds = Dataset(_intern(req.tenant_id), _intern(req.dataset_id), req, r.replication_factor, r.strategy,
+                 _ts_ms(r.admitted_at), r.version, _schemas.setdefault(schema, schema),
+                 _intern(r.schema_fingerprint), r.admission, dict(r.retained_schemas))
+    if sealed:
+        ds.sealed_with = frozenset(sealed)
+        ds.secrets_error = error
+    return ds
 
 
 def encode_dataset(request: bytes, replication_factor: int, strategy: int, admitted_ms: int, version: str,
@@ -292,12 +369,16 @@ def encode_dataset(request: bytes, replication_factor: int, strategy: int, admit
     kept whole because it is the LoadPlan's source; ``arrow_schema``/``schema_fingerprint`` are the
     source's table schema (Arrow IPC bytes and ``leibrix.domain._schema.fingerprint``), ``retained_schemas``
     those of live epochs planned under an earlier one; ``admission`` the generation whose epochs are all
-    stored."""
+    stored. With a keyring in use (:func:`use_keyring`) the catalog URI/DSN's inline secrets are stored
+    sealed with its first key."""
     r = state_pb2.DatasetRecord(replication_factor=replication_factor, strategy=strategy, version=version,
                                 arrow_schema=arrow_schema, schema_fingerprint=schema_fingerprint,
                                 admission=admission)
     r.retained_schemas.update(retained_schemas or {})
     r.request.ParseFromString(request)
+    keyring = _KEYRING.get()
+    if keyring is not None:
+        _map_catalog(r.request, lambda text: seal_source(text, keyring, _context(r.request)))
     _set_ts(r.admitted_at, admitted_ms)
     return r.SerializeToString()
 

@@ -48,6 +48,7 @@ import leibrix
 from leibrix.wire._address import split_hostport
 from leibrix.wire._grpc import COORDINATE_WORKER, LEADER_METADATA, call_trio
 from leibrix.wire._proto.records import control_plane_pb2 as pb
+from leibrix.worker._budget import Budgets
 from leibrix.worker._loader import Loaded, Loader
 from leibrix.worker._tls import WorkerTls
 
@@ -78,6 +79,9 @@ class WorkerConfig:
     backoff_initial: float = 0.1
     backoff_max: float = 5.0
     max_parallel_loads: int = 2
+    #: Per-tenant CPU shares (:mod:`leibrix.worker._budget`): a tenant's loads in progress at once are at most its
+    #: slots (and ``max_parallel_loads``). None: every tenant may use every load slot.
+    budgets: Budgets | None = None
     connect_timeout: float = 5.0
     #: TLS to the masters (None: plain text); see :mod:`leibrix.worker._tls`.
     tls: WorkerTls | None = None
@@ -118,6 +122,8 @@ class Agent:
         self.config = config
         self.loader = loader
         self._loads_in_flight = 0
+        #: tenant -> its load slots (see ``WorkerConfig.budgets``)
+        self._tenant_loads: dict[str, asyncio.Semaphore] = {}
 
     async def run(self) -> int:
         """Keep a session with the leader open until drained (0) or fatally rejected (2).
@@ -301,7 +307,13 @@ class Agent:
         report ever follows the final one.
         """
         S = pb.DataPullStatusUpdateEvent.Status
-        async with loads:
+        budgets = self.config.budgets
+        owner = a.load_plan.tenant_id or tenant or self.config.pool
+        mine = self._tenant_loads.get(owner)
+        if mine is None:
+            n = budgets.slots(owner) if budgets is not None else self.config.max_parallel_loads
+            mine = self._tenant_loads[owner] = asyncio.Semaphore(max(1, min(n, self.config.max_parallel_loads)))
+        async with mine, loads:  # the tenant's own slot first: its backlog never holds the worker's slots
             self._loads_in_flight += 1
             latest = [0]
 

@@ -30,6 +30,7 @@ import trio_asyncio
 from leibrix.domain._logging import FORMATS, LEVELS, setup_logging
 from leibrix.wire._labels import FLIGHT_ADDR
 from leibrix.worker._agent import Agent, WorkerConfig
+from leibrix.worker._budget import Budgets, parse_tenant_cpu
 from leibrix.worker._flight import QueryService
 from leibrix.worker._loader import Loader
 from leibrix.worker._sizes import parse_size
@@ -106,6 +107,12 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--query-listen-addr", default="127.0.0.1:0", metavar="HOST:PORT",
                         help="Arrow Flight query address (port 0: a free one); registered as label flight_addr")
     parser.add_argument("--max-queries", type=int, default=4, help="queries executed at once")
+    parser.add_argument("--tenant-cpu", default="", metavar="TENANT=CORES,...",
+                        help="CPU share of named tenants: at most floor(CORES) of their queries (and loads) run at "
+                        "once; reported as labels cpu_share/<TENANT> (see leibrix.worker._budget)")
+    parser.add_argument("--tenant-cpu-default", type=_positive_float, default=None, metavar="CORES",
+                        help="CPU share of tenants --tenant-cpu does not name (default: half of --cpu, at least 1; "
+                        "a --pool worker's tenant gets all of --cpu)")
     parser.add_argument("--query-timeout", type=_positive_float, default=300.0,
                         help="seconds a query may run when its ticket sets no timeout_secs")
     parser.add_argument("--query-memory-limit-mb", type=int, default=1024,
@@ -131,17 +138,27 @@ def run(args: argparse.Namespace) -> int:
     except (ValueError, OSError) as exc:
         print(f"leibrix worker: {exc}", file=sys.stderr)
         return 2
+    try:
+        shares = parse_tenant_cpu(args.tenant_cpu)
+    except ValueError as exc:
+        print(f"leibrix worker: --tenant-cpu: {exc}", file=sys.stderr)
+        return 2
+    parallel_loads = max(1, args.parallel_loads)
+    budget = dict(default_share=args.tenant_cpu_default, pool=args.pool)
     config = WorkerConfig(
         masters=masters, worker_id=args.id, memory_bytes=args.memory, cpu_cores=args.cpu,
         zone=args.zone, pool=args.pool, addr=args.addr,
-        labels=dict(args.label), max_parallel_loads=max(1, args.parallel_loads), tls=tls,
+        labels=dict(args.label), max_parallel_loads=parallel_loads, tls=tls,
+        budgets=Budgets(args.cpu, shares, cap=parallel_loads, **budget),
     )
+    config.labels.update({f"cpu_share/{t}": f"{s:g}" for t, s in shares.items()})
     loader = Loader(memory_limit_bytes=args.memory, max_rows=args.max_rows, threads=max(1, int(args.cpu)))
     host, port = _listen(args.query_listen_addr)
     scheme = "grpc+tls" if tls else "grpc"
     service = QueryService(loader, f"{scheme}://{host}:{port}", max_queries=max(1, args.max_queries),
                            timeout_secs=args.query_timeout, memory_limit_mb=args.query_memory_limit_mb,
-                           tls_certificates=tls.flight_certificates() if tls else None)
+                           tls_certificates=tls.flight_certificates() if tls else None,
+                           budgets=Budgets(args.cpu, shares, **budget))
     advertised = socket.gethostname() if host in ("0.0.0.0", "::", "") else host
     config.labels.setdefault(FLIGHT_ADDR, f"{advertised}:{service.port}")
     config.addr = config.addr or config.labels[FLIGHT_ADDR]

@@ -42,7 +42,11 @@ Each result's schema carries ``leibrix.scanned`` metadata: JSON ``{dataset:
 uses for access reports and to check that ``"epochs"`` was honoured.
 
 Limits: at most ``max_queries`` run at once (a semaphore; gRPC's own threads
-run the handlers and DuckDB releases the GIL while it works). ``timeout_secs``
+run the handlers and DuckDB releases the GIL while it works), and each
+tenant's queries first wait for one of that tenant's slots
+(:mod:`leibrix.worker._budget`: its CPU share), so one tenant's flood queues
+behind its own budget while others' queries still find slots; ``DoAction``
+``budgets`` returns the per-tenant counters as JSON. ``timeout_secs``
 arms a timer that interrupts the query's cursor. DuckDB's memory limit is one
 setting for the whole database, so ``memory_limit_mb`` caps what one query may
 materialise: its result.
@@ -61,6 +65,7 @@ import duckdb
 import pyarrow as pa
 import pyarrow.flight as fl
 
+from leibrix.worker._budget import Budgets
 from leibrix.worker._loader import Loaded, Loader
 from leibrix.worker._scope import SqlError, overlaps, read_scope
 
@@ -159,8 +164,11 @@ class QueryService(fl.FlightServerBase):
     """
 
     def __init__(self, loader: Loader, location: str, *, max_queries: int = 4, timeout_secs: float = 300.0,
-                 memory_limit_mb: int = 1024, tls_certificates: list[tuple[bytes, bytes]] | None = None) -> None:
+                 memory_limit_mb: int = 1024, tls_certificates: list[tuple[bytes, bytes]] | None = None,
+                 budgets: Budgets | None = None) -> None:
         super().__init__(location, tls_certificates=tls_certificates)
+        #: Per-tenant query slots (default: every tenant may use every query slot).
+        self.budgets = budgets or Budgets(max(1, max_queries), default_share=max(1, max_queries))
         self.loader = loader
         self.timeout_secs = timeout_secs
         self.memory_limit_mb = memory_limit_mb
@@ -207,11 +215,14 @@ class QueryService(fl.FlightServerBase):
 
     def list_actions(self, context) -> list[tuple[str, str]]:
         return [("health_check", "Check service health"),
-                ("cancel_query", 'Cancel a running query (body: {"query_id": ...})')]
+                ("cancel_query", 'Cancel a running query (body: {"query_id": ...})'),
+                ("budgets", "Per-tenant CPU shares, query slots and how many queries run and wait (JSON)")]
 
     def do_action(self, context, action: fl.Action) -> Iterator[bytes]:
         if action.type == "health_check":
             return iter([b"OK"])
+        if action.type == "budgets":
+            return iter([json.dumps(self.budgets.snapshot(), sort_keys=True).encode()])
         if action.type == "cancel_query":
             try:
                 query_id = json.loads(action.body.to_pybytes())["query_id"]
@@ -305,6 +316,16 @@ class QueryService(fl.FlightServerBase):
     def _run(self, ticket: Ticket, *, schema_only: bool = False) -> pa.Table:
         views, pruned_all = self._views(ticket)
         timeout = ticket.timeout_secs or self.timeout_secs
+        if schema_only:  # LIMIT 0: no tenant slot, so planning never queues behind the tenant's long queries
+            return self._execute(ticket, views, pruned_all, timeout, schema_only=True)
+        with self.budgets.slot(ticket.tenant_id, timeout) as held:
+            if not held:
+                raise fl.FlightUnavailableError(
+                    f"tenant {ticket.tenant_id!r} busy: none of its {self.budgets.slots(ticket.tenant_id)} "
+                    f"query slot(s) within {timeout}s")
+            return self._execute(ticket, views, pruned_all, timeout)
+
+    def _execute(self, ticket: Ticket, views, pruned_all, timeout: float, *, schema_only: bool = False) -> pa.Table:
         if not self._slots.acquire(timeout=timeout):
             raise fl.FlightUnavailableError(f"worker busy: no query slot within {timeout}s")
         query_id = ticket.query_id or uuid.uuid4().hex
