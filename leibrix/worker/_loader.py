@@ -319,6 +319,12 @@ class Loader:
 
     def _load_source(self, plan: pb.LoadPlan, target: str, expected, progress) -> None:
         """Create ``target`` from the plan's ``read`` (:func:`leibrix.sources._readers.create_epoch_table`)."""
+        catalog = plan.source.catalog
+        kind = catalog.WhichOneof("catalog_type")
+        if kind and "${sealed:" in str(getattr(catalog, kind)):
+            # The master could not unseal the stored credentials (it lacks the secrets key that sealed them).
+            raise SourceError(f"the {kind} catalog's credentials arrived sealed: the master does not hold the "
+                              "secrets key that sealed them (--secrets-key-file)")
         import pyarrow as pa
 
         planned = pa.schema(pa.ipc.read_schema(pa.py_buffer(_schema.to_ipc(expected)))) if expected is not None else None
