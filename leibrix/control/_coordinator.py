@@ -174,11 +174,12 @@ class Coordinator(Ledger):
             self.kick()
 
     async def move_replica(self, tenant: str, dataset: str, epoch: str, from_worker: str, *,
-                           make_before_break: bool) -> bool:
-        """Move one replica off ``from_worker`` (drain / rebalance); True once the new replica is LOADED."""
+                           make_before_break: bool, to_worker: str | None = None) -> bool:
+        """Move one replica off ``from_worker`` (drain / rebalance), onto ``to_worker`` only when given; True
+        once the new replica is LOADED."""
         try:
             return await self._events.move_replica((tenant, dataset, epoch), from_worker,
-                                                   make_before_break=make_before_break)
+                                                   make_before_break=make_before_break, to_worker=to_worker)
         except _WRITE_ERRORS as exc:
             log.warning("moving %s/%s/%s off %s failed: %s", tenant, dataset, epoch, from_worker, exc)
             return False

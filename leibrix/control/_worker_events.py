@@ -27,7 +27,7 @@ from leibrix.control._retirement import Retirement
 from leibrix.control._scheduling import Round, Scheduler
 from leibrix.domain import _schema
 from leibrix.domain._errors import FailedPrecondition
-from leibrix.domain._lifecycle import State
+from leibrix.domain._lifecycle import CHARGED, State
 from leibrix.state._model import ASSIGNED, LOADED, Dataset, Epoch, EpochKey, Replica
 from leibrix.wire._proto import leibrix_cp as cp
 from leibrix.wire._proto.records import control_plane_pb2 as pb
@@ -276,13 +276,17 @@ class WorkerEvents:
 
     # ------------------------------------------------------------ moves
 
-    async def move_replica(self, key: EpochKey, from_worker: str, *, make_before_break: bool) -> bool:
+    async def move_replica(self, key: EpochKey, from_worker: str, *, make_before_break: bool,
+                           to_worker: str | None = None) -> bool:
         """Move one replica of ``key`` off ``from_worker`` (drain / rebalance); True once the new replica is
         LOADED.
 
         Make-before-break places and loads the new replica first, then evicts
         the old one; break-before-make evicts first (the epoch may serve from
-        fewer replicas meanwhile, or none for a single replica).
+        fewer replicas meanwhile, or none for a single replica). With
+        ``to_worker`` the new replica goes there or nowhere: every other
+        eligible worker is excluded from the placement (the epoch's strategy
+        still checks that it fits); without it the strategy chooses.
         """
         ledger = self.ledger
         async with ledger.lock:
@@ -291,9 +295,15 @@ class WorkerEvents:
             if e is None or from_worker not in e.worker_ids():
                 return False
             before = set(e.worker_ids())
+            rounds = Round(ledger)
+            exclude = frozenset({from_worker})
+            if to_worker is not None:
+                if to_worker in before:
+                    return False
+                exclude |= {w.id for w in rounds.workers(ledger.pools_of(e.tenant_id)) if w.id != to_worker}
             if make_before_break:
                 live = [r.worker_id for r in live_replicas(e)]
-                placed = Round(ledger).place(e, existing=live, extra=1, exclude=frozenset({from_worker}))
+                placed = rounds.place(e, existing=live, extra=1, exclude=exclude)
                 if not placed:
                     return False
                 new = e.evolve(replicas=e.replicas + tuple(Replica(w, ASSIGNED, e.plan_id) for w in placed))
@@ -302,6 +312,16 @@ class WorkerEvents:
                     await ledger.send_assignment(new, w)
             else:
                 await self._drop_replica(e, from_worker, "moved off (break-before-make)")
+                cur = ledger.state.epochs.get(key)
+                if to_worker is not None and cur is not None and cur.state in CHARGED:
+                    live = [r.worker_id for r in live_replicas(cur)]
+                    placed = Round(ledger).place(cur, existing=live, exclude=exclude)
+                    if placed:
+                        new = cur.evolve(replicas=cur.replicas + tuple(Replica(w, ASSIGNED, cur.plan_id)
+                                                                       for w in placed))
+                        await ledger.write([new])
+                        for w in placed:
+                            await ledger.send_assignment(new, w)
                 await self.scheduler.schedule_locked()
             cur = ledger.state.epochs.get(key)
             target = [w for w in (cur.worker_ids() if cur else ()) if w not in before]

@@ -106,7 +106,6 @@ class Member:
     registered_wall: float = 0.0
     persisted: WState | None = None
     session: Session | None = None
-    drain: Any = None  # the running leibrix.control._drain.Drain, if any
 
     @property
     def pool(self) -> str:

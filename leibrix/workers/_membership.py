@@ -217,7 +217,7 @@ class Membership:
                 id=m.worker_id, memory_bytes=m.memory_bytes, cpu_cores=m.cpu_cores,
                 zone=m.zone or None, used_memory_bytes=used_mem, used_cpu_cores=used_cpu,
             ))
-        return self.rebalancer.eligible(want, out)
+        return out
 
     def reserved(self, worker_id: str) -> tuple[int, float]:
         """(memory bytes, CPU cores) reserved on a worker by the replicas placed there (the coordinator's sums)."""
@@ -247,10 +247,6 @@ class Membership:
         up; it re-registers and reconciles), which beats stalling the
         coordinator behind one slow worker.
         """
-        if self.rebalancer.steering and getattr(msg, "WhichOneof", None) is not None \
-                and msg.WhichOneof("payload") == "data_assignment":
-            a = msg.data_assignment
-            self.rebalancer.sent(worker_id, (msg.tenant_id, a.dataset_id, a.epoch_id))
         m = self.members.get(worker_id)
         if m is None or m.session is None:
             return False
@@ -297,7 +293,7 @@ class Membership:
         if old is not None and old.session is not None:
             raise AlreadyExists(f"worker {clip(member.worker_id)!r} already has a live stream from {old.session.peer}")
         if old is not None:
-            member.persisted, member.drain, member.registered_wall = old.persisted, old.drain, old.registered_wall
+            member.persisted, member.registered_wall = old.persisted, old.registered_wall
         member.session = session
         member.registered_wall = member.registered_wall or time.time()
         member.last_seen_wall = time.time()

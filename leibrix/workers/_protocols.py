@@ -62,8 +62,11 @@ class EpochCoordinator(Protocol):
     def replica_count(self, worker_id: str) -> int: ...
     def movable_replicas(self, worker_id: str, limit: int) -> list[tuple[str, str, str]]: ...
     async def move_replica(
-        self, tenant: str, dataset: str, epoch: str, from_worker: str, *, make_before_break: bool
-    ) -> bool: ...
+        self, tenant: str, dataset: str, epoch: str, from_worker: str, *, make_before_break: bool,
+        to_worker: str | None = None,
+    ) -> bool:
+        """Move one replica off ``from_worker``; onto ``to_worker`` only, when given. True once it is LOADED."""
+        ...
 
 
 class Session(Protocol):

@@ -23,17 +23,15 @@ which of its copies is the spare one). It reads counts and reservations in
 constant time and only the donors' first few movable replicas, so a pass
 costs the same at 100,000 replicas as at 10.
 
-**Steering**: ``move_replica`` lets the epoch's strategy choose the new
+**Steering**: ``move_replica`` would let the epoch's strategy choose the new
 worker, and the capacity strategy fills workers already in use before an
 empty one, so left alone a replica moved off the fullest worker would land
-on the next fullest. The planned receiver is therefore made the only
-eligible worker of its pool while that one move places its new replica:
-:class:`Rebalancer` filters the hub's ``eligible`` answer from the moment the
-move is started until the move's ``data_assignment`` is sent (or the move
-gives up). The placements of a pass are started one at a time; their loads
-then proceed together. A scheduling pass that runs inside such a window
-places that pool's new replicas on the receiver (the least loaded worker)
-or retries them after its backoff.
+on the next fullest. Each move therefore names its planned receiver
+(``move_replica(..., to_worker=receiver)``): the coordinator excludes every
+other eligible worker from that one placement, and a receiver the replica
+does not fit makes the move give up (the next pass plans again). Nothing
+else is narrowed: scheduling passes that run meanwhile place as usual. The
+moves of a pass run together.
 """
 
 from __future__ import annotations
@@ -44,7 +42,6 @@ from dataclasses import dataclass, field
 
 import trio
 
-from leibrix.placement import WorkerSpec
 from leibrix.workers._protocols import EpochCoordinator
 
 __all__ = ["PoolWorker", "Rebalancer", "loads", "rebalance_pass"]
@@ -94,37 +91,15 @@ class _Move:
 
 @dataclass
 class Rebalancer:
-    """The hysteresis state of every pool and the steering of moves in flight (see the module docstring)."""
+    """The hysteresis state of every pool (see the module docstring)."""
 
     tolerance: float = 0.1
     #: pools between "more than 2 × tolerance off" and "all within tolerance"
     active: set[str] = field(default_factory=set)
-    #: pool → (receiver, epoch) of the move now placing its new replica
-    steering: dict[str, tuple[str, Key]] = field(default_factory=dict)
-    _placed: trio.Event | None = None
 
     def reset(self) -> None:
-        """A new term: no pool is rebalancing and nothing is steered."""
+        """A new term: no pool is rebalancing."""
         self.active.clear()
-        self.steering.clear()
-
-    # ---- the hub's hooks ---------------------------------------------------------
-
-    def eligible(self, pool: str, workers: list[WorkerSpec]) -> list[WorkerSpec]:
-        """``workers`` (a pool's eligible ones), narrowed to the receiver while a move of that pool places."""
-        steer = self.steering.get(pool)
-        if steer is None:
-            return workers
-        only = [w for w in workers if w.id == steer[0]]
-        return only or workers
-
-    def sent(self, worker_id: str, key: Key) -> None:
-        """The hub sent ``data_assignment`` of ``key`` to ``worker_id``: a steered move has placed."""
-        for pool, (receiver, k) in list(self.steering.items()):
-            if receiver == worker_id and k == key:
-                del self.steering[pool]
-                if self._placed is not None:
-                    self._placed.set()
 
     # ---- passes --------------------------------------------------------------------
 
@@ -181,26 +156,14 @@ class Rebalancer:
         plan = self.plan(pools, coordinator, budget)
         moved = 0
 
-        async def move(m: _Move, started: trio.Event) -> None:
+        async def move(m: _Move) -> None:
             nonlocal moved
-            try:
-                if await coordinator.move_replica(*m.key, m.donor, make_before_break=True):
-                    moved += 1
-            finally:
-                started.set()
+            if await coordinator.move_replica(*m.key, m.donor, make_before_break=True, to_worker=m.receiver):
+                moved += 1
 
         async with trio.open_nursery() as nursery:
             for m in plan:
-                # one placement at a time: the pool's receiver is the only eligible worker until it is sent
-                self._placed = done = trio.Event()
-                self.steering[m.pool] = (m.receiver, m.key)
-                nursery.start_soon(move, m, done)
-                try:
-                    await done.wait()
-                finally:
-                    if self.steering.get(m.pool) == (m.receiver, m.key):
-                        del self.steering[m.pool]
-                    self._placed = None
+                nursery.start_soon(move, m)
         return moved
 
 

@@ -162,14 +162,16 @@ class TableCoordinator:
         return [k for k, ws in sorted(self.ready.items()) if worker_id in ws][:limit]
 
     async def move_replica(self, tenant: str, dataset: str, epoch: str, from_worker: str, *,
-                           make_before_break: bool) -> bool:
+                           make_before_break: bool, to_worker: str | None = None) -> bool:
         key = (tenant, dataset, epoch)
         if len(self.ready.get(key, set()) - {from_worker}) >= self.replicas:
             await self._evict(from_worker, key, "moved (already loaded elsewhere)")
             return True  # an interrupted earlier move already completed: enough READY copies elsewhere
         # a destination already loading it (an interrupted earlier move) is reused
         loading = sorted(self.assigned.get(key, set()) - self.ready.get(key, set()) - {from_worker})
-        [dest, *_] = loading or self._candidates(self.assigned.get(key, set()) | {from_worker}) or [None]
+        fresh = [w for w in self._candidates(self.assigned.get(key, set()) | {from_worker})
+                 if to_worker is None or w == to_worker]
+        [dest, *_] = loading or fresh or [None]
         if dest is None:
             return False
         if not make_before_break:

@@ -11,7 +11,7 @@ Key = tuple[str, str, str]
 
 @dataclass
 class Placements:
-    """The replica-count part of an EpochCoordinator over a fixed placement; moves land on ``dest``."""
+    """The replica-count part of an EpochCoordinator over a fixed placement; moves land on ``to_worker``."""
 
     held: dict[str, list[Key]]
     dest: str
@@ -27,12 +27,13 @@ class Placements:
         return self.held.get(worker_id, [])[:limit]
 
     async def move_replica(self, tenant: str, dataset: str, epoch: str, from_worker: str, *,
-                           make_before_break: bool) -> bool:
+                           make_before_break: bool, to_worker: str | None = None) -> bool:
         key = (tenant, dataset, epoch)
         assert make_before_break
+        assert to_worker == self.dest, f"the pass must name the least loaded worker, named {to_worker!r}"
         self.moves.append((key, from_worker))
         self.held[from_worker].remove(key)
-        self.held.setdefault(self.dest, []).append(key)
+        self.held.setdefault(to_worker, []).append(key)
         return True
 
 
