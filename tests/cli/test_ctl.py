@@ -3,6 +3,13 @@
 Each command is checked in table and JSON output, with its exit status; the
 dataset file round trip (``get -o yaml`` -> ``apply``) and ``--wait`` run
 against real reference workers loading real epochs.
+
+The example files in ``docs/examples`` are applied as a user would, against
+real sources: the ``make run`` sample (:func:`leibrix.cli._sample.ensure`,
+written once for this module in a temporary directory whose ``sample/`` stands
+for the examples' ``data/sample``, holding the days around the examples'
+2026-11-01 .. 03) and, for the StarRocks example, a real MariaDB (the same
+MySQL protocol; the connector's generic path) holding ``web.sessions``.
 """
 
 from __future__ import annotations
@@ -10,15 +17,90 @@ from __future__ import annotations
 import json
 import os
 import sys
+from collections.abc import Iterator
+from dataclasses import dataclass, replace
+from datetime import date, datetime, timedelta, timezone
 from pathlib import Path
 
+import pytest
 import trio
 import yaml
 
+from leibrix.cli import _sample
+from tests.support import databases
 from tests.support.admission import leading, start_master, workers
 
 ROOT = Path(__file__).resolve().parents[2]
 EXAMPLES = sorted((ROOT / "docs" / "examples").glob("*.yaml"))
+
+
+@dataclass(frozen=True)
+class Sources:
+    """Where the examples' sources really are for this module."""
+
+    #: What ``data/sample`` in the examples becomes (``leibrix local``'s sample, written here).
+    sample: Path
+    #: Snapshot ids of ``sample.events``, oldest first (one append per day).
+    snapshots: tuple[str, ...]
+    #: ``host:port`` of the MariaDB holding ``web.sessions``, or ``None`` (the example keeps its frontend).
+    starrocks: str | None = None
+
+
+def _sample_sources(root: Path) -> Sources:
+    from pyiceberg.catalog.sql import SqlCatalog
+
+    # the 7 days before 2026-11-06: 2026-10-30 .. 2026-11-05, around the examples' days
+    sample, _ = _sample.ensure(root, today=datetime(2026, 11, 6, tzinfo=timezone.utc))
+    catalog = SqlCatalog("default", uri=sample.iceberg_uri)
+    table = catalog.load_table(f"{sample.namespace}.{sample.events_table}")
+    return Sources(Path(sample.directory), tuple(str(s.snapshot_id) for s in table.snapshots()))
+
+
+@pytest.fixture(scope="module")
+def sources(tmp_path_factory: pytest.TempPathFactory) -> Sources:
+    """The ``make run`` sample under a temporary directory (written once for the module: a few seconds)."""
+    return _sample_sources(tmp_path_factory.mktemp("ctl-data"))
+
+
+@pytest.fixture(scope="module")
+def mariadb() -> Iterator[databases.Server]:
+    """A real MariaDB holding ``web.sessions`` (dt DATE, app, user_id, seconds): 3 sessions a day and app."""
+    import pymysql
+
+    with databases.running_mariadb() as server:
+        conn = pymysql.connect(host=server.host, port=server.port, user=server.user, password=server.password,
+                               autocommit=True)
+        with conn.cursor() as cur:
+            cur.execute("CREATE DATABASE web")
+            cur.execute("CREATE TABLE web.sessions (id INT PRIMARY KEY, dt DATE NOT NULL, app VARCHAR(16) NOT NULL, "
+                        "user_id BIGINT NOT NULL, seconds INT NOT NULL)")
+            days = [date(2026, 10, 31) + timedelta(days=d) for d in range(4)]
+            keys = [(day, app) for day in days for app in ("ios", "android", "web") for _ in range(3)]
+            rows = [(n, day, app, 1000 + n, 30 * n) for n, (day, app) in enumerate(keys, 1)]
+            cur.executemany("INSERT INTO web.sessions VALUES (%s, %s, %s, %s, %s)", rows)
+        conn.close()
+        yield server
+
+
+def example(name: str, sources: Sources) -> str:
+    """``docs/examples/NAME`` as applied here: the sample's paths, and the MariaDB's address when given.
+
+    The StarRocks example's user (``leibrix``) is the MariaDB's; its password
+    stays the example's ``${env:STARROCKS_PASSWORD}`` (set by the test).
+    """
+    text = (ROOT / "docs" / "examples" / name).read_text().replace("data/sample", str(sources.sample))
+    if sources.starrocks is not None:
+        text = text.replace("@starrocks-fe:9030/", f"@{sources.starrocks}/")
+    return text
+
+
+def examples(tmp: Path, sources: Sources) -> list[Path]:
+    """Every example rewritten by :func:`example` into ``tmp`` (same file names)."""
+    out = []
+    for path in EXAMPLES:
+        (tmp / path.name).write_text(example(path.name, sources))
+        out.append(tmp / path.name)
+    return out
 
 
 async def ctl(*args: str, master: str | None = None, env: dict[str, str] | None = None,
@@ -123,30 +205,35 @@ async def test_status_tenants_and_addresses(nursery, etcd_server, tmp_path) -> N
     assert code == 3
 
 
-async def test_datasets_files_epochs_and_round_trip(nursery, etcd_server, tmp_path) -> None:
+async def test_datasets_files_epochs_and_round_trip(nursery, etcd_server, tmp_path, sources, mariadb,
+                                                    monkeypatch) -> None:
+    monkeypatch.setenv("STARROCKS_PASSWORD", mariadb.password)  # the master runs in this process
+    sources = replace(sources, starrocks=f"{mariadb.host}:{mariadb.port}")
     master = await start_master(nursery, etcd_server.endpoint)
     await leading(master)
     addr = master.config.grpc_listen
     await ok("tenants", "set-quota", "acme", master=addr)
 
-    # every example parses and applies; applying it again changes nothing
-    for example in EXAMPLES:
-        out = await ok("datasets", "apply", "-f", str(example), master=addr)
+    # every example parses and applies to its real table; applying it again changes nothing
+    files = examples(tmp_path, sources)
+    for file in files:
+        out = await ok("datasets", "apply", "-f", str(file), master=addr)
         assert "configured" in out and "admitted" in out, out
-        out = await ok("datasets", "apply", "-f", str(example), master=addr)
+        out = await ok("datasets", "apply", "-f", str(file), master=addr)
         assert "unchanged" in out, out
-    assert len(EXAMPLES) == 3
+    assert len(files) == 3
 
     listed = json.loads(await ok("datasets", "list", "-o", "json", master=addr))
     assert sorted(d["dataset"] for d in listed) == ["events", "orders", "sessions"]
     table = await ok("datasets", "list", "--tenant", "acme", "--sort-by", "dataset", master=addr)
     rows = [line.split() for line in table.strip().splitlines()[2:]]
     assert [r[0] for r in rows] == ["acme/events", "acme/orders", "acme/sessions"]
-    assert rows[1][1:4] == ["iceberg", "sales.orders", "2026-11-01"]
-    assert "0/4" in table  # orders: 2 days x 2 regions, none READY without workers
+    assert rows[0][1:4] == ["iceberg", "sample.events", "-"]  # no version pinned: the current snapshot
+    assert rows[1][1:3] == ["jdbc", "orders"]
+    assert "0/4" in table  # events: 2 days x 2 regions, none READY without workers
 
     # round trip: get -o yaml is a file apply accepts, and applying it changes nothing
-    for name in ("orders", "events", "sessions"):
+    for name in ("events", "orders", "sessions"):
         exported = await ok("datasets", "get", f"acme/{name}", "-o", "yaml", master=addr)
         path = tmp_path / f"{name}.yaml"
         path.write_text(exported)
@@ -157,17 +244,19 @@ async def test_datasets_files_epochs_and_round_trip(nursery, etcd_server, tmp_pa
             assert "unchanged" in out, out
         again = await ok("datasets", "get", f"acme/{name}", "-o", "yaml", master=addr)
         assert yaml.safe_load(again)["source"] == yaml.safe_load(exported)["source"]
-    doc = yaml.safe_load((tmp_path / "orders.yaml").read_text())
+    doc = yaml.safe_load((tmp_path / "events.yaml").read_text())
     assert doc["epoch_granularity"] == {"value": 1, "unit": "DAY"}
-    assert yaml.safe_load((tmp_path / "events.yaml").read_text())["epoch_granularity"] == {"value": 6, "unit": "HOUR"}
+    assert yaml.safe_load((tmp_path / "orders.yaml").read_text())["epoch_granularity"] == {"value": 6, "unit": "HOUR"}
     assert doc["source"]["partition"]["dimensions"] == {"region": ["eu", "us"]}
     # JSON output of get is the same document (and apply reads .json files)
-    (tmp_path / "orders.json").write_text(await ok("datasets", "get", "orders", "--tenant", "acme", "-o", "json",
+    (tmp_path / "events.json").write_text(await ok("datasets", "get", "events", "--tenant", "acme", "-o", "json",
                                                    master=addr))
-    assert "unchanged" in await ok("datasets", "apply", "-f", str(tmp_path / "orders.json"), master=addr)
+    assert "unchanged" in await ok("datasets", "apply", "-f", str(tmp_path / "events.json"), master=addr)
 
-    # a changed file is an update: a new version refreshes every epoch
-    changed = (ROOT / "docs/examples/iceberg-orders.yaml").read_text().replace('"2026-11-01"', '"2026-11-02"')
+    # a changed file is an update: a new version (an older snapshot, which still holds both days) refreshes every epoch
+    changed = example("iceberg-events.yaml", sources).replace(
+        "  table: events\n", f'  table: events\n  version: "{sources.snapshots[-2]}"\n')
+    assert sources.snapshots[-2] in changed
     code, out, err = await ctl("datasets", "apply", "-f", "-", master=addr, stdin=changed.encode())
     assert code == 0 and "refreshed" in out, (out, err)
 
@@ -182,27 +271,27 @@ async def test_datasets_files_epochs_and_round_trip(nursery, etcd_server, tmp_pa
     assert code == 2 and "--tenant" in err
 
     # epochs
-    epochs = json.loads(await ok("epochs", "list", "acme/events", "-o", "json", master=addr))
+    epochs = json.loads(await ok("epochs", "list", "acme/orders", "-o", "json", master=addr))
     assert len(epochs) == 4 and all(e["state"] == "PENDING" for e in epochs)
-    table = await ok("epochs", "list", "acme/events", master=addr)
+    table = await ok("epochs", "list", "acme/orders", master=addr)
     assert table.splitlines()[0].split() == ["EPOCH", "STATE", "START", "DIMS", "REPLICAS"]
     first = epochs[0]["info"]["epoch_id"]
-    out = await ok("epochs", "get", "acme/events", first, master=addr)
+    out = await ok("epochs", "get", "acme/orders", first, master=addr)
     assert first in out and "PENDING" in out
-    assert json.loads(await ok("epochs", "get", "acme/events", first, "-o", "json",
+    assert json.loads(await ok("epochs", "get", "acme/orders", first, "-o", "json",
                                master=addr))["info"]["epoch_id"] == first
-    code, _, _ = await ctl("epochs", "get", "acme/events", "0_000000", master=addr)
+    code, _, _ = await ctl("epochs", "get", "acme/orders", "0_000000", master=addr)
     assert code == 3
-    out = await ok("epochs", "retire", "acme/events", first, master=addr)
+    out = await ok("epochs", "retire", "acme/orders", first, master=addr)
     assert "retired" in out
     states = {e["info"]["epoch_id"]: e["state"] for e in
-              json.loads(await ok("epochs", "list", "acme/events", "-o", "json", master=addr))}
+              json.loads(await ok("epochs", "list", "acme/orders", "-o", "json", master=addr))}
     assert states[first] in ("RETIRING", "RETIRED")
 
     # routes: nothing READY yet
-    out = await ok("routes", "resolve", "acme/orders", master=addr)
+    out = await ok("routes", "resolve", "acme/events", master=addr)
     assert "No resources found" in out
-    assert json.loads(await ok("routes", "resolve", "acme/orders", "-o", "json", master=addr)) == []
+    assert json.loads(await ok("routes", "resolve", "acme/events", "-o", "json", master=addr)) == []
 
     out = await ok("datasets", "drop", "acme/sessions", master=addr)
     assert "dropped" in out
@@ -212,15 +301,16 @@ async def test_datasets_files_epochs_and_round_trip(nursery, etcd_server, tmp_pa
     assert code == 1 and "FAILED_PRECONDITION" in err
 
 
-async def test_wait_with_real_workers(nursery, etcd_server, tmp_path) -> None:
+async def test_wait_with_real_workers(nursery, etcd_server, tmp_path, sources) -> None:
     master = await start_master(nursery, etcd_server.endpoint)
     await leading(master)
     addr = master.config.grpc_listen
     await workers(nursery, master, "w1", "w2")
     await ok("tenants", "set-quota", "acme", master=addr)
 
-    example = ROOT / "docs/examples/iceberg-orders.yaml"
-    out = await ok("datasets", "apply", "-f", str(example), "--wait", "--wait-timeout", "60", master=addr)
+    path = tmp_path / "iceberg-events.yaml"
+    path.write_text(example(path.name, sources))
+    out = await ok("datasets", "apply", "-f", str(path), "--wait", "--wait-timeout", "60", master=addr)
     assert "epochs READY 4/4" in out, out
     assert "\x1b[" not in out  # not a terminal: plain lines, no progress bar
 
@@ -233,17 +323,18 @@ async def test_wait_with_real_workers(nursery, etcd_server, tmp_path) -> None:
     code, _, _ = await ctl("workers", "get", "w9", master=addr)
     assert code == 3
 
-    routes = json.loads(await ok("routes", "resolve", "acme/orders", "--where", "region=eu", "-o", "json",
+    routes = json.loads(await ok("routes", "resolve", "acme/events", "--where", "region=eu", "-o", "json",
                                  master=addr))
     assert len(routes) == 2 and all(r["worker_ids"] for r in routes)
-    out = await ok("routes", "resolve", "acme/orders", "--from", "2026-11-02T00:00:00Z", master=addr)
+    out = await ok("routes", "resolve", "acme/events", "--from", "2026-11-02T00:00:00Z", master=addr)
     assert len(out.strip().splitlines()) == 2 + 2  # header, rule, 2 regions of the second day
 
-    # refresh with --wait: new version, every epoch reloaded
-    out = await ok("datasets", "refresh", "acme/orders", "--version", "v2", "--wait", "--wait-timeout", "60",
+    # refresh with --wait: new version (an older snapshot, still holding both days), every epoch reloaded
+    older = sources.snapshots[-2]
+    out = await ok("datasets", "refresh", "acme/events", "--version", older, "--wait", "--wait-timeout", "60",
                    master=addr)
     assert "refreshed" in out and "epochs READY 4/4" in out, out
-    assert json.loads(await ok("datasets", "get", "acme/orders", "-o", "json", master=addr))["source"]["version"] == "v2"
+    assert json.loads(await ok("datasets", "get", "acme/events", "-o", "json", master=addr))["source"]["version"] == older
 
     # drain w1 with --wait: its replicas move to w2
     held = {w["worker_id"]: w["replicas"] for w in
@@ -256,13 +347,13 @@ async def test_wait_with_real_workers(nursery, etcd_server, tmp_path) -> None:
     assert code == 2 and "no RPC" in err
 
 
-async def test_wait_reports_timeout(nursery, etcd_server) -> None:
+async def test_wait_reports_timeout(nursery, etcd_server, sources) -> None:
     """No worker can load: --wait gives up with exit 4 and says how far it got."""
     master = await start_master(nursery, etcd_server.endpoint)
     await leading(master)
     addr = master.config.grpc_listen
     await ok("tenants", "set-quota", "acme", master=addr)
-    code, out, err = await ctl("datasets", "apply", "-f", str(ROOT / "docs/examples/jdbc-events.yaml"), "--wait",
-                               "--wait-timeout", "2", master=addr)
+    code, out, err = await ctl("datasets", "apply", "-f", "-", "--wait", "--wait-timeout", "2", master=addr,
+                               stdin=example("jdbc-orders.yaml", sources).encode())
     assert code == 4 and "timed out after 2s: epochs READY 0/4" in err, (out, err)
     assert "epochs READY 0/4" in out

@@ -7,6 +7,10 @@ tests run as root. MariaDB runs from ``mariadb-install-db`` + ``mariadbd
 (and their directories removed) at teardown. ``find_postgres``/``find_mariadb``
 return ``None`` when the server binaries are missing; the fixtures then skip
 with that reason (``make install`` installs both).
+
+:func:`running_postgres` and :func:`running_mariadb` are the whole life of one
+server as a context manager (skipping the test when the binaries are missing),
+for a fixture of any scope: ``with databases.running_mariadb() as server: yield server``.
 """
 
 from __future__ import annotations
@@ -18,6 +22,8 @@ import socket
 import subprocess
 import tempfile
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -165,3 +171,33 @@ def stop_mariadb(server: Server, proc: subprocess.Popen) -> None:
         proc.kill()
         proc.wait()
     shutil.rmtree(server.root, ignore_errors=True)
+
+
+@contextmanager
+def running_postgres() -> Iterator[Server]:
+    """A throw-away PostgreSQL for the ``with`` block (``pytest.skip`` when its binaries are not installed)."""
+    import pytest
+
+    bindir = find_postgres()
+    if bindir is None:
+        pytest.skip("PostgreSQL server binaries (initdb, pg_ctl) are not installed: `make install` installs them")
+    server = start_postgres(bindir)
+    try:
+        yield server
+    finally:
+        stop_postgres(server, bindir)
+
+
+@contextmanager
+def running_mariadb() -> Iterator[Server]:
+    """A throw-away MariaDB for the ``with`` block (``pytest.skip`` when its binaries are not installed)."""
+    import pytest
+
+    found = find_mariadb()
+    if found is None:
+        pytest.skip("MariaDB server binaries (mariadbd, mariadb-install-db) are not installed: `make install` installs them")
+    server, proc = start_mariadb(*found)
+    try:
+        yield server
+    finally:
+        stop_mariadb(server, proc)
