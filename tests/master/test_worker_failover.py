@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import signal
-from datetime import datetime, timedelta, timezone
+from collections import Counter
 
 import pytest
 import trio
@@ -13,7 +13,7 @@ from grpclib.const import Status
 from grpclib.exceptions import GRPCError
 
 from leibrix.wire._proto import leibrix_cp as cp
-from leibrix.client._requests import time_partitioned_admission
+from tests.support.admission import admission
 from tests.support.cluster import healthz_leader, local_cluster
 from tests.support.hub import spawn_worker
 from tests.support.poll import eventually
@@ -44,11 +44,9 @@ async def active_workers(addr: str) -> set[str]:
 
 
 def admit_request() -> cp.AdmitDatasetRequest:
-    start = datetime(2026, 1, 1, tzinfo=timezone.utc)
-    return time_partitioned_admission(
-        "acme", "events", start=start, end=start + timedelta(days=6), catalog_uri="file:///warehouse",
-        hints=cp.EstimateHints(bytes_per_epoch=4 << 20, rows_per_epoch=20_000, cpu_cores_per_epoch=0.1),
-    )
+    """6 daily epochs of the session's real Iceberg table (a SQL catalog on SQLite the master processes open)."""
+    return admission("acme", "events", days=6, regions=(),
+                     hints=cp.EstimateHints(bytes_per_epoch=4 << 20, rows_per_epoch=20_000, cpu_cores_per_epoch=0.1))
 
 
 async def ready_replicas(addr: str) -> dict[str, set[str]]:
@@ -76,9 +74,17 @@ async def run_failover(tmp_path, nursery, n_masters: int, n_workers: int) -> Non
             assert err is None, err
             reply, err, _ = await mgmt(addrs[leader], "admit_dataset", admit_request())
             assert err is None and reply.status == cp.AdmitDatasetResponseStatus.ACCEPTED, (err, reply)
-            before = await eventually(lambda: ready_replicas(addrs[leader]), timeout=30, interval=0.2,
-                                      until=lambda r: len(r) >= 6 and all(len(w) >= 2 for w in r.values()),
-                                      what="6 epochs READY on 2 workers each")
+            # the capacity strategy packs the first placements onto the workers already in use; the leader's
+            # rebalancing passes (every 5 s) then spread them until the 12 replicas are as even as they can
+            # be (4 on each of 3 workers), and then stop. The failover starts from that settled placement,
+            # so any move after it is the new leader's doing.
+            def settled(r: dict[str, set[str]]) -> bool:
+                held = Counter(w for ws in r.values() for w in ws)
+                return (len(r) == 6 and all(len(ws) == 2 for ws in r.values())
+                        and set(held) == ids and max(held.values()) - min(held.values()) <= 1)
+
+            before = await eventually(lambda: ready_replicas(addrs[leader]), timeout=90, interval=0.2,
+                                      until=settled, what="6 epochs READY on 2 workers each, spread evenly")
             # a follower does not answer worker RPCs: it redirects to the leader
             follower = next(n for n in cluster.names if n != leader)
             _, err, _ = await mgmt(addrs[follower], "list_workers", cp.ListWorkersRequest())
