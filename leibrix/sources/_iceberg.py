@@ -12,12 +12,15 @@ Catalog URI
 One pass
     ``scan(row_filter).plan_files()`` reads every manifest on every call, so
     planning 365 epochs with it reads the manifests 365 times. Instead the
-    connector builds the *union* filter of the admission (the windows merged
-    into ranges, AND the dimension ``IN`` lists), plans the files once with
-    pyiceberg's manifest planner (manifest-summary, partition and column-metrics
-    pruning; positional deletes matched by its delete file index; no per-file
-    residuals, which are most of ``plan_files()``' cost), and then assigns each planned data
-    file to the epochs it may hold rows of:
+    connector reads each snapshot's manifests once per process into a
+    snapshot index (:mod:`leibrix.sources._iceberg_index`: every live data
+    file with its delete files, positional ones matched by pyiceberg's delete
+    file index), selects from it the files of the admission's *union* filter
+    (the windows merged into ranges, AND the dimension ``IN`` lists: the files
+    whose time interval overlaps a range, then pyiceberg's partition and
+    column-metrics pruning; no per-file residuals, which are most of
+    ``plan_files()``' cost), and then assigns each selected data file to the
+    epochs it may hold rows of:
 
     * time: the file's time interval is the intersection of what its partition
       values say (``identity``, ``hour``, ``day``, ``month``, ``year`` on the time
@@ -26,6 +29,13 @@ One pass
     * dimensions: an ``identity`` partition value, else the column bounds,
       narrow the admitted values the file can hold; it belongs to each remaining
       combination.
+
+Caches
+    Catalogs and each table's current metadata are kept per process
+    (:mod:`leibrix.sources._iceberg_cache`): an admission against an unchanged
+    table reads one catalog row (the table's metadata location) and no
+    metadata or manifest file; a new snapshot is read on the next request
+    (after at most 1 s for catalogs other than SQL).
 
 Schema
     The snapshot's schema as pyiceberg maps it to Arrow, with ``large_string``
@@ -62,7 +72,6 @@ Errors
 
 from __future__ import annotations
 
-import itertools
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from datetime import date, datetime, timezone
@@ -71,12 +80,12 @@ from urllib.parse import parse_qsl
 import pyarrow as pa
 
 from leibrix.domain._errors import ApiError, FailedPrecondition, InvalidArgument, NotFound, PermissionDenied, Unavailable
-from leibrix.sources import _secrets
+from leibrix.sources import _iceberg_cache, _secrets
 from leibrix.sources._iceberg_assign import assign
+from leibrix.sources._iceberg_index import index_for
 from leibrix.sources._types import (
     TIME_FIELD,
     EpochPlan,
-    IcebergDeleteFile,
     IcebergRead,
     SourcePlan,
     SourceRequest,
@@ -96,9 +105,8 @@ def _catalog_properties(uri: str) -> tuple[str, dict[str, str]]:
     return name, props
 
 
-def _load_table(request: SourceRequest):
+def _load_table(request: SourceRequest, ttl_s: float | None = None):
     from pyiceberg import exceptions as ie
-    from pyiceberg.catalog import load_catalog
 
     field_uri = "source.catalog.iceberg.uri"
     shown = _secrets.redact(request.uri)
@@ -107,9 +115,10 @@ def _load_table(request: SourceRequest):
     resolved = {k: _secrets.resolve(v, field_uri) for k, v in props.items()}
     missing_namespace = NotFound(f"source.database: namespace {request.database!r} not found in Iceberg catalog {shown}")
     try:
-        catalog = load_catalog(name, **resolved)
+        key, catalog = _iceberg_cache.catalog(name, resolved)
         try:
-            return catalog.load_table((request.database, request.table))
+            return _iceberg_cache.current_table(key, catalog, (request.database, request.table),
+                                                snapshot_id=_version_id(request), ttl_s=ttl_s)
         except ie.NoSuchTableError:
             if not catalog.namespace_exists(request.database):
                 raise missing_namespace from None
@@ -131,6 +140,15 @@ def _load_table(request: SourceRequest):
         if _looks_unreachable(exc):
             raise Unavailable(f"{field_uri}: Iceberg catalog {shown} is unreachable: {text[:300]}") from None
         raise FailedPrecondition(f"{field_uri}: cannot load table from Iceberg catalog {shown}: {text[:300]}") from None
+
+
+def _version_id(request: SourceRequest) -> int | None:
+    if not request.version:
+        return None
+    try:
+        return int(request.version)
+    except ValueError:
+        raise InvalidArgument("source.version", f"{request.version!r} is not an Iceberg snapshot id") from None
 
 
 def _looks_unreachable(exc: BaseException) -> bool:
@@ -261,11 +279,17 @@ def epoch_filter(request: SourceRequest, time: _TimeColumn, start: int, end: int
 class IcebergConnector:
     """Plans Iceberg epochs from manifests (see the module docstring). ``plan`` is the one entry point.
 
-    ``load_table`` may be replaced (tests, a cached catalog): it takes the
-    request and returns a pyiceberg ``Table``.
+    The table comes from the process's catalog and metadata caches
+    (:mod:`leibrix.sources._iceberg_cache`; ``metadata_ttl_s``, when set, is
+    how long a table's current metadata is reused without asking its catalog
+    instead of that module's defaults), unless
+    ``load_table`` is given: it takes the request and returns a pyiceberg
+    ``Table``. Either way a snapshot's files come from the snapshot index
+    cache (:mod:`leibrix.sources._iceberg_index`).
     """
 
-    load_table: Callable[[SourceRequest], object] = _load_table
+    load_table: Callable[[SourceRequest], object] | None = None
+    metadata_ttl_s: float | None = None
 
     def plan(self, request: SourceRequest) -> SourcePlan:
         """Resolve the snapshot and schema, then plan every epoch of ``request`` in one manifest pass.
@@ -289,7 +313,7 @@ class IcebergConnector:
         """
         from pyiceberg.io.pyarrow import schema_to_pyarrow
 
-        table = self.load_table(request)
+        table = self.load_table(request) if self.load_table is not None else _load_table(request, self.metadata_ttl_s)
         metadata = table.metadata
         snapshot = _snapshot(table, request)
         ischema = metadata.schema_by_id(snapshot.schema_id) if snapshot and snapshot.schema_id is not None else None
@@ -314,7 +338,8 @@ class IcebergConnector:
         arrow_schema = _narrow(schema_to_pyarrow(ischema, include_field_ids=False))
         if snapshot is None:
             return _empty_plan(request, arrow_schema)
-        files = plan_files_once(table, snapshot, union_filter(request, time, dim_values))
+        files = index_for(table, snapshot).select(table, time, _merged(request.windows),
+                                                  union_filter(request, time, dim_values))
         return assign(request, table, snapshot.snapshot_id, time, dim_fields, dim_values, files, arrow_schema)
 
 
@@ -347,72 +372,6 @@ def _snapshot(table, request: SourceRequest):
     if snap is None:
         raise NotFound(f"source.version: snapshot {version} not found in {request.database}.{request.table}")
     return snap
-
-
-@dataclass(slots=True)
-class _Planned:
-    data_file: object
-    sequence_number: int
-    deletes: list[IcebergDeleteFile]
-    delete_files: list[object]
-
-
-def plan_files_once(table, snapshot, row_filter) -> list[_Planned]:
-    """One pass over ``snapshot``'s manifests with ``row_filter``: data files with the delete files that apply.
-
-    Positional deletes are matched by pyiceberg's delete file index; equality deletes
-    (which its planner refuses) are set aside during the same pass and matched
-    here: same partition (or an unpartitioned delete) and a data sequence
-    number below the delete's.
-    """
-    from pyiceberg.manifest import DataFileContent
-    from pyiceberg.table import ManifestGroupPlanner
-    from pyiceberg.table.delete_file_index import DeleteFileIndex
-
-    sequence: dict[str, int] = {}
-    equality: list[tuple[object, int]] = []
-
-    def keep(entry) -> bool:
-        df = entry.data_file
-        if df.content == DataFileContent.EQUALITY_DELETES:
-            equality.append((df, entry.sequence_number or 0))
-            return False
-        if df.content == DataFileContent.DATA:
-            sequence[df.file_path] = entry.sequence_number or 0
-        return True
-
-    planner = ManifestGroupPlanner(table_metadata=table.metadata, io=table.io, row_filter=row_filter)
-    # Manifest-summary, partition and metrics pruning, manifests read in parallel; no residuals (we group
-    # files into epochs ourselves, and pyiceberg's per-file residual is most of plan_files()' time).
-    data_entries = []
-    index = DeleteFileIndex()
-    for entry in itertools.chain.from_iterable(planner.plan_manifest_entries(snapshot.manifests(table.io))):
-        if not keep(entry):
-            continue
-        df = entry.data_file
-        if df.content == DataFileContent.DATA:
-            data_entries.append(entry)
-        elif df.content == DataFileContent.POSITION_DELETES:
-            index.add_delete_file(entry, partition_key=df.partition)
-    tasks = [(e.data_file, index.for_data_file(e.sequence_number or 0, e.data_file, partition_key=e.data_file.partition))
-             for e in data_entries]
-    specs = table.metadata.specs()
-    out = []
-    for df, positional in tasks:
-        seq = sequence.get(df.file_path, 0)
-        dels = [_delete(d, "position") for d in positional]
-        raw = list(positional)
-        for eq, eq_seq in equality:
-            same_scope = specs[eq.spec_id].is_unpartitioned() or (eq.spec_id == df.spec_id and eq.partition == df.partition)
-            if eq_seq > seq and same_scope:
-                dels.append(_delete(eq, "equality"))
-                raw.append(eq)
-        out.append(_Planned(df, seq, dels, raw))
-    return out
-
-
-def _delete(df, kind: str) -> IcebergDeleteFile:
-    return IcebergDeleteFile(df.file_path, kind, df.record_count, df.file_size_in_bytes, tuple(df.equality_ids or ()))
 
 
 def _empty_plan(request: SourceRequest, arrow_schema: pa.Schema) -> SourcePlan:

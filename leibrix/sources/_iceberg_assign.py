@@ -22,7 +22,8 @@ from leibrix.sources import _sizes
 from leibrix.sources._types import EpochKey, EpochPlan, IcebergFile, IcebergRead, SourcePlan
 
 if TYPE_CHECKING:
-    from leibrix.sources._iceberg import _Planned, _TimeColumn
+    from leibrix.sources._iceberg import _TimeColumn
+    from leibrix.sources._iceberg_index import _Planned
 
 __all__ = ["assign"]
 
