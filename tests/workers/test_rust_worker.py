@@ -8,41 +8,96 @@ address as its own, heartbeats on its fixed cadence whatever the ack offers,
 and answers every LoadPlan IN_PROGRESS then COMPLETED without rows, bytes or
 schema fingerprint. Its cadence (10 s on its defaults) is scaled down with the
 master's: the hub's own interval is 0.2 s, the worker beats every 0.5 s.
+
+The master plans each admission through its source, so the three datasets
+name real tables: the session's Iceberg table, ``db.sales`` in a real MariaDB
+through the StarRocks connector (the same MySQL protocol; without StarRocks'
+partition metadata it takes the generic path) and ``db.users`` in a real
+PostgreSQL over JDBC.
 """
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from datetime import timedelta
 from typing import Any
 
 import pyarrow as pa
+import pytest
 import trio
 
 from leibrix.master._master import Master
 from leibrix.wire._proto import leibrix_cp as cp
-from tests.support.admission import admission, quota, rpc, states
+from tests.support import databases
+from tests.support.admission import T0, admission, quota, rpc, states
 from tests.support.cluster import leading, start_master
 from tests.support.poll import eventually
 from tests.support.rust_worker import RustWorker, joined
+from tests.support.sample_source import sample_source
 
 ACTIVE = cp.WorkerState.ACTIVE
 HUB_INTERVAL, WORKER_INTERVAL = 0.2, 0.5
+#: Rows of ``db.sales`` (MariaDB) and ``db.users`` (PostgreSQL): every 2 hours of T0's day and the next, eu and us.
+ROWS = [(i, T0.replace(tzinfo=None) + timedelta(hours=2 * (i // 2)), ("eu", "us")[i % 2]) for i in range(48)]
 
-CATALOGS = {
-    "events": cp.Catalog(iceberg=cp.IcebergCatalog(uri="http://rest:8181")),
-    "sales": cp.Catalog(starrocks=cp.StarRocksCatalog(
-        dsn="mysql://etl:p%40ss@fe1.example:9030/mart?max_concurrency=4", internal_catalog_name="default_catalog")),
-    "users": cp.Catalog(jdbc=cp.JdbcCatalog(uri="postgresql://app@pg.example:5432/crm?sslmode=disable",
-                                            driver="postgresql")),
-}
-#: The catalog as the worker reads it from each dataset's LoadPlan.
-EXPECTED = {
-    "events": ("iceberg", {"uri": "http://rest:8181"}),
-    "sales": ("starrocks", {"catalog_name": "default_catalog", "host": "fe1.example", "port": 9030,
-                            "database": "mart", "username": "etl", "password": "p@ss", "max_concurrency": 4,
-                            "pool_options": None}),
-    "users": ("jdbc", {"uri": "postgresql://app@pg.example:5432/crm?sslmode=disable", "driver": "postgresql",
-                       "pool_options": None}),
-}
+
+def _mariadb_sales(server: databases.Server) -> None:
+    """``db.sales`` and a reader ``etl`` whose password needs escaping in a URL (``p@ss``)."""
+    import pymysql
+
+    conn = pymysql.connect(host=server.host, port=server.port, user=server.user, password=server.password,
+                           autocommit=True)
+    with conn.cursor() as cur:
+        cur.execute("CREATE DATABASE db")
+        cur.execute("CREATE TABLE db.sales (id INT PRIMARY KEY, ts DATETIME NOT NULL, region VARCHAR(8) NOT NULL, "
+                    "amount DOUBLE NOT NULL)")
+        cur.executemany("INSERT INTO db.sales VALUES (%s, %s, %s, %s)", [(i, ts, r, i * 1.5) for i, ts, r in ROWS])
+        cur.execute("CREATE USER 'etl'@'%%' IDENTIFIED BY %s", ("p@ss",))
+        cur.execute("GRANT SELECT ON db.* TO 'etl'@'%'")
+    conn.close()
+
+
+def _postgres_users(server: databases.Server) -> None:
+    """Database ``crm`` owned by ``app`` (password ``app-pw``), holding ``db.users``."""
+    import psycopg
+
+    with psycopg.connect(host=server.host, port=server.port, user=server.user, password=server.password,
+                         dbname="postgres", autocommit=True) as conn:
+        conn.execute("CREATE ROLE app LOGIN PASSWORD 'app-pw'")
+        conn.execute("CREATE DATABASE crm OWNER app")
+    with psycopg.connect(host=server.host, port=server.port, user="app", password="app-pw", dbname="crm",
+                         autocommit=True) as conn:
+        conn.execute("CREATE SCHEMA db")
+        conn.execute("CREATE TABLE db.users (id BIGINT PRIMARY KEY, ts TIMESTAMP NOT NULL, region TEXT NOT NULL, "
+                     "name TEXT)")
+        with conn.cursor() as cur:
+            cur.executemany("INSERT INTO db.users VALUES (%s, %s, %s, %s)", [(i, ts, r, f"user-{i}") for i, ts, r in ROWS])
+
+
+@pytest.fixture(scope="module")
+def catalogs() -> Iterator[tuple[dict[str, cp.Catalog], dict[str, tuple[str, dict[str, Any]]]]]:
+    """Each dataset's real catalog (the session's Iceberg table, a MariaDB behind the StarRocks connector's
+    generic path, a PostgreSQL over JDBC), and that catalog as the worker reads it from a LoadPlan."""
+    with databases.running_mariadb() as maria, databases.running_postgres() as pg:
+        _mariadb_sales(maria)
+        _postgres_users(pg)
+        iceberg = sample_source().uri
+        users = f"jdbc:postgresql://app:app-pw@{pg.host}:{pg.port}/crm?sslmode=disable"
+        given = {
+            "events": cp.Catalog(iceberg=cp.IcebergCatalog(uri=iceberg)),
+            "sales": cp.Catalog(starrocks=cp.StarRocksCatalog(
+                dsn=f"mysql://etl:p%40ss@{maria.host}:{maria.port}/db?max_concurrency=4",
+                internal_catalog_name="default_catalog")),
+            "users": cp.Catalog(jdbc=cp.JdbcCatalog(uri=users, driver="org.postgresql.Driver")),
+        }
+        expected = {
+            "events": ("iceberg", {"uri": iceberg}),
+            "sales": ("starrocks", {"catalog_name": "default_catalog", "host": maria.host, "port": maria.port,
+                                    "database": "db", "username": "etl", "password": "p@ss", "max_concurrency": 4,
+                                    "pool_options": None}),
+            "users": ("jdbc", {"uri": users, "driver": "org.postgresql.Driver", "pool_options": None}),
+        }
+        yield given, expected
 
 
 async def start(etcd_endpoint: str, nursery: trio.Nursery) -> Master:
@@ -51,9 +106,10 @@ async def start(etcd_endpoint: str, nursery: trio.Nursery) -> Master:
     return await leading(master)
 
 
-def request(dataset: str) -> cp.AdmitDatasetRequest:
+def request(dataset: str, catalog: cp.Catalog) -> cp.AdmitDatasetRequest:
+    """One daily epoch (T0, region eu) of ``db.<dataset>`` in ``catalog``."""
     req = admission("acme", dataset, regions=("eu",))
-    req.source.catalog = CATALOGS[dataset]
+    req.source.catalog = catalog
     return req
 
 
@@ -65,7 +121,8 @@ async def worker_state(m: Master, worker_id: str) -> tuple[int, int]:
 
 
 async def test_rust_worker_joins_loads_three_catalogs_and_stays_active_on_its_own_cadence(
-        etcd_server: Any, nursery: trio.Nursery) -> None:
+        etcd_server: Any, nursery: trio.Nursery, catalogs) -> None:
+    CATALOGS, EXPECTED = catalogs
     m = await start(etcd_server.endpoint, nursery)
     # the worker's tenant_id label puts it in pool "acme"; the tenant places its epochs in that pool
     await rpc(m, "upsert_tenant_quota", quota("acme", worker_pool="acme", admission_policy=cp.AdmissionPolicy.QUEUE))
@@ -76,8 +133,8 @@ async def test_rust_worker_joins_loads_three_catalogs_and_stays_active_on_its_ow
         assert (info.state, info.labels) == (ACTIVE, {"tenant_id": "acme"})
         assert info.capacity.memory_bytes > 0 and info.capacity.cpu_cores > 0  # a default for no capacity
 
-        for dataset in CATALOGS:
-            await rpc(m, "admit_dataset", request(dataset))
+        for dataset, catalog in CATALOGS.items():
+            await rpc(m, "admit_dataset", request(dataset, catalog))
         await eventually(lambda: all(set(states(m, "acme", d).values()) == {"READY"} for d in CATALOGS),
                        timeout=30, what="the three datasets' epochs READY")
 
