@@ -6,6 +6,12 @@ Example::
         "SELECT region, count(*) FROM orders GROUP BY region" \\
         --start 2026-11-01 --end 2026-11-02
 
+The masters (``--master``, else ``LEIBRIX_MASTER`` or the client config
+file's ``master``) and TLS (``--tls-ca``, else ``LEIBRIX_TLS_CA`` or the config
+file's ``tls_ca``/``tls_cert``/``tls_key``) are resolved as ``leibrix ctl``
+resolves them (:mod:`leibrix.client._config`); with TLS the masters and the
+workers' Arrow Flight are dialled over TLS.
+
 The answer is printed as a table followed by the worker(s) that answered and
 the time taken, or written with ``-o json|csv|parquet FILE`` (json and csv go
 to standard output when no FILE is given). Exit status 0 on success, 1 when
@@ -23,6 +29,7 @@ import pyarrow.flight as fl
 from rich.console import Console
 from rich.table import Table
 
+from leibrix.client._config import ConfigError, load_config
 from leibrix.client._query import Client, QueryFailed
 from leibrix.client._routes import EpochsUnavailable
 
@@ -40,8 +47,12 @@ def _moment(text: str) -> datetime:
 def configure(parser: argparse.ArgumentParser) -> None:
     """Options of ``leibrix query``."""
     parser.add_argument("sql", help="the SQL, naming the dataset as a table")
-    parser.add_argument("--master", required=True, metavar="HOST:PORT[,HOST:PORT...]",
-                        help="any master's gRPC address (comma-separate several)")
+    parser.add_argument("--master", metavar="HOST:PORT[,HOST:PORT...]",
+                        help="any master's gRPC address (comma-separate several; default: LEIBRIX_MASTER, "
+                             "then the client config file)")
+    parser.add_argument("--tls-ca", metavar="FILE",
+                        help="speak TLS to the masters and workers, trusting this CA (PEM; default: LEIBRIX_TLS_CA, "
+                             "then the client config file's tls_ca)")
     parser.add_argument("--tenant", required=True)
     parser.add_argument("--dataset", required=True)
     parser.add_argument("--start", type=_moment, help="first instant (ISO; UTC when no zone), inclusive")
@@ -97,8 +108,10 @@ def run(args: argparse.Namespace) -> int:
         err.print("leibrix query: error: -o parquet needs a FILE")
         return 2
     try:
-        client = Client(masters=args.master, timeout=min(args.timeout, 30.0))
-    except ValueError as exc:
+        config = load_config(master=args.master, tls_ca=args.tls_ca)
+        client = Client(masters=config.master, timeout=min(args.timeout, 30.0), metadata=config.metadata(),
+                        tls_ca=config.tls_ca or None, tls_cert=config.tls_cert or None, tls_key=config.tls_key or None)
+    except (ConfigError, ValueError) as exc:
         err.print(f"leibrix query: error: {exc}")
         return 2
     try:

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import logging
 import threading
+import ssl as _ssl
 from collections.abc import Mapping
 
 import trio
@@ -33,8 +34,10 @@ class AccessReporter:
     """Sums accesses per ``(tenant, dataset, epoch)`` and sends them in the background."""
 
     def __init__(self, masters: str, *, interval: float = 1.0, timeout: float = 10.0,
-                 metadata: Mapping[str, str] | None = None) -> None:
+                 metadata: Mapping[str, str] | None = None, ssl: _ssl.SSLContext | None = None) -> None:
         self.masters = masters
+        #: TLS to the masters (see :func:`leibrix.client._call.tls_context`), or plain text when None.
+        self.ssl = ssl
         self.interval = interval
         self.timeout = timeout
         self.metadata = dict(metadata or {})
@@ -73,7 +76,7 @@ class AccessReporter:
             return len(requests)
 
         try:
-            trio.run(lambda: call(self.masters, send, timeout=self.timeout, metadata=self.metadata))
+            trio.run(lambda: call(self.masters, send, timeout=self.timeout, metadata=self.metadata, ssl=self.ssl))
         except Exception as exc:  # a failed report is retried, never raised into queries
             log.warning("access report of %d epoch(s) not delivered (%s); kept for the next batch",
                         len(requests), exc)

@@ -28,6 +28,10 @@ How a query runs:
    the epochs read from the source, which is how a dataset that is not
    resident gains the heat that makes the masters load it.
 
+TLS: with ``tls_ca`` (and ``tls_cert``/``tls_key`` for masters that require
+client certificates) the masters are called over TLS and the workers' Arrow
+Flight is dialled as ``grpc+tls``, trusting that CA.
+
 Time bounds are compared in the time column's own type: timestamps, or
 integers counting epoch milliseconds (``PartitionColumnType.INT64``).
 
@@ -46,6 +50,7 @@ from __future__ import annotations
 
 import json
 import random
+import ssl
 import threading
 import time
 import uuid
@@ -53,12 +58,14 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
+from pathlib import Path
 
 import duckdb
 import pyarrow as pa
 import pyarrow.flight as fl
 
 from leibrix.client._access import AccessReporter
+from leibrix.client._call import tls_context
 from leibrix.client._query_source import read_from_source
 from leibrix.client._routes import Coverage, EpochPlace, EpochsUnavailable, RouteCache, to_ms
 from leibrix.wire._proto import leibrix_cp as cp
@@ -153,6 +160,27 @@ class _WorkerFailed(Exception):
         self.cause = cause
 
 
+def _tls(ca: str | None, cert: str | None, key: str | None) -> tuple[ssl.SSLContext | None, dict[str, bytes] | None]:
+    """The masters' TLS context and the Flight client's TLS options, both None for plain text.
+
+    Raises ``ValueError`` when a file cannot be read or a certificate without its key is given.
+    """
+    if not (ca or cert or key):
+        return None, None
+    if bool(cert) != bool(key):
+        raise ValueError("tls_cert and tls_key: give both or neither")
+    try:
+        context = tls_context(ca or None, cert or None, key or None)
+        flight: dict[str, bytes] = {}
+        if ca:
+            flight["tls_root_certs"] = Path(ca).read_bytes()
+        if cert and key:
+            flight["cert_chain"], flight["private_key"] = Path(cert).read_bytes(), Path(key).read_bytes()
+    except (OSError, ssl.SSLError) as exc:
+        raise ValueError(f"tls_ca/tls_cert/tls_key: cannot be loaded: {exc}") from None
+    return context, flight
+
+
 class Client:
     """Queries over resident epochs, routed by the masters and answered by workers over Arrow Flight.
 
@@ -168,6 +196,11 @@ class Client:
         Seconds for each master call and each Flight call.
     max_attempts:
         Rounds of re-placement after worker failures before :class:`QueryFailed`.
+    tls_ca:
+        A CA certificate file (PEM): speak TLS to the masters and to the workers' Arrow Flight
+        (``grpc+tls``), trusting this CA. With ``tls_cert``/``tls_key`` (a client certificate
+        and its key, for masters that require mTLS) TLS is on too, trusting the system CAs
+        when ``tls_ca`` is not given. None of them: plain text.
 
     Use as a context manager, or call :meth:`close` to send the last access reports.
 
@@ -179,14 +212,16 @@ class Client:
     """
 
     def __init__(self, masters: Sequence[str] | str, *, route_ttl: float = 2.0, report_interval: float = 1.0,
-                 timeout: float = 30.0, max_attempts: int = 3, metadata: Mapping[str, str] | None = None) -> None:
+                 timeout: float = 30.0, max_attempts: int = 3, metadata: Mapping[str, str] | None = None,
+                 tls_ca: str | None = None, tls_cert: str | None = None, tls_key: str | None = None) -> None:
         joined = masters if isinstance(masters, str) else ",".join(masters)
         if not joined.strip():
             raise ValueError("masters: at least one HOST:PORT is required")
         self.timeout = timeout
         self.max_attempts = max(1, max_attempts)
-        self.routes = RouteCache(joined, ttl=route_ttl, timeout=min(timeout, 10.0), metadata=metadata)
-        self.reporter = AccessReporter(joined, interval=report_interval, metadata=metadata)
+        context, self._flight_tls = _tls(tls_ca, tls_cert, tls_key)
+        self.routes = RouteCache(joined, ttl=route_ttl, timeout=min(timeout, 10.0), metadata=metadata, ssl=context)
+        self.reporter = AccessReporter(joined, interval=report_interval, metadata=metadata, ssl=context)
         self.last = QueryInfo()
         self._flights: dict[str, fl.FlightClient] = {}
         self._lock = threading.Lock()
@@ -324,7 +359,11 @@ class Client:
         with self._lock:
             client = self._flights.get(addr)
             if client is None:
-                client = self._flights[addr] = fl.FlightClient(f"grpc://{addr}")
+                if self._flight_tls is None:
+                    client = fl.FlightClient(f"grpc://{addr}")
+                else:
+                    client = fl.FlightClient(f"grpc+tls://{addr}", **self._flight_tls)
+                self._flights[addr] = client
             return client
 
     def _drop(self, worker: str) -> None:

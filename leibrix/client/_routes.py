@@ -29,6 +29,7 @@ only ``GetDataset``/``ListEpochs`` are cached; while it is not,
 
 from __future__ import annotations
 
+import ssl as _ssl
 import threading
 import time
 from collections.abc import Mapping
@@ -162,8 +163,9 @@ def build_coverage(tenant: str, dataset: str, catalog: _Catalog, routes: list[cp
 
 
 async def fetch_coverage(masters: str, tenant: str, dataset: str, start: datetime | None, end: datetime | None,
-                         *, timeout: float = 10.0, metadata: Mapping[str, str] | None = None) -> Coverage:
-    """Ask a master for a dataset's routes and epochs in ``[start, end)`` (None: unbounded)."""
+                         *, timeout: float = 10.0, metadata: Mapping[str, str] | None = None,
+                         ssl: _ssl.SSLContext | None = None) -> Coverage:
+    """Ask a master for a dataset's routes and epochs in ``[start, end)`` (None: unbounded); TLS with ``ssl``."""
     lo, hi = to_ms(start), to_ms(end)
 
     async def rpc(stub: cp.ManagementServiceStub) -> Coverage:
@@ -176,7 +178,7 @@ async def fetch_coverage(masters: str, tenant: str, dataset: str, start: datetim
                                                                  time_range=time_range))
         return build_coverage(tenant, dataset, catalog, list(routes.routes), lo, hi, "resolve")
 
-    reply, _ = await call(masters, rpc, timeout=timeout, metadata=metadata)
+    reply, _ = await call(masters, rpc, timeout=timeout, metadata=metadata, ssl=ssl)
     return reply
 
 
@@ -186,12 +188,15 @@ class RouteCache:
     With ``watch`` (the default) each tenant queried is subscribed to
     (:class:`RouteWatcher`); while its subscription is synced, routes come from
     it and only the dataset's description and epoch list are fetched (and
-    cached for ``ttl``). :meth:`close` ends the subscriptions.
+    cached for ``ttl``). :meth:`close` ends the subscriptions. Every master call
+    and subscription speaks TLS with ``ssl`` (:func:`leibrix.client._call.tls_context`).
     """
 
     def __init__(self, masters: str, *, ttl: float = 2.0, timeout: float = 10.0,
-                 metadata: Mapping[str, str] | None = None, watch: bool = True) -> None:
+                 metadata: Mapping[str, str] | None = None, watch: bool = True,
+                 ssl: _ssl.SSLContext | None = None) -> None:
         self.masters = masters
+        self.ssl = ssl
         self.ttl = ttl
         self.timeout = timeout
         self.metadata = dict(metadata or {})
@@ -201,7 +206,7 @@ class RouteCache:
         #: ``ResolveRoute`` rounds (the fallback) and ``GetDataset``+``ListEpochs`` rounds made.
         self.fetches = 0
         self.catalog_fetches = 0
-        self.watcher = RouteWatcher(masters, metadata=metadata) if watch else None
+        self.watcher = RouteWatcher(masters, metadata=metadata, ssl=ssl) if watch else None
 
     def get(self, tenant: str, dataset: str, start: datetime | None, end: datetime | None) -> Coverage:
         lo, hi = to_ms(start), to_ms(end)
@@ -218,7 +223,7 @@ class RouteCache:
         if hit is not None and time.monotonic() - hit.fetched_at < self.ttl:
             return hit
         coverage = trio.run(lambda: fetch_coverage(self.masters, tenant, dataset, start, end,
-                                                   timeout=self.timeout, metadata=self.metadata))
+                                                   timeout=self.timeout, metadata=self.metadata, ssl=self.ssl))
         with self._lock:
             self._entries[key] = coverage
             self.fetches += 1
@@ -232,7 +237,7 @@ class RouteCache:
 
         async def fetch() -> _Catalog:
             reply, _ = await call(self.masters, lambda stub: _catalog(stub, tenant, dataset), timeout=self.timeout,
-                                  metadata=self.metadata)
+                                  metadata=self.metadata, ssl=self.ssl)
             return reply
 
         catalog = trio.run(fetch)

@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import ssl as _ssl
 import threading
 from collections.abc import Mapping
 
@@ -47,16 +48,20 @@ class RouteWatcher:
     ----------
     masters:
         Comma-separated ``HOST:PORT`` list; any master (leader or follower) serves routes.
+    ssl:
+        TLS to the masters (:func:`leibrix.client._call.tls_context`); plain text when None.
     backoff_initial, backoff_max:
         Seconds before reconnecting after a failed or ended stream, doubling up to the maximum.
     """
 
-    def __init__(self, masters: str, *, metadata: Mapping[str, str] | None = None, backoff_initial: float = 0.2,
+    def __init__(self, masters: str, *, metadata: Mapping[str, str] | None = None, ssl: _ssl.SSLContext | None = None,
+                 backoff_initial: float = 0.2,
                  backoff_max: float = 5.0) -> None:
         self.addresses = [a.strip() for a in masters.split(",") if a.strip()]
         for a in self.addresses:
             split_hostport(a, what="masters")
         self.metadata = dict(metadata or {})
+        self.ssl = ssl
         self.backoff_initial = backoff_initial
         self.backoff_max = backoff_max
         self._lock = threading.Lock()
@@ -139,7 +144,7 @@ class RouteWatcher:
         while True:
             addr = self.addresses[index % len(self.addresses)]
             host, port = split_hostport(addr, what="masters")
-            channel = Channel(host, port)
+            channel = Channel(host, port, ssl=self.ssl)
             try:
                 if await self._subscribe(channel, tenant):
                     delay = self.backoff_initial

@@ -2,18 +2,22 @@
 
 Certificates are minted here (:mod:`tests.support.certs`). A worker's stream
 is accepted only when its client certificate names its id and allows its
-pool; the right certificate joins, loads and serves Arrow Flight over TLS.
+pool; the right certificate joins, loads and serves Arrow Flight over TLS,
+which the query client (and ``leibrix query``) dials with the CA it is given.
 """
 
 from __future__ import annotations
 
 import json
+import os
+import sys
 from pathlib import Path
 
 import pyarrow.flight as fl
 import trio
 
 from leibrix.client._call import call, tls_context
+from leibrix.client._query import Client
 from leibrix.master._master import Master
 from leibrix.wire._proto import leibrix_cp as cp
 from tests.support.admission import admission, all_ready, quota
@@ -115,3 +119,27 @@ async def test_a_worker_joins_only_with_a_certificate_naming_its_id_and_pool(etc
 
     assert await trio.to_thread.run_sync(flights) == {("orders",): ROWS_PER_DAY}
     assert isinstance(await trio.to_thread.run_sync(plain), fl.FlightError), "plain text to the TLS Flight port"
+
+    # the query client: TLS (with the operator's certificate) to the master, grpc+tls trusting the CA to the worker
+    def query() -> tuple[int, list[str], int]:
+        with Client(addr, tls_ca=ca.pem, tls_cert=operator.cert, tls_key=operator.key, timeout=20) as client:
+            table = client.query("other", "orders", "SELECT count(*) AS n FROM orders", resident_only=True)
+            answered = client.last.workers
+        return table.column("n")[0].as_py(), answered, client.reporter.sent_batches
+
+    n, answered, reports = await trio.to_thread.run_sync(query)
+    assert (n, answered) == (ROWS_PER_DAY, ["w-good"])
+    assert reports >= 1, "the access report reached the master over TLS"
+
+    # leibrix query: --tls-ca, and the client certificate from the client config file
+    config = tmp_path / "client.yaml"
+    config.write_text(f"tls_cert: {operator.cert}\ntls_key: {operator.key}\n")
+    env = {k: v for k, v in os.environ.items() if not k.startswith("LEIBRIX_")}
+    with trio.fail_after(60):
+        done = await trio.run_process(
+            [sys.executable, "-m", "leibrix", "query", "SELECT count(*) AS n FROM orders", "--master", addr,
+             "--tls-ca", ca.pem, "--tenant", "other", "--dataset", "orders", "--resident-only", "-o", "json"],
+            env={**env, "LEIBRIX_CONFIG": str(config)}, capture_stdout=True, capture_stderr=True, check=False)
+    assert done.returncode == 0, done.stderr.decode(errors="replace")
+    assert json.loads(done.stdout) == {"n": ROWS_PER_DAY}
+    assert "from w-good" in done.stderr.decode(errors="replace")
