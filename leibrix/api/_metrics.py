@@ -21,6 +21,23 @@ Two kinds of series join the core ones of :class:`leibrix.api._http.Metrics`:
   one line per epoch state transition (INFO on the leader, DEBUG elsewhere),
   with ``tenant``, ``dataset`` and ``epoch`` as fields.
 
+:class:`ClusterCollector` also installs the hooks of the modules that count
+on their own paths, and exports what they observed (leader-only where the
+leader does the work):
+
+* ``leibrix_placement_pass_seconds`` (histogram): scheduling passes
+  (``Coordinator.schedule``, through ``AdmissionService.hooks``);
+* ``leibrix_evict_commands_total{reason}``: ``evict_epoch`` commands sent by
+  ``Ledger.send_evict``, by kind (``leibrix.control._ledger.evict_kind``);
+* ``leibrix_worker_heartbeat_lag_seconds`` (histogram): each heartbeat's gap
+  since the worker's previous one (``Membership.on_heartbeat``);
+* ``leibrix_etcd_request_seconds{op}`` (histogram) and
+  ``leibrix_etcd_request_errors_total{op,error}``: every etcd request of this
+  master, by operation (``EtcdClient.observe``; every master).
+
+Route subscribers (``leibrix_route_subscribers``) are read from
+``RouteTable.subscriber_count``.
+
 :class:`RpcMetrics` counts ManagementService calls by method and gRPC
 status, with a latency histogram of ``AdmitDataset`` (observed by the gRPC
 server's guard, at the API boundary).
@@ -31,7 +48,7 @@ from __future__ import annotations
 import logging
 from collections import Counter as Tally
 from collections.abc import Callable, Iterable, Iterator
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 import trio
 from prometheus_client import CollectorRegistry, Counter, Histogram
@@ -53,6 +70,12 @@ log = logging.getLogger("leibrix.epochs")
 HEARTBEAT_AGE_BUCKETS = (0.5, 1.0, 2.5, 5.0, 10.0, 20.0, 30.0, 60.0)
 #: Upper bounds (seconds) of load durations.
 LOAD_BUCKETS = (0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0, 900.0, 1800.0)
+#: Upper bounds (seconds) of scheduling passes.
+PASS_BUCKETS = (0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0)
+#: Upper bounds (seconds) of heartbeat lags.
+LAG_BUCKETS = (0.25, 0.5, 1.0, 2.0, 3.0, 5.0, 10.0, 20.0, 30.0)
+#: Upper bounds (seconds) of etcd requests.
+ETCD_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0)
 #: Upper bounds (seconds) of AdmitDataset latencies.
 ADMIT_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
 #: States an epoch is (being) resident in: leaving them for RETIRING or PENDING withdraws it.
@@ -183,6 +206,31 @@ class ClusterCollector(Collector):
         self._leading = leading
         self._leader = leader
         self._masters = masters
+        # counted on their own paths through the modules' hooks (unregistered: collect() yields them)
+        self.pass_seconds = Histogram("leibrix_placement_pass_seconds", "duration of scheduling passes",
+                                      buckets=PASS_BUCKETS, registry=None)
+        self.evict_commands = Counter("leibrix_evict_commands", "evict_epoch commands sent to workers, by reason",
+                                      ["reason"], registry=None)
+        self.heartbeat_lag = Histogram("leibrix_worker_heartbeat_lag_seconds",
+                                       "gap between a worker's consecutive heartbeats, per heartbeat",
+                                       buckets=LAG_BUCKETS, registry=None)
+        self.etcd_seconds = Histogram("leibrix_etcd_request_seconds", "etcd request latency (every endpoint "
+                                      "tried), by operation", ["op"], buckets=ETCD_BUCKETS, registry=None)
+        self.etcd_errors = Counter("leibrix_etcd_request_errors", "etcd requests that failed, by operation and "
+                                   "error", ["op", "error"], registry=None)
+        hooks = getattr(admission, "hooks", None)
+        if hooks is not None:
+            hooks.pass_seconds = self.pass_seconds.observe
+            hooks.evict = lambda reason: self.evict_commands.labels(reason).inc()
+        hub.on_heartbeat = self.heartbeat_lag.observe
+        etcd = getattr(getattr(admission, "leadership", None), "etcd", None)
+        if etcd is not None:
+            etcd.observe = self._etcd
+
+    def _etcd(self, op: str, seconds: float, error: str | None) -> None:
+        self.etcd_seconds.labels(op).observe(seconds)
+        if error is not None:
+            self.etcd_errors.labels(op, error).inc()
 
     def collect(self) -> Iterator[Metric]:
         """Every series, read now."""
@@ -195,6 +243,11 @@ class ClusterCollector(Collector):
         if self._leading():
             yield from self._workers()
             yield self._heat()
+            yield from self.pass_seconds.collect()
+            yield from self.evict_commands.collect()
+            yield from self.heartbeat_lag.collect()
+        yield from self.etcd_seconds.collect()
+        yield from self.etcd_errors.collect()
         yield from self._epochs()
         yield from self._tenants()
         yield self._subscribers()
@@ -303,8 +356,7 @@ class ClusterCollector(Collector):
     def _subscribers(self) -> Metric:
         fam = GaugeMetricFamily("leibrix_route_subscribers", "WatchRoutes streams open on this master, by tenant",
                                 labels=["tenant"])
-        subs: dict[str, Any] = getattr(self.admission.routes, "_subscribers", {})
-        for tenant in sorted(set(self.admission.state.tenant_ids()) | subs.keys()):
-            channels = list(subs.get(tenant, ()))
-            fam.add_metric([tenant], sum(1 for ch in channels if ch.statistics().open_receive_channels > 0))
+        routes = self.admission.routes
+        for tenant in sorted(self.admission.state.tenant_ids()):
+            fam.add_metric([tenant], routes.subscriber_count(tenant))
         return fam

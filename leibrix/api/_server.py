@@ -14,7 +14,9 @@ repeat them:
   trailing metadata ``leibrix-leader`` (grpclib lets a handler send its own
   trailers with ``Stream.send_trailing_metadata``; once sent, grpclib's own
   exception-to-status step is skipped); an unreachable etcd is ``UNAVAILABLE``
-  too, because a retry may succeed. Anything else stays grpclib's ``UNKNOWN``
+  too, because a retry may succeed. An error that carries a ``retry_after_ms``
+  hint (an admission shed as ``Overloaded``, ``RESOURCE_EXHAUSTED``) sends it
+  as trailing metadata ``retry-after-ms``. Anything else stays grpclib's ``UNKNOWN``
   and is logged: it is a bug, never the caller's fault.
 * **Hostile input.** Requests are decoded by :class:`leibrix.api._decode.RequestCodec`
   (bytes that do not parse, or a request over 4 MiB, get ``INVALID_ARGUMENT`` /
@@ -125,6 +127,10 @@ def _as_api_error(exc: BaseException) -> ApiError | None:
 Observe = Callable[[str, str, float], None]
 
 
+#: Trailing metadata of a shed call: milliseconds the caller should wait before retrying.
+RETRY_AFTER_METADATA = "retry-after-ms"
+
+
 def _guard(func: Callable[[grpclib.server.Stream], Any], path: str = "",
            observe: Observe | None = None) -> Callable[[grpclib.server.Stream], Any]:
     """Wrap one grpclib handler with the ApiError -> status (+ leader metadata) mapping (and ``observe``)."""
@@ -142,6 +148,9 @@ def _guard(func: Callable[[grpclib.server.Stream], Any], path: str = "",
             code = err.status.name
             log.debug("%s answered %s: %s", func.__qualname__, err.status.name, err.message)
             metadata = {LEADER_METADATA: err.leader} if isinstance(err, Unavailable) and err.leader else None
+            retry_after = getattr(err, "retry_after_ms", None)
+            if isinstance(retry_after, int) and retry_after >= 0:
+                metadata = {**(metadata or {}), RETRY_AFTER_METADATA: str(retry_after)}
             try:
                 await stream.send_trailing_metadata(
                     status=err.status, status_message=err.message, metadata=metadata

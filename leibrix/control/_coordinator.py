@@ -37,7 +37,7 @@ from typing import Any
 
 import trio
 
-from leibrix.control._ledger import CoordinatorConfig, Ledger
+from leibrix.control._ledger import ControlHooks, CoordinatorConfig, Ledger
 from leibrix.control._retirement import Retirement
 from leibrix.control._scheduling import Scheduler
 from leibrix.control._worker_events import WorkerEvents
@@ -64,8 +64,8 @@ class Coordinator(Ledger):
 
     def __init__(self, *, state: ClusterState, commit: Callable[..., Awaitable[int]], keys: Keys,
                  hub: WorkerDirectory | None, config: CoordinatorConfig = CoordinatorConfig(),
-                 clock: Callable[[], float] = time.monotonic) -> None:
-        super().__init__(state=state, commit=commit, keys=keys, hub=hub, config=config, clock=clock)
+                 clock: Callable[[], float] = time.monotonic, hooks: ControlHooks | None = None) -> None:
+        super().__init__(state=state, commit=commit, keys=keys, hub=hub, config=config, clock=clock, hooks=hooks)
         self._scheduler = Scheduler(self)
         self._retirement = Retirement(self)
         self._events = WorkerEvents(self, self._scheduler, self._retirement)
@@ -116,9 +116,14 @@ class Coordinator(Ledger):
         return max(0.01, min(waits)) if waits else math.inf
 
     async def schedule(self) -> None:
-        """One scheduling pass (``leibrix.control._scheduling``)."""
+        """One scheduling pass (``leibrix.control._scheduling``); its duration goes to ``hooks.pass_seconds``
+        (a pass that fails on an etcd error counts too)."""
         async with self.lock:
-            await self._scheduler.schedule_locked()
+            started = time.perf_counter()
+            try:
+                await self._scheduler.schedule_locked()
+            finally:
+                self.hooks.pass_seconds(time.perf_counter() - started)
 
     # ------------------------------------------------------------ retirement
 

@@ -10,6 +10,15 @@ else of each other's state. It holds:
   fed since the last checkpoint, and replicas this term withdrew from a
   worker (so a status the worker sent before its evict arrived is known to
   be late, not bogus).
+* **Expected bytes** (:meth:`Ledger.expected_bytes`): what one replica of
+  an epoch will occupy. A loaded epoch is charged the bytes its worker
+  measured; an epoch not loaded yet is charged its estimate scaled by the
+  ratio of measured to planned bytes seen on its dataset's loaded epochs
+  (else its tenant's), never below the estimate; a size the admission
+  hinted (``bytes_per_epoch``) is the operator's figure and is not scaled. Placement, the workers'
+  reservations (:meth:`Ledger.reserved`) and budgets all count in these
+  units, so a candidate is never placed on room that only an estimate
+  leaves next to measured residents.
 * **Heat and benefit**: ``benefit = scan_cost × heat ÷ memory``, with heat
   leader-local and seeded lazily from the stored checkpoints, each tenant's
   heat scaled by its fair share (``leibrix.domain._heat.fair_share``: a
@@ -22,13 +31,15 @@ else of each other's state. It holds:
   records; a lock holder flushes first, so it never reads a stale copy of a
   staged epoch.
 * **Commands** to workers through the hub (``WorkerDirectory``).
+* **Hooks** (:class:`ControlHooks`): the metrics observe each scheduling
+  pass's duration and each ``evict_epoch`` sent, by kind (:func:`evict_kind`).
 """
 
 from __future__ import annotations
 
 import time
 from collections.abc import Awaitable, Callable, Iterable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 import trio
@@ -54,7 +65,7 @@ from leibrix.wire._proto import leibrix_cp as cp
 from leibrix.workers._protocols import WorkerDirectory
 from leibrix.control._loadplan import assignment
 
-__all__ = ["CoordinatorConfig", "Ledger", "live_replicas"]
+__all__ = ["ControlHooks", "CoordinatorConfig", "Ledger", "evict_kind", "live_replicas"]
 
 #: Withdrawn assignments remembered per term (see ``Ledger.withdrawn``); the oldest are forgotten first.
 _WITHDRAWN_MAX = 65_536
@@ -95,9 +106,48 @@ class CoordinatorConfig:
     orphan_ttl_s: float = 600.0
 
 
+def _ignore(*_: object) -> None:
+    return None
+
+
+@dataclass(slots=True)
+class ControlHooks:
+    """What the control loop reports to its observers (the metrics); every hook is a no-op by default.
+
+    One instance lives as long as the master (``AdmissionService.hooks``),
+    shared by the coordinators of its terms.
+    """
+
+    #: Seconds one scheduling pass took (``Coordinator.schedule``, waiting for the lock excluded).
+    pass_seconds: Callable[[float], None] = field(default=_ignore)
+    #: One ``evict_epoch`` command sent, by kind (:func:`evict_kind`).
+    evict: Callable[[str], None] = field(default=_ignore)
+
+
+#: (needle in the reason, kind) in the order :func:`evict_kind` tries them.
+_EVICT_KINDS = (("displaced", "displaced"), ("moved", "moved"), ("withdrawn", "withdrawn"),
+                ("not assigned", "unassigned"), ("reloading", "reloading"), ("replaced by", "retired"),
+                ("retir", "retired"), ("retention", "retired"), ("drop", "retired"), ("fail", "load_failed"),
+                ("retrying", "load_failed"))
+
+
+def evict_kind(reason: str) -> str:
+    """The bounded kind of an ``evict_epoch`` reason: ``displaced`` (a higher-benefit epoch or a guarantee
+    claim took its room), ``moved`` (rebalance, drain), ``withdrawn`` (a late status of a withdrawn
+    assignment), ``unassigned`` (a worker's inventory holds it unasked), ``reloading``, ``retired``
+    (refresh, retention, drop, RetireEpoch), ``load_failed``, else ``other``."""
+    text = reason.lower()
+    return next((kind for needle, kind in _EVICT_KINDS if needle in text), "other")
+
+
 def live_replicas(e: Epoch) -> list[Replica]:
     """The epoch's replicas that are not being evicted."""
     return [r for r in e.replicas if r.state != EVICTING]
+
+
+def _measured(e: Epoch) -> bool:
+    """Whether ``e``'s bytes were measured by a load (they replace the estimate once one is accepted)."""
+    return e.planned_bytes > 0 and e.memory_bytes != e.planned_bytes
 
 
 def strategy_name(code: int) -> str:
@@ -121,8 +171,9 @@ class Ledger:
 
     def __init__(self, *, state: ClusterState, commit: Callable[..., Awaitable[int]], keys: Keys,
                  hub: WorkerDirectory | None, config: CoordinatorConfig = CoordinatorConfig(),
-                 clock: Callable[[], float] = time.monotonic) -> None:
+                 clock: Callable[[], float] = time.monotonic, hooks: ControlHooks | None = None) -> None:
         self.state = state
+        self.hooks = hooks if hooks is not None else ControlHooks()
         self._commit = commit
         self.keys = keys
         self.hub = hub
@@ -142,6 +193,10 @@ class Ledger:
         #: an eviction, a retirement, a failed load).
         self.withdrawn: dict[tuple[str, str, str], str] = {}
         self._waiters: dict[EpochKey, list[trio.Event]] = {}
+        #: (tenant, dataset) and (tenant, "") → [measured bytes, planned bytes] summed over measured epochs.
+        self._ratios: dict[tuple[str, str], list[int]] = {}
+        #: worker → charged epochs with a replica there whose bytes are still an estimate (loads in flight).
+        self._estimated_on: dict[str, set[EpochKey]] = {}
         #: Serialises every read-modify-write of epoch records (scheduling, worker events, admissions'
         #: evictions): without it two writers could each commit a copy of the same epoch and lose the other's.
         self.lock = trio.Lock()
@@ -187,8 +242,30 @@ class Ledger:
             self.repair.add(key)
         else:
             self.repair.discard(key)
+        self._track_bytes(old, -1)
+        self._track_bytes(new, 1)
         for ev in self._waiters.pop(key, ()):
             ev.set()
+
+    def _track_bytes(self, e: Epoch | None, sign: int) -> None:
+        if e is None:
+            return
+        if _measured(e):
+            for k in ((e.tenant_id, e.dataset_id), (e.tenant_id, "")):
+                sums = self._ratios.setdefault(k, [0, 0])
+                sums[0] += sign * e.memory_bytes
+                sums[1] += sign * e.planned_bytes
+                if sums[1] <= 0:
+                    del self._ratios[k]
+        elif e.state in CHARGED and e.replicas:
+            for w in e.worker_ids():
+                keys = self._estimated_on.setdefault(w, set())
+                if sign > 0:
+                    keys.add(e.key)
+                else:
+                    keys.discard(e.key)
+                    if not keys:
+                        del self._estimated_on[w]
 
     async def changed(self, key: EpochKey) -> None:
         """Return at the next stored change of the epoch ``key``."""
@@ -254,6 +331,24 @@ class Ledger:
         mem = np.fromiter((max(1, e.memory_bytes) for e in epochs), float, len(epochs))
         return pl.benefit(scan, heat, mem).tolist()
 
+    def expected_bytes(self, e: Epoch) -> int:
+        """Bytes one replica of ``e`` is expected to occupy (see the module docstring)."""
+        if _measured(e):
+            return e.memory_bytes
+        ds = self.dataset_of(e)
+        if ds is not None and ds.request.hints.bytes_per_epoch == e.planned_bytes:
+            return e.memory_bytes  # the operator's own figure, held to exactly (as validation does)
+        sums = self._ratios.get((e.tenant_id, e.dataset_id)) or self._ratios.get((e.tenant_id, ""))
+        if not sums or sums[1] <= 0:
+            return e.memory_bytes
+        ratio = min(max(1.0, sums[0] / sums[1]), self.config.bytes_tolerance)
+        return int(e.memory_bytes * ratio)
+
+    def charge_of(self, e: Epoch) -> tuple[int, float]:
+        """(memory bytes, CPU cores) ``e`` will charge its tenant, in expected bytes (all target replicas)."""
+        n = self.state.replication(e)
+        return self.expected_bytes(e) * n, e.cpu_cores * n
+
     def benefit(self, e: Epoch, now: float) -> float:
         """One epoch's benefit (see ``benefits``)."""
         return self.benefits([e], now)[0]
@@ -277,8 +372,13 @@ class Ledger:
     # ------------------------------------------------------------ what workers hold
 
     def reserved(self, worker_id: str) -> tuple[int, float]:
-        """(memory bytes, CPU cores) reserved on a worker by replicas of charged epochs (the hub's ``reserved_fn``)."""
+        """(memory bytes, CPU cores) reserved on a worker by replicas of charged epochs (the hub's ``reserved_fn``),
+        the replicas still loading counted in expected bytes."""
         mem, cpu = self.state.reserved.get(worker_id, (0, 0.0))
+        for key in self._estimated_on.get(worker_id, ()):
+            e = self.state.epochs.get(key)
+            if e is not None:
+                mem += self.expected_bytes(e) - e.memory_bytes
         return int(mem), max(0.0, cpu)
 
     def replicas_on(self, worker_id: str) -> list[EpochKey]:
@@ -416,7 +516,9 @@ class Ledger:
         return await self.hub.send(worker_id, assignment(e, self.dataset_of(e), worker_id))
 
     async def send_evict(self, key: EpochKey, worker_id: str, reason: str) -> bool:
-        """Push ``common_ack`` ``evict_epoch`` (payload dataset_id, epoch_id, reason) to one worker."""
+        """Push ``common_ack`` ``evict_epoch`` (payload dataset_id, epoch_id, reason) to one worker; counted
+        by kind (``hooks.evict``)."""
         if self.hub is None:
             return False
+        self.hooks.evict(evict_kind(reason))
         return await self.hub.evict(worker_id, *key, reason)

@@ -48,9 +48,9 @@ __all__ = ["Round", "Scheduler"]
 log = logging.getLogger(__name__)
 
 
-def _per_replica(e: Epoch) -> Amount:
-    """What one replica of ``e`` occupies on its worker."""
-    return Amount(1, e.memory_bytes, e.cpu_cores)
+def _per_replica(ledger: Ledger, e: Epoch) -> Amount:
+    """What one replica of ``e`` occupies on its worker (in expected bytes: ``Ledger.expected_bytes``)."""
+    return Amount(1, ledger.expected_bytes(e), e.cpu_cores)
 
 
 class Round:
@@ -61,17 +61,25 @@ class Round:
         self._pools: dict[str, list[pl.WorkerSpec]] = {}
         self._extra: dict[str, Amount] = {}
         self._residents: dict[tuple[str, ...], dict[EpochKey, Epoch]] = {}
-        #: Per tenant: memory this pass charged (placements) or released (displacements), not stored yet.
-        self._charged: dict[str, int] = {}
+        #: Per tenant: what this pass charged (placements) or released (displacements), not stored yet.
+        self._charged: dict[str, Amount] = {}
+
+    def usage(self, tenant_id: str) -> Amount:
+        """The tenant's charged epochs, memory and CPU: its stored usage plus this pass's placements and
+        displacements."""
+        t = self.ledger.state.tenants.get(tenant_id)
+        u = Amount(t.usage.epochs, t.usage.memory_bytes, t.usage.cpu_cores) if t is not None else NO_AMOUNT
+        return u + self._charged.get(tenant_id, NO_AMOUNT)
 
     def charged(self, tenant_id: str) -> int:
-        """The tenant's charged memory: its stored usage plus this pass's placements and displacements."""
-        t = self.ledger.state.tenants.get(tenant_id)
-        return (t.usage.memory_bytes if t is not None else 0) + self._charged.get(tenant_id, 0)
+        """The tenant's charged memory (see ``usage``)."""
+        return int(self.usage(tenant_id).memory_bytes)
 
     def charge(self, e: Epoch, sign: int = 1) -> None:
-        """Count ``e``'s charge (all replicas) in its tenant's memory for the rest of the pass (-1: release it)."""
-        self._charged[e.tenant_id] = self._charged.get(e.tenant_id, 0) + sign * self.ledger.state.charge_of(e)[0]
+        """Count ``e``'s charge (all replicas) in its tenant's usage for the rest of the pass (-1: release it);
+        a placement is charged in expected bytes, a release what the resident is charged."""
+        mem, cpu = self.ledger.charge_of(e) if sign > 0 else self.ledger.state.charge_of(e)
+        self._charged[e.tenant_id] = self._charged.get(e.tenant_id, NO_AMOUNT) + Amount(sign, sign * mem, sign * cpu)
 
     def _eligible(self, pool: str) -> list[pl.WorkerSpec]:
         ws = self._pools.get(pool)
@@ -97,7 +105,7 @@ class Round:
 
     def release(self, e: Epoch, workers: Iterable[str], sign: int = 1) -> None:
         """Credit back an evicted epoch's replicas within this pass (``sign=-1`` undoes it)."""
-        one = _per_replica(e)
+        one = Amount(1, e.memory_bytes, e.cpu_cores)
         for w in workers:
             self._add(w, NO_AMOUNT - one if sign > 0 else one)
 
@@ -130,7 +138,8 @@ class Round:
                 if len(existing) >= want or len(ids | set(existing)) < want:
                     continue
                 item = epoch_name(e.key)
-                items.append(pl.ItemSpec(key=item, memory_bytes=e.memory_bytes, cpu_cores=e.cpu_cores, replicas=want))
+                items.append(pl.ItemSpec(key=item, memory_bytes=ledger.expected_bytes(e), cpu_cores=e.cpu_cores,
+                                         replicas=want))
                 if existing:
                     held[item] = tuple(existing)
             if not items:
@@ -141,7 +150,7 @@ class Round:
                 if got:
                     new = tuple(w for w in got if w not in existing)
                     for w in new:
-                        self._add(w, _per_replica(e))
+                        self._add(w, _per_replica(ledger, e))
                     out[e.key] = new
         return out
 
@@ -181,16 +190,16 @@ class Scheduler:
                 sends.extend((new, w) for w in got)
         await trio.lowlevel.checkpoint()
         # 2. residency by benefit: budgets first (in benefit order), then one placement call per group
-        fits = self._within_budgets(now)
+        fits, short = self._within_budgets(now)
         await trio.lowlevel.checkpoint()
         placed = rounds.place_many([(e, ()) for e in fits])
         displaced: set[EpochKey] = set()
         attempts = 0
-        for i, e in enumerate(fits):
+        for i, (e, over_budget) in enumerate([(e, False) for e in fits] + [(e, True) for e in short]):
             if i % 500 == 499:
                 await trio.lowlevel.checkpoint()
-            got = placed.get(e.key)
-            if not got and attempts < config.max_displacements:
+            got = placed.get(e.key) if not over_budget else ()
+            if not got and attempts < config.max_displacements and e.key not in displaced:
                 attempts += 1
                 got = self._displace_for(e, now, rounds, displaced, changed, evicts)
             if not got:
@@ -227,9 +236,10 @@ class Scheduler:
             if i % 256 == 255:
                 await trio.lowlevel.checkpoint()  # let the hub's senders drain their queues
 
-    def _within_budgets(self, now: float) -> list[Epoch]:
-        """PENDING epochs due now, by tenant priority then benefit, that their tenant's budgets can take
-        together (at most ``max_candidates``)."""
+    def _within_budgets(self, now: float) -> tuple[list[Epoch], list[Epoch]]:
+        """PENDING epochs due now, by tenant priority then benefit: those their tenant's budgets can take
+        together (at most ``max_candidates``), and the first ``max_displacements`` of those they cannot (each
+        may still displace its own tenant's residents, ``_displace_for``)."""
         ledger = self.ledger
         state = ledger.state
         candidates = [e for k in ledger.pending if (e := state.epochs.get(k)) is not None and e.retry_at <= now]
@@ -241,62 +251,92 @@ class Scheduler:
                                        -eb[1], eb[0].key))
         charged: dict[str, Amount] = {}
         fits: list[Epoch] = []
+        short: list[Epoch] = []
         for e, _ in order:
             if len(fits) >= ledger.config.max_candidates:
                 break
             tenant = state.tenants.get(e.tenant_id)
             if tenant is None or ledger.dataset_of(e) is None:
                 continue
-            mem, cpu = state.charge_of(e)
+            mem, cpu = ledger.charge_of(e)
             u = tenant.usage
             probe = Amount(u.epochs, u.memory_bytes, u.cpu_cores) + charged.get(e.tenant_id, NO_AMOUNT)
             if budget_shortfall(tenant.quota, probe, memory_bytes=mem, cpu_cores=cpu, epochs=1):
+                if len(short) < ledger.config.max_displacements:
+                    short.append(e)
                 continue
             charged[e.tenant_id] = charged.get(e.tenant_id, NO_AMOUNT) + Amount(1, mem, cpu)
             fits.append(e)
-        return fits
+        return fits, short
 
     def _displace_for(self, cand: Epoch, now: float, rounds: Round, displaced: set[EpochKey],
                       changed: list[Epoch], evicts: list[tuple[Epoch, str, str]]) -> tuple[str, ...]:
-        """Make room for ``cand`` by evicting READY residents of its pool that it beats by the hysteresis.
+        """Make room for ``cand`` by evicting READY residents that it beats by the hysteresis.
 
-        ``leibrix.placement.eviction_candidates`` picks the cheapest residents
-        to evict among those open to ``cand`` (:meth:`_open_to`: each must be
-        worse than the candidate by ≥ the hysteresis factor, unless ``cand``
-        claims its tenant's guarantee); the eviction happens only if the
-        candidate can then really be placed, so no resident is evicted for nothing.
+        Two shortages are made up, in this order:
+
+        * **budget**: while ``cand`` does not fit its tenant's budgets, the
+          tenant's own residents go, lowest benefit first, each only if
+          ``cand``'s benefit is at least the hysteresis factor times its own
+          (another tenant's evictions would free no budget of this one);
+        * **capacity**: if ``cand`` still finds no workers,
+          ``leibrix.placement.eviction_candidates`` picks the cheapest residents
+          to evict among those open to it (:meth:`_open_to`: each must be
+          worse than the candidate by ≥ the hysteresis factor, unless ``cand``
+          claims its tenant's guarantee).
+
+        The evictions happen only if the candidate can then really be placed,
+        so no resident is evicted for nothing.
         """
         ledger = self.ledger
         state = ledger.state
         tenant = state.tenants.get(cand.tenant_id)
-        cost = state.charge_of(cand)[0]
-        claim = tenant is not None and below_guarantee(tenant.quota, rounds.charged(cand.tenant_id), cost)
+        if tenant is None:
+            return ()
+        cost, cost_cpu = ledger.charge_of(cand)
+        claim = below_guarantee(tenant.quota, rounds.charged(cand.tenant_id), cost)
         open_to = self._open_to(cand, rounds, displaced, now, claim=claim)
-        if not open_to:
-            return ()
-        ready = {epoch_name(e.key): e for e, _ in open_to}
         benefit = {epoch_name(e.key): b for e, b in open_to}
-        n = state.replication(cand)
         mine = ledger.benefit(cand, now)
-        # a claim beats every resident open to it, whatever the benefits (the cheapest still go first)
-        bid = max(mine, 2.0 * ledger.config.hysteresis * max(benefit.values()) + 1.0) if claim else mine
-        choice = pl.eviction_candidates(
-            [pl.Candidate(name, benefit[name], e.memory_bytes * len(e.replicas), e.cpu_cores * len(e.replicas))
-             for name, e in ready.items()],
-            [pl.Candidate(epoch_name(cand.key), bid, cand.memory_bytes * n,
-                          cand.cpu_cores * n)],
-            ledger.config.hysteresis,
-        )
-        if not choice.admit:
-            return ()
-        victims = [ready[name] for name in choice.evict]
+        hysteresis = ledger.config.hysteresis
+        victims: list[Epoch] = []
+        # budget: the tenant's own residents, lowest benefit first
+        probe = rounds.usage(cand.tenant_id)
+        own = sorted((eb for eb in open_to if eb[0].tenant_id == cand.tenant_id), key=lambda eb: (eb[1], eb[0].key))
+        while budget_shortfall(tenant.quota, probe, memory_bytes=cost, cpu_cores=cost_cpu, epochs=1):
+            if not own or mine < hysteresis * own[0][1]:
+                return ()
+            v, _ = own.pop(0)
+            victims.append(v)
+            mem, cpu = state.charge_of(v)
+            probe = probe - Amount(1, mem, cpu)
         for v in victims:
             rounds.release(v, v.worker_ids())
         placed = rounds.place(cand, existing=[])
         if not placed:
-            for v in victims:
-                rounds.release(v, v.worker_ids(), sign=-1)
-            return ()
+            # capacity: the cheapest residents open to the candidate that it beats by the hysteresis
+            taken = {v.key for v in victims}
+            rest = {epoch_name(e.key): e for e, _ in open_to if e.key not in taken}
+            choice = None
+            if rest:
+                n = state.replication(cand)
+                # a claim beats every resident open to it, whatever the benefits (the cheapest still go first)
+                bid = max(mine, 2.0 * hysteresis * max(benefit[k] for k in rest) + 1.0) if claim else mine
+                choice = pl.eviction_candidates(
+                    [pl.Candidate(name, benefit[name], e.memory_bytes * len(e.replicas),
+                                  e.cpu_cores * len(e.replicas)) for name, e in rest.items()],
+                    [pl.Candidate(epoch_name(cand.key), bid, ledger.expected_bytes(cand) * n, cand.cpu_cores * n)],
+                    hysteresis,
+                )
+            more = [rest[name] for name in choice.evict] if choice is not None and choice.admit else []
+            for v in more:
+                rounds.release(v, v.worker_ids())
+            victims.extend(more)
+            placed = rounds.place(cand, existing=[]) if more else ()
+            if not placed:
+                for v in victims:
+                    rounds.release(v, v.worker_ids(), sign=-1)
+                return ()
         why = f"claiming tenant {cand.tenant_id!r}'s guaranteed memory" if claim else "higher benefit"
         reason = (f"displaced by {epoch_name(cand.key)} {why}" if claim else
                   f"displaced by higher-benefit {epoch_name(cand.key)}")

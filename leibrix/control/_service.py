@@ -14,6 +14,7 @@ from prometheus_client import CollectorRegistry
 
 from leibrix.control._admission import AdmissionConfig, Admissions
 from leibrix.control._coordinator import Coordinator, CoordinatorConfig
+from leibrix.control._ledger import ControlHooks
 from leibrix.control._heat_checkpoint import HeatCheckpointer, checkpoint_counter
 from leibrix.control._janitor import Janitor, JanitorCounters
 from leibrix.control._refresh import Refresher
@@ -60,6 +61,8 @@ class AdmissionService:
         self._checkpointer: HeatCheckpointer | None = None
         self.heat_checkpoints = checkpoint_counter(registry)
         self.janitor_counters = JanitorCounters(registry)
+        #: The control loop's observation hooks, shared by every term's coordinator (the metrics set them).
+        self.hooks = ControlHooks()
 
     def attach(self, mirror: Mirror) -> None:
         """Register the state's tables on the master's Mirror (before it runs)."""
@@ -124,7 +127,7 @@ class AdmissionService:
         hub = self.hub
         keys = ctx.keys
         coord = Coordinator(state=self.state, commit=ctx.writer.commit, keys=keys, hub=hub,
-                            config=self.coordinator_config, clock=trio.current_time)
+                            config=self.coordinator_config, clock=trio.current_time, hooks=self.hooks)
         admissions = Admissions(state=self.state, coordinator=coord, keys=keys, requests=self.requests,
                                 config=self.admission_config)
         hub.attach(coord, pool_known=self.pool_known)

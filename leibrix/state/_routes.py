@@ -171,6 +171,11 @@ class RouteTable:
         return cp.ResolveRouteResponse(routes=[self.to_wire(r, e) for r, e in matches if r.epoch_id not in replaced])
 
     # -- WatchRoutes
+    def subscriber_count(self, tenant_id: str | None = None) -> int:
+        """Open ``WatchRoutes`` subscriptions (whose receiving side is still open) of a tenant, or of all."""
+        groups = self._subscribers.values() if tenant_id is None else [self._subscribers.get(tenant_id, set())]
+        return sum(1 for subs in groups for ch in list(subs) if ch.statistics().open_receive_channels > 0)
+
     def subscribe(self, tenant_id: str) -> trio.MemoryReceiveChannel[cp.RouteUpdate]:
         """A channel that gets the tenant's current routes, ``SNAPSHOT_DONE``, then every change."""
         current = sorted(self._routes.get(tenant_id, {}).items())

@@ -16,6 +16,12 @@ no client certificate); an ``http://`` endpoint together with ``tls`` is
 refused (``ValueError``), and members discovered at ``http://`` URLs are
 left out. The files are read once, at :meth:`EtcdClient.connect`.
 
+**Observation.** ``EtcdClient.observe``, when set, is called once per request
+with ``(operation, seconds, error)``: the operation (``range``, ``put``,
+``delete``, ``txn``, ...), the time the whole call took (every endpoint
+tried), and ``None`` or the error's class name (``EtcdUnavailable``,
+``EtcdRefused``). The metrics install it; nothing else depends on it.
+
 The values and errors the client takes and raises are defined in
 :mod:`leibrix.store._ops` and re-exported here, so callers import everything
 etcd-shaped from this one module.
@@ -139,6 +145,8 @@ class EtcdClient:
         self._closed = False
         self._creating = 0  # watch creations in flight (each in a worker thread)
         self._created = trio.Event()  # set when the last in-flight creation ends
+        #: ``(operation, seconds, error class name or None)`` per request (see the module docstring)
+        self.observe: Callable[[str, float, str | None], None] | None = None
 
     @classmethod
     async def connect(
@@ -280,14 +288,28 @@ class EtcdClient:
             return EtcdUnavailable(f"etcd: {exc}")
         raise exc
 
-    async def _call(self, fn: Callable[[], T], *, abandon_on_cancel: bool = True, retry: str = "always") -> T:
+    async def _call(self, fn: Callable[[], T], *, abandon_on_cancel: bool = True, retry: str = "always",
+                    op: str = "other") -> T:
         """Run ``fn`` in a thread; on no answer, run it again on the next endpoint.
 
         ``retry``: ``"always"`` (idempotent calls), ``"unsent"`` (writes: only
         when the failure proves the request never reached etcd) or ``"never"``.
         Every endpoint gets at most one attempt per call, each bounded by the
-        per-call deadline.
+        per-call deadline. ``op`` names the request for ``observe``.
         """
+        observe = self.observe
+        if observe is None:
+            return await self._attempts(fn, abandon_on_cancel, retry)
+        started = trio.current_time()
+        try:
+            out = await self._attempts(fn, abandon_on_cancel, retry)
+        except EtcdError as exc:
+            observe(op, trio.current_time() - started, type(exc).__name__)
+            raise
+        observe(op, trio.current_time() - started, None)
+        return out
+
+    async def _attempts(self, fn: Callable[[], T], abandon_on_cancel: bool, retry: str) -> T:
 
         def run() -> T:
             try:
@@ -315,12 +337,12 @@ class EtcdClient:
 
     async def get(self, key: str) -> KeyValue | None:
         """The key's current value and revisions, or ``None`` if it does not exist."""
-        resp = await self._call(lambda: self._kv_call("Range", rpc.RangeRequest(key=key.encode())))
+        resp = await self._call(lambda: self._kv_call("Range", rpc.RangeRequest(key=key.encode())), op="range")
         return _kv(resp.kvs[0]) if resp.kvs else None
 
     async def get_with_revision(self, key: str) -> tuple[KeyValue | None, int]:
         """Like :meth:`get`, plus the store revision the answer reflects (to watch from revision + 1)."""
-        resp = await self._call(lambda: self._kv_call("Range", rpc.RangeRequest(key=key.encode())))
+        resp = await self._call(lambda: self._kv_call("Range", rpc.RangeRequest(key=key.encode())), op="range")
         return (_kv(resp.kvs[0]) if resp.kvs else None), resp.header.revision
 
     async def get_prefix(self, prefix: str) -> tuple[list[KeyValue], int]:
@@ -353,18 +375,18 @@ class EtcdClient:
                     return out, revision
                 start = resp.kvs[-1].key + b"\0"
 
-        return await self._call(list_all)
+        return await self._call(list_all, op="range")
 
     async def put(self, key: str, value: bytes, *, lease: int = 0) -> int:
         """Unconditional write (tests and tools only: state writes go through a fenced txn)."""
         req = rpc.PutRequest(key=key.encode(), value=value, lease=lease)
-        resp = await self._call(lambda: self._kv_call("Put", req), retry="unsent")
+        resp = await self._call(lambda: self._kv_call("Put", req), retry="unsent", op="put")
         return resp.header.revision
 
     async def delete(self, key: str) -> bool:
         """Delete one key unconditionally; ``True`` if it existed."""
         req = rpc.DeleteRangeRequest(key=key.encode())
-        resp = await self._call(lambda: self._kv_call("DeleteRange", req), retry="unsent")
+        resp = await self._call(lambda: self._kv_call("DeleteRange", req), retry="unsent", op="delete")
         return resp.deleted > 0
 
     async def txn(
@@ -385,7 +407,7 @@ class EtcdClient:
             success=[_op_msg(op) for op in success],
             failure=[_op_msg(op) for op in failure],
         )
-        resp = await self._call(lambda: self._kv_call("Txn", req), retry="unsent")
+        resp = await self._call(lambda: self._kv_call("Txn", req), retry="unsent", op="txn")
         return TxnResult(resp.succeeded, resp.header.revision)
 
     # -- leases -------------------------------------------------------------------
@@ -395,7 +417,7 @@ class EtcdClient:
         if not isinstance(ttl, int) or ttl < 1:
             raise ValueError(f"lease ttl must be a whole number of seconds >= 1, got {ttl!r}")
         req = rpc.LeaseGrantRequest(TTL=ttl)
-        resp = await self._call(lambda: self._raw.leasestub.LeaseGrant(req, self.timeout))
+        resp = await self._call(lambda: self._raw.leasestub.LeaseGrant(req, self.timeout), op="lease_grant")
         if resp.error:
             raise EtcdRefused("LEASE_GRANT", resp.error)
         return resp.ID
@@ -417,7 +439,7 @@ class EtcdClient:
         """Revoke a lease, deleting every key attached to it. Revoking a gone lease is not an error."""
         req = rpc.LeaseRevokeRequest(ID=lease_id)
         try:
-            await self._call(lambda: self._raw.leasestub.LeaseRevoke(req, self.timeout))
+            await self._call(lambda: self._raw.leasestub.LeaseRevoke(req, self.timeout), op="lease_revoke")
         except EtcdRefused as exc:
             if exc.code != "NOT_FOUND":
                 raise
@@ -460,18 +482,19 @@ class EtcdClient:
         for tools and tests.
         """
         req = rpc.CompactionRequest(revision=revision, physical=True)
-        await self._call(lambda: self._kv_call("Compact", req), retry="unsent")
+        await self._call(lambda: self._kv_call("Compact", req), retry="unsent", op="compact")
 
     async def members(self) -> list[Member]:
         """The cluster's members as the answering endpoint knows them."""
         resp = await self._call(
-            lambda: self._raw.clusterstub.MemberList(rpc.MemberListRequest(), self.timeout)
+            lambda: self._raw.clusterstub.MemberList(rpc.MemberListRequest(), self.timeout), op="member_list"
         )
         return [Member(m.ID, m.name, tuple(m.peerURLs), tuple(m.clientURLs)) for m in resp.members]
 
     async def status(self) -> ServerStatus:
         """Status of the answering member; ``leader_id == 0`` means it sees no Raft leader."""
-        resp = await self._call(lambda: self._raw.maintenancestub.Status(rpc.StatusRequest(), self.timeout))
+        resp = await self._call(lambda: self._raw.maintenancestub.Status(rpc.StatusRequest(), self.timeout),
+                                op="status")
         return ServerStatus(resp.version, resp.header.member_id, resp.leader, resp.raftTerm, resp.dbSize)
 
     async def wait_ready(self, *, deadline: float = math.inf) -> None:
@@ -483,8 +506,8 @@ class EtcdClient:
         while True:
             try:
                 await self._call(
-                    lambda: self._kv_call("Range", rpc.RangeRequest(key=b"\0", serializable=False, limit=1))
-                )
+                    lambda: self._kv_call("Range", rpc.RangeRequest(key=b"\0", serializable=False, limit=1)),
+                    op="range")
                 return
             except EtcdUnavailable:
                 if trio.current_time() >= deadline:

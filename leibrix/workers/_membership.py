@@ -10,7 +10,9 @@ report to.
 liveness machine, its ``workers/<w>`` record is written when that is a state
 transition, ``registration_ack`` carries the heartbeat interval, the master id
 and the term, then the coordinator reconciles the worker's inventory.
-Heartbeats only touch the in-memory liveness machine (no ack, no etcd write).
+Heartbeats only touch the in-memory liveness machine (no ack, no etcd write);
+``on_heartbeat``, when set (the metrics), gets each one's lag behind the
+worker's previous heartbeat.
 
 **Liveness** (:mod:`leibrix.domain._liveness`) runs as the sweeper task of the
 term: SUSPECT workers get no placements; DEAD ones are persisted DEAD and their
@@ -121,6 +123,8 @@ class Membership:
         self.rebalance_moves: list[int] = []
         #: rebalancing passes run (every interval of a term with a coordinator)
         self.rebalance_passes = 0
+        #: called with each heartbeat's lag: the seconds since the worker's previous heartbeat (or registration)
+        self.on_heartbeat: Callable[[float], None] | None = None
 
     def _new_liveness(self) -> Liveness:
         c = self.config
@@ -329,6 +333,10 @@ class Membership:
         if m is None:  # a new term started: this stream is being closed
             return
         live = self.liveness
+        if heartbeat is not None and self.on_heartbeat is not None:
+            w = live.get(worker_id)
+            if w is not None and w.connected and not w.dead:
+                self.on_heartbeat(max(0.0, self._clock() - w.last_beat))
         first = live.next_deadline()
         if live.seen(worker_id, beat=heartbeat is not None) is not None:
             self._capacity.set()  # SUSPECT -> ACTIVE: placeable again

@@ -16,7 +16,6 @@ from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any
 
-import pytest
 import trio
 
 from leibrix.client._query import Client
@@ -37,11 +36,6 @@ def _admit(uri: str, dataset: str) -> cp.AdmitDatasetRequest:
                                       hints=cp.EstimateHints(cpu_cores_per_epoch=0.01))
 
 
-@pytest.mark.xfail(reason=(
-    "control: leibrix.control._scheduling places hot's PENDING epochs on w1 because the cold epochs are charged "
-    "their measured bytes after COMPLETED and hot's estimate then fits the worker's capacity, but DuckDB's "
-    "memory limit does not hold both (out of memory, hot FAILED); no pass ever compares hot's benefit with "
-    "cold's (Scheduler._displace_for runs only when placement finds no room)"), strict=False)
 async def test_a_hot_dataset_displaces_a_cold_one_by_queries_alone(etcd_server: Any, nursery: trio.Nursery,
                                                                    tmp_path: Path) -> None:
     hot = make_events_table(tmp_path, days=DAYS, regions=("eu",), rows_per_file=ROWS, name="hot")
