@@ -104,6 +104,13 @@ async def test_series_move_with_workers_admissions_and_loads(etcd_server: Any, n
     assert value(after, "leibrix_query_heat", tenant="acme", dataset="orders") > 0
     assert value(after, "leibrix_etcd_probe_duration_seconds_count") > value(before,
                                                                              "leibrix_etcd_probe_duration_seconds_count")
+    # counted on their own paths: scheduling passes, heartbeats, etcd requests by operation
+    assert value(after, "leibrix_placement_pass_seconds_count") > value(before, "leibrix_placement_pass_seconds_count")
+    await eventually(lambda: scrape(m), until=lambda s: value(s, "leibrix_worker_heartbeat_lag_seconds_count") > 0,
+                     what="a heartbeat's lag observed")
+    assert value(after, "leibrix_etcd_request_seconds_count", op="txn") > \
+        value(before, "leibrix_etcd_request_seconds_count", op="txn")
+    assert value(after, "leibrix_etcd_request_seconds_count", op="range") > 0
 
     await rpc(m, "report_access", _access("acme", "orders", sorted(_states(m))[0], count=50))
     hotter = await scrape(m)
@@ -121,6 +128,9 @@ async def test_series_move_with_workers_admissions_and_loads(etcd_server: Any, n
     dropped = await eventually(lambda: scrape(m), until=lambda s: value(s, "leibrix_evictions_total") >= 2,
                                what="evictions counted")
     assert value(dropped, "leibrix_evictions_total", reason="drop") == 2
+    sent = await eventually(lambda: scrape(m), until=lambda s: value(s, "leibrix_evict_commands_total") >= 2,
+                            what="evict commands counted")
+    assert value(sent, "leibrix_evict_commands_total", reason="retired") >= 2
     await eventually(lambda: scrape(m), until=lambda s: value(s, "leibrix_route_subscribers", tenant="acme") == 0,
                      what="the route subscriber gone")
     # every series the sample alerts and the dashboard use is exported
