@@ -24,21 +24,19 @@ Tables (:func:`current_table`)
     long ago. ``ttl_s`` overrides both defaults. A request naming a snapshot
     the kept metadata does not hold always asks again. At most :data:`MAX_TABLES`.
 
-:class:`Lru` is the bounded, thread-safe map both use (and the snapshot
-indexes of :mod:`leibrix.sources._iceberg_index`); :func:`clear` empties every
-cache of the connector.
+Both are :class:`leibrix.sources._lru.Lru` maps; :func:`clear` empties every
+cache of the connector (snapshot indexes included).
 """
 
 from __future__ import annotations
 
-import threading
 import time
-from collections import OrderedDict
-from collections.abc import Callable, Hashable
+from collections.abc import Hashable
 from dataclasses import dataclass
-from typing import Generic, TypeVar
 
-__all__ = ["MAX_CATALOGS", "MAX_TABLES", "METADATA_TTL_S", "Lru", "catalog", "clear", "current_table"]
+from leibrix.sources._lru import Lru
+
+__all__ = ["MAX_CATALOGS", "MAX_TABLES", "METADATA_TTL_S", "catalog", "clear", "current_table"]
 
 #: Catalogs kept (distinct resolved catalog URIs and properties).
 MAX_CATALOGS = 16
@@ -46,99 +44,6 @@ MAX_CATALOGS = 16
 MAX_TABLES = 256
 #: Seconds a table's current metadata from a catalog other than SQL (a REST catalog) is reused without asking it.
 METADATA_TTL_S = 1.0
-
-V = TypeVar("V")
-
-
-class Lru(Generic[V]):
-    """A thread-safe LRU map bounded by entries and, optionally, by the sizes its entries were put with.
-
-    ``on_evict(value)`` is called, outside the lock, for each value pushed
-    out. :meth:`get_or_build` builds a missing value once however many threads
-    ask for it at the same time (the others wait for that build).
-    """
-
-    def __init__(self, max_entries: int, max_bytes: int | None = None,
-                 on_evict: Callable[[V], None] | None = None) -> None:
-        self.max_entries = max_entries
-        self.max_bytes = max_bytes
-        self._on_evict = on_evict
-        self._lock = threading.Lock()
-        self._items: OrderedDict[Hashable, tuple[V, int]] = OrderedDict()
-        self._building: dict[Hashable, threading.Lock] = {}
-        self.bytes = 0
-
-    def __len__(self) -> int:
-        return len(self._items)
-
-    def get(self, key: Hashable) -> V | None:
-        """The value under ``key`` (now the most recently used), or ``None``."""
-        with self._lock:
-            item = self._items.get(key)
-            if item is None:
-                return None
-            self._items.move_to_end(key)
-            return item[0]
-
-    def put(self, key: Hashable, value: V, size: int = 0) -> bool:
-        """Keep ``value`` under ``key``, evicting the least recently used beyond the bounds.
-
-        Returns ``False`` (keeping nothing) when ``size`` alone exceeds ``max_bytes``.
-        """
-        evicted: list[V] = []
-        with self._lock:
-            if self.max_bytes is not None and size > self.max_bytes:
-                return False
-            old = self._items.pop(key, None)
-            if old is not None:
-                self.bytes -= old[1]
-                if old[0] is not value:
-                    evicted.append(old[0])
-            self._items[key] = (value, size)
-            self.bytes += size
-            while len(self._items) > self.max_entries or (self.max_bytes is not None and self.bytes > self.max_bytes):
-                _, (gone, gone_size) = self._items.popitem(last=False)
-                self.bytes -= gone_size
-                evicted.append(gone)
-        self._evicted(evicted)
-        return True
-
-    def get_or_build(self, key: Hashable, build: Callable[[], V], size_of: Callable[[V], int] = lambda _: 0) -> V:
-        """The value under ``key``, built by ``build()`` (by one thread at a time per key) when missing."""
-        value = self.get(key)
-        if value is not None:
-            return value
-        with self._lock:
-            gate = self._building.setdefault(key, threading.Lock())
-        try:
-            with gate:
-                value = self.get(key)
-                if value is None:
-                    value = build()
-                    self.put(key, value, size_of(value))
-                return value
-        finally:
-            with self._lock:
-                if self._building.get(key) is gate:
-                    del self._building[key]
-
-    def clear(self) -> None:
-        """Forget every entry (each passed to ``on_evict``)."""
-        with self._lock:
-            evicted = [v for v, _ in self._items.values()]
-            self._items.clear()
-            self.bytes = 0
-        self._evicted(evicted)
-
-    def _evicted(self, values: list[V]) -> None:
-        if self._on_evict is None:
-            return
-        for v in values:
-            try:
-                self._on_evict(v)
-            except Exception:  # disposing a catalog's engine must not fail a plan
-                pass
-
 
 def _dispose(cat) -> None:
     engine = getattr(cat, "engine", None)

@@ -29,7 +29,7 @@ import itertools
 import threading
 from dataclasses import dataclass, field
 
-from leibrix.sources._iceberg_cache import Lru
+from leibrix.sources._lru import Lru
 from leibrix.sources._types import IcebergDeleteFile
 
 __all__ = ["MAX_INDEXES", "MAX_INDEX_BYTES", "SnapshotIndex", "clear", "index_for", "plan_files_once"]

@@ -38,8 +38,9 @@ from urllib.parse import parse_qsl, unquote, urlsplit
 
 from leibrix.domain._errors import ApiError, FailedPrecondition, InvalidArgument, NotFound, PermissionDenied, Unavailable
 from leibrix.sources import _secrets
+from leibrix.sources._lru import Lru
 
-__all__ = ["DRIVERS", "JdbcTarget", "connection_error", "engine", "parse_jdbc"]
+__all__ = ["DRIVERS", "JdbcTarget", "connection_error", "engine", "parse_jdbc", "shared_engine"]
 
 #: JDBC driver class → SQLAlchemy ``dialect+driver``.
 DRIVERS = {
@@ -131,10 +132,8 @@ def parse_jdbc(uri: str, driver: str = "", *, field: str = "source.catalog.jdbc.
                       tuple(query), field, shown)
 
 
-def engine(target: JdbcTarget):
-    """A SQLAlchemy engine for ``target``, secrets resolved here and only here (no pooling: one plan, one connection)."""
+def _url_and_args(target: JdbcTarget):
     import sqlalchemy as sa
-    from sqlalchemy.pool import NullPool
 
     resolve = lambda v: _secrets.resolve(v, target.field) if v else v  # noqa: E731
     connect_args: dict = {}
@@ -147,7 +146,41 @@ def engine(target: JdbcTarget):
         query = {}
     url = sa.engine.URL.create(target.drivername, username=resolve(target.username), password=resolve(target.password),
                                host=target.host, port=target.port, database=resolve(target.database), query=query)
+    return url, connect_args
+
+
+def engine(target: JdbcTarget):
+    """A SQLAlchemy engine for ``target``, secrets resolved here and only here (no pooling: one use, one connection)."""
+    import sqlalchemy as sa
+    from sqlalchemy.pool import NullPool
+
+    url, connect_args = _url_and_args(target)
     return sa.create_engine(url, poolclass=NullPool, connect_args=connect_args)
+
+
+def _dispose(eng) -> None:
+    eng.dispose()
+
+
+#: Engines kept per resolved URL (:func:`shared_engine`).
+MAX_ENGINES = 16
+_engines = Lru(MAX_ENGINES, on_evict=_dispose)
+
+
+def shared_engine(target: JdbcTarget) -> tuple[str, object]:
+    """The process's engine for ``target``'s *resolved* URL (a rotated credential gets its own), with its key.
+
+    At most :data:`MAX_ENGINES` are kept, the least recently used disposed.
+    The engine (its dialect, initialized on its first connection) is reused;
+    connections are not pooled (each use connects and closes), so no idle
+    connection is left open on the source between plans.
+    """
+    import sqlalchemy as sa
+    from sqlalchemy.pool import NullPool
+
+    url, connect_args = _url_and_args(target)
+    key = url.render_as_string(hide_password=False)
+    return key, _engines.get_or_build(key, lambda: sa.create_engine(url, poolclass=NullPool, connect_args=connect_args))
 
 
 def secrets_of(target: JdbcTarget) -> list[str]:

@@ -15,6 +15,16 @@ For one admission the connector runs, on one connection:
    (``log2(windows)`` comparisons per row, any window shape, no dialect
    date arithmetic), computed in a subquery and grouped outside it.
 
+Per process, one engine is kept per resolved URL, and a table's reflection
+(step 1, with its indexes) per (database URL, schema, table). Statistics
+(step 2) are read for every request, with a schema token: PostgreSQL the
+table's ``pg_class`` row (oid, relfilenode, column count, xmin), MySQL/MariaDB
+its ``create_time`` and its columns' names and types, SQLite ``PRAGMA schema_version``. The kept reflection is
+used while the token is unchanged and for at most :data:`REFLECTION_TTL_S`
+(30 s), so a recreated or altered table is reflected again at once, and a
+change no token shows (a second index, on PostgreSQL) at most that late.
+The ``COUNT`` runs for every request: rows are never older than the request.
+
 Rows are exact (counted). ``source_bytes`` apportions the table's size by rows:
 ``table_bytes × rows / max(table_rows_stat, rows counted)``; when the
 statistics have no row count the counted rows stand for the whole table.
@@ -35,6 +45,7 @@ by the dialect (what ``connection.execute(text(read.sql()), read.params)`` takes
 
 from __future__ import annotations
 
+import time
 from collections import defaultdict
 from dataclasses import dataclass
 from datetime import date, datetime, timezone
@@ -43,6 +54,7 @@ import pyarrow as pa
 
 from leibrix.domain._errors import ApiError, InvalidArgument, NotFound
 from leibrix.sources import _jdbc, _sizes
+from leibrix.sources._lru import Lru
 from leibrix.sources._types import TIME_FIELD, EpochPlan, SourcePlan, SourceRequest, SqlRead, dimension_field
 
 __all__ = ["ARROW_TYPES", "Partition", "SqlConnector", "TableStats", "arrow_type"]
@@ -103,12 +115,17 @@ def arrow_type(t, dialect: str = "") -> pa.DataType:
 
 @dataclass(frozen=True, slots=True)
 class TableStats:
-    """What the database's statistics say about the whole table (``None``: it does not know)."""
+    """What the database's statistics say about the whole table (``None``: it does not know).
+
+    ``schema_token`` changes when the table is recreated or (mostly) altered
+    (see the module docstring); ``None`` where the database shows none.
+    """
 
     total_bytes: int | None
     rows: int | None
     version: str | None
     string_widths: dict[str, float]
+    schema_token: object = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -179,14 +196,40 @@ def _typed(t: pa.DataType, text: str):
     raise ValueError(f"dimension columns of type {t} are not supported")
 
 
+@dataclass(frozen=True, slots=True)
+class _Reflected:
+    table: object  # sqlalchemy.Table
+    arrow: pa.Schema
+    leading: frozenset[str]
+    token: object
+    checked: float
+
+
+#: Seconds at most a table's reflection (columns, indexes) is reused while its schema token is unchanged.
+REFLECTION_TTL_S = 30.0
+#: Tables whose reflection is kept.
+MAX_REFLECTED = 256
+_reflected: Lru[_Reflected] = Lru(MAX_REFLECTED)
+
+
+def clear() -> None:
+    """Forget every kept reflection (pooled engines stay)."""
+    _reflected.clear()
+
+
 class SqlConnector:
     """Plans SQL epochs from reflection, statistics and one grouped COUNT (see the module docstring).
 
     Subclasses adjust one step each: ``stats`` (the table's size) and
     ``partition_sizes`` (per-window sizes a source keeps itself, e.g. StarRocks).
+    ``pooled``: connect through the process's engine of the resolved URL
+    (:func:`leibrix.sources._jdbc.shared_engine`) rather than an engine of its
+    own; ``reflection_ttl_s``: how long at most a table's reflection is reused.
     """
 
     uri_field = "source.catalog.jdbc.uri"
+    pooled = True
+    reflection_ttl_s = REFLECTION_TTL_S
 
     def target(self, request: SourceRequest) -> _jdbc.JdbcTarget:
         """The connection target of ``request`` (``JdbcCatalog{uri, driver}``)."""
@@ -213,16 +256,22 @@ class SqlConnector:
             columns are ``INVALID_ARGUMENT`` naming their request field.
         """
         target = self.target(request)
-        eng = _jdbc.engine(target)
+        eng = None
         try:
+            if self.pooled:
+                key, eng = _jdbc.shared_engine(target)
+            else:
+                eng = _jdbc.engine(target)
+                key = eng.url.render_as_string(hide_password=False)
             with eng.connect() as conn:
-                return self._plan(conn, request, target)
+                return self._plan(conn, request, target, key)
         except ApiError:
             raise
         except Exception as exc:
             raise _jdbc.connection_error(exc, target) from None
         finally:
-            eng.dispose()
+            if eng is not None and not self.pooled:
+                eng.dispose()
 
     def schema_name(self, conn, request: SourceRequest) -> str | None:
         """The reflection schema: the request's database (SQLite has none)."""
@@ -230,16 +279,27 @@ class SqlConnector:
             return None
         return request.database or None
 
-    def _plan(self, conn, request: SourceRequest, target) -> SourcePlan:
+    def _reflect(self, conn, request: SourceRequest, schema: str | None, qualified: str, target, token) -> _Reflected:
         import sqlalchemy as sa
 
-        schema = self.schema_name(conn, request)
-        qualified = f"{schema}.{request.table}" if schema else request.table
         insp = sa.inspect(conn)
         if not insp.has_table(request.table, schema=schema):
             raise NotFound(f"source.table: table {qualified} not found in {target.shown}")
         table = sa.Table(request.table, sa.MetaData(), autoload_with=conn, schema=schema)
         arrow = pa.schema([pa.field(c.name, arrow_type(c.type, conn.dialect.name), nullable=bool(c.nullable)) for c in table.columns])
+        return _Reflected(table, arrow, self._leading_columns(insp, request.table, schema), token, time.monotonic())
+
+    def _plan(self, conn, request: SourceRequest, target, engine_key: str) -> SourcePlan:
+        schema = self.schema_name(conn, request)
+        qualified = f"{schema}.{request.table}" if schema else request.table
+        key = (engine_key, request.catalog_name, schema, request.table)
+        reflected = _reflected.get(key)
+        stats = self.stats(conn, schema, request.table, reflected.table if reflected else None)
+        if reflected is None or reflected.token != stats.schema_token \
+                or time.monotonic() - reflected.checked >= self.reflection_ttl_s:
+            reflected = self._reflect(conn, request, schema, qualified, target, stats.schema_token)
+            _reflected.put(key, reflected)
+        table, arrow = reflected.table, reflected.arrow
         if request.time_column not in table.c:
             raise InvalidArgument(TIME_FIELD, f"no column {request.time_column!r} in {qualified}")
         time_col = table.c[request.time_column]
@@ -267,8 +327,7 @@ class SqlConnector:
         day_aligned = all(s % 86_400_000 == 0 and e % 86_400_000 == 0 for s, e in windows)
         bound = lambda ms: _bound(kind, time_type, ms, day_aligned)  # noqa: E731
         counts = self.count(conn, time_col, [(bound(s), bound(e)) for s, e in windows], dims)
-        stats = self.stats(conn, schema, request.table, table)
-        indexed = self._time_indexed(insp, request.table, schema, request.time_column)
+        indexed = request.time_column in reflected.leading
         width = _sizes.row_width(arrow, self._string_widths(table, arrow, stats))
         counted_total = sum(counts.values())
         denominator = max(stats.rows or 0, counted_total)
@@ -358,30 +417,34 @@ class SqlConnector:
         dialect = conn.dialect.name
         if dialect == "postgresql":
             row = conn.execute(sa.text(
-                "SELECT pg_total_relation_size(c.oid), c.reltuples FROM pg_class c "
-                "JOIN pg_namespace n ON n.oid = c.relnamespace WHERE n.nspname = :s AND c.relname = :t"),
+                "SELECT pg_total_relation_size(c.oid), c.reltuples, c.oid, c.relfilenode, c.relnatts, c.xmin::text "
+                "FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace WHERE n.nspname = :s AND c.relname = :t"),
                 {"s": schema or "public", "t": table_name}).first()
             widths = {r[0]: float(r[1]) for r in conn.execute(sa.text(
                 "SELECT attname, avg_width FROM pg_stats WHERE schemaname = :s AND tablename = :t"),
                 {"s": schema or "public", "t": table_name})}
             rows = int(row[1]) if row and row[1] is not None and row[1] >= 0 else None
-            return TableStats(int(row[0]) if row else None, rows, None, widths)
+            return TableStats(int(row[0]) if row else None, rows, None, widths, tuple(row[2:]) if row else None)
         if dialect in ("mysql", "mariadb"):
             row = conn.execute(sa.text(
-                "SELECT data_length, table_rows, update_time FROM information_schema.tables "
-                "WHERE table_schema = COALESCE(:s, DATABASE()) AND table_name = :t"),
+                "SELECT t.data_length, t.table_rows, t.update_time, t.create_time, "
+                "(SELECT GROUP_CONCAT(c.column_name, ' ', c.column_type, ' ', c.is_nullable ORDER BY c.ordinal_position) "
+                " FROM information_schema.columns c WHERE c.table_schema = t.table_schema AND c.table_name = t.table_name) "
+                "FROM information_schema.tables t "
+                "WHERE t.table_schema = COALESCE(:s, DATABASE()) AND t.table_name = :t"),
                 {"s": schema, "t": table_name}).first()
             if not row:
                 return TableStats(None, None, None, {})
             version = row[2].isoformat() if row[2] is not None else None
             return TableStats(int(row[0]) if row[0] is not None else None,
-                              int(row[1]) if row[1] else None, version, {})
+                              int(row[1]) if row[1] else None, version, {}, (row[3], row[4]))
         if dialect == "sqlite":
             try:
                 size = conn.execute(sa.text("SELECT SUM(pgsize) FROM dbstat WHERE name = :t"), {"t": table_name}).scalar()
             except Exception:  # dbstat not compiled in
                 size = None
-            return TableStats(int(size) if size else None, None, None, {})
+            token = conn.execute(sa.text("PRAGMA schema_version")).scalar()
+            return TableStats(int(size) if size else None, None, None, {}, token)
         return TableStats(None, None, None, {})
 
     @staticmethod
@@ -398,13 +461,14 @@ class SqlConnector:
         return out
 
     @staticmethod
-    def _time_indexed(insp, table_name: str, schema: str | None, column: str) -> bool:
+    def _leading_columns(insp, table_name: str, schema: str | None) -> frozenset[str]:
+        """The first column of the primary key and of each index (what a range scan can start from)."""
         try:
             indexes = insp.get_indexes(table_name, schema=schema)
             pk = insp.get_pk_constraint(table_name, schema=schema).get("constrained_columns") or []
         except Exception:  # reflection of indexes unsupported: assume a full scan
-            return False
-        return (pk[:1] == [column]) or any((ix.get("column_names") or [None])[0] == column for ix in indexes)
+            return frozenset()
+        return frozenset([*pk[:1], *((ix.get("column_names") or [None])[0] for ix in indexes)]) - {None}
 
     @staticmethod
     def _read(conn, table, table_sql, columns, time_col, start, end, dvals) -> SqlRead:

@@ -139,6 +139,8 @@ class StarRocksConnector(SqlConnector):
     """The SQL connector reading sizes and a version from ``SHOW PARTITIONS`` (see the module docstring)."""
 
     uri_field = _FIELD
+    #: ``SET CATALOG`` is session state: a connection of its own per plan, never one from a shared pool.
+    pooled = False
 
     def target(self, request: SourceRequest) -> _jdbc.JdbcTarget:
         """The DSN of ``request`` as a PyMySQL target."""
