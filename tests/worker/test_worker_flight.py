@@ -176,9 +176,21 @@ def test_timeout_is_deadline_exceeded(service) -> None:
     assert time.monotonic() - began < 5
 
 
-def test_cancel_query_interrupts_a_running_query(service) -> None:
+def test_cancel_query_interrupts_a_running_query(service, monkeypatch) -> None:
     svc, client = service
     errors: list[BaseException] = []
+    # The service's query connections track DuckDB's progress (not printed), so the test cancels only once the
+    # slow query itself is executing: a query is registered before its views are made, and an interrupt that
+    # lands between two statements is not the one this test is about.
+    cursor = svc.loader.cursor
+
+    def tracked() -> Any:
+        c = cursor()
+        c.execute("SET enable_progress_bar = true")
+        c.execute("SET enable_progress_bar_print = false")
+        return c
+
+    monkeypatch.setattr(svc.loader, "cursor", tracked)
 
     def run() -> None:
         try:
@@ -186,15 +198,21 @@ def test_cancel_query_interrupts_a_running_query(service) -> None:
         except BaseException as exc:  # noqa: BLE001 - inspected below
             errors.append(exc)
 
+    def progress() -> float:
+        running = svc._running.get("q-1")
+        return running.query_progress() if running is not None else -1.0
+
     thread = threading.Thread(target=run)
     thread.start()
-    deadline = time.monotonic() + 5
-    while "q-1" not in svc._running and time.monotonic() < deadline:
-        time.sleep(0.01)
+    deadline = time.monotonic() + 60  # generous: the machine may be loaded
+    while progress() <= 0 and thread.is_alive() and time.monotonic() < deadline:
+        time.sleep(0.005)
+    assert progress() > 0, "the slow query was never seen executing"
     reply = next(client.do_action(fl.Action("cancel_query", json.dumps({"query_id": "q-1"}).encode())))
     assert reply.body.to_pybytes() == b"Query q-1 cancelled"
-    thread.join(10)
-    assert len(errors) == 1 and isinstance(errors[0], fl.FlightCancelledError)
+    thread.join(60)
+    assert not thread.is_alive()
+    assert len(errors) == 1 and isinstance(errors[0], fl.FlightCancelledError), errors
     reply = next(client.do_action(fl.Action("cancel_query", json.dumps({"query_id": "q-1"}).encode())))
     assert reply.body.to_pybytes() == b"Query q-1 not running"
 
