@@ -11,6 +11,7 @@ from leibrix.client._call import call
 from leibrix.wire._proto import leibrix_cp as cp
 from tests.support.admission import admission, all_ready, quota, rpc
 from tests.support.cluster import leader_and_follower, workers
+from tests.support.poll import eventually
 
 
 async def _snapshot(addr: str, tenant: str, since: int = 0) -> list[cp.RouteUpdate]:
@@ -28,6 +29,16 @@ async def _snapshot(addr: str, tenant: str, since: int = 0) -> list[cp.RouteUpda
     return updates
 
 
+async def _caught_up(addr: str, tenant: str, since: int) -> list[cp.RouteUpdate] | None:
+    """``_snapshot`` from ``since``, or None while that master is still behind it (UNAVAILABLE: retry)."""
+    try:
+        return await _snapshot(addr, tenant, since)
+    except GRPCError as exc:
+        if exc.status is Status.UNAVAILABLE and "behind" in (exc.message or ""):
+            return None
+        raise
+
+
 def _routes(updates: list[cp.RouteUpdate]) -> dict[str, tuple[list[str], list[str]]]:
     return {u.route.epoch.epoch_id: (list(u.route.worker_ids), list(u.route.worker_addrs))
             for u in updates if u.kind == cp.RouteUpdateKind.UPSERT}
@@ -38,13 +49,17 @@ async def test_a_follower_that_never_led_resolves_routes_like_the_leader(etcd_se
     await workers(nursery, leader, "w1", "w2")
     await rpc(leader, "upsert_tenant_quota", quota())
     await rpc(leader, "admit_dataset", admission(days=3))
-    await all_ready(leader, n=3)
+    await all_ready(leader, n=3, timeout=90)  # generous: the machine may be loaded
     on_leader = await _snapshot(leader.config.grpc_listen, "acme")
     revision = on_leader[-1].revision
     assert revision > 0 and len(_routes(on_leader)) == 3
     assert all(addrs and all(addrs) for _, addrs in _routes(on_leader).values()), "worker addresses are known"
     # The follower has never led: it answers from its mirror, with the same routes, addresses and revision.
-    on_follower = await _snapshot(follower.config.grpc_listen, "acme", since=revision)
+    # It answers a resuming subscriber once its mirror reaches the revision (or refuses after RESUME_WAIT_S,
+    # which a loaded machine can outlast: then ask again, as a client does).
+    on_follower = await eventually(lambda: _caught_up(follower.config.grpc_listen, "acme", revision),
+                                   until=lambda got: got is not None, timeout=60, interval=0.2,
+                                   what=f"the follower's snapshot from revision {revision}")
     assert _routes(on_follower) == _routes(on_leader)
     assert on_follower[-1].revision == revision
     resolved = await rpc(follower, "resolve_route", cp.ResolveRouteRequest(tenant_id="acme", dataset_id="orders"))
