@@ -7,9 +7,14 @@
   ``parts`` Parquet files (10,220 files; ``--quick``: 730) registered in 8
   ``add_files`` commits (8 manifests). ``sources.iceberg_plan_s``: our
   ``IcebergConnector.plan`` of all 365 daily epochs (one manifest pass plus
-  grouping; best of 3, catalog load excluded); ``sources.iceberg_plan_peer_s``:
+  grouping, the snapshot index dropped before each run; best of 3, catalog load excluded); ``sources.iceberg_plan_peer_s``:
   ``table.scan(row_filter=<epoch>).plan_files()`` once per epoch (one run).
   Both see the same loaded table; the peer's file sets are checked to equal ours.
+* admission — planning one single-epoch admission (one day, one region) of a
+  365-day table through its SQL catalog on SQLite, as admission does:
+  ``sources.admission_plan_cold_ms`` with the connector's caches emptied
+  first (catalog built, metadata and every manifest read) and
+  ``sources.admission_plan_warm_ms`` against the unchanged snapshot.
 * estimate — a second table with 5 days of 200,000 rows (``--quick``: 20,000);
   for each day, the planned ``memory_bytes`` against what DuckDB holds after
   ``CREATE TABLE .. AS SELECT * FROM read_parquet(<planned files>) WHERE <window>``
@@ -28,7 +33,7 @@ from pathlib import Path
 
 from bench import _loads
 from bench._report import Report, best_of, options
-from leibrix.sources import IcebergConnector, SourceRequest
+from leibrix.sources import Dimension, IcebergConnector, SourceRequest, _iceberg_cache, _iceberg_index
 from leibrix.sources._iceberg import _time_column, epoch_filter
 from tests.support.sources import day_windows, make_events_table
 
@@ -40,7 +45,7 @@ def plan_section(report: Report, root: Path, parts: int) -> None:
     table = fx.table
     request = SourceRequest(fx.uri, fx.namespace, fx.name, "ts", day_windows(365))
     connector = IcebergConnector(load_table=lambda _: table)
-    ours = best_of(lambda: connector.plan(request))
+    ours = best_of(lambda: (_iceberg_index.clear(), connector.plan(request)))  # the manifests read each time
     plan = connector.plan(request)
     time_col = _time_column(table.schema(), request)
 
@@ -55,6 +60,33 @@ def plan_section(report: Report, root: Path, parts: int) -> None:
     report.add("sources.iceberg_plan_s", ours, "s", f"365 daily epochs, {len(fx.files):,} files, one manifest pass")
     report.add("sources.iceberg_plan_peer_s", theirs, "s", "pyiceberg plan_files() once per epoch")
     report.add("sources.iceberg_plan_speedup", theirs / ours, "x", "goal >= 20")
+
+
+def admission_section(report: Report, root: Path, samples: int) -> None:
+    """One single-epoch admission's planning, as the master's control loop runs it: cold and warm."""
+    fx = make_events_table(root / "admission", days=365, regions=("eu", "us"), rows_per_file=20, batches=8)
+    connector = IcebergConnector()
+
+    def request(i: int) -> SourceRequest:
+        return SourceRequest(fx.uri, fx.namespace, fx.name, "ts", day_windows(1, first=i % 365),
+                             (Dimension("region", ("eu",)),))
+
+    cold, warm = [], []
+    for i in range(samples):
+        _iceberg_cache.clear()
+        t0 = time.perf_counter()
+        connector.plan(request(i))
+        cold.append(time.perf_counter() - t0)
+    for i in range(samples * 10):
+        t0 = time.perf_counter()
+        connector.plan(request(i))
+        warm.append(time.perf_counter() - t0)
+    report.add("sources.admission_plan_cold_ms", statistics.median(cold) * 1000, "ms",
+               f"1 daily epoch x 1 region, {len(fx.files)} files in 8 manifests, SQL catalog on SQLite: "
+               f"catalog, metadata and manifests read (median of {samples})")
+    report.add("sources.admission_plan_warm_ms", statistics.median(warm) * 1000, "ms",
+               f"the same, the snapshot unchanged: one catalog row read (median of {len(warm)}; "
+               f"p99 {sorted(warm)[int(len(warm) * 0.99)] * 1000:.2f} ms)")
 
 
 def estimate_section(report: Report, root: Path, rows: int) -> None:
@@ -94,6 +126,7 @@ def main(argv: list[str] | None = None) -> int:
     with tempfile.TemporaryDirectory(prefix="leibrix-bench-sources-") as tmp:
         root = Path(tmp)
         plan_section(report, root, parts=1 if args.quick else 14)
+        admission_section(report, root, samples=10 if args.quick else 30)
         estimate_section(report, root, rows=20_000 if args.quick else 200_000)
         _loads.parquet_section(report, root, files=4 if args.quick else 8, rows=50_000 if args.quick else 250_000)
         _loads.sql_section(report, root, rows=50_000 if args.quick else 200_000)
