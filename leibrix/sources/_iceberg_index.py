@@ -1,13 +1,15 @@
 """The live files of one Iceberg snapshot, read once per process and selected per admission.
 
 A snapshot never changes, so what planning needs from its manifests is read
-once: :func:`index_for` reads every manifest of the snapshot
-(:func:`plan_files_once` with no filter) into a :class:`SnapshotIndex` — every
-live data file with the delete files that apply to it — and keeps it per
-``(table uuid, snapshot id)`` in a bounded LRU (:data:`MAX_INDEXES` entries,
-:data:`MAX_INDEX_BYTES` estimated bytes; an index larger than that is used for
-its request and not kept). Concurrent requests for the same missing snapshot
-read the manifests once.
+once: :func:`index_for` reads every manifest of the snapshot into a
+:class:`SnapshotIndex` (:func:`plan_files_once`: every live data file with the
+delete files that apply to it) and keeps it per ``(table uuid, snapshot id)``
+in a bounded LRU (:data:`MAX_INDEXES` entries, :data:`MAX_INDEX_BYTES`
+estimated bytes; an index larger than that is used for its request and not
+kept). Concurrent requests for the same missing snapshot read the manifests
+once. Manifest files never change either: their live entries are kept per
+manifest path (:data:`MAX_MANIFESTS`, :data:`MAX_MANIFEST_BYTES`), so the
+index of a new snapshot reads only the manifests its commit wrote.
 
 Per admission, :meth:`SnapshotIndex.select` returns the files of the admission:
 
@@ -38,6 +40,10 @@ __all__ = ["MAX_INDEXES", "MAX_INDEX_BYTES", "SnapshotIndex", "clear", "index_fo
 MAX_INDEXES = 64
 #: Estimated bytes of the snapshot indexes kept, together.
 MAX_INDEX_BYTES = 256 << 20
+#: Manifests whose entries are kept.
+MAX_MANIFESTS = 4096
+#: Estimated bytes of the manifest entries kept, together.
+MAX_MANIFEST_BYTES = 256 << 20
 #: Estimated bytes of one planned file beyond its path, bounds and delete files.
 _FILE_OVERHEAD = 1024
 
@@ -50,40 +56,51 @@ class _Planned:
     delete_files: list[object]
 
 
-def plan_files_once(table, snapshot, row_filter) -> list[_Planned]:
-    """One pass over ``snapshot``'s manifests with ``row_filter``: data files with the delete files that apply.
+def _manifest_size(entries) -> int:
+    size = 0
+    for entry in entries:
+        df = entry.data_file
+        size += _FILE_OVERHEAD + len(df.file_path)
+        for bounds in (df.lower_bounds, df.upper_bounds):
+            size += sum(len(b) + 16 for b in (bounds or {}).values())
+    return size
+
+
+def snapshot_entries(table, snapshot) -> list:
+    """The live entries of every manifest of ``snapshot``: kept per manifest path, the others read (in parallel)."""
+    from pyiceberg.utils.concurrent import ExecutorFactory
+
+    manifests = snapshot.manifests(table.io)
+    kept = {m.manifest_path: _manifests.get(m.manifest_path) for m in manifests}
+    missing = [m for m in manifests if kept[m.manifest_path] is None]
+    if missing:
+        read = ExecutorFactory.get_or_create().map(lambda m: m.fetch_manifest_entry(table.io, discard_deleted=True), missing)
+        for m, entries in zip(missing, read):
+            kept[m.manifest_path] = entries
+            _manifests.put(m.manifest_path, entries, _manifest_size(entries))
+    return list(itertools.chain.from_iterable(kept[m.manifest_path] for m in manifests))
+
+
+def plan_files_once(table, entries) -> list[_Planned]:
+    """The data files of manifest ``entries`` (one snapshot's) with the delete files that apply to each.
 
     Positional deletes are matched by pyiceberg's delete file index; equality deletes
-    (which its planner refuses) are set aside during the same pass and matched
-    here: same partition (or an unpartitioned delete) and a data sequence
-    number below the delete's.
+    (which its planner refuses) are set aside and matched here: same partition
+    (or an unpartitioned delete) and a data sequence number below the delete's.
     """
     from pyiceberg.manifest import DataFileContent
-    from pyiceberg.table import ManifestGroupPlanner
     from pyiceberg.table.delete_file_index import DeleteFileIndex
 
     sequence: dict[str, int] = {}
     equality: list[tuple[object, int]] = []
-
-    def keep(entry) -> bool:
+    data_entries = []
+    index = DeleteFileIndex()
+    for entry in entries:
         df = entry.data_file
         if df.content == DataFileContent.EQUALITY_DELETES:
             equality.append((df, entry.sequence_number or 0))
-            return False
-        if df.content == DataFileContent.DATA:
+        elif df.content == DataFileContent.DATA:
             sequence[df.file_path] = entry.sequence_number or 0
-        return True
-
-    planner = ManifestGroupPlanner(table_metadata=table.metadata, io=table.io, row_filter=row_filter)
-    # Manifest-summary, partition and metrics pruning, manifests read in parallel; no residuals (we group
-    # files into epochs ourselves, and pyiceberg's per-file residual is most of plan_files()' time).
-    data_entries = []
-    index = DeleteFileIndex()
-    for entry in itertools.chain.from_iterable(planner.plan_manifest_entries(snapshot.manifests(table.io))):
-        if not keep(entry):
-            continue
-        df = entry.data_file
-        if df.content == DataFileContent.DATA:
             data_entries.append(entry)
         elif df.content == DataFileContent.POSITION_DELETES:
             index.add_delete_file(entry, partition_key=df.partition)
@@ -128,10 +145,8 @@ class SnapshotIndex:
 
     @classmethod
     def read(cls, table, snapshot) -> SnapshotIndex:
-        """Read every manifest of ``snapshot`` once."""
-        from pyiceberg.expressions import AlwaysTrue
-
-        planned = plan_files_once(table, snapshot, AlwaysTrue())
+        """The live files of every manifest of ``snapshot`` (manifests read by an earlier snapshot are not read again)."""
+        planned = plan_files_once(table, snapshot_entries(table, snapshot))
         size = 0
         for p in planned:
             df = p.data_file
@@ -195,6 +210,7 @@ class SnapshotIndex:
 
 
 _indexes: Lru[SnapshotIndex] = Lru(MAX_INDEXES, MAX_INDEX_BYTES)
+_manifests: Lru[list] = Lru(MAX_MANIFESTS, MAX_MANIFEST_BYTES)
 
 
 def index_for(table, snapshot) -> SnapshotIndex:
@@ -204,5 +220,6 @@ def index_for(table, snapshot) -> SnapshotIndex:
 
 
 def clear() -> None:
-    """Forget every kept snapshot index."""
+    """Forget every kept snapshot index and manifest."""
     _indexes.clear()
+    _manifests.clear()

@@ -33,18 +33,32 @@ def _append_day(fx, root: Path, day: int, rows: int) -> None:
     fx.table.refresh().add_files([f"file://{path}"])
 
 
-def test_a_new_snapshot_is_planned_by_the_next_request(tmp_path: Path) -> None:
-    fx = make_events_table(tmp_path, days=2, regions=("eu",), rows_per_file=5)
+def test_a_new_snapshot_is_planned_by_the_next_request(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from pyiceberg.manifest import ManifestFile
+
+    fx = make_events_table(tmp_path, days=2, regions=("eu",), rows_per_file=5, batches=2)
+    read: list[str] = []
+    real_fetch = ManifestFile.fetch_manifest_entry
+
+    def fetch(self, io, discard_deleted=True):
+        read.append(self.manifest_path)
+        return real_fetch(self, io, discard_deleted=discard_deleted)
+
+    monkeypatch.setattr(ManifestFile, "fetch_manifest_entry", fetch)
     connector = IcebergConnector()
     first = connector.plan(_request(fx))
-    assert [e.rows for e in first] == [5, 5]
+    assert [e.rows for e in first] == [5, 5] and len(read) == 2  # two appends: two manifests
     assert connector.plan(_request(fx)).version == first.version  # unchanged table: the same snapshot, kept
+    assert len(read) == 2
 
     _append_day(fx, tmp_path, 1, 7)  # a new snapshot, committed through another catalog object
+    known = set(read)
+    del read[:]  # (the append itself read the table's manifests)
     second = connector.plan(_request(fx))
     assert second.version != first.version
     assert second.version == str(fx.table.refresh().current_snapshot().snapshot_id)
     assert [e.rows for e in second] == [5, 12]
+    assert len(read) == 1 and read[0] not in known  # only the manifest the new commit wrote was read
     # the older snapshot is still planned by id, from its own (kept) index
     assert [e.rows for e in connector.plan(_request(fx, version=first.version))] == [5, 5]
 
