@@ -31,14 +31,8 @@ T0 = datetime(2026, 11, 1, tzinfo=timezone.utc)
 
 @pytest.fixture(scope="module")
 def postgres() -> Iterator[databases.Server]:
-    bindir = databases.find_postgres()
-    if bindir is None:
-        pytest.skip("PostgreSQL server binaries (initdb, pg_ctl) are not installed: `make install` installs them")
-    server = databases.start_postgres(bindir)
-    try:
+    with databases.running_postgres() as server:
         yield server
-    finally:
-        databases.stop_postgres(server, bindir)
 
 
 def _role_and_table(server: databases.Server, password: str) -> str:

@@ -27,26 +27,14 @@ ROWS = [(i, i // 4, ("eu", "us")[i % 2], i * 0.5, Decimal(i) / 4, None if i % 5 
 
 @pytest.fixture(scope="module")
 def postgres() -> Iterator[databases.Server]:
-    bindir = databases.find_postgres()
-    if bindir is None:
-        pytest.skip("PostgreSQL server binaries (initdb, pg_ctl) are not installed: `make install` installs them")
-    server = databases.start_postgres(bindir)
-    try:
+    with databases.running_postgres() as server:
         yield server
-    finally:
-        databases.stop_postgres(server, bindir)
 
 
 @pytest.fixture(scope="module")
 def mariadb() -> Iterator[databases.Server]:
-    found = databases.find_mariadb()
-    if found is None:
-        pytest.skip("MariaDB server binaries (mariadbd, mariadb-install-db) are not installed: `make install` installs them")
-    server, proc = databases.start_mariadb(*found)
-    try:
+    with databases.running_mariadb() as server:
         yield server
-    finally:
-        databases.stop_mariadb(server, proc)
 
 
 def _time_value(kind: str, hours: int):
