@@ -28,7 +28,12 @@ The contract is the upstream Rust leibrix-worker's:
   descriptor ``[dataset]``; criteria, when given, is a tenant id or
   ``{"tenant_id": ...}`` and narrows the list to that tenant).
 * ``DoAction``: ``health_check`` answers ``OK``; ``cancel_query`` with body
-  ``{"query_id": ...}`` interrupts that query (DuckDB ``interrupt()``).
+  ``{"query_id": ...}`` cancels that query, whether it is still waiting for a
+  query slot or already executing (DuckDB ``interrupt()``). A query is known
+  from the moment its ticket is accepted until its call returns, and a cancel
+  is sticky: an interrupt reaches DuckDB only while a statement executes, so
+  the query also checks its cancelled flag before its statement starts and
+  after it ends, and a query answered "cancelled" always ends CANCELLED.
 
 Statuses: bad SQL or ticket → INVALID_ARGUMENT; a name that is none of the
 tenant's datasets → NOT_FOUND; another tenant's dataset, or a table function
@@ -173,7 +178,11 @@ class QueryService(fl.FlightServerBase):
         self.timeout_secs = timeout_secs
         self.memory_limit_mb = memory_limit_mb
         self._slots = threading.BoundedSemaphore(max(1, max_queries))
+        #: Query ids from ticket acceptance until the call returns (waiting for a slot or executing).
+        self._queries: set[str] = set()
+        #: The cursors of the queries that hold a slot, by query id.
         self._running: dict[str, duckdb.DuckDBPyConnection] = {}
+        #: Cancelled query ids among ``_queries``.
         self._cancelled: set[str] = set()
         self._lock = threading.Lock()
         self._parser = loader.cursor()
@@ -234,14 +243,25 @@ class QueryService(fl.FlightServerBase):
     # ---- execution -------------------------------------------------------
 
     def cancel(self, query_id: str) -> bool:
-        """Interrupt a running query; False when no query with that id runs."""
+        """Cancel a waiting or executing query; False when no query with that id is known.
+
+        The query's cancelled flag is set (checked before and after its statement) and, when it holds a
+        cursor, that cursor is interrupted (which stops a statement that is executing).
+        """
         with self._lock:
-            cursor = self._running.get(query_id)
-            if cursor is None:
+            if query_id not in self._queries:
                 return False
             self._cancelled.add(query_id)
-        cursor.interrupt()
+            cursor = self._running.get(query_id)
+        if cursor is not None:
+            cursor.interrupt()
         return True
+
+    def _raise_if_cancelled(self, query_id: str) -> None:
+        with self._lock:
+            cancelled = query_id in self._cancelled
+        if cancelled:
+            raise fl.FlightCancelledError(f"query {query_id} cancelled")
 
     def _serialize(self, sql: str) -> str:
         with self._parser_lock:
@@ -316,26 +336,35 @@ class QueryService(fl.FlightServerBase):
     def _run(self, ticket: Ticket, *, schema_only: bool = False) -> pa.Table:
         views, pruned_all = self._views(ticket)
         timeout = ticket.timeout_secs or self.timeout_secs
-        if schema_only:  # LIMIT 0: no tenant slot, so planning never queues behind the tenant's long queries
-            return self._execute(ticket, views, pruned_all, timeout, schema_only=True)
-        with self.budgets.slot(ticket.tenant_id, timeout) as held:
-            if not held:
-                raise fl.FlightUnavailableError(
-                    f"tenant {ticket.tenant_id!r} busy: none of its {self.budgets.slots(ticket.tenant_id)} "
-                    f"query slot(s) within {timeout}s")
-            return self._execute(ticket, views, pruned_all, timeout)
+        query_id = ticket.query_id or uuid.uuid4().hex
+        with self._lock:
+            if query_id in self._queries:
+                raise pa.ArrowInvalid(f"query_id {query_id!r} is already running")
+            self._queries.add(query_id)
+        try:
+            if schema_only:  # LIMIT 0: no tenant slot, so planning never queues behind the tenant's long queries
+                return self._execute(query_id, ticket, views, pruned_all, timeout, schema_only=True)
+            with self.budgets.slot(ticket.tenant_id, timeout) as held:
+                if not held:
+                    raise fl.FlightUnavailableError(
+                        f"tenant {ticket.tenant_id!r} busy: none of its {self.budgets.slots(ticket.tenant_id)} "
+                        f"query slot(s) within {timeout}s")
+                return self._execute(query_id, ticket, views, pruned_all, timeout)
+        finally:
+            with self._lock:
+                self._queries.discard(query_id)
+                self._cancelled.discard(query_id)
 
-    def _execute(self, ticket: Ticket, views, pruned_all, timeout: float, *, schema_only: bool = False) -> pa.Table:
+    def _execute(self, query_id: str, ticket: Ticket, views, pruned_all, timeout: float, *,
+                 schema_only: bool = False) -> pa.Table:
         if not self._slots.acquire(timeout=timeout):
             raise fl.FlightUnavailableError(f"worker busy: no query slot within {timeout}s")
-        query_id = ticket.query_id or uuid.uuid4().hex
         cursor = self.loader.cursor()
         timer = threading.Timer(timeout, cursor.interrupt)
         try:
             with self._lock:
-                if query_id in self._running:
-                    raise pa.ArrowInvalid(f"query_id {query_id!r} is already running")
                 self._running[query_id] = cursor
+            self._raise_if_cancelled(query_id)  # cancelled while it waited for its slots
             for dataset, tables in views.items():
                 empty = " WHERE false" if dataset in pruned_all else _row_filter(
                     tables[0].time_column, tables[0].time_type, (ticket.window or {}).get(dataset))
@@ -345,7 +374,11 @@ class QueryService(fl.FlightServerBase):
             relation = cursor.sql(ticket.sql)
             if relation is None:
                 raise pa.ArrowInvalid("SQL error: the statement returns no rows")
+            # An interrupt between two statements is lost (DuckDB clears it when the next one starts), so the
+            # flag is read right before the statement and again once it has ended.
+            self._raise_if_cancelled(query_id)
             result = (relation.limit(0) if schema_only else relation).to_arrow_table()
+            self._raise_if_cancelled(query_id)
         except duckdb.InterruptException:
             with self._lock:
                 cancelled = query_id in self._cancelled
@@ -363,7 +396,6 @@ class QueryService(fl.FlightServerBase):
             timer.cancel()
             with self._lock:
                 self._running.pop(query_id, None)
-                self._cancelled.discard(query_id)
             cursor.close()
             self._slots.release()
         limit = (ticket.memory_limit_mb or self.memory_limit_mb) << 20

@@ -221,3 +221,61 @@ def test_result_over_the_memory_limit_is_refused(service) -> None:
     _, client = service
     with pytest.raises(fl.FlightServerError, match="resource exhausted"):
         client.do_get(_ticket("SELECT * FROM orders, range(500) r", memory_limit_mb=1)).read_all()
+
+
+def test_a_cancel_before_the_statement_starts_is_not_lost() -> None:
+    """A query waiting for the only query slot is cancelled: it never executes its statement, and a cancel of
+    the running query ends that query too, whatever point of its execution the cancel lands on."""
+    loader = _loader()
+    svc = QueryService(loader, "grpc://127.0.0.1:0", max_queries=1)
+    client = fl.FlightClient(f"grpc://127.0.0.1:{svc.port}")
+    outcomes: dict[str, BaseException | pa.Table] = {}
+
+    def run(qid: str, sql: str) -> None:
+        c = fl.FlightClient(f"grpc://127.0.0.1:{svc.port}")
+        try:
+            outcomes[qid] = c.do_get(_ticket(sql, query_id=qid)).read_all()
+        except BaseException as exc:  # noqa: BLE001 - inspected below
+            outcomes[qid] = exc
+        finally:
+            c.close()
+
+    def budgets() -> dict[str, float]:
+        return json.loads(next(client.do_action(fl.Action("budgets", b""))).body.to_pybytes()).get("acme", {})
+
+    def until(probe, what: str) -> None:
+        deadline = time.monotonic() + 60  # generous: the machine may be loaded
+        while not probe():
+            assert time.monotonic() < deadline, f"timed out waiting for {what}"
+            time.sleep(0.005)
+
+    def cancel(qid: str) -> bytes:
+        return next(client.do_action(fl.Action("cancel_query", json.dumps({"query_id": qid}).encode()))).body.to_pybytes()
+
+    holder = threading.Thread(target=run, args=("holder", SLOW))
+    waiter = threading.Thread(target=run, args=("waiter", "SELECT count(*) AS n FROM orders"))
+    try:
+        holder.start()
+        until(lambda: budgets().get("running") == 1, "the slow query to hold the slot")
+        waiter.start()
+        until(lambda: budgets().get("waiting") == 1, "the second query to wait for the slot")
+        # the waiter's ticket is accepted, its statement has not started: the cancel must stick
+        assert cancel("waiter") == b"Query waiter cancelled"
+        assert cancel("holder") == b"Query holder cancelled"
+        holder.join(120)
+        waiter.join(60)
+        assert not holder.is_alive() and not waiter.is_alive()
+        assert isinstance(outcomes["holder"], fl.FlightCancelledError), outcomes
+        # the waiter got the slot after the cancel and still ended CANCELLED, without running its statement
+        assert isinstance(outcomes["waiter"], fl.FlightCancelledError), outcomes
+        assert budgets()["served"] == 2 and svc.queries == 0
+        assert cancel("waiter") == b"Query waiter not running"
+        # the service is not left blocked: the next query with the same id answers
+        assert client.do_get(_ticket("SELECT count(*) AS n FROM orders", query_id="waiter")).read_all() \
+            .column("n").to_pylist() == [3000]
+    finally:
+        for qid in ("holder", "waiter"):
+            svc.cancel(qid)
+        client.close()
+        svc.shutdown()
+        loader.close()
