@@ -357,3 +357,47 @@ async def test_wait_reports_timeout(nursery, etcd_server, sources) -> None:
                                stdin=example("jdbc-orders.yaml", sources).encode())
     assert code == 4 and "timed out after 2s: epochs READY 0/4" in err, (out, err)
     assert "epochs READY 0/4" in out
+
+
+async def test_refresh_without_version_follows_the_current_snapshot(nursery, etcd_server) -> None:
+    """``datasets refresh`` without ``--version`` re-admits the stored request unpinned: the master plans the
+    test Iceberg table's current snapshot and reloads only the epoch whose files changed; ``--version`` still
+    refreshes to a named snapshot."""
+    from tests.support.admission import admission, rpc
+    from tests.support.sample_source import SECOND_APPEND, sample_source
+
+    master = await start_master(nursery, etcd_server.endpoint)
+    await leading(master)
+    addr = master.config.grpc_listen
+    await ok("tenants", "set-quota", "acme", master=addr)
+    first, *_, current = sample_source().versions
+    # the day before the second append (its rows are in the first snapshot) and the day it starts (no file in
+    # the first snapshot, written by the second append), pinned to the first snapshot
+    await rpc(addr, "admit_dataset", admission(start=SECOND_APPEND - timedelta(days=1), days=2, version=str(first)))
+
+    def epochs(listed: str) -> dict[str, str]:
+        return {e["info"]["time_range"]["start_inclusive"][:10]: e["version"] for e in json.loads(listed)
+                if e["state"] not in ("RETIRING", "RETIRED")}
+
+    before = epochs(await ok("epochs", "list", "acme/orders", "-o", "json", master=addr))
+    assert before == {"2027-12-31": str(first), "2028-01-01": str(first)}, before
+
+    out = await ok("datasets", "refresh", "acme/orders", master=addr)
+    assert "refreshed" in out and "admitted 1 new epoch(s) of 2 (refresh)" in out, out
+    after = epochs(await ok("epochs", "list", "acme/orders", "-o", "json", master=addr))
+    assert after["2028-01-01"] == str(current), after  # the changed epoch is planned at the current snapshot
+    assert after["2027-12-31"] == str(first), after  # the unchanged one is kept, not reloaded
+    got = json.loads(await ok("datasets", "get", "acme/orders", "-o", "json", master=addr))
+    assert got["source"].get("version", "") == "", got["source"]  # unpinned: it follows the table from now on
+
+    # nothing changed since: the same request again is no change, not a refresh
+    out = await ok("datasets", "refresh", "acme/orders", master=addr)
+    assert "unchanged" in out and "no change" in out, out
+
+    # an explicit snapshot id is still a refresh to that snapshot; the current version again is refused
+    out = await ok("datasets", "refresh", "acme/orders", "--version", str(first), master=addr)
+    assert "refreshed" in out, out
+    got = json.loads(await ok("datasets", "get", "acme/orders", "-o", "json", master=addr))
+    assert got["source"]["version"] == str(first)
+    code, _, err = await ctl("datasets", "refresh", "acme/orders", "--version", str(first), master=addr)
+    assert code == 2 and "current version" in err, err

@@ -3,21 +3,24 @@
 ``datasets apply -f FILE`` sends each document of the file as one
 ``AdmitDataset``: an identical file is a no-op (the master answers "already
 admitted: no change"), a changed one re-admits (a new ``source.version`` is a
-refresh that replaces every epoch). ``datasets get -o yaml`` prints the
-dataset as such a file (see :mod:`leibrix.client._datasets`).
+refresh). ``datasets get -o yaml`` prints the dataset as such a file (see
+:mod:`leibrix.client._datasets`). ``datasets refresh`` re-admits the stored
+request at the source's current version (or ``--version``); either refresh
+reloads only the epochs whose data changed.
 """
 
 from __future__ import annotations
 
 import argparse
 import sys
-from datetime import datetime, timezone
 from typing import Any
+
+import betterproto
 
 from leibrix.cli.ctl._common import (NOT_FOUND, Column, Ctx, CtlError, ago, dims_text, human_bytes, message_data,
                                      minute, split_ref)
 from leibrix.cli.ctl._wait import wait_ready
-from leibrix.client._datasets import dataset_document, infer_granularity, iso, load_dataset_file, parse_dataset
+from leibrix.client._datasets import dataset_document, infer_granularity, iso, load_dataset_file
 from leibrix.wire._proto import leibrix_cp as cp
 
 __all__ = ["configure"]
@@ -122,16 +125,40 @@ async def get(ctx: Ctx, args: argparse.Namespace) -> int:
     return 0
 
 
+def _refresh_request(info: cp.DatasetInfo, version: str) -> cp.AdmitDatasetRequest:
+    """The dataset's stored request (GetDataset's ``admitted``) with ``source.version`` set to ``version``.
+
+    A catalog URI/DSN whose inline password the master redacted (``***``) cannot be sent back: the
+    dataset is then refreshed by applying its file again.
+    """
+    if info.admitted is None or info.admitted.source is None:
+        raise CtlError(1, f"the master did not return dataset {info.tenant_id}/{info.dataset_id}'s admitted "
+                          "request: apply its file again to refresh it")
+    req = cp.AdmitDatasetRequest().parse(bytes(info.admitted))
+    which, catalog = betterproto.which_one_of(req.source.catalog, "catalog_type") if req.source.catalog \
+        else ("", None)
+    secret = getattr(catalog, {"iceberg": "uri", "starrocks": "dsn", "jdbc": "uri"}.get(which, ""), "") or ""
+    if "***" in secret:
+        raise CtlError(2, f"dataset {info.tenant_id}/{info.dataset_id}'s source has an inline password, which the "
+                          "master never returns: refresh it with `datasets apply -f FILE` (or name the password "
+                          "as ${env:...}/${file:...})")
+    req.request_id = ""
+    req.source.version = version
+    return req
+
+
 async def refresh(ctx: Ctx, args: argparse.Namespace) -> int:
-    """Re-admit the dataset as the master describes it, with a new ``source.version``."""
+    """Re-admit the dataset's stored request: at the source's current version, or at ``--version``.
+
+    Without ``--version`` the request goes back with ``source.version`` empty, so the master plans the
+    source as it is now (an Iceberg table's current snapshot) and reloads only the epochs whose data
+    changed; an unchanged source is answered "no change".
+    """
     tenant, dataset = split_ref(args.ref, args.tenant)
     info = await ctx.rpc("get_dataset", cp.GetDatasetRequest(tenant_id=tenant, dataset_id=dataset))
-    doc = await _document(ctx, info)
-    version = args.version or "refresh-" + datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%S.%fZ")
-    if version == info.source.version:
-        raise CtlError(2, f"--version {version!r} is the dataset's current version: nothing to refresh")
-    doc["source"]["version"] = version
-    return await _admit(ctx, parse_dataset(doc, f"{tenant}/{dataset}"), args)
+    if args.version and args.version == info.source.version:
+        raise CtlError(2, f"--version {args.version!r} is the dataset's current version: nothing to refresh")
+    return await _admit(ctx, _refresh_request(info, args.version or ""), args)
 
 
 async def drop(ctx: Ctx, args: argparse.Namespace) -> int:
@@ -190,9 +217,11 @@ def configure(sub: Any, leaf) -> None:
     leaf(vs, "list", "list datasets (of --tenant, else all) with READY/live epochs", list_)
     p = leaf(vs, "get", "one dataset; -o yaml prints a file that 'datasets apply' accepts", get)
     p.add_argument("ref", metavar="DATASET", help=ref)
-    p = leaf(vs, "refresh", "re-admit a dataset with a new source version: every epoch is reloaded", refresh)
+    p = leaf(vs, "refresh", "re-admit a dataset at its source's current version (or --version): the epochs "
+             "whose data changed are reloaded", refresh)
     p.add_argument("ref", metavar="DATASET", help=ref)
-    p.add_argument("--version", help="the new source version (default: refresh-<UTC time>)")
+    p.add_argument("--version", help="a source version to refresh to (an Iceberg snapshot id; default: the "
+                   "source's current one)")
     _wait_flags(p)
     p = leaf(vs, "drop", "drop a dataset: routes withdrawn, replicas evicted, records deleted", drop)
     p.add_argument("ref", metavar="DATASET", help=ref)
