@@ -27,6 +27,7 @@ numbers, ISO timestamps, byte sizes like ``16MiB``)::
     strategy: HASH                             # DEFAULT | ROUND_ROBIN | HASH | CAPACITY
     replication: 2                             # 0 = the tenant's default
     retention: 30                              # newest N epochs (0 = all)
+    refresh_interval: 10m                      # optional: poll the source and refresh by itself (s, m, h)
     hints: {bytes_per_epoch: 16MiB, rows_per_epoch: 100000, cpu_cores_per_epoch: 0.5, scan_cost: 1}
     request_id: ""                             # optional idempotency key
 
@@ -49,7 +50,7 @@ import json
 import re
 import tomllib
 from collections.abc import Sequence
-from datetime import date, datetime, timezone
+from datetime import date, datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any
 
@@ -60,10 +61,10 @@ from leibrix.domain import _epochs
 from leibrix.wire._proto import leibrix_cp as cp
 
 __all__ = ["DatasetFileError", "dataset_document", "dump_yaml", "infer_granularity", "iso", "load_dataset_file",
-           "parse_bytes", "parse_dataset", "parse_time"]
+           "parse_bytes", "parse_dataset", "parse_duration", "parse_time"]
 
 _TOP = {"kind", "apiVersion", "tenant", "dataset", "source", "epoch_granularity", "strategy", "replication",
-        "retention", "hints", "request_id", "status"}
+        "retention", "refresh_interval", "hints", "request_id", "status"}
 _SOURCE = {"iceberg", "jdbc", "starrocks", "database", "table", "version", "partition"}
 _CATALOGS = {"iceberg": ({"uri"}, cp.IcebergCatalog), "jdbc": ({"uri", "driver"}, cp.JdbcCatalog),
              "starrocks": ({"dsn", "internal_catalog_name"}, cp.StarRocksCatalog)}
@@ -148,6 +149,21 @@ def parse_bytes(doc: dict[str, Any], key: str, where: str) -> int:
     if m is None or (m.group(2) or "").upper() not in _SIZE_UNITS:
         raise DatasetFileError(f"{where}.{key}: expected bytes (a number or a size like 16MiB), got {value!r}")
     return int(float(m.group(1)) * _SIZE_UNITS[(m.group(2) or "").upper()])
+
+
+_DURATION = re.compile(r"\s*(\d+(?:\.\d+)?)\s*([smh]?)\s*")
+_DURATION_UNITS = {"": 1, "s": 1, "m": 60, "h": 3600}
+
+
+def parse_duration(doc: dict[str, Any], key: str, where: str) -> timedelta | None:
+    """``doc[key]`` as a duration: seconds, or a number with ``s``, ``m`` or ``h``; None when absent."""
+    value = doc.get(key)
+    if value is None:
+        return None
+    m = _DURATION.fullmatch(str(value)) if not isinstance(value, bool) else None
+    if m is None:
+        raise DatasetFileError(f"{where}.{key}: expected a duration (seconds, or like 90s, 10m, 1h), got {value!r}")
+    return timedelta(seconds=float(m.group(1)) * _DURATION_UNITS[m.group(2)])
 
 
 def _enum(value: Any, where: str, names: dict[str, Any]) -> Any:
@@ -275,6 +291,8 @@ def parse_dataset(doc: Any, where: str = "dataset") -> cp.AdmitDatasetRequest:
         strategy=_enum(doc.get("strategy", "DEFAULT"), f"{where}.strategy", _STRATEGY),
         retention_epochs=_int(doc, "retention", where),
     )
+    if (interval := parse_duration(doc, "refresh_interval", where)) is not None:
+        req.refresh_interval = interval
     if doc.get("epoch_granularity") is not None:
         req.epoch_granularity = _granularity(doc["epoch_granularity"], f"{where}.epoch_granularity")
     if doc.get("hints"):
@@ -350,6 +368,8 @@ def dataset_document(info: cp.DatasetInfo, granularity: cp.EpochGranularity | No
     doc["strategy"] = "DEFAULT" if not info.strategy else info.strategy.name
     doc["replication"] = info.replication_factor
     doc["retention"] = info.retention_epochs
+    if info.admitted is not None and info.admitted.refresh_interval:
+        doc["refresh_interval"] = f"{int(info.admitted.refresh_interval.total_seconds())}s"
     doc["status"] = {"admitted_at": iso(info.admitted_at) if info.admitted_at else "",
                      "epochs_by_state": dict(sorted(info.epochs_by_state.items()))}
     return doc

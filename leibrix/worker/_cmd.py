@@ -103,7 +103,7 @@ def configure(parser: argparse.ArgumentParser) -> None:
                         "(default: its Arrow Flight query address)")
     parser.add_argument("--parallel-loads", type=int, default=2, help="loads executed at once")
     parser.add_argument("--max-rows", type=int, default=5_000_000,
-                        help="cap on synthetic rows per epoch until real sources land")
+                        help="cap on generated rows per epoch for a LoadPlan that carries no read plan")
     parser.add_argument("--query-listen-addr", default="127.0.0.1:0", metavar="HOST:PORT",
                         help="Arrow Flight query address (port 0: a free one); registered as label flight_addr")
     parser.add_argument("--max-queries", type=int, default=4, help="queries executed at once")
