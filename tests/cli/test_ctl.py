@@ -297,6 +297,16 @@ async def test_datasets_files_epochs_and_round_trip(nursery, etcd_server, tmp_pa
     assert "dropped" in out
     code, _, _ = await ctl("datasets", "drop", "acme/sessions", master=addr)
     assert code == 3
+
+    # an inline password is redacted by the master, so refresh cannot send the stored request back: it says so
+    inline = example("starrocks-sessions.yaml", sources).replace("${env:STARROCKS_PASSWORD}", mariadb.password) \
+        .replace("dataset: sessions", "dataset: inline")
+    code, out, err = await ctl("datasets", "apply", "-f", "-", master=addr, stdin=inline.encode())
+    assert code == 0 and "configured" in out, (out, err)
+    code, out, err = await ctl("datasets", "refresh", "acme/inline", master=addr)
+    assert code == 2 and "inline password" in err and "datasets apply" in err, (out, err)
+    assert mariadb.password not in err
+
     code, _, err = await ctl("tenants", "delete", "acme", master=addr)
     assert code == 1 and "FAILED_PRECONDITION" in err
 
