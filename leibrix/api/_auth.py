@@ -112,6 +112,7 @@ RULES: Mapping[str, Rule] = {
     "ListWorkers": _ADMIN,
     "GetWorker": _ADMIN,
     "DrainWorker": _ADMIN,
+    "UndrainWorker": _ADMIN,
     "ResolveRoute": _TENANT,
     "WatchRoutes": _TENANT,
     "ListDatasets": _FILTER,

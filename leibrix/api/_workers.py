@@ -1,4 +1,4 @@
-"""ManagementService RPCs about workers: ListWorkers (paged), GetWorker, DrainWorker.
+"""ManagementService RPCs about workers: ListWorkers (paged), GetWorker, DrainWorker, UndrainWorker.
 
 Liveness lives only in the leader's memory (heartbeats are never written to
 etcd), so these are answered by the leader; a follower answers UNAVAILABLE
@@ -7,7 +7,7 @@ with ``leibrix-leader`` and the client retries there.
 
 from __future__ import annotations
 
-from leibrix.control._drain import Drain, start_drain
+from leibrix.control._drain import Drain, cancel_drain, start_drain
 from leibrix.api._pages import page
 from leibrix.api._server import trio_rpc
 from leibrix.domain._errors import NotFound
@@ -75,3 +75,10 @@ class WorkerApi(cp.ManagementServiceBase):
         if not request.no_wait:
             await drain.done.wait()
         return drain_response(hub, drain)
+
+    @trio_rpc
+    async def undrain_worker(self, request: cp.UndrainWorkerRequest) -> cp.WorkerInfo:
+        """Cancel a drain (see :func:`leibrix.control._drain.cancel_drain`); answers the worker as it is now."""
+        hub = self._hub
+        await cancel_drain(hub, request.worker_id)
+        return hub.info(request.worker_id)

@@ -37,7 +37,7 @@ from leibrix.store._etcd import EtcdError
 from leibrix.wire._proto import leibrix_cp as cp
 from leibrix.workers._protocols import WorkerDirectory
 
-__all__ = ["DEFAULT_DEADLINE_S", "DEFAULT_MAX_PARALLEL", "Drain", "DrainHost", "start_drain"]
+__all__ = ["DEFAULT_DEADLINE_S", "DEFAULT_MAX_PARALLEL", "Drain", "DrainHost", "cancel_drain", "start_drain"]
 
 log = logging.getLogger(__name__)
 
@@ -58,6 +58,8 @@ class Drain:
     deadline_exceeded: bool = False
     remaining: int = 0
     message: str = ""
+    #: Cancelled by :func:`cancel_drain`: the drain stops where it is.
+    scope: trio.CancelScope = field(default_factory=trio.CancelScope)
     done: trio.Event = field(default_factory=trio.Event)
 
 
@@ -117,7 +119,36 @@ async def start_drain(hub: WorkerDirectory, worker_id: str, *, deadline_s: float
     return drain
 
 
+async def cancel_drain(hub: WorkerDirectory, worker_id: str) -> None:
+    """Stop a drain of ``worker_id`` (if one runs) and make the worker placeable again.
+
+    Replicas already moved stay where they are. A worker that is neither
+    DRAINING nor DRAINED is left as it is; a DEAD one is FAILED_PRECONDITION.
+    """
+    if not hub.serving():
+        raise Unavailable("not the leader", leader=hub.leader_hint())
+    state = hub.state(worker_id)
+    if state is None:
+        raise NotFound(f"worker {worker_id!r} is not known to the leader")
+    if state is cp.WorkerState.DEAD:
+        raise FailedPrecondition(f"worker {worker_id!r} is DEAD: it must re-register before it can take placements")
+    coordinator = hub.coordinator
+    running = coordinator.drains.pop(worker_id, None) if isinstance(coordinator, DrainHost) else None
+    if running is not None and not running.done.is_set():
+        running.message = "cancelled"
+        running.scope.cancel()
+        await running.done.wait()
+    if state in (cp.WorkerState.DRAINING, cp.WorkerState.DRAINED):
+        await hub.set_drain(worker_id, None)
+        log.info("drain of %s cancelled: placeable again", worker_id, extra={"worker": worker_id})
+
+
 async def _run(hub: WorkerDirectory, coordinator: DrainHost, drain: Drain) -> None:
+    with drain.scope:
+        await _drain(hub, coordinator, drain)
+
+
+async def _drain(hub: WorkerDirectory, coordinator: DrainHost, drain: Drain) -> None:
     wid = drain.worker_id
     try:
         limiter = trio.CapacityLimiter(drain.max_parallel)

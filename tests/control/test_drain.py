@@ -8,7 +8,7 @@ from typing import Any
 import pytest
 import trio
 
-from leibrix.control._drain import start_drain
+from leibrix.control._drain import cancel_drain, start_drain
 from leibrix.domain._errors import InvalidArgument, NotFound
 from leibrix.domain._liveness import WState
 from leibrix.wire._proto.records import state_pb2
@@ -106,3 +106,23 @@ async def test_drain_bad_requests(etcd, nursery) -> None:
         await start_drain(hub, "")
     with pytest.raises(NotFound, match="nope"):
         await start_drain(hub, "nope")
+
+
+async def test_undrain_stops_a_running_drain_and_makes_the_worker_placeable(etcd, nursery) -> None:
+    # large tables so that the drain is still moving when it is cancelled
+    keys, hub, coord, addr = await _cluster(etcd, nursery, rows=3_000_000)
+    await spawn_worker(nursery, addr, "w1", "--memory", "2GiB")
+    await coord.wait(lambda: all(coord.ready.get(k) == {"w1"} for k in EPOCHS), timeout=60)
+    await spawn_worker(nursery, addr, "w2", "--memory", "2GiB")
+    await wait_state(hub, "w2", WState.ACTIVE)
+    await cancel_drain(hub, "w2")  # not draining: answered as it is
+    assert hub.liveness.state("w2") is WState.ACTIVE
+    drain = await start_drain(hub, "w1", deadline_s=600, max_parallel=1)
+    await coord.wait(lambda: any("w2" in coord.assigned.get(k, ()) for k in EPOCHS), timeout=30)
+    await cancel_drain(hub, "w1")
+    assert drain.done.is_set() and drain.message == "cancelled" and not drain.deadline_exceeded
+    assert hub.liveness.state("w1") is WState.ACTIVE and hub.liveness.get("w1").placeable
+    assert state_pb2.WorkerRecord.FromString((await etcd.get(keys.worker("w1"))).value).state == WState.ACTIVE
+    assert any("w1" in coord.ready.get(k, ()) for k in EPOCHS), "what was not moved stays on w1"
+    with pytest.raises(NotFound, match="nope"):
+        await cancel_drain(hub, "nope")

@@ -98,8 +98,13 @@ async def drain(ctx: Ctx, args: argparse.Namespace) -> int:
 
 
 async def undrain(ctx: Ctx, args: argparse.Namespace) -> int:
-    raise CtlError(USAGE, "undrain is not available: the ManagementService has no RPC that returns a drained "
-                   "worker to service")
+    """Cancel a drain: a running one stops where it is, and the worker takes placements again."""
+    info = await ctx.rpc("undrain_worker", cp.UndrainWorkerRequest(worker_id=args.worker))
+    if ctx.output in ("json", "yaml"):
+        ctx.dump(message_data(info))
+    else:
+        ctx.print(f"worker {args.worker} {info.state.name.lower()}: {info.replicas} replica(s)")
+    return 0
 
 
 # ------------------------------------------------------------------ routes
@@ -158,8 +163,8 @@ def configure(sub: Any, leaf) -> None:
     p.add_argument("--wait", action="store_true",
                    help="follow the drain until DRAINED (exit 1 if the worker dies, 4 on timeout)")
     p.add_argument("--wait-timeout", type=float, default=600.0, metavar="SECONDS", help="for --wait (default 600)")
-    p = leaf(vs, "undrain", "NOT AVAILABLE: the master has no RPC to return a drained worker to service "
-             "(exits 2)", undrain)
+    p = leaf(vs, "undrain", "cancel a drain: a running one stops (moved replicas stay), the worker takes "
+             "placements again", undrain)
     p.add_argument("worker", metavar="WORKER")
 
     verbs = sub.add_parser("routes", help="where queries go: the READY epochs and their workers",

@@ -728,6 +728,11 @@ class GetWorkerRequest(betterproto.Message):
 
 
 @dataclass(eq=False, repr=False)
+class UndrainWorkerRequest(betterproto.Message):
+    worker_id: str = betterproto.string_field(1)
+
+
+@dataclass(eq=False, repr=False)
 class DrainWorkerRequest(betterproto.Message):
     worker_id: str = betterproto.string_field(1)
     deadline_s: float = betterproto.double_field(2)
@@ -1363,6 +1368,23 @@ class ManagementServiceStub(betterproto.ServiceStub):
             metadata=metadata,
         )
 
+    async def undrain_worker(
+        self,
+        undrain_worker_request: "UndrainWorkerRequest",
+        *,
+        timeout: Optional[float] = None,
+        deadline: Optional["Deadline"] = None,
+        metadata: Optional["MetadataLike"] = None
+    ) -> "WorkerInfo":
+        return await self._unary_unary(
+            "/leibrix_cp.ManagementService/UndrainWorker",
+            undrain_worker_request,
+            WorkerInfo,
+            timeout=timeout,
+            deadline=deadline,
+            metadata=metadata,
+        )
+
 
 class ControlPlaneServiceBase(ServiceBase):
 
@@ -1490,6 +1512,11 @@ class ManagementServiceBase(ServiceBase):
     async def list_tokens(
         self, list_tokens_request: "ListTokensRequest"
     ) -> "ListTokensResponse":
+        raise grpclib.GRPCError(grpclib.const.Status.UNIMPLEMENTED)
+
+    async def undrain_worker(
+        self, undrain_worker_request: "UndrainWorkerRequest"
+    ) -> "WorkerInfo":
         raise grpclib.GRPCError(grpclib.const.Status.UNIMPLEMENTED)
 
     async def __rpc_admit_dataset(
@@ -1635,6 +1662,13 @@ class ManagementServiceBase(ServiceBase):
         response = await self.list_tokens(request)
         await stream.send_message(response)
 
+    async def __rpc_undrain_worker(
+        self, stream: "grpclib.server.Stream[UndrainWorkerRequest, WorkerInfo]"
+    ) -> None:
+        request = await stream.recv_message()
+        response = await self.undrain_worker(request)
+        await stream.send_message(response)
+
     def __mapping__(self) -> Dict[str, grpclib.const.Handler]:
         return {
             "/leibrix_cp.ManagementService/AdmitDataset": grpclib.const.Handler(
@@ -1756,5 +1790,11 @@ class ManagementServiceBase(ServiceBase):
                 grpclib.const.Cardinality.UNARY_UNARY,
                 ListTokensRequest,
                 ListTokensResponse,
+            ),
+            "/leibrix_cp.ManagementService/UndrainWorker": grpclib.const.Handler(
+                self.__rpc_undrain_worker,
+                grpclib.const.Cardinality.UNARY_UNARY,
+                UndrainWorkerRequest,
+                WorkerInfo,
             ),
         }

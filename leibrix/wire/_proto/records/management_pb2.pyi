@@ -469,6 +469,12 @@ class GetWorkerRequest(_message.Message):
     worker_id: str
     def __init__(self, worker_id: _Optional[str] = ...) -> None: ...
 
+class UndrainWorkerRequest(_message.Message):
+    __slots__ = ("worker_id",)
+    WORKER_ID_FIELD_NUMBER: _ClassVar[int]
+    worker_id: str
+    def __init__(self, worker_id: _Optional[str] = ...) -> None: ...
+
 class DrainWorkerRequest(_message.Message):
     __slots__ = ("worker_id", "deadline_s", "max_parallel", "no_wait")
     WORKER_ID_FIELD_NUMBER: _ClassVar[int]
