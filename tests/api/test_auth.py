@@ -43,6 +43,7 @@ ROWS: dict[str, tuple[str, Callable[[str], Any]]] = {
     "ListWorkers": ("admin", lambda t: cp.ListWorkersRequest()),
     "GetWorker": ("admin", lambda t: cp.GetWorkerRequest(worker_id="w")),
     "DrainWorker": ("admin", lambda t: cp.DrainWorkerRequest(worker_id="w", no_wait=True)),
+    "UndrainWorker": ("admin", lambda t: cp.UndrainWorkerRequest(worker_id="w")),
     "ResolveRoute": ("tenant", lambda t: cp.ResolveRouteRequest(tenant_id=t, dataset_id="d")),
     "WatchRoutes": ("tenant", lambda t: cp.WatchRoutesRequest(tenant_id=t)),
     "ListDatasets": ("filter", lambda t: cp.ListDatasetsRequest(tenant_id=t)),
