@@ -49,7 +49,7 @@ from bench._report import Report
 from leibrix.cli._local import LocalCluster, MasterProcess, spawn_tied, stop_process
 from leibrix.client._call import call
 from leibrix.client._requests import time_partitioned_admission
-from leibrix.master._config import DEFAULT_LEASE_TTL
+from leibrix.master._options import DEFAULT_LEASE_TTL
 from leibrix.store._etcd import EtcdClient, EtcdError, WatchEvent
 from leibrix.store._member import PRODUCTION_TIMINGS
 from leibrix.store._store import Keys

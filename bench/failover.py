@@ -31,7 +31,7 @@ import numpy as np
 import trio
 
 from bench._report import Report, options
-from leibrix.master._config import DEFAULT_LEASE_TTL
+from leibrix.master._options import DEFAULT_LEASE_TTL
 from leibrix.store._etcd import EtcdClient, EtcdUnavailable, KeyValue
 from leibrix.store._member import PRODUCTION_TIMINGS
 from leibrix.cli._local import LocalCluster

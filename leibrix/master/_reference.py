@@ -26,7 +26,7 @@ from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
-from leibrix.master._config import OPTIONS, Option
+from leibrix.master._options import OPTIONS, Option
 
 __all__ = ["BEGIN", "END", "StaleReference", "main", "render_options", "splice"]
 

@@ -9,7 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from leibrix.master._config import OPTIONS, ConfigError, MasterConfig, add_arguments, load_config
+from leibrix.master._config import ConfigError, MasterConfig, add_arguments, load_config
+from leibrix.master._options import OPTIONS
 from leibrix.store._member import EMBEDDED_TXN_LIMITS, MEMBER_HEADROOM
 from leibrix.store._writer import TxnLimits
 from leibrix.wire._address import split_hostport

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from leibrix.master._config import OPTIONS, Option
+from leibrix.master._options import OPTIONS, Option
 from leibrix.master._reference import BEGIN, END, StaleReference, check, main, render_options, splice
 
 OPERATIONS = Path(__file__).resolve().parents[2] / "docs" / "operations.md"
