@@ -43,7 +43,8 @@ from typing import TypeVar
 import trio
 
 from bench._report import Report, options
-from leibrix.control._coordinator import Coordinator, CoordinatorConfig
+from leibrix.control._coordinator import Coordinator
+from leibrix.control._settings import CoordinatorConfig
 from leibrix.store._election import Election
 from leibrix.store._etcd import EtcdClient, Put
 from leibrix.store._member import TEST_TIMINGS, MemberConfig, free_port_url, run_member

@@ -14,7 +14,11 @@ thread, so the ratios compare what is done, not how many cores do it.
 
 Queries, each timed as p50 of many runs after a warm-up, results checked equal:
 
-* ``day``: a selective one-day query (top 10 keys of one day by count);
+* ``day``: a selective one-day drill-down (the orders of one ``key`` on one
+  day: a filter on a non-partition column, a few dozen rows of ~333k; with
+  ``--quick`` a handful of ~33k);
+* ``day_groupby``: a one-day aggregate (top 10 keys of one day by count,
+  compute-bound over the whole day);
 * ``month``: a 30-day aggregate (per-day count and mean).
 
 Per query, ``query.<q>.*_p50_ms`` for
@@ -28,9 +32,23 @@ Per query, ``query.<q>.*_p50_ms`` for
 * ``inprocess``: an in-process DuckDB already holding the same 30 epochs as
   tables under one ``UNION ALL`` view (the floor: no network, no routing).
 
-Ratios (the headline is the day query; the month one is reported beside it):
-``query.speedup_vs_parquet_p50`` (goal ≥ 3×), ``query.speedup_vs_pyiceberg_p50``
-(goal ≥ 10×), ``query.overhead_vs_inprocess_p50`` (worse of day and month, goal ≤ 2×).
+Every peer gets the same SQL (so the same predicate); the Leibrix and
+pyiceberg runs also get the query's time window (routing to one epoch; the
+pyiceberg ``row_filter``). Ratios (the headline is the selective ``day``
+query; the others are reported beside it): ``query.speedup_vs_parquet_p50``
+(goal ≥ 3×), ``query.speedup_vs_pyiceberg_p50`` (goal ≥ 10×),
+``query.overhead_vs_inprocess_p50`` (worst of the three queries, goal ≤ 2×).
+
+Heat: ``query.heat_converge_s``. A second tenant (``dash``) has two datasets
+of two days each, ``cold`` and ``hot`` (Iceberg tables over the same two day
+files), and a memory quota that holds one of them, not both: ``cold`` is
+admitted and loaded first, ``hot`` waits PENDING. A workload then queries only
+``hot`` through a fresh :class:`~leibrix.client._query.Client` (default
+settings: its access reports are the only heat the master gets, no direct
+``ReportAccess``); its epochs are read from the source until the control loop
+displaces ``cold`` for them by benefit. The figure is the time from the first
+query to the client's own routes (``WatchRoutes``) showing every ``hot`` epoch
+on a worker and no ``cold`` one.
 """
 
 from __future__ import annotations
@@ -61,9 +79,15 @@ from leibrix.worker._cmd import worker_command
 
 T0 = datetime(2026, 11, 1, tzinfo=timezone.utc)
 DAYS = 30
-DAY_SQL = ("SELECT key, count(*) AS n, sum(value) AS total FROM orders "
-           "WHERE ts >= TIMESTAMP '2026-11-15' AND ts < TIMESTAMP '2026-11-16' "
-           "GROUP BY key ORDER BY n DESC, key LIMIT 10")
+HEAT_DAYS = 2
+HEAT_TENANT = "dash"
+HEAT_SQL = "SELECT count(*) AS n FROM hot WHERE key = 'k777'"
+DAY_SQL = ("SELECT id, ts, value FROM orders "
+           "WHERE ts >= TIMESTAMP '2026-11-15' AND ts < TIMESTAMP '2026-11-16' AND key = 'k777' "
+           "ORDER BY ts, id")
+DAY_GROUPBY_SQL = ("SELECT key, count(*) AS n, sum(value) AS total FROM orders "
+                   "WHERE ts >= TIMESTAMP '2026-11-15' AND ts < TIMESTAMP '2026-11-16' "
+                   "GROUP BY key ORDER BY n DESC, key LIMIT 10")
 MONTH_SQL = ("SELECT date_trunc('day', ts) AS day, count(*) AS n, avg(value) AS mean "
              "FROM orders GROUP BY 1 ORDER BY 1")
 _LOG = open(os.environ["LEIBRIX_BENCH_LOG"], "a") if os.environ.get("LEIBRIX_BENCH_LOG") else subprocess.DEVNULL
@@ -91,26 +115,37 @@ def _leading(http: str) -> bool:
         return False
 
 
+def _catalog(root: Path):
+    from pyiceberg.catalog.sql import SqlCatalog
+
+    uri = f"sqlite:///{root / 'catalog.db'}"
+    return SqlCatalog("default", uri=uri, warehouse=f"file://{root / 'warehouse'}"), uri
+
+
+def _create(catalog, name: str):
+    """An empty ``db.<name>`` table of the bench's schema, partitioned by ``day(ts)``."""
+    from pyiceberg.partitioning import PartitionField, PartitionSpec
+    from pyiceberg.schema import Schema
+    from pyiceberg.transforms import DayTransform
+    from pyiceberg.types import DoubleType, LongType, NestedField, StringType, TimestampType
+
+    schema = Schema(NestedField(1, "id", LongType(), required=False), NestedField(2, "ts", TimestampType(), required=False),
+                    NestedField(3, "key", StringType(), required=False),
+                    NestedField(4, "value", DoubleType(), required=False))
+    spec = PartitionSpec(PartitionField(source_id=2, field_id=1000, transform=DayTransform(), name="ts_day"))
+    return catalog.create_table(f"db.{name}", schema=schema, partition_spec=spec)
+
+
 def make_table(root: Path, rows: int):
     """Write the day-partitioned Iceberg table ``db.orders`` under ``root``; returns (catalog URI, table, files)."""
     import numpy as np
     import pyarrow as pa
     import pyarrow.compute as pc
     import pyarrow.parquet as pq
-    from pyiceberg.catalog.sql import SqlCatalog
-    from pyiceberg.partitioning import PartitionField, PartitionSpec
-    from pyiceberg.schema import Schema
-    from pyiceberg.transforms import DayTransform
-    from pyiceberg.types import DoubleType, LongType, NestedField, StringType, TimestampType
 
-    uri = f"sqlite:///{root / 'catalog.db'}"
-    catalog = SqlCatalog("default", uri=uri, warehouse=f"file://{root / 'warehouse'}")
+    catalog, uri = _catalog(root)
     catalog.create_namespace("db")
-    schema = Schema(NestedField(1, "id", LongType(), required=False), NestedField(2, "ts", TimestampType(), required=False),
-                    NestedField(3, "key", StringType(), required=False),
-                    NestedField(4, "value", DoubleType(), required=False))
-    spec = PartitionSpec(PartitionField(source_id=2, field_id=1000, transform=DayTransform(), name="ts_day"))
-    table = catalog.create_table("db.orders", schema=schema, partition_spec=spec)
+    table = _create(catalog, "orders")
     per_day = rows // DAYS
     rng = np.random.default_rng(7)
     files: list[str] = []
@@ -131,6 +166,13 @@ def make_table(root: Path, rows: int):
     for chunk in range(3):  # three appends, three snapshots
         table.add_files([f"file://{f}" for f in files[chunk * 10:(chunk + 1) * 10]])
     return uri, catalog.load_table("db.orders"), files
+
+
+def make_heat_tables(root: Path, files: list[str]) -> None:
+    """``db.hot`` and ``db.cold``: the first :data:`HEAT_DAYS` day files of ``orders``, registered in each."""
+    catalog, _ = _catalog(root)
+    for name in ("hot", "cold"):
+        _create(catalog, name).add_files([f"file://{f}" for f in files[:HEAT_DAYS]])
 
 
 def _p50(fn, runs: int) -> tuple[float, object]:

@@ -28,7 +28,7 @@ leader does the work):
 * ``leibrix_placement_pass_seconds`` (histogram): scheduling passes
   (``Coordinator.schedule``, through ``AdmissionService.hooks``);
 * ``leibrix_evict_commands_total{reason}``: ``evict_epoch`` commands sent by
-  ``Ledger.send_evict``, by kind (``leibrix.control._ledger.evict_kind``);
+  ``Ledger.send_evict``, by kind (``leibrix.control._settings.evict_kind``);
 * ``leibrix_worker_heartbeat_lag_seconds`` (histogram): each heartbeat's gap
   since the worker's previous one (``Membership.on_heartbeat``);
 * ``leibrix_etcd_request_seconds{op}`` (histogram) and

@@ -37,7 +37,8 @@ from typing import Any
 
 import trio
 
-from leibrix.control._ledger import ControlHooks, CoordinatorConfig, Ledger
+from leibrix.control._ledger import Ledger
+from leibrix.control._settings import ControlHooks, CoordinatorConfig
 from leibrix.control._retirement import Retirement
 from leibrix.control._scheduling import Scheduler
 from leibrix.control._worker_events import WorkerEvents

@@ -32,21 +32,20 @@ else of each other's state. It holds:
   staged epoch.
 * **Commands** to workers through the hub (``WorkerDirectory``).
 * **Hooks** (:class:`ControlHooks`): the metrics observe each scheduling
-  pass's duration and each ``evict_epoch`` sent, by kind (:func:`evict_kind`).
+  pass's duration and each ``evict_epoch`` sent, by kind (:func:`~leibrix.control._settings.evict_kind`).
 """
 
 from __future__ import annotations
 
 import time
 from collections.abc import Awaitable, Callable, Iterable, Sequence
-from dataclasses import dataclass, field
 
 import numpy as np
 import trio
 
 from leibrix import placement as pl
-from leibrix.domain._heat import Heat, HeatModel, fair_share
-from leibrix.domain._lifecycle import CHARGED, RetryPolicy, State, transition
+from leibrix.domain._heat import Heat, fair_share
+from leibrix.domain._lifecycle import CHARGED, State, transition
 from leibrix.state._model import (
     EVICTING,
     LOADED,
@@ -61,85 +60,14 @@ from leibrix.state._model import (
 )
 from leibrix.store._etcd import Compare, Delete, EtcdRefused, EtcdUnavailable, Put
 from leibrix.store._store import Atomic, Keys
-from leibrix.wire._proto import leibrix_cp as cp
 from leibrix.workers._protocols import WorkerDirectory
 from leibrix.control._loadplan import assignment
+from leibrix.control._settings import ControlHooks, CoordinatorConfig, evict_kind, strategy_name
 
-__all__ = ["ControlHooks", "CoordinatorConfig", "Ledger", "evict_kind", "live_replicas"]
+__all__ = ["Ledger", "live_replicas"]
 
 #: Withdrawn assignments remembered per term (see ``Ledger.withdrawn``); the oldest are forgotten first.
 _WITHDRAWN_MAX = 65_536
-#: The strategy of an epoch whose dataset, tenant and cluster name none the wire knows.
-_FALLBACK_STRATEGY = cp.PlacementStrategy.CAPACITY
-
-
-@dataclass(frozen=True, slots=True)
-class CoordinatorConfig:
-    """Tunables of placement and residency (defaults suit a small cluster)."""
-
-    default_strategy: int = cp.PlacementStrategy.CAPACITY
-    default_replication: int = 1
-    hysteresis: float = 1.5
-    #: Sanity bound of a load's measured bytes: at most this many times the planned bytes
-    #: (``leibrix.control._worker_events.validate``).
-    bytes_tolerance: float = 4.0
-    retry: RetryPolicy = RetryPolicy()
-    heat: HeatModel = HeatModel()
-    #: Most PENDING epochs placed per scheduling pass (the rest wait for the next).
-    max_candidates: int = 5000
-    #: Candidates per pass that may try to displace residents when their pool is full.
-    max_displacements: int = 16
-    move_timeout_s: float = 60.0
-    #: Shortest time between two scheduling passes (s): kicks arriving meanwhile are served by one pass, so a
-    #: stream of admissions is placed in a few larger fenced writes instead of one write (and pass) each.
-    min_pass_interval_s: float = 0.02
-    #: Shortest time between two group commits of staged status reports (s), for the same reason.
-    min_flush_interval_s: float = 0.01
-    #: Seconds between heat checkpoints to etcd (``leibrix.control._heat_checkpoint``).
-    heat_checkpoint_interval_s: float = 10.0
-    #: Seconds a RETIRED epoch's record is kept before the janitor deletes it (``leibrix.control._janitor``).
-    retired_ttl_s: float = 3600.0
-    #: Seconds between the janitor's pruning passes.
-    prune_interval_s: float = 60.0
-    #: Seconds an uncommitted epoch (of an admission that never stored its dataset record) is left alone
-    #: before the janitor deletes it (``leibrix.control._janitor``).
-    orphan_ttl_s: float = 600.0
-
-
-def _ignore(*_: object) -> None:
-    return None
-
-
-@dataclass(slots=True)
-class ControlHooks:
-    """What the control loop reports to its observers (the metrics); every hook is a no-op by default.
-
-    One instance lives as long as the master (``AdmissionService.hooks``),
-    shared by the coordinators of its terms.
-    """
-
-    #: Seconds one scheduling pass took (``Coordinator.schedule``, waiting for the lock excluded).
-    pass_seconds: Callable[[float], None] = field(default=_ignore)
-    #: One ``evict_epoch`` command sent, by kind (:func:`evict_kind`).
-    evict: Callable[[str], None] = field(default=_ignore)
-
-
-#: (needle in the reason, kind) in the order :func:`evict_kind` tries them.
-_EVICT_KINDS = (("displaced", "displaced"), ("moved", "moved"), ("withdrawn", "withdrawn"),
-                ("not assigned", "unassigned"), ("reloading", "reloading"), ("replaced by", "retired"),
-                ("retir", "retired"), ("retention", "retired"), ("drop", "retired"), ("fail", "load_failed"),
-                ("retrying", "load_failed"))
-
-
-def evict_kind(reason: str) -> str:
-    """The bounded kind of an ``evict_epoch`` reason: ``displaced`` (a higher-benefit epoch or a guarantee
-    claim took its room), ``moved`` (rebalance, drain), ``withdrawn`` (a late status of a withdrawn
-    assignment), ``unassigned`` (a worker's inventory holds it unasked), ``reloading``, ``retired``
-    (refresh, retention, drop, RetireEpoch), ``load_failed``, else ``other``."""
-    text = reason.lower()
-    return next((kind for needle, kind in _EVICT_KINDS if needle in text), "other")
-
-
 def live_replicas(e: Epoch) -> list[Replica]:
     """The epoch's replicas that are not being evicted."""
     return [r for r in e.replicas if r.state != EVICTING]
@@ -148,17 +76,6 @@ def live_replicas(e: Epoch) -> list[Replica]:
 def _measured(e: Epoch) -> bool:
     """Whether ``e``'s bytes were measured by a load (they replace the estimate once one is accepted)."""
     return e.planned_bytes > 0 and e.memory_bytes != e.planned_bytes
-
-
-def strategy_name(code: int) -> str:
-    """The ``leibrix.placement`` name of a ``PlacementStrategy`` wire value (``"round_robin"``, ...)."""
-    try:
-        strategy = cp.PlacementStrategy(code)
-    except ValueError:
-        strategy = _FALLBACK_STRATEGY
-    if strategy is cp.PlacementStrategy.STRATEGY_DEFAULT:
-        strategy = _FALLBACK_STRATEGY
-    return strategy.name.lower()
 
 
 class Ledger:

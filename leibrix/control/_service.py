@@ -13,8 +13,9 @@ import trio
 from prometheus_client import CollectorRegistry
 
 from leibrix.control._admission import AdmissionConfig, Admissions
-from leibrix.control._coordinator import Coordinator, CoordinatorConfig
-from leibrix.control._ledger import ControlHooks
+from leibrix.control._coordinator import Coordinator
+from leibrix.control._settings import CoordinatorConfig
+from leibrix.control._settings import ControlHooks
 from leibrix.control._heat_checkpoint import HeatCheckpointer, checkpoint_counter
 from leibrix.control._janitor import Janitor, JanitorCounters
 from leibrix.control._refresh import Refresher

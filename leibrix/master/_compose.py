@@ -37,7 +37,7 @@ from leibrix.api._tokens import TokenApi
 from leibrix.api._workers import WorkerApi
 from leibrix.control._service import AdmissionService
 from leibrix.control._admission import AdmissionConfig
-from leibrix.control._coordinator import CoordinatorConfig
+from leibrix.control._settings import CoordinatorConfig
 from leibrix.domain._heat import HeatModel
 from leibrix.master._config import ConfigError
 from leibrix.domain._validation import AdmissionLimits

@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from leibrix.control._admission import AdmissionConfig
-from leibrix.control._coordinator import CoordinatorConfig
+from leibrix.control._settings import CoordinatorConfig
 from leibrix.domain._validation import AdmissionLimits
 from leibrix.store._member import EMBEDDED_TXN_LIMITS, MEMBER_HEADROOM, PRODUCTION_TIMINGS
 from leibrix.store._writer import TxnLimits

@@ -10,8 +10,9 @@ import pytest
 import trio
 import trio.testing
 
-from leibrix.control._coordinator import Coordinator, CoordinatorConfig
-from leibrix.control._ledger import strategy_name
+from leibrix.control._coordinator import Coordinator
+from leibrix.control._settings import CoordinatorConfig
+from leibrix.control._settings import strategy_name
 from leibrix.domain._errors import FailedPrecondition, ResourceExhausted
 from leibrix.domain._lifecycle import RetryPolicy, State
 from leibrix.wire._proto import leibrix_cp as cp

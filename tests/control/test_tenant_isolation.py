@@ -10,7 +10,7 @@ import logging
 import pytest
 import trio
 
-from leibrix.control._coordinator import CoordinatorConfig
+from leibrix.control._settings import CoordinatorConfig
 from leibrix.domain._heat import HeatModel
 from leibrix.domain._lifecycle import State
 from leibrix.wire._proto import leibrix_cp as cp

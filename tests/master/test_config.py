@@ -99,7 +99,7 @@ def test_worker_and_admission_options_reach_the_hub_and_admission(tmp_path: Path
     """The hub and admission get these options from the composition root; their defaults are the options'."""
     from leibrix.master._compose import admission_configs, hub_config
     from leibrix.control._admission import AdmissionConfig
-    from leibrix.control._coordinator import CoordinatorConfig
+    from leibrix.control._settings import CoordinatorConfig
     from leibrix.workers._hub import HubConfig
 
     default = MasterConfig()

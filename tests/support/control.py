@@ -27,7 +27,8 @@ import math
 import trio
 
 from leibrix.control._admission import AdmissionConfig, Admissions
-from leibrix.control._coordinator import Coordinator, CoordinatorConfig
+from leibrix.control._coordinator import Coordinator
+from leibrix.control._settings import CoordinatorConfig
 from leibrix.domain._validation import AdmissionLimits, validate_admission
 from leibrix.placement import WorkerSpec
 from leibrix.state._model import ClusterState, Epoch, EpochKey, decode_epoch, encode_tenant, now_ms
