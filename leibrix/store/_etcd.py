@@ -65,24 +65,9 @@ from leibrix.store._lease import hedged_keepalive
 from leibrix.store._watch import WatchStream, open_watch
 
 __all__ = [
-    "Compacted",
-    "Compare",
-    "Delete",
-    "EtcdClient",
-    "EtcdError",
-    "EtcdRefused",
-    "EtcdTls",
-    "EtcdUnavailable",
-    "KeyValue",
-    "LeaseLost",
-    "Member",
-    "Put",
-    "ServerStatus",
-    "TxnResult",
-    "WatchEvent",
-    "WatchStream",
-    "op_size",
-    "prefix_end",
+    "Compacted", "Compare", "Delete", "EtcdClient", "EtcdError", "EtcdRefused", "EtcdTls", "EtcdUnavailable",
+    "KeyValue", "LeaseLost", "Member", "Put", "ServerStatus", "TxnResult", "WatchEvent", "WatchStream",
+    "op_size", "prefix_end",
 ]
 
 T = TypeVar("T")
