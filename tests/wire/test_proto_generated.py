@@ -19,7 +19,7 @@ def test_committed_generated_code_is_not_stale() -> None:
 
 
 def test_upstream_numbers_are_kept() -> None:
-    """Spot-check DESIGN.md §5: upstream clients depend on these names and numbers."""
+    """Spot-check the upstream wire contract: upstream clients depend on these names and numbers."""
     from leibrix.wire._proto.records import common_pb2, control_plane_pb2, management_pb2
 
     def numbers(message: type) -> dict[str, int]:
