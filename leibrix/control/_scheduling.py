@@ -285,8 +285,11 @@ class Scheduler:
           worse than the candidate by ≥ the hysteresis factor, unless ``cand``
           claims its tenant's guarantee).
 
-        The evictions happen only if the candidate can then really be placed,
-        so no resident is evicted for nothing.
+        A candidate without benefit (nothing has ever been gained from it)
+        displaces nothing unless it claims its tenant's guarantee: equal zeros
+        are no reason to trade one resident for another. The evictions happen
+        only if the candidate can then really be placed, so no resident is
+        evicted for nothing.
         """
         ledger = self.ledger
         state = ledger.state
@@ -304,7 +307,7 @@ class Scheduler:
         probe = rounds.usage(cand.tenant_id)
         own = sorted((eb for eb in open_to if eb[0].tenant_id == cand.tenant_id), key=lambda eb: (eb[1], eb[0].key))
         while budget_shortfall(tenant.quota, probe, memory_bytes=cost, cpu_cores=cost_cpu, epochs=1):
-            if not own or mine < hysteresis * own[0][1]:
+            if not own or mine <= 0 or mine < hysteresis * own[0][1]:
                 return ()
             v, _ = own.pop(0)
             victims.append(v)
@@ -318,7 +321,7 @@ class Scheduler:
             taken = {v.key for v in victims}
             rest = {epoch_name(e.key): e for e, _ in open_to if e.key not in taken}
             choice = None
-            if rest:
+            if rest and (claim or mine > 0):
                 n = state.replication(cand)
                 # a claim beats every resident open to it, whatever the benefits (the cheapest still go first)
                 bid = max(mine, 2.0 * hysteresis * max(benefit[k] for k in rest) + 1.0) if claim else mine
