@@ -5,8 +5,31 @@ the generated code parses with betterproto's Rust codec, which says only "the
 given binary data does not match the protobuf schema". Left alone, that is an
 ``UNKNOWN "Internal Server Error"`` and a traceback per request. The
 :class:`RequestCodec` here turns it into ``INVALID_ARGUMENT`` naming the field
-(one debug log line, no traceback), and refuses a request over
-:data:`MAX_REQUEST_BYTES` (gRPC's usual receive limit) before parsing it.
+(one debug log line, no traceback).
+
+Before parsing, it bounds the work a request can cost the event loop (the
+parser runs on it), answering ``RESOURCE_EXHAUSTED`` with the sizes:
+
+* **bytes.** A ManagementService request may be at most
+  :data:`MAX_MANAGEMENT_REQUEST_BYTES` (2 MiB). The largest legitimate one is
+  an ``AdmitDataset`` at the bounds of :mod:`leibrix.domain._validation` and
+  the default epoch cap (10,000 epochs per request): 16 dimension columns with
+  1,000, 10 and fourteen times 1 values of 256 four-byte characters, every
+  other string at its bound, is 1,073,050 bytes (1.02 MiB). Other messages the
+  server decodes (the worker stream's frames, Health, Reflection) keep gRPC's
+  usual :data:`MAX_REQUEST_BYTES` (4 MiB); the worker stream applies its own
+  ``max_message_bytes`` on top.
+* **fields and messages.** Parsing costs little per byte but much per field,
+  and most per embedded message: betterproto builds a Python object for each
+  occurrence of a message field, about 20 µs apiece, so 10 KB of empty
+  sub-messages alone would stall the loop for 0.1 s. :func:`check_decode_work`
+  counts a ManagementService request's fields and embedded messages on the
+  wire (skipping string payloads by their length prefix) and refuses one over
+  :data:`MAX_REQUEST_FIELDS` fields or :data:`MAX_REQUEST_MESSAGES` embedded
+  messages. The bounds allow a legitimate request at most 16,000 strings in
+  its largest repeated field (16 columns of 1,000 values) and a few dozen
+  messages, well under both. The count stops at the first malformed byte and
+  leaves that request to the parser and its diagnosis.
 
 To name the field, :func:`describe_decode_error` walks the wire format
 against the message's betterproto metadata, only after a parse has failed:
@@ -30,12 +53,27 @@ from grpclib.const import Status
 from grpclib.encoding.proto import ProtoCodec
 from grpclib.exceptions import GRPCError
 
-__all__ = ["MAX_REQUEST_BYTES", "RequestCodec", "describe_decode_error"]
+from leibrix.wire._proto import leibrix_cp as cp
+
+__all__ = ["MAX_MANAGEMENT_REQUEST_BYTES", "MAX_REQUEST_BYTES", "MAX_REQUEST_FIELDS", "MAX_REQUEST_MESSAGES",
+           "RequestCodec", "check_decode_work", "describe_decode_error"]
 
 log = logging.getLogger(__name__)
 
-#: Largest request message accepted (bytes), as gRPC servers accept by default.
+#: Largest message accepted (bytes) of a type that is not a ManagementService request, as gRPC servers accept.
 MAX_REQUEST_BYTES = 4 << 20
+
+#: Largest ManagementService request accepted (bytes): about twice the largest legitimate ``AdmitDataset``.
+MAX_MANAGEMENT_REQUEST_BYTES = 2 << 20
+
+#: Most fields (at any depth, each repeated entry counted) a ManagementService request may carry.
+MAX_REQUEST_FIELDS = 20_000
+
+#: Most embedded messages (map entries excluded) a ManagementService request may carry.
+MAX_REQUEST_MESSAGES = 1_000
+
+#: The request types of the ManagementService (the ones the byte and work limits above apply to).
+MANAGEMENT_REQUEST_TYPES = frozenset(h.request_type for h in cp.ManagementServiceBase().__mapping__().values())
 
 #: Fields the diagnosis of an undecodable request looks at before it gives up naming one.
 MAX_DIAGNOSED_FIELDS = 10_000
@@ -169,14 +207,84 @@ def describe_decode_error(cls: type[betterproto.Message], data: bytes) -> str:
     return f"request does not parse as {cls.__name__}"
 
 
+class _Work:
+    __slots__ = ("fields", "messages")
+
+    def __init__(self) -> None:
+        self.fields = self.messages = 0
+
+
+class _TooMuch(Exception):
+    """A request over the field or message budget."""
+
+
+def _count(cls: type[betterproto.Message], data: bytes, work: _Work) -> None:
+    meta = cls._betterproto
+    i, end = 0, len(data)
+    while i < end:
+        work.fields += 1
+        if work.fields > MAX_REQUEST_FIELDS:
+            raise _TooMuch(f"more than {MAX_REQUEST_FIELDS} fields")
+        tag, i = _varint(data, i, "")
+        number, wire = tag >> 3, tag & 7
+        if wire == 0:
+            _, i = _varint(data, i, "")
+        elif wire == 1:
+            i += 8
+        elif wire == 5:
+            i += 4
+        elif wire == 2:
+            length, i = _varint(data, i, "")
+            name = meta.field_name_by_number.get(number)
+            if name is not None and meta.meta_by_field_name[name].proto_type == "message":
+                work.messages += 1
+                if work.messages > MAX_REQUEST_MESSAGES:
+                    raise _TooMuch(f"more than {MAX_REQUEST_MESSAGES} embedded messages")
+                sub = meta.cls_by_field[name]
+                if isinstance(sub, type) and issubclass(sub, betterproto.Message):
+                    _count(sub, data[i:i + length], work)
+            i += length
+        else:
+            return  # malformed: the parser refuses it
+        if i > end:
+            return
+
+
+def check_decode_work(cls: type[betterproto.Message], data: bytes) -> str | None:
+    """Why parsing ``data`` as a ``cls`` would cost too much, or None when it is within the budgets.
+
+    Walks the wire format against ``cls``'s schema, counting every field (a
+    repeated or map entry each) and every embedded message at any depth;
+    a payload that is not a message is skipped by its length. Stops quietly at
+    malformed bytes (the parser then refuses them) and at the first budget
+    passed, so the walk itself looks at no more than
+    :data:`MAX_REQUEST_FIELDS` fields.
+    """
+    work = _Work()
+    try:
+        _count(cls, data, work)
+    except _TooMuch as too_much:
+        return f"request of {len(data)} bytes has {too_much}, the limit for a {cls.__name__}"
+    except _Bad:
+        pass
+    return None
+
+
 class RequestCodec(ProtoCodec):
     """grpclib's protobuf codec, answering undecodable or oversized requests with a precise status."""
 
     def decode(self, data: bytes, message_type: Any) -> Any:
-        if len(data) > MAX_REQUEST_BYTES:
-            log.debug("%s of %d bytes refused (limit %d)", message_type.__name__, len(data), MAX_REQUEST_BYTES)
+        management = message_type in MANAGEMENT_REQUEST_TYPES
+        limit = MAX_MANAGEMENT_REQUEST_BYTES if management else MAX_REQUEST_BYTES
+        if len(data) > limit:
+            log.debug("%s of %d bytes refused (limit %d)", message_type.__name__, len(data), limit)
             raise GRPCError(Status.RESOURCE_EXHAUSTED,
-                            f"request of {len(data)} bytes is larger than the {MAX_REQUEST_BYTES}-byte limit")
+                            f"request of {len(data)} bytes is larger than the {limit}-byte limit")
+        if management:
+            too_much = check_decode_work(message_type, data)
+            if too_much is not None:
+                log.debug("%s refused: %s", message_type.__name__, too_much)
+                raise GRPCError(Status.RESOURCE_EXHAUSTED, too_much)
         try:
             return message_type.FromString(data)
         except Exception:

@@ -19,8 +19,10 @@ repeat them:
   as trailing metadata ``retry-after-ms``. Anything else stays grpclib's ``UNKNOWN``
   and is logged: it is a bug, never the caller's fault.
 * **Hostile input.** Requests are decoded by :class:`leibrix.api._decode.RequestCodec`
-  (bytes that do not parse, or a request over 4 MiB, get ``INVALID_ARGUMENT`` /
-  ``RESOURCE_EXHAUSTED`` naming the field, never ``UNKNOWN``), and
+  (bytes that do not parse get ``INVALID_ARGUMENT`` naming the field, never
+  ``UNKNOWN``; a ManagementService request over 2 MiB, or over its budget of
+  fields and embedded messages, gets ``RESOURCE_EXHAUSTED`` naming the sizes
+  before it is parsed), and
   :func:`trio_rpc` checks the size of every string, list and map of a request
   (:func:`leibrix.domain._validation.check_request_bounds`) before the RPC
   runs. Status messages are bounded where errors are made

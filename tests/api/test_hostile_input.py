@@ -105,8 +105,53 @@ async def test_out_of_range_timestamps_are_invalid_argument_naming_the_field(
 
 
 async def test_oversized_request_is_resource_exhausted(master: Any) -> None:
-    answer = await call(master, "GetTenant", _ld(1, b"a" * (5 << 20)))
-    assert answer.code == "RESOURCE_EXHAUSTED" and "4194304-byte limit" in answer.details
+    answer = await call(master, "GetTenant", _ld(1, b"a" * ((2 << 20) + 1)))
+    assert answer.code == "RESOURCE_EXHAUSTED"
+    assert answer.details == "request of 2097158 bytes is larger than the 2097152-byte limit", answer.details
+
+
+async def test_requests_over_the_decode_budget_are_refused_before_parsing(master: Any) -> None:
+    cases = [  # each took seconds of loop time to parse: one Python object per embedded message, or per field
+        ("AdmitDataset", b"\x1a\x00" * 200_000, "more than 1000 embedded messages"),  # source, 200,000 times
+        ("ResolveRoute", _ld(3, b"") * 5_000, "more than 1000 embedded messages"),
+        ("GetTenant", b"\x0a\x00" * 500_000, "more than 20000 fields"),
+        ("ResolveRoute", _ld(4, b"\x0a\x00\x12\x00") * 100_000, "more than 20000 fields"),  # map entries
+    ]
+    for name, data, problem in cases:
+        answer = await call(master, name, data)
+        assert answer.code == "RESOURCE_EXHAUSTED", (name, answer)
+        assert answer.details == (f"request of {len(data)} bytes has {problem}, the limit for a {name}Request"), answer
+        assert answer.seconds < 1.0, (name, answer.seconds)
+
+
+def test_the_largest_legitimate_admission_fits_the_limits() -> None:
+    from datetime import datetime, timedelta, timezone
+
+    from leibrix.api._decode import MAX_MANAGEMENT_REQUEST_BYTES, RequestCodec, check_decode_work
+    from leibrix.domain import _validation as v
+
+    def text(n: int, suffix: object = "") -> str:  # n characters of four UTF-8 bytes each
+        return "\U0001F600" * (n - len(str(suffix))) + str(suffix)
+
+    counts = [1000, 10] + [1] * 14  # 16 columns whose combinations reach the default epoch cap in one window
+    dims = [cp.DimensionPartition(column=cp.PartitionColumn(name=text(v.MAX_NAME_LEN, i)),
+                                  values=cp.PartitionValues(values=[text(v.MAX_VALUE_LEN, j) for j in range(n)]))
+            for i, n in enumerate(counts)]
+    t0 = datetime(2026, 1, 1, tzinfo=timezone.utc)
+    time_partition = cp.TimePartition(column=cp.PartitionColumn(name=text(v.MAX_NAME_LEN)),
+                                      filter=cp.TimeRangeFilter(start_inclusive=t0, end_exclusive=t0 + timedelta(hours=1)))
+    request = cp.AdmitDatasetRequest(
+        tenant_id="t" * 64, dataset_id="d" * 64, request_id="r" * 128,
+        source=cp.DataSource(catalog=cp.Catalog(iceberg=cp.IcebergCatalog(uri=text(v.MAX_URI_LEN))),
+                             database=text(v.MAX_STRING_LEN), table=text(v.MAX_STRING_LEN),
+                             version=text(v.MAX_VERSION_LEN),
+                             partition=cp.Partition(time_partition=time_partition, dimension_partitions=dims)),
+        epoch_granularity=cp.EpochGranularity(value=1, unit=cp.EpochGranularityTimeUnit.HOUR))
+    data = bytes(request)
+    assert v.validate_admission(request).epoch_count == v.DEFAULT_MAX_EPOCHS_PER_REQUEST
+    assert len(data) < MAX_MANAGEMENT_REQUEST_BYTES * 0.55, len(data)
+    assert check_decode_work(cp.AdmitDatasetRequest, data) is None
+    assert RequestCodec().decode(data, cp.AdmitDatasetRequest) == request
 
 
 async def _pages(master: Any, name: str, request: Any, field: str) -> list[list[Any]]:
@@ -161,7 +206,7 @@ async def test_a_page_ends_before_its_reply_passes_the_byte_limit() -> None:
     assert sizes == [2, 2, 2, 2, 2]
 
 
-async def test_a_request_of_millions_of_fields_is_diagnosed_within_a_budget(master: Any) -> None:
-    data = b"\x20\x01" * (1 << 20) + b"\x08"  # a million valid varint fields, then a truncated tag
+async def test_a_request_of_many_fields_is_diagnosed_within_a_budget(master: Any) -> None:
+    data = b"\x20\x01" * 15_000 + b"\x08"  # 15,000 valid varint fields (within the budget), then a truncated tag
     answer = await call(master, "ReportAccess", data)
     assert (answer.code, answer.details) == ("INVALID_ARGUMENT", "request does not parse as ReportAccessRequest")
