@@ -30,7 +30,7 @@ gauge (``leibrix_loop_stall_max_seconds``), read from ``/metrics`` throughout.
 
 Every count except ``fuzz.requests`` and ``fuzz.max_loop_stall_s`` must be 0
 (the exit status is 1 otherwise). A full run sends over 100,000 requests
-(1,500 generated and 4,200 mutated per RPC; about 10 minutes on two cores) and
+(1,500 generated and 5,000 mutated per RPC; about 10 minutes on two cores) and
 expects ``fuzz.max_loop_stall_s`` of at most 0.1 s; ``--quick`` is a smoke run. ``BENCH_KEEP=1`` keeps the processes' logs
 (the master logs each loop stall over 100 ms with the task step that caused it).
 """
@@ -459,7 +459,7 @@ def run(quick: bool, seed: int) -> tuple[Report, Tally]:
     from leibrix.store._member import MemberConfig, find_etcd_binary
     from leibrix.worker._cmd import worker_command
 
-    generated, mutated = (100, 200) if quick else (1500, 4200)
+    generated, mutated = (100, 200) if quick else (1500, 5000)
     report = Report("bench.fuzz: hostile ManagementService requests (grpcio client, raw bytes)", quick=quick)
     tmp = Path(tempfile.mkdtemp(prefix="bench-fuzz-"))
     etcd_addr, peer, grpc_addr, http_addr = (free_hostport() for _ in range(4))
