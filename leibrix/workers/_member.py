@@ -52,7 +52,7 @@ from leibrix.workers._config import HubConfig
 from leibrix.workers._messages import clip
 
 if TYPE_CHECKING:
-    from leibrix.workers._protocols import Session
+    from leibrix.workers._session import Session
 
 __all__ = [
     "MAX_ADDR_CHARS",

@@ -57,9 +57,10 @@ from leibrix.wire._proto.records import state_pb2
 from leibrix.workers._config import HubConfig
 from leibrix.workers._member import Member, member_from_record, record_of
 from leibrix.workers._messages import clip, common_ack
-from leibrix.workers._protocols import EpochCoordinator, Session
+from leibrix.workers._protocols import EpochCoordinator
 from leibrix.workers._rebalance import PoolWorker, Rebalancer
 from leibrix.workers._records import RecordWriter
+from leibrix.workers._session import Session
 
 __all__ = ["Membership"]
 

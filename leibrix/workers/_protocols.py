@@ -8,14 +8,13 @@ implements :class:`EpochCoordinator` and is handed to the hub with
 Inside this package, between the asyncio side (one session per gRPC stream,
 ``_stream``) and the Trio side (membership, liveness, persistence,
 ``_membership``): the membership implements :class:`Registry`, each stream's
-session implements :class:`Session`.
+session implements :class:`~leibrix.workers._session.Session` (defined on its
+own, so that ``_member``, whose members hold one, need not import this module).
 """
 
 from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any, Protocol
-
-from grpclib.const import Status
 
 from leibrix.domain._liveness import WState
 from leibrix.placement import WorkerSpec
@@ -24,8 +23,9 @@ from leibrix.wire._proto.records import control_plane_pb2 as pb
 
 if TYPE_CHECKING:
     from leibrix.workers._member import Member
+    from leibrix.workers._session import Session
 
-__all__ = ["EpochCoordinator", "Registry", "Session", "WorkerDirectory"]
+__all__ = ["EpochCoordinator", "Registry", "WorkerDirectory"]
 
 
 class WorkerDirectory(Protocol):
@@ -66,21 +66,6 @@ class EpochCoordinator(Protocol):
         to_worker: str | None = None,
     ) -> bool:
         """Move one replica off ``from_worker``; onto ``to_worker`` only, when given. True once it is LOADED."""
-        ...
-
-
-class Session(Protocol):
-    """What the membership asks of one worker's live stream (called on the event-loop thread)."""
-
-    #: the worker's address as the connection sees it, for messages
-    peer: str
-
-    def offer(self, frame: bytes) -> bool:
-        """Queue a serialized message without waiting; False if the session is closing (a full queue closes it)."""
-        ...
-
-    def close(self, status: Status, message: str, *, leader: str = "") -> None:
-        """End the stream with ``status`` (``leader``: the address for ``leibrix-leader``)."""
         ...
 
 
