@@ -412,3 +412,33 @@ async def test_refresh_without_version_follows_the_current_snapshot(nursery, etc
     assert got["source"]["version"] == str(first)
     code, _, err = await ctl("datasets", "refresh", "acme/orders", "--version", str(first), master=addr)
     assert code == 2 and "current version" in err, err
+
+
+async def test_tokens_issue_list_and_revoke(nursery, etcd_server) -> None:
+    """Admin-only token verbs against a master with authentication on; a revoked token stops working."""
+    admin = "admin-" + "y" * 40
+    master = await leading(await start_master(nursery, etcd_server.endpoint, admin_token=admin))
+    addr = master.config.grpc_listen
+    as_admin = {"LEIBRIX_TOKEN": admin}
+    code, _, err = await ctl("tokens", "list", master=addr)
+    assert code == 1 and "UNAUTHENTICATED" in err.upper(), err  # no token
+    code, out, err = await ctl("tenants", "set-quota", "acme", master=addr, env=as_admin)
+    assert code == 0, err
+    code, out, err = await ctl("tokens", "issue", "acme", "--description", "ci", "-o", "json", master=addr,
+                               env=as_admin)
+    assert code == 0, err
+    issued = json.loads(out)
+    assert issued["token"] and issued["tenant_id"] == "acme" and issued["description"] == "ci"
+    code, out, _ = await ctl("tokens", "list", "-o", "json", master=addr, env=as_admin)
+    listed = json.loads(out)
+    assert [t["token_id"] for t in listed if t.get("tenant_id") == "acme"] == [issued["token_id"]]
+    assert issued["token"] not in out  # secrets are never listed
+    as_tenant = {"LEIBRIX_TOKEN": issued["token"]}
+    code, out, err = await ctl("tenants", "get", "acme", "-o", "json", master=addr, env=as_tenant)
+    assert code == 0 and json.loads(out)["quota"]["tenant_id"] == "acme", err
+    code, _, err = await ctl("tokens", "list", master=addr, env=as_tenant)
+    assert code == 1 and "PERMISSION_DENIED" in err.upper(), err  # admin only
+    code, out, err = await ctl("tokens", "revoke", issued["token_id"], master=addr, env=as_admin)
+    assert code == 0, err
+    code, _, err = await ctl("tenants", "get", "acme", master=addr, env=as_tenant)
+    assert code == 1 and "UNAUTHENTICATED" in err.upper(), err

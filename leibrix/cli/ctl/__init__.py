@@ -18,7 +18,7 @@ from typing import Any
 
 import trio
 
-from leibrix.cli.ctl import _datasets, _tenants, _workers
+from leibrix.cli.ctl import _datasets, _tenants, _tokens, _workers
 from leibrix.cli.ctl._common import EXIT_HELP, Ctx, exit_code
 from leibrix.client._config import load_config
 
@@ -64,8 +64,10 @@ def configure(parser: argparse.ArgumentParser) -> None:
     _workers.configure(sub, _leaf)  # status first, as in the listing
     _tenants.configure(sub, _leaf)
     _datasets.configure(sub, _leaf)
+    _tokens.configure(sub, _leaf)
     # keep the help listing in the order an operator meets the resources
-    sub._choices_actions.sort(key=lambda a: ["status", "tenants", "datasets", "epochs", "workers", "routes"]
+    sub._choices_actions.sort(key=lambda a: ["status", "tenants", "datasets", "epochs", "workers", "routes",
+                                                          "tokens"]
                               .index(a.dest))
     for p in sub.choices.values():
         if p.epilog is None:
