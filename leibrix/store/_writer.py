@@ -19,16 +19,22 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Protocol
 
 from leibrix.store._election import Term
 from leibrix.store._ops import Compare, Delete, Put, op_size
 
 if TYPE_CHECKING:
     from leibrix.store._etcd import EtcdClient
-    from leibrix.store._store import Mirror
 
-__all__ = ["Atomic", "Conflict", "Fenced", "FencedWriter", "TxnLimits"]
+__all__ = ["Atomic", "Conflict", "Fenced", "FencedWriter", "LocalApply", "TxnLimits"]
+
+
+class LocalApply(Protocol):
+    """What the writer needs of a mirror (``leibrix.store._store.Mirror``): applying its own commits at once."""
+
+    def apply_local(self, ops: Sequence[Put | Delete], revision: int) -> None: ...
+
 
 #: etcd's own defaults (``--max-txn-ops``, ``--max-request-bytes``): what an
 #: operator's cluster accepts unless it was configured otherwise.
@@ -115,7 +121,7 @@ class FencedWriter:
     """
 
     def __init__(
-        self, client: EtcdClient, term: Term, mirror: Mirror | None = None, *, limits: TxnLimits = TxnLimits()
+        self, client: EtcdClient, term: Term, mirror: LocalApply | None = None, *, limits: TxnLimits = TxnLimits()
     ) -> None:
         self._client = client
         self.term = term
