@@ -11,7 +11,7 @@ dead Raft leader never take the threads every other call needs.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 import etcd3.etcdrpc as rpc
 import grpc
@@ -19,17 +19,24 @@ import trio
 
 from leibrix.store._ops import EtcdError, EtcdUnavailable, LeaseLost
 
-if TYPE_CHECKING:
-    from leibrix.store._etcd import EtcdClient
-
-__all__ = ["HEDGE_AFTER", "hedged_keepalive"]
+__all__ = ["HEDGE_AFTER", "KeepaliveClient", "hedged_keepalive"]
 
 #: How long a keepalive waits on the current member before it is also sent to
 #: every other member (the first answer wins).
 HEDGE_AFTER = 0.1
 
 
-async def hedged_keepalive(client: EtcdClient, lease_id: int, deadline: float) -> int:
+class KeepaliveClient(Protocol):
+    """What a keepalive uses of ``leibrix.store._etcd.EtcdClient``: its raw client, thread limiter and error mapping."""
+
+    #: the ``etcd3`` client (``endpoint_in_use``, ``endpoints``)
+    _raw: Any
+    _keepalive_threads: trio.CapacityLimiter
+
+    def _failed_quietly(self, exc: BaseException, *, bench: bool = True) -> EtcdError: ...
+
+
+async def hedged_keepalive(client: KeepaliveClient, lease_id: int, deadline: float) -> int:
     """Refresh ``lease_id`` once through ``client``; its new TTL. :class:`LeaseLost` if it is gone.
 
     ``deadline`` bounds every attempt; the threads of abandoned attempts end by it.

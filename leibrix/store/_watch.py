@@ -9,23 +9,39 @@ etcd watch is cancelled when the consumer leaves. :class:`EtcdClient`'s
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol, TypeVar
 
 import etcd3.events
 import trio
 
 from leibrix.store._ops import EtcdError, EtcdUnavailable, WatchEvent, _kv
 
-if TYPE_CHECKING:
-    from leibrix.store._etcd import EtcdClient
+__all__ = ["WatchClient", "WatchStream", "open_watch"]
 
-__all__ = ["WatchStream", "open_watch"]
+T = TypeVar("T")
 
 #: Watch batches buffered between etcd's callback thread and the Trio consumer
 #: before the callback thread waits (back-pressure).
 _WATCH_BUFFER = 256
+
+
+class WatchClient(Protocol):
+    """What a watch uses of ``leibrix.store._etcd.EtcdClient``: its raw client, calls, error mapping and close state."""
+
+    #: the ``etcd3`` client (``watcher``)
+    _raw: Any
+    timeout: float
+    _closed: bool
+    #: watch creations in flight, and the event set when the last one ends (``close`` waits for it)
+    _creating: int
+    _created: trio.Event
+
+    async def _call(self, fn: Callable[[], T], *, abandon_on_cancel: bool = True, retry: str = "always",
+                    op: str = "other") -> T: ...
+
+    def _failed_quietly(self, exc: BaseException, *, bench: bool = True) -> EtcdError: ...
 
 
 class WatchStream(trio.abc.ReceiveChannel[list[WatchEvent]]):
@@ -58,7 +74,7 @@ class WatchStream(trio.abc.ReceiveChannel[list[WatchEvent]]):
 
 @asynccontextmanager
 async def open_watch(
-    client: EtcdClient, key: str, range_end: bytes | None, start_revision: int
+    client: WatchClient, key: str, range_end: bytes | None, start_revision: int
 ) -> AsyncIterator[WatchStream]:
     """Watch ``key`` (to ``range_end``) from ``start_revision`` through ``client``; the etcd watch is cancelled on exit."""
     if start_revision < 1:
