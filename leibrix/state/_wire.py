@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING
 from leibrix.wire._proto import leibrix_cp as cp
 
 if TYPE_CHECKING:
-    from leibrix.state._model import Epoch
+    from leibrix.state._records import Epoch
 
 __all__ = ["epoch_info", "epoch_to_wire", "fill_epoch_info"]
 
