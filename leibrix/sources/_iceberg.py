@@ -74,7 +74,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
-from datetime import date, datetime, timezone
+from datetime import date
 from urllib.parse import parse_qsl
 
 import pyarrow as pa
@@ -83,6 +83,7 @@ from leibrix.domain._errors import ApiError, FailedPrecondition, InvalidArgument
 from leibrix.sources import _iceberg_cache, _secrets
 from leibrix.sources._iceberg_assign import assign
 from leibrix.sources._iceberg_index import index_for
+from leibrix.sources._iceberg_time import _TimeColumn
 from leibrix.sources._types import (
     TIME_FIELD,
     EpochPlan,
@@ -94,7 +95,6 @@ from leibrix.sources._types import (
 
 __all__ = ["IcebergConnector", "union_filter"]
 
-_DAY_MS = 86_400_000
 
 
 def _catalog_properties(uri: str) -> tuple[str, dict[str, str]]:
@@ -158,43 +158,6 @@ def _looks_unreachable(exc: BaseException) -> bool:
 
 
 # -- the time and dimension columns ------------------------------------------------------------------
-
-@dataclass(slots=True)
-class _TimeColumn:
-    field_id: int
-    kind: str  # "timestamp" (micros) | "date" (days) | "int" (ms) | "string" (ISO text)
-    iceberg_type: object
-
-    def literal(self, ms: int):
-        if self.kind == "timestamp":
-            return ms * 1000
-        if self.kind == "date":
-            return datetime.fromtimestamp(ms / 1000, tz=timezone.utc).date().isoformat()
-        if self.kind == "int":
-            return ms
-        return datetime.fromtimestamp(ms / 1000, tz=timezone.utc).strftime("%Y-%m-%dT%H:%M:%S")
-
-    def to_ms(self, value) -> tuple[int, int] | None:
-        """``[lo, hi)`` in ms covered by one column value."""
-        if value is None:
-            return None
-        if self.kind == "timestamp":
-            if isinstance(value, datetime):
-                value = int(value.replace(tzinfo=value.tzinfo or timezone.utc).timestamp() * 1_000_000)
-            return value // 1000, value // 1000 + 1
-        if self.kind == "date":
-            if isinstance(value, date):
-                value = (value - date(1970, 1, 1)).days
-            return value * _DAY_MS, (value + 1) * _DAY_MS
-        if self.kind == "int":
-            return int(value), int(value) + 1
-        try:
-            dt = datetime.fromisoformat(str(value))
-        except ValueError:
-            return None
-        ms = int(dt.replace(tzinfo=dt.tzinfo or timezone.utc).timestamp() * 1000)
-        return ms, ms + 1
-
 
 def _time_column(schema, request: SourceRequest) -> _TimeColumn:
     from pyiceberg import types as it

@@ -12,23 +12,21 @@ import bisect
 import itertools
 from collections import defaultdict
 from dataclasses import dataclass, field
-from datetime import date, datetime, timedelta, timezone
+from datetime import date, timedelta
 
 import pyarrow as pa
 
 from typing import TYPE_CHECKING
 
 from leibrix.sources import _sizes
+from leibrix.sources._iceberg_time import _file_interval
 from leibrix.sources._types import EpochKey, EpochPlan, IcebergFile, IcebergRead, SourcePlan
 
 if TYPE_CHECKING:
-    from leibrix.sources._iceberg import _TimeColumn
     from leibrix.sources._iceberg_index import _Planned
 
 __all__ = ["assign"]
 
-_DAY_MS = 86_400_000
-_HOUR_MS = 3_600_000
 #: Iceberg's reserved field id of ``file_path`` in positional delete files.
 _DELETE_FILE_PATH_ID = 2147483546
 #: Iceberg writers truncate string bounds to this many characters by default.
@@ -53,57 +51,6 @@ class _Acc:
     scan_bytes: int = 0
     deletes_seen: set[str] = field(default_factory=set)
 
-
-
-def _partition_interval(table, df, time: _TimeColumn) -> tuple[int, int] | None:
-    from pyiceberg import transforms as tr
-
-    spec = table.metadata.specs()[df.spec_id]
-    best = None
-    for pos, pf in enumerate(spec.fields):
-        if pf.source_id != time.field_id:
-            continue
-        value = df.partition[pos]
-        if value is None:
-            continue
-        t = pf.transform
-        if isinstance(t, tr.IdentityTransform):
-            iv = time.to_ms(value)
-        elif isinstance(t, tr.HourTransform):
-            iv = (value * _HOUR_MS, (value + 1) * _HOUR_MS)
-        elif isinstance(t, tr.DayTransform):
-            v = (value - date(1970, 1, 1)).days if isinstance(value, date) else value
-            iv = (v * _DAY_MS, (v + 1) * _DAY_MS)
-        elif isinstance(t, tr.MonthTransform):
-            iv = (_month_ms(value), _month_ms(value + 1))
-        elif isinstance(t, tr.YearTransform):
-            iv = (_month_ms(value * 12), _month_ms(value * 12 + 12))
-        else:
-            continue
-        best = iv if best is None else (max(best[0], iv[0]), min(best[1], iv[1]))
-    return best
-
-
-def _month_ms(months: int) -> int:
-    y, m = divmod(months, 12)
-    return int(datetime(1970 + y, m + 1, 1, tzinfo=timezone.utc).timestamp() * 1000)
-
-
-def _file_interval(table, df, time: _TimeColumn, full: tuple[int, int]) -> tuple[tuple[int, int], bool]:
-    """The file's ``[lo, hi)`` ms interval and whether anything bounded it."""
-    from pyiceberg.conversions import from_bytes
-
-    iv = _partition_interval(table, df, time)
-    lo_b, hi_b = (df.lower_bounds or {}).get(time.field_id), (df.upper_bounds or {}).get(time.field_id)
-    if lo_b is not None and hi_b is not None and time.kind != "string":
-        lo = time.to_ms(from_bytes(time.iceberg_type, lo_b))
-        hi = time.to_ms(from_bytes(time.iceberg_type, hi_b))
-        if lo and hi:
-            bounds = (lo[0], hi[1])
-            iv = bounds if iv is None else (max(iv[0], bounds[0]), min(iv[1], bounds[1]))
-    if iv is None:
-        return full, False
-    return iv, True
 
 
 def _dimension_candidates(table, df, dim_fields, dim_values) -> tuple[list[list[tuple[object, str]]], bool]:

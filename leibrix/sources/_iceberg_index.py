@@ -31,6 +31,7 @@ import itertools
 import threading
 from dataclasses import dataclass, field
 
+from leibrix.sources._iceberg_time import _file_interval
 from leibrix.sources._lru import Lru
 from leibrix.sources._types import IcebergDeleteFile
 
@@ -156,8 +157,6 @@ class SnapshotIndex:
         return cls(planned, size)
 
     def _time_index(self, table, time) -> _TimeIndex:
-        from leibrix.sources._iceberg_assign import _file_interval
-
         key = (time.field_id, time.kind)
         with self._lock:
             found = self._by_time.get(key)
