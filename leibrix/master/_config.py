@@ -30,13 +30,10 @@ from leibrix.wire._address import split_hostport
 from leibrix.store._etcd import EtcdTls
 from leibrix.store._member import EMBEDDED_TXN_LIMITS, MemberConfig
 from leibrix.store._writer import TxnLimits
+from leibrix.master._config_error import ConfigError
 from leibrix.master._options import BY_NAME, OPTIONS, Option
 
 __all__ = ["ConfigError", "MasterConfig", "add_arguments", "load_config"]
-
-class ConfigError(ValueError):
-    """The configuration is unusable; the message says which option, from where, and why."""
-
 
 #: Seconds the embedded member gets between SIGTERM and SIGKILL when the master stops.
 _MEMBER_STOP_GRACE = 1.0
@@ -150,7 +147,7 @@ class MasterConfig:
 
     def read_admin_token(self) -> str:
         """The configured admin token ("" for none): ``--admin-token-file``'s content, else the environment's."""
-        from leibrix.master._security import read_admin_token  # here: it raises this module's ConfigError
+        from leibrix.master._security import read_admin_token
 
         return read_admin_token(self)
 
@@ -185,7 +182,7 @@ class MasterConfig:
 
     def member_config(self) -> MemberConfig:
         """The embedded etcd member's configuration (raises :class:`ConfigError` if inconsistent)."""
-        from leibrix.master._etcd_options import member_config  # here: it raises this module's ConfigError
+        from leibrix.master._etcd_options import member_config
 
         # shutdown_timeout + the member's stop grace stays under the 5 s a supervisor waits
         return member_config(self, _MEMBER_STOP_GRACE)

@@ -17,17 +17,16 @@
 from __future__ import annotations
 
 import os
-from typing import TYPE_CHECKING
+from pathlib import Path
+from typing import Protocol
 from urllib.parse import urlsplit
 
-from leibrix.master._config import ConfigError
+from leibrix.master._config_error import ConfigError
 from leibrix.store._etcd import EtcdTls
 from leibrix.store._member import MemberConfig, MemberTls, Timings, parse_initial_cluster, validate_url
+from leibrix.store._writer import TxnLimits
 
-if TYPE_CHECKING:
-    from leibrix.master._config import MasterConfig
-
-__all__ = ["check_etcd", "etcd_tls", "member_config"]
+__all__ = ["EtcdOptions", "check_etcd", "etcd_tls", "member_config"]
 
 _MEMBER_TLS = ("etcd_member_cert", "etcd_member_key", "etcd_member_ca")
 _CLIENT_TLS = ("etcd_ca", "etcd_cert", "etcd_key")
@@ -39,14 +38,51 @@ def _is_loopback(url: str) -> bool:
     return is_loopback(urlsplit(url).hostname or "")
 
 
-def member_tls(config: MasterConfig) -> MemberTls | None:
+class EtcdOptions(Protocol):
+    """What these rules read of a ``leibrix.master._config.MasterConfig``."""
+
+    name: str
+    data_dir: Path
+    etcd_endpoints: list[str]
+    etcd_ca: str
+    etcd_cert: str
+    etcd_key: str
+    etcd_binary: str
+    etcd_client_url: str
+    etcd_peer_url: str
+    etcd_member_cert: str
+    etcd_member_key: str
+    etcd_member_ca: str
+    initial_cluster: str
+    etcd_heartbeat_ms: int
+    etcd_election_ms: int
+    etcd_max_restarts: int
+    allow_unsafe_etcd: bool
+    insecure: bool
+
+    @property
+    def embedded(self) -> bool: ...
+
+    @property
+    def txn_limits(self) -> TxnLimits: ...
+
+    def member_config(self) -> MemberConfig:
+        """The embedded member's configuration (``member_config`` below, with the master's stop grace)."""
+        ...
+
+    def _where(self, name: str) -> str:
+        """The option's flag and where its value came from, for messages."""
+        ...
+
+
+def member_tls(config: EtcdOptions) -> MemberTls | None:
     """The embedded member's TLS files (None: plain text)."""
     if not config.etcd_member_cert:
         return None
     return MemberTls(config.etcd_member_cert, config.etcd_member_key, config.etcd_member_ca)
 
 
-def etcd_tls(config: MasterConfig) -> EtcdTls | None:
+def etcd_tls(config: EtcdOptions) -> EtcdTls | None:
     """How the master's client dials etcd: the ``--etcd-*`` files, else the embedded member's (None: plain)."""
     own = member_tls(config) if config.embedded else None
     if not any(getattr(config, name) for name in _CLIENT_TLS):
@@ -56,7 +92,7 @@ def etcd_tls(config: MasterConfig) -> EtcdTls | None:
                    config.etcd_key or (own.key if own and not config.etcd_cert else None))
 
 
-def member_config(config: MasterConfig, stop_grace: float) -> MemberConfig:
+def member_config(config: EtcdOptions, stop_grace: float) -> MemberConfig:
     """The embedded etcd member's configuration (raises :class:`ConfigError` if inconsistent)."""
     try:
         cluster = parse_initial_cluster(config.initial_cluster) if config.initial_cluster else {}
@@ -78,7 +114,7 @@ def member_config(config: MasterConfig, stop_grace: float) -> MemberConfig:
         raise ConfigError(f"embedded etcd: {exc}") from None
 
 
-def check_etcd(config: MasterConfig) -> None:
+def check_etcd(config: EtcdOptions) -> None:
     """Raise :class:`ConfigError` naming the option when the etcd options cannot work together."""
     where = config._where
     for name in (*_CLIENT_TLS, *_MEMBER_TLS):

@@ -13,16 +13,32 @@ from __future__ import annotations
 import ipaddress
 import os
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import Protocol
 
 from leibrix.domain._tokens import ADMIN_TOKEN_MIN_CHARS
-from leibrix.master._config import ConfigError
+from leibrix.master._config_error import ConfigError
 from leibrix.wire._address import split_hostport
 
-if TYPE_CHECKING:
-    from leibrix.master._config import MasterConfig
+__all__ = ["SecurityOptions", "check_security", "is_loopback", "read_admin_token"]
 
-__all__ = ["check_security", "is_loopback", "read_admin_token"]
+
+class SecurityOptions(Protocol):
+    """What these rules read of a ``leibrix.master._config.MasterConfig``."""
+
+    admin_token: str
+    admin_token_file: str
+    tls_cert: str
+    tls_key: str
+    tls_client_ca: str
+    grpc_listen: str
+    insecure: bool
+
+    @property
+    def auth_enabled(self) -> bool: ...
+
+    def _where(self, name: str) -> str:
+        """The option's flag and where its value came from, for messages."""
+        ...
 
 
 def is_loopback(host: str) -> bool:
@@ -35,7 +51,7 @@ def is_loopback(host: str) -> bool:
         return False
 
 
-def read_admin_token(config: MasterConfig) -> str:
+def read_admin_token(config: SecurityOptions) -> str:
     """The configured admin token ("" for none); :class:`ConfigError` if unreadable or too short."""
     token, where = config.admin_token, "env LEIBRIX_ADMIN_TOKEN"
     if config.admin_token_file:
@@ -50,7 +66,7 @@ def read_admin_token(config: MasterConfig) -> str:
     return token
 
 
-def check_security(config: MasterConfig) -> None:
+def check_security(config: SecurityOptions) -> None:
     """Raise :class:`ConfigError` naming the option when the security options cannot work together."""
     where = config._where
     if bool(config.tls_cert) != bool(config.tls_key):
