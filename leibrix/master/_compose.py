@@ -24,11 +24,12 @@ from __future__ import annotations
 import dataclasses
 import ssl
 from dataclasses import dataclass, field, fields
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 from leibrix.api._auth import AdminBootstrap, Authorizer, TokenRegistry
-from leibrix.api._cluster import ClusterApi, ManagementService
+from leibrix.api._cluster import ClusterApi, ClusterView, ManagementService
 from leibrix.api._datasets import DatasetApi
+from leibrix.api._http import Metrics
 from leibrix.api._metrics import ClusterCollector, EpochEvents
 from leibrix.api._status_page import StatusSource
 from leibrix.api._tenants import TenantApi
@@ -42,14 +43,36 @@ from leibrix.domain._heat import HeatModel
 from leibrix.master._config import ConfigError
 from leibrix.domain._validation import AdmissionLimits
 from leibrix.state._records import use_keyring
-from leibrix.store._term import LeaderService
+from leibrix.store._term import Leadership, LeaderService
 from leibrix.workers._hub import HubConfig, WorkerHub
 
 if TYPE_CHECKING:
     from leibrix.master._config import MasterConfig
-    from leibrix.master._master import Master
+    from leibrix.store._store import Mirror
 
-__all__ = ["Parts", "admission_configs", "compose", "hub_config"]
+__all__ = ["ComposedMaster", "Parts", "admission_configs", "compose", "hub_config"]
+
+
+class ComposedMaster(Leadership, ClusterView, Protocol):
+    """What :func:`compose` uses of the master (``leibrix.master._master.Master``).
+
+    It is handed on whole as the services' :class:`~leibrix.store._term.Leadership`
+    and the cluster RPCs' :class:`~leibrix.api._cluster.ClusterView`; compose
+    itself reads its configuration, etcd keys, Mirror and ``masters/`` table
+    (both set before it runs), metrics registry, leader, and health.
+    """
+
+    config: MasterConfig
+    mirror: Mirror | None
+    metrics: Metrics
+
+    def leader_hint(self) -> str:
+        """The leader's gRPC address when another master leads, else ``""``."""
+        ...
+
+    def health_report(self) -> tuple[bool, dict[str, Any]]:
+        """``(healthy, details)`` for /healthz."""
+        ...
 
 
 @dataclass(slots=True)
@@ -99,7 +122,7 @@ def admission_configs(config: MasterConfig) -> tuple[AdmissionConfig, Coordinato
     return admission, coordinator
 
 
-def compose(master: Master) -> Parts:
+def compose(master: ComposedMaster) -> Parts:
     """Build and wire every part of ``master`` (its etcd client and Mirror exist; nothing serves yet)."""
     assert master.mirror is not None
     config = master.config
@@ -131,7 +154,7 @@ def compose(master: Master) -> Parts:
                  authorizer=Authorizer(tokens) if config.auth_enabled else None, tls=tls, status=status)
 
 
-def _observe(master: Master, hub: WorkerHub, admission: AdmissionService) -> StatusSource:
+def _observe(master: ComposedMaster, hub: WorkerHub, admission: AdmissionService) -> StatusSource:
     """Register the cluster metrics on the master's registry; returns the status page's source."""
     leading = lambda: master.is_leader  # noqa: E731
     registry = master.metrics.registry
