@@ -346,6 +346,17 @@ def _poll_dead(addr: str, worker_id: str, timeout: float) -> tuple[float, float]
     return asyncio.run(poll())
 
 
+def _leads(http: str) -> bool:
+    """Whether the master whose HTTP side is ``http`` answers /healthz as the healthy leader."""
+    import urllib.request
+
+    try:
+        with urllib.request.urlopen(f"http://{http}/healthz", timeout=1) as r:
+            return r.status == 200 and bool(json.loads(r.read()).get("is_leader"))
+    except Exception:
+        return False
+
+
 def _wait(pred, timeout: float, what: str, step: float = 0.2):
     _say(f"waiting for {what}")
     deadline = time.monotonic() + timeout
@@ -401,16 +412,7 @@ def run(quick: bool) -> dict:
     result: dict = {}
     notes: list[str] = []
     try:
-        import urllib.request
-
-        def healthy() -> bool:
-            try:
-                with urllib.request.urlopen(f"http://{spec['http']}/healthz", timeout=1) as r:
-                    return r.status == 200 and json.loads(r.read()).get("is_leader")
-            except Exception:
-                return False
-
-        _wait(healthy, 60, "the master to lead")
+        _wait(lambda: _leads(spec["http"]), 60, "the master to lead")
         first_term = _term(spec["http"])
         # a tenant pool of 10 (one the victim) to measure re-placement, and the bulk load
         refusal = _tenant(spec["grpc"])
@@ -517,16 +519,7 @@ def _tls_run(streams: int, conns: int, window: float) -> dict:
     master = Child(["--serve-master", json.dumps(spec)])
     children = [master]
     try:
-        import urllib.request
-
-        def healthy() -> bool:
-            try:
-                with urllib.request.urlopen(f"http://{spec['http']}/healthz", timeout=1) as r:
-                    return r.status == 200 and json.loads(r.read()).get("is_leader")
-            except Exception:
-                return False
-
-        _wait(healthy, 60, "the TLS master to lead")
+        _wait(lambda: _leads(spec["http"]), 60, "the TLS master to lead")
         gen = Child(["--load", json.dumps({"master": spec["grpc"], "count": streams, "conns": conns, "prefix": "t-",
                                             "heartbeat": HEARTBEAT_S, "tls": {"ca": ca_pem, "certs": certs}})])
         children.append(gen)
