@@ -38,7 +38,22 @@ Measured:
 * ``admission.takeover_s``: the leader gets SIGTERM (it resigns first), and the
   clock runs until the follower — now leader, with every epoch in its state —
   acknowledges a new admission. It bounds "winning the election → serving"
-  from above (it also includes the resignation and the client's retry step).
+  from above (it also includes the resignation and the client's retry step);
+* ``auth.admission_p50_ratio``: what authentication and TLS cost an admission.
+  Once the scenario above is over, two more clusters of one master each
+  (their own cluster names on the same etcd, :data:`AUTH_WORKERS` simulated
+  workers each) are started alike but for security: one plain, one with a TLS
+  gRPC port (a certificate minted here with ``cryptography``, signed by a
+  throwaway CA) and an admin token file. On the secured one the admin creates
+  the tenant and issues it a tenant token (``IssueToken``); every admission
+  there is sent over TLS with ``authorization: Bearer <tenant token>``, and its
+  workers connect over TLS too. The same single-epoch latency phase (same
+  duration as ``admission.p50_ms``, and its offered rate unless that is more
+  than half of ``admission.saturation_epochs_per_s``, then that half: beyond
+  saturation a p50 measures queueing, which magnifies any difference) then
+  runs against each in turn, plain first, :data:`AUTH_ROUNDS` times, so both
+  see the same background load; the ratio is the secured p50 over the plain
+  p50 (``auth.plain_p50_ms``, ``auth.tls_token_p50_ms``, and their p99s).
 
 Every admission names a real Iceberg table: ``db.events`` of the SQL catalog
 on SQLite that :mod:`tests.support.sample_source` builds in a temporary
@@ -48,7 +63,7 @@ admission does.
 
 Goals: ≥ 1,000 epochs/s, p99 ≤ 50 ms, ≤ 512 MiB at 100,000 epochs,
 takeover ≤ 2 s with 100,000 epochs, p99 at half the saturation rate ≤ 10 ×
-the fenced-commit p99.
+the fenced-commit p99, ``auth.admission_p50_ratio`` ≤ 1.10.
 
 ``BENCH_KEEP=1`` keeps the processes' logs (the path is printed);
 ``BENCH_PROFILE_DIR=DIR`` runs each master under cProfile into ``DIR``;
@@ -61,6 +76,7 @@ import asyncio
 import gc
 import json
 import os
+import secrets
 import shutil
 import signal
 import subprocess
@@ -87,6 +103,56 @@ SATURATION_X = 25
 FLOOR_COMMITS = 200
 #: The Iceberg table every admission names ([catalog uri, database, table]), set by :func:`run`.
 SOURCE: list[str] = []
+#: Simulated workers of each cluster of the authentication comparison.
+AUTH_WORKERS = 3
+#: Alternating latency phases (plain, then TLS + token) of the authentication comparison.
+AUTH_ROUNDS = 2
+#: The one tenant the authentication comparison admits to.
+AUTH_TENANT = "t0"
+
+
+def mint_server_certificate(directory: Path) -> tuple[str, str, str]:
+    """A throwaway CA and a server certificate for 127.0.0.1 it signs: (CA PEM, cert PEM, key PEM) paths."""
+    from ipaddress import IPv4Address
+
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+
+    now = datetime.now(timezone.utc)
+
+    def sign(subject: str, public_key, issuer: str, issuer_key, *, ca: bool) -> x509.Certificate:
+        builder = (x509.CertificateBuilder()
+                   .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, subject)]))
+                   .issuer_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, issuer)]))
+                   .public_key(public_key).serial_number(x509.random_serial_number())
+                   .not_valid_before(now - timedelta(minutes=1)).not_valid_after(now + timedelta(days=1))
+                   .add_extension(x509.BasicConstraints(ca=ca, path_length=None), critical=True))
+        if not ca:
+            builder = builder.add_extension(
+                x509.SubjectAlternativeName([x509.IPAddress(IPv4Address("127.0.0.1"))]), critical=False)
+        return builder.sign(issuer_key, hashes.SHA256())
+
+    directory.mkdir(parents=True, exist_ok=True)
+    ca_key, key = ec.generate_private_key(ec.SECP256R1()), ec.generate_private_key(ec.SECP256R1())
+    ca = sign("bench-ca", ca_key.public_key(), "bench-ca", ca_key, ca=True)
+    leaf = sign("bench-master", key.public_key(), "bench-ca", ca_key, ca=False)
+    paths = directory / "ca.pem", directory / "master.pem", directory / "master.key"
+    paths[0].write_bytes(ca.public_bytes(serialization.Encoding.PEM))
+    paths[1].write_bytes(leaf.public_bytes(serialization.Encoding.PEM))
+    paths[2].write_bytes(key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+                                           serialization.NoEncryption()))
+    return tuple(str(p) for p in paths)  # type: ignore[return-value]
+
+
+def client_ssl(ca: str):
+    """A client TLS context trusting ``ca`` and offering HTTP/2."""
+    import ssl
+
+    context = ssl.create_default_context(cafile=ca)
+    context.set_alpn_protocols(["h2"])
+    return context
 
 
 
@@ -110,9 +176,10 @@ def serve_master(spec: dict) -> None:
         # admission must not turn that into worker deaths and mass re-placement.
         worker_dead_timeout: float = 120.0
 
-    cfg = BenchConfig(name=spec["name"], cluster="bench", grpc_listen=spec["grpc"], http_listen=spec["http"],
-                      data_dir=Path(spec["dir"]), etcd_endpoints=[spec["etcd"]], lease_ttl=spec["ttl"],
-                      log_level="warning").validate()
+    security = {k: spec[k] for k in ("tls_cert", "tls_key", "admin_token_file") if spec.get(k)}
+    cfg = BenchConfig(name=spec["name"], cluster=spec.get("cluster", "bench"), grpc_listen=spec["grpc"],
+                      http_listen=spec["http"], data_dir=Path(spec["dir"]), etcd_endpoints=[spec["etcd"]],
+                      lease_ttl=spec["ttl"], log_level="warning", **security).validate()
     logging.basicConfig(level=logging.WARNING)
     profile_dir = os.environ.get("BENCH_PROFILE_DIR")  # optional: cProfile each master into this directory
     if not profile_dir:
@@ -188,7 +255,7 @@ async def simulate_workers(spec: dict) -> None:
         while True:
             host, port = spec["masters"][attempt % len(spec["masters"])].rsplit(":", 1)
             attempt += 1
-            channel = Channel(host, int(port))
+            channel = Channel(host, int(port), ssl=client_ssl(spec["ca"]) if spec.get("ca") else None)
             try:
                 await session(wid, index, channel)
             except Exception as e:  # noqa: BLE001 - the master went away or redirected: try the next one
@@ -419,6 +486,7 @@ async def _scenario(masters: list[str], pids: list[int], size: dict, report: Rep
                    f"last step below p99 {1000 * bound:.1f} ms (= {SATURATION_X} x commit p99) with its acks keeping up"
                    + ("" if step <= size["curve_max"] else f"; never saturated up to {size['curve_max']}/s"))
         half = max(1.0, good / 2)
+        size["saturation"] = good
         got, _, failed = await _open_loop(api, cp, tenants, "half", half, size["curve_seconds"])
         total += len(got)
         p99_half = _pct(got, 99) if got else float("inf")
@@ -450,6 +518,63 @@ async def _scenario(masters: list[str], pids: list[int], size: dict, report: Rep
     finally:
         ch2.close()
     report.note(f"{total:,} epochs admitted in all; etcd 3.4 single member; 2 masters; workers answer COMPLETED at once")
+
+
+async def _auth_scenario(plain: str, secured: str, ca: str, admin_token: str, size: dict, report: Report) -> None:
+    """The same latency phase against a plain master and a TLS + tenant-token one, alternately (see the docstring)."""
+    from grpclib.client import Channel
+    from grpclib.exceptions import GRPCError
+
+    from leibrix.wire._proto import leibrix_cp as cp
+
+    channels: list[Channel] = []
+
+    def stub(addr: str, token: str = "") -> cp.ManagementServiceStub:
+        host, port = addr.rsplit(":", 1)
+        channels.append(Channel(host, int(port), ssl=client_ssl(ca) if token else None))
+        return cp.ManagementServiceStub(channels[-1], timeout=30,
+                                        metadata={"authorization": f"Bearer {token}"} if token else None)
+
+    try:
+        apis = {"plain": stub(plain), "tls_token": None}
+        admin = stub(secured, admin_token)
+        quota = cp.TenantQuota(tenant_id=AUTH_TENANT, admission_policy=cp.AdmissionPolicy.QUEUE)
+        for api in (apis["plain"], admin):
+            async def created(api=api) -> bool:
+                try:
+                    await api.upsert_tenant_quota(quota)
+                except GRPCError:
+                    return False  # not leading yet (or, secured, the admin token not stored yet)
+                return True
+
+            await _until(created, 60, "leader")
+        issued = await admin.issue_token(cp.IssueTokenRequest(tenant_id=AUTH_TENANT, description="bench"))
+        apis["tls_token"] = stub(secured, issued.token)
+        for name, api in (("plain", apis["plain"]), ("tls_token", admin)):  # ListWorkers is admin-only
+            async def workers_active(api=api) -> bool:
+                listed = await api.list_workers(cp.ListWorkersRequest())
+                return sum(w.state == cp.WorkerState.ACTIVE for w in listed.workers) >= AUTH_WORKERS
+
+            await _until(workers_active, 60, f"{name} workers")
+        # Above saturation a p50 is queueing, which magnifies any difference: never offer more than half of it.
+        rate = min(size["rate"], max(5.0, size.get("saturation", size["rate"]) / 2))
+        lat: dict[str, list[float]] = {name: [] for name in apis}
+        failed = dict.fromkeys(apis, 0)
+        for r in range(AUTH_ROUNDS):
+            for name, api in apis.items():
+                got, _, bad = await _open_loop(api, cp, [AUTH_TENANT], f"auth{r}-", rate, size["seconds"])
+                lat[name] += got
+                failed[name] += bad
+        p50 = {name: _pct(xs, 50) for name, xs in lat.items()}
+        for name, label in (("plain", "plain gRPC, no token"), ("tls_token", "TLS gRPC port, tenant token")):
+            report.add(f"auth.{name}_p50_ms", 1000 * p50[name], "ms",
+                       f"{label}: {len(lat[name])} single-epoch requests at {rate:.0f}/s, {failed[name]} failed")
+            report.add(f"auth.{name}_p99_ms", 1000 * _pct(lat[name], 99), "ms")
+        report.add("auth.admission_p50_ratio", p50["tls_token"] / p50["plain"], "x",
+                   f"TLS + tenant token p50 / plain p50, {AUTH_ROUNDS} alternating rounds each (goal <= 1.10)")
+    finally:
+        for ch in channels:
+            ch.close()
 
 
 async def _until(pred, timeout: float, what: str, step: float = 0.2) -> None:
@@ -497,6 +622,24 @@ def run(quick: bool) -> Report:
         size["etcd"] = etcd_client
         asyncio.run(_scenario(masters, [c.proc.pid for c in children[:2]], size, report,
                               stop_leader=lambda: os.killpg(children[0].proc.pid, signal.SIGTERM)))
+        for child in reversed(children):
+            child.stop()
+
+        # ---- the same latency phase, plain and with TLS + a tenant token, on two fresh one-master clusters
+        ca, cert, key = mint_server_certificate(tmp / "certs")
+        admin_token = secrets.token_urlsafe(32)
+        (tmp / "admin-token").write_text(admin_token)
+        pair = {"plain": free_hostport(), "tls_token": free_hostport()}
+        for name, addr in pair.items():
+            spec = dict(name=f"a-{name}", cluster=f"bench-{name.replace('_', '-')}", grpc=addr, http=free_hostport(),
+                        dir=str(tmp / f"a-{name}"), ttl=LEASE_TTL, etcd=etcd_client)
+            workers = dict(masters=[addr], count=AUTH_WORKERS)
+            if name == "tls_token":
+                spec.update(tls_cert=cert, tls_key=key, admin_token_file=str(tmp / "admin-token"))
+                workers["ca"] = ca
+            children.append(Child("--serve", spec, tmp / f"a-{name}.log"))
+            children.append(Child("--load", workers, tmp / f"a-{name}-workers.log"))
+        asyncio.run(_auth_scenario(pair["plain"], pair["tls_token"], ca, admin_token, size, report))
     finally:
         for child in reversed(children):
             child.stop()
