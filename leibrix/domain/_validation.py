@@ -90,6 +90,12 @@ _UNIT_FROM_COLUMN = {
 }
 _STRATEGIES = {int(s) for s in cp.PlacementStrategy}
 _POLICIES = {int(p) for p in cp.AdmissionPolicy}
+_COLUMN_TYPES = {int(t) for t in cp.PartitionColumnType}
+
+
+def _check_column_type(field: str, value: int) -> None:
+    if int(value) not in _COLUMN_TYPES:
+        raise InvalidArgument(field, f"unknown column type {int(value)}")
 
 
 @dataclass(frozen=True, slots=True)
@@ -254,6 +260,7 @@ def _dimensions(partition: cp.Partition, time_column: str) -> tuple[tuple[str, t
     for i, dp in enumerate(dims):
         base = f"source.partition.dimension_partitions[{i}]"
         name = _check_name(f"{base}.column.name", dp.column.name)
+        _check_column_type(f"{base}.column.type", dp.column.type)
         if name in seen:
             raise InvalidArgument(f"{base}.column.name", f"{name!r} is used twice (or is the time column)")
         seen.add(name)
@@ -307,6 +314,7 @@ def validate_admission(req: cp.AdmitDatasetRequest, limits: AdmissionLimits = Ad
     if not betterproto.serialized_on_wire(tp):
         raise InvalidArgument("source.partition.time_partition", "is required")
     time_column = _check_name("source.partition.time_partition.column.name", tp.column.name)
+    _check_column_type("source.partition.time_partition.column.type", tp.column.type)
     if not betterproto.serialized_on_wire(tp.filter):
         raise InvalidArgument("source.partition.time_partition.filter", "is required")
     start_ms, end_ms = _ms(tp.filter.start_inclusive), _ms(tp.filter.end_exclusive)

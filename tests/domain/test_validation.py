@@ -252,3 +252,12 @@ def test_error_messages_are_bounded_with_a_marker() -> None:
     err = InvalidArgument("f", "y" * 100_000)
     assert len(err.message) <= MAX_MESSAGE_CHARS and err.message.endswith("more characters]")
     assert bounded("short") == "short"
+
+
+def test_unknown_column_types_name_their_field():
+    req = request()
+    req.source.partition.time_partition.column.type = 65  # a value the wire enum does not have
+    assert error_field(req) == "source.partition.time_partition.column.type"
+    req = request()
+    req.source.partition.dimension_partitions[0].column.type = 65
+    assert error_field(req) == "source.partition.dimension_partitions[0].column.type"
