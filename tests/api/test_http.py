@@ -31,8 +31,10 @@ async def test_primary_and_replica_follow_leadership(etcd_server, nursery) -> No
                                                                         "/replica": 503}, what="leader codes")
     assert await eventually(lambda: codes(follower), until=lambda c: c == {"/healthz": 200, "/primary": 503,
                                                                           "/replica": 200}, what="follower codes")
-    status, body = await trio.to_thread.run_sync(_get, follower.config.http_listen, "/primary")
-    assert status == 503 and body["leader"] == leader.config.name and body["is_leader"] is False
+    status, body = await eventually(lambda: trio.to_thread.run_sync(_get, follower.config.http_listen, "/primary"),
+                                    until=lambda answer: answer[1].get("leader") == leader.config.name,
+                                    what="the follower naming the leader")
+    assert status == 503 and body["is_leader"] is False
     await leader.shutdown()  # resigns: the follower takes over and /primary moves with it
     assert await eventually(lambda: codes(follower), until=lambda c: c["/primary"] == 200,
                             what="/primary on the new leader")
