@@ -177,7 +177,8 @@ async def test_leibrix_local_starts_workers_loads_the_sample_and_reaps_everythin
         assert len(epochs) == 2 * 7 * 3, text  # two datasets, a day per region
         for _, _, state, replicas in epochs:
             assert state == "READY", text
-            assert len(replicas.split(",")) == 2, text  # replication 2
+            # replication 2; a third copy shows while rebalancing moves one make-before-break onto the idle worker
+            assert len(set(replicas.split(","))) in (2, 3), text
         assert "sample not fully loaded" not in text and "invalid" not in text, text
         assert re.search(r"leibrix status --master 127\.0\.0\.1:\d+", text)
         # the printed query runs against the loaded epochs and counts every row of the Iceberg table
