@@ -320,10 +320,18 @@ class Client:
         return table
 
     def _failed(self, exc: _WorkerFailed, failed: dict[str, str], tenant: str, dataset: str, info: QueryInfo) -> None:
-        failed[exc.worker] = str(exc.cause)
-        info.failed_workers.append(exc.worker)
+        """Note a worker that could not answer and make the next attempt use fresh routes.
+
+        A worker that no longer holds an epoch it was routed for (NOT_FOUND: the
+        route was older than a move or an eviction) is healthy: only the routes
+        are refreshed. A worker that cannot answer at all is left out of this
+        query's remaining attempts.
+        """
         self.routes.invalidate(tenant, dataset)
-        self._drop(exc.worker)
+        if not isinstance(exc.cause, pa.ArrowKeyError):
+            failed[exc.worker] = str(exc.cause)
+            info.failed_workers.append(exc.worker)
+            self._drop(exc.worker)
         if info.attempts >= self.max_attempts + 1:
             raise QueryFailed(f"{tenant}/{dataset}: gave up after {info.attempts} attempts; failed workers: "
                               + "; ".join(f"{w} ({why})" for w, why in failed.items())) from exc.cause
