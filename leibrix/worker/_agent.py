@@ -333,13 +333,12 @@ class Agent:
                 loaded = await call_trio(trio.to_thread.run_sync, lambda: self.loader.load(
                     a, tenant_id=tenant or self.config.pool, progress=progress))
             except Exception as e:  # a failed load is reported, never fatal to the worker
-                reporter.cancel()
                 log.warning("load of %s/%s failed: %s", a.dataset_id, a.epoch_id, e)
-                outbox.put_nowait(self._status(a, S.FAILED, error=f"{type(e).__name__}: {e}"))
+                final = self._status(a, S.FAILED, error=f"{type(e).__name__}: {e}")
             else:
-                reporter.cancel()
-                outbox.put_nowait(self._status(a, S.COMPLETED, loaded=loaded))
+                final = self._status(a, S.COMPLETED, loaded=loaded)
             finally:
-                reporter.cancel()
+                reporter.cancel()  # no IN_PROGRESS after the final status
                 await asyncio.gather(reporter, return_exceptions=True)
                 self._loads_in_flight -= 1
+            outbox.put_nowait(final)
