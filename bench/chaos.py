@@ -25,6 +25,13 @@ revision 1, plus listings), after every fault and at the end:
   worker, and no replica is on a DEAD worker (``chaos.max_convergence_s``:
   fault to invariants holding; not holding within the bound is a violation).
 
+Measured besides: ``chaos.max_client_gap_s`` (the longest wait for one
+acknowledgement; the client gives each master :data:`CALL_TIMEOUT` to answer,
+asks the master that answered last first and moves one that failed to the
+back), the same per fault kind (``chaos.client_gap.<kind>_s``), and
+``chaos.spurious_failovers``: new terms after faults that left the leader's
+process running.
+
 ``--seed S`` replays the same fault sequence. Usage:
 ``python -m bench.chaos [--quick] [--faults N] [--seed S] [--json PATH]``.
 """
@@ -60,6 +67,8 @@ from leibrix.worker._cmd import worker_command
 CLUSTER = "chaos"
 KEYS = Keys(CLUSTER)
 KINDS = ("kill_leader", "kill_follower", "kill_worker", "stop_leader", "restart_member")
+#: Faults that take the leader's process away: each may start a new term.
+LEADER_FAULTS = ("kill_leader", "stop_leader")
 TENANTS = {"t1": 24, "t2": 24}  # tenant -> max charged epochs
 MAX_MEMORY = 4 << 30
 WORKERS = 5
@@ -67,8 +76,8 @@ WORKERS = 5
 CONVERGE_LIMIT = 20.0
 #: A request not acknowledged within this long (same id, retried) counts as lost.
 ACK_LIMIT = 30.0
-#: Deadline of one attempt of one request.
-CALL_TIMEOUT = 6.0
+#: How long one master gets to answer one attempt (its redirects included) before the next master is asked.
+CALL_TIMEOUT = 1.0
 _CHARGED = {int(s) for s in (cp.EpochState.LOADING, cp.EpochState.VALIDATING, cp.EpochState.READY,
                               cp.EpochState.RETIRING)}
 _READY = int(cp.EpochState.READY)
@@ -85,6 +94,7 @@ class Ledger:
     in_doubt: set[str] = field(default_factory=set)  # a drop sent and not acknowledged
     ack_times: list[float] = field(default_factory=list)
     max_gap: float = 0.0
+    waits: list[tuple[float, float]] = field(default_factory=list)  # (first send, acknowledgement) per request
     unacked: int = 0
     rejected: int = 0
 
@@ -94,22 +104,28 @@ class Audit:
     """Facts read from etcd: term intervals, stale writes, violations."""
 
     terms: dict[int, int] = field(default_factory=dict)  # token -> revision the key was deleted (0: alive)
+    term_started: list[float] = field(default_factory=list)  # trio time each new term was seen
     last_event_revision: int = 0
     stale_writes: int = 0
     violations: list[str] = field(default_factory=list)
     observations: int = 0
 
 
-async def request(addrs: str, ledger: Ledger, rpc, *, what: str) -> object | None:
-    """Send ``rpc`` (same request, same id) until a master answers it; None if never within ACK_LIMIT."""
+async def request(masters: list[str], ledger: Ledger, rpc, *, what: str) -> object | None:
+    """Send ``rpc`` (same request, same id) until a master answers it; None if never within ACK_LIMIT.
+
+    ``masters`` is the client's memory: the master that answered last (the
+    leader) is asked first, and one that failed an attempt moves to the back.
+    """
     started = trio.current_time()
     last: BaseException | None = None
     while trio.current_time() - started < ACK_LIMIT:
         try:
-            reply, _ = await call(addrs, rpc, timeout=CALL_TIMEOUT)
+            reply, answered = await call(",".join(masters), rpc, timeout=CALL_TIMEOUT)
         except GRPCError as exc:
             if exc.status in (Status.UNAVAILABLE, Status.DEADLINE_EXCEEDED, Status.ABORTED, Status.INTERNAL):
                 last = exc
+                masters.append(masters.pop(0))
                 await trio.sleep(0.05)
                 continue
             ledger.rejected += 1
@@ -117,10 +133,14 @@ async def request(addrs: str, ledger: Ledger, rpc, *, what: str) -> object | Non
             return exc
         except (OSError, TimeoutError, StreamTerminatedError, ProtocolError) as exc:
             last = exc
+            masters.append(masters.pop(0))
             await trio.sleep(0.05)
             continue
+        if answered in masters:
+            masters.insert(0, masters.pop(masters.index(answered)))
         now = trio.current_time()
         ledger.max_gap = max(ledger.max_gap, now - started)
+        ledger.waits.append((started, now))
         ledger.ack_times.append(now)
         return reply
     ledger.unacked += 1
@@ -144,7 +164,7 @@ def admission(tenant: str, dataset: str, request_id: str, version: str | None) -
     )
 
 
-async def load(addrs: str, ledger: Ledger, rng: random.Random, stop: trio.Event) -> None:
+async def load(addrs: list[str], ledger: Ledger, rng: random.Random, stop: trio.Event) -> None:
     """Admit, refresh and drop datasets until ``stop``; one request at a time, each retried until answered."""
     n = 0
     live: list[tuple[str, str]] = []
@@ -194,6 +214,8 @@ def _audit_event(audit: Audit, ev: WatchEvent) -> None:
     audit.last_event_revision = max(audit.last_event_revision, revision)
     if key == KEYS.leader:
         if ev.kind == "put":
+            if ev.kv.create_revision not in audit.terms:
+                audit.term_started.append(trio.current_time())
             audit.terms.setdefault(ev.kv.create_revision, 0)
         else:
             for token, ended in audit.terms.items():
@@ -269,10 +291,11 @@ class Chaos:
         self.directory = directory
         self.rng = random.Random(seed)
         self.workers: dict[str, MasterProcess] = {}
-        self.addrs = ",".join(s.grpc for s in self.cluster.specs.values())
+        self.addrs = [s.grpc for s in self.cluster.specs.values()]
         self.ledger, self.audit = Ledger(), Audit()
         self.convergence: list[float] = []
         self.unavailable: list[float] = []
+        self.injected: list[tuple[float, str]] = []  # (trio time, kind) per fault
         self.etcd: EtcdClient | None = None
 
     def start_worker(self, wid: str) -> None:
@@ -322,6 +345,7 @@ class Chaos:
             victim = self.rng.choice(sorted(self.workers))
         print(f"chaos: {kind} {victim} (leader {leader})", file=sys.stderr, flush=True)
         at = trio.current_time()
+        self.injected.append((at, kind))
         if kind in ("kill_leader", "kill_follower"):
             cluster.signal(victim, signal.SIGKILL)
             await cluster.processes[victim].wait()
@@ -375,6 +399,23 @@ class Chaos:
             if self.etcd is not None:
                 await self.etcd.aclose()
             await self.cluster.aclose()
+
+
+def gaps_by_kind(waits: list[tuple[float, float]], injected: list[tuple[float, str]]) -> dict[str, float]:
+    """Per fault kind, the longest wait of a request acknowledged after such a fault and before the next one."""
+    out: dict[str, float] = {}
+    bounds = [at for at, _ in injected[1:]] + [float("inf")]
+    for (at, kind), until in zip(injected, bounds):
+        longest = max((end - start for start, end in waits if at <= end < until), default=0.0)
+        out[kind] = max(out.get(kind, 0.0), longest)
+    return out
+
+
+def spurious_terms(started: list[float], injected: list[tuple[float, str]]) -> int:
+    """New terms that began after a fault that left the leader's process running, before the next fault."""
+    bounds = [at for at, _ in injected[1:]] + [float("inf")]
+    return sum(1 for (at, kind), until in zip(injected, bounds) if kind not in LEADER_FAULTS
+               for t in started if at <= t < until)
 
 
 def _children(pid: int) -> list[int]:
@@ -431,6 +472,11 @@ async def run(faults: int, seed: int, quick: bool) -> Report:
     report.add("chaos.max_convergence_s", max(chaos.convergence, default=0.0), "s", "goal <= 10")
     report.add("chaos.max_unavailable_s", max(chaos.unavailable, default=0.0), "s", "fault to the next acknowledged write")
     report.add("chaos.max_client_gap_s", ledger.max_gap, "s", "longest wait for one acknowledgement, goal <= 3")
+    for kind, gap in sorted(gaps_by_kind(ledger.waits, chaos.injected).items()):
+        report.add(f"chaos.client_gap.{kind}_s", gap, "s", "longest wait acknowledged after such a fault")
+    spurious = spurious_terms(audit.term_started, chaos.injected)
+    report.add("chaos.spurious_failovers", spurious, "",
+               "new terms after a fault that spared the leader's process (a follower, a worker, an etcd member); goal 0")
     report.add("chaos.seed", seed, "", "replay with --seed")
     return report
 
@@ -438,12 +484,12 @@ async def run(faults: int, seed: int, quick: bool) -> Report:
 def main(argv: list[str] | None = None) -> int:
     """``python -m bench.chaos [--quick] [--faults N] [--seed S] [--json PATH]``; exit 1 on any loss or violation."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--quick", action="store_true", help="4 faults (CI smoke run)")
-    parser.add_argument("--faults", type=int, default=None, help="number of faults (default 100, quick 4)")
+    parser.add_argument("--quick", action="store_true", help="one fault of each kind (CI smoke run)")
+    parser.add_argument("--faults", type=int, default=None, help="number of faults (default 100, quick 5)")
     parser.add_argument("--seed", type=int, default=None, help="fault sequence seed (default: random, printed)")
     parser.add_argument("--json", metavar="PATH", type=Path, help="also write the results as nested JSON")
     args = parser.parse_args(argv)
-    faults = args.faults if args.faults is not None else (4 if args.quick else 100)
+    faults = args.faults if args.faults is not None else (len(KINDS) if args.quick else 100)
     seed = args.seed if args.seed is not None else random.randrange(1 << 31)
     from tests.support.sample_source import sample_source  # a real table the connectors can plan
 

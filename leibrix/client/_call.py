@@ -7,10 +7,12 @@ forever). grpclib is asyncio-only, so each call runs inside a trio-asyncio
 loop and closes its channel in ``finally``.
 
 ``addr`` may name several masters, comma-separated: they are tried in order,
-moving on only when one cannot be reached (``OSError``) or still answers
-UNAVAILABLE after its redirects (not leading and naming no leader, or
-stepping down). Other errors are final: the call reached a master that
-answered it. ``metadata`` (for instance a bearer token) is sent
+moving on only when one cannot be reached (``OSError``), does not answer
+within ``timeout`` (a stopped or partitioned master; the request may then
+reach the leader twice, which an admission's request id makes harmless) or
+still answers UNAVAILABLE after its redirects (not leading and naming no
+leader, or stepping down). Other errors are final: the call reached a master
+that answered it. ``metadata`` (for instance a bearer token) is sent
 with every request, redirects included; so is ``ssl`` (an ``ssl.SSLContext``,
 see :func:`tls_context`) when the masters speak TLS.
 """
@@ -50,7 +52,8 @@ async def call(
     """Run ``rpc(stub)`` against the master at ``addr``, following leader redirects.
 
     ``addr`` is ``host:port`` or several of them comma-separated (tried in
-    order, see the module docstring). Returns ``(response, address that
+    order, see the module docstring); ``timeout`` is each master's deadline,
+    its redirects included. Returns ``(response, address that
     answered)``. Raises ``GRPCError`` for any other failure, ``OSError`` if no
     master listens at any of the addresses, ``ValueError`` for a malformed
     address.
@@ -93,8 +96,13 @@ def split_addresses(addr: str) -> list[str]:
 
 
 def _try_next(exc: BaseException) -> bool:
-    """Whether another master may be asked after ``exc``: this one was unreachable or unavailable."""
-    return isinstance(exc, OSError) or (isinstance(exc, GRPCError) and exc.status is Status.UNAVAILABLE)
+    """Whether another master may be asked after ``exc``: this one was unreachable, silent or unavailable.
+
+    A deadline missed on the client's side is a ``TimeoutError`` (an ``OSError``); one the master
+    enforced is DEADLINE_EXCEEDED.
+    """
+    return isinstance(exc, OSError) or (
+        isinstance(exc, GRPCError) and exc.status in (Status.UNAVAILABLE, Status.DEADLINE_EXCEEDED))
 
 
 def _single(exc: BaseException) -> BaseException:
