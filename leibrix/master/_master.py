@@ -401,6 +401,9 @@ class Master:
 
                 nursery.start_soon(end_with_term)
                 await nursery.start(self.election.keep_alive, term)
+                # Act only on state at least as new as the election: a watch still delivering the last
+                # term's writes would have this leader overwrite them from an older picture.
+                await self.mirror.wait_for(term.token)
                 self._ctx = ctx
                 self.metrics.is_leader.set(1)
                 nursery.start_soon(self._leadership_probe_loop, ctx)

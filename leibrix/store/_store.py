@@ -227,6 +227,9 @@ class Mirror:
         self._deleted: dict[str, int] = {}
         self._deleted_prefixes: list[tuple[str, int]] = []
         self.revision = 0
+        #: The newest revision whose change the tables hold from the listing or the watch (ahead of
+        #: :attr:`revision` while a batch is being applied).
+        self._applied = 0
         self._advanced = trio.Event()
         self._running = False
 
@@ -300,6 +303,7 @@ class Mirror:
                     if prefix + rest not in present:
                         # Gone from the snapshot and not written by us after it.
                         table._delete(rest, revision)
+        self._applied = max(self._applied, revision)
         self._advance(revision)
 
     def _is_tombstoned(self, key: str, revision: int) -> bool:
@@ -311,6 +315,7 @@ class Mirror:
 
     async def _apply_events(self, batch: list[WatchEvent]) -> None:
         for done, ev in enumerate(batch, 1):
+            self._applied = max(self._applied, ev.kv.mod_revision)
             routed = self._route(ev.kv.key)
             if routed is not None:
                 table, rest = routed
@@ -344,9 +349,14 @@ class Mirror:
 
         Idempotent with the watch: the echo of these writes carries the same
         ``mod_revision`` and is skipped; older events that arrive later are
-        skipped too. Does not move :attr:`revision` (the watch has not
-        necessarily delivered other writers' changes up to here).
+        skipped too. A commit whose answer comes after the watch has already
+        delivered its revision changes nothing: the tables hold that write and
+        whatever followed it (a later delete of the same key included, which
+        the late answer must not undo). Does not move :attr:`revision` (the
+        watch has not necessarily delivered other writers' changes up to here).
         """
+        if revision <= self._applied:
+            return
         for op in ops:
             if isinstance(op, Put):
                 routed = self._route(op.key)

@@ -11,7 +11,7 @@ from leibrix.api._cluster import ClusterApi, ManagementService
 from leibrix.master._compose import Parts
 from leibrix.master._master import Master
 from leibrix.store._term import TermContext
-from leibrix.store._store import Fenced
+from leibrix.store._store import Fenced, Mirror
 from tests.support.cluster import sole_leader, start_master
 from tests.support.poll import eventually
 
@@ -111,3 +111,27 @@ async def test_a_crashing_service_ends_the_term_which_is_resigned_and_won_again(
     first, second = (e[1] for e in rec.events if e[0] == "start")
     assert second > first
     assert master.is_leader
+
+
+async def test_services_start_once_the_mirror_holds_everything_written_before_the_election(
+    etcd_server: Any, etcd: EtcdClient, nursery: trio.Nursery, monkeypatch: Any
+) -> None:
+    """A watch still delivering the last term's writes holds the new term's services back: they would act on
+    an older picture (and overwrite what the last leader wrote)."""
+    released = trio.Event()
+    apply_events = Mirror._apply_events
+
+    async def held(self: Mirror, batch: Any) -> None:
+        await released.wait()
+        await apply_events(self, batch)
+
+    monkeypatch.setattr(Mirror, "_apply_events", held)
+    rec = Recorder()
+    master = await start_with(nursery, etcd_server.endpoint, "solo", rec)
+    won = await eventually(lambda: etcd.get(master.keys.leader), until=lambda kv: kv is not None, timeout=10,
+                           what="the election won")
+    await trio.sleep(1.0)  # a term's services start within milliseconds of the election when nothing holds them
+    assert rec.events == [] and master.mirror is not None and master.mirror.revision < won.create_revision
+    released.set()
+    await eventually(lambda: rec.events, timeout=10, what="the service started once the mirror caught up")
+    assert rec.events[0][1] == won.create_revision and master.mirror.revision >= won.create_revision

@@ -281,6 +281,28 @@ async def test_lagging_watch_cannot_resurrect_a_locally_deleted_key(etcd: EtcdCl
     assert epochs["t/d/other"].state == 3  # newer than the delete: applied
 
 
+async def test_a_late_commit_answer_cannot_resurrect_a_key_the_watch_deleted(
+    etcd: EtcdClient, nursery: trio.Nursery
+) -> None:
+    """A leader stopped with a commit in flight gets its answer after the watch has delivered a successor's
+    delete of the same key: applying the old write then would bring the key back in this master's state."""
+    mirror = Mirror(etcd, KEYS)
+    epochs = mirror.table(Keys.EPOCHS, state_pb2.EpochRecord.FromString)
+    await nursery.start(mirror.run)
+    key = KEYS.epoch("t", "d", "e")
+    written = await etcd.put(key, epoch(3))  # the stopped leader's commit, applied by etcd
+    assert await etcd.delete(key)  # the successor drops it
+    _, at = await etcd.get_with_revision(KEYS.leader)
+    with trio.fail_after(5):
+        await mirror.wait_for(at)
+    assert "t/d/e" not in epochs
+    mirror.apply_local([Put(key, epoch(3))], written)  # the late answer
+    assert "t/d/e" not in epochs
+    newer = await etcd.put(KEYS.epoch("t", "d", "f"), epoch(1))
+    mirror.apply_local([Put(KEYS.epoch("t", "d", "f"), epoch(1))], newer)  # ahead of the watch: applied at once
+    assert epochs["t/d/f"].state == 1
+
+
 async def test_undecodable_value_is_skipped_not_fatal(etcd: EtcdClient, nursery: trio.Nursery) -> None:
     await etcd.put(KEYS.epoch("t", "d", "bad"), b"\xff\xff\xff")
     await etcd.put(KEYS.epoch("t", "d", "good"), epoch(1))
