@@ -77,7 +77,7 @@ CONVERGE_LIMIT = 20.0
 #: A request not acknowledged within this long (same id, retried) counts as lost.
 ACK_LIMIT = 30.0
 #: How long one master gets to answer one attempt (its redirects included) before the next master is asked.
-CALL_TIMEOUT = 1.0
+CALL_TIMEOUT = 0.5
 _CHARGED = {int(s) for s in (cp.EpochState.LOADING, cp.EpochState.VALIDATING, cp.EpochState.READY,
                               cp.EpochState.RETIRING)}
 _READY = int(cp.EpochState.READY)
