@@ -22,7 +22,7 @@ from leibrix.control._service import AdmissionService
 from leibrix.domain._errors import InvalidArgument, NotFound, Unavailable
 from leibrix.store._etcd import Delete
 from leibrix.api._pages import page
-from leibrix.api._server import trio_rpc
+from leibrix.api._server import ClosingStreams, trio_rpc
 from leibrix.domain._lifecycle import State
 from leibrix.domain._tokens import redact_source
 from leibrix.wire._proto import leibrix_cp as cp
@@ -69,7 +69,7 @@ def _dataset_info(svc: AdmissionService, ds: Dataset) -> cp.DatasetInfo:
 RESUME_WAIT_S = 5.0
 
 
-class DatasetApi(cp.ManagementServiceBase):
+class DatasetApi(ClosingStreams, cp.ManagementServiceBase):
     """ManagementService area: admission, dataset/epoch inspection, retirement, heat and routes."""
 
     def __init__(self, leadership: Leadership, admission: AdmissionService, mirror: Mirror) -> None:

@@ -8,6 +8,9 @@ repeat them:
   :func:`trio_rpc`, which runs them (unary or server-streaming) as Trio tasks
   through trio-asyncio (unary ones via :func:`call_trio`, which leaves no
   garbage cycle per call); a cancelled client call cancels the Trio task.
+  A server-streaming area inherits :class:`ClosingStreams`, so a client that
+  leaves while a response is being sent closes the Trio generator at once
+  (its ``finally`` runs) instead of leaving it suspended until collected.
 * **One error mapping.** :func:`_guard` wraps every handler the server serves:
   a :class:`leibrix.domain._errors.ApiError` becomes the same gRPC status and message;
   :class:`~leibrix.domain._errors.Unavailable` also carries the leader's address as
@@ -49,7 +52,7 @@ import functools
 import inspect
 import logging
 import time
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import AsyncIterator, Callable, Iterable, Mapping
 from typing import Any, TypeVar
 
 import grpclib.const
@@ -73,7 +76,7 @@ from leibrix.store._etcd import EtcdRefused, EtcdUnavailable
 # default pool, which is what server reflection serves.
 from leibrix.wire._proto.records import control_plane_pb2, management_pb2  # noqa: F401  # isort: skip
 
-__all__ = ["GrpcServer", "HealthFlag", "trio_rpc"]
+__all__ = ["ClosingStreams", "GrpcServer", "HealthFlag", "trio_rpc"]
 
 log = logging.getLogger(__name__)
 
@@ -100,7 +103,7 @@ def trio_rpc(fn: F) -> F:
         @functools.wraps(fn)
         def stream(self: Any, request: Any) -> Any:
             check_request_bounds(request)
-            return trio_asyncio.trio_as_aio(fn(self, request))
+            return _closing(fn(self, request))
 
         return stream  # type: ignore[return-value]
 
@@ -110,6 +113,38 @@ def trio_rpc(fn: F) -> F:
         return await call_trio(fn, self, request)
 
     return unary  # type: ignore[return-value]
+
+
+async def _closing(responses: Any) -> AsyncIterator[Any]:
+    """The asyncio side of a Trio async generator: its items, and its ``aclose`` when this one is closed."""
+    try:
+        async for item in trio_asyncio.trio_as_aio(responses):
+            yield item
+    finally:
+        try:
+            await trio_asyncio.trio_as_aio(responses.aclose)()
+        except RuntimeError:
+            pass  # still running its cancelled step: it ends by itself with that cancellation
+
+
+class ClosingStreams:
+    """For ManagementService areas with server-streaming RPCs: the response iterator is closed when the call
+    ends, however it ends.
+
+    betterproto's driver iterates a handler's responses and sends each; when
+    the client leaves, grpclib cancels it inside a send, and the iterator it
+    drops is only finalised once collected, keeping a Trio generator (and
+    what it subscribed to) suspended at its ``yield`` until then.
+    """
+
+    async def _call_rpc_handler_server_stream(self, handler: Callable[[Any], Any], stream: grpclib.server.Stream,
+                                              request: Any) -> None:
+        responses = handler(request)
+        try:
+            async for response in responses:
+                await stream.send_message(response)
+        finally:
+            await responses.aclose()
 
 
 def _as_api_error(exc: BaseException) -> ApiError | None:
