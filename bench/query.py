@@ -41,7 +41,9 @@ query; the others are reported beside it): ``query.speedup_vs_parquet_p50``
 
 Heat: ``query.heat_converge_s``. A second tenant (``dash``) has two datasets
 of two days each, ``cold`` and ``hot`` (Iceberg tables over the same two day
-files), and a memory quota that holds one of them, not both: ``cold`` is
+files), and an epoch budget that holds one of them, not both (a memory quota
+cannot: an epoch is charged its estimate, the room its load needs, until it is
+loaded, then what its worker holds compressed, several times less): ``cold`` is
 admitted and loaded first, ``hot`` waits PENDING. A workload then queries only
 ``hot`` through a fresh :class:`~leibrix.client._query.Client` (default
 settings: its access reports are the only heat the master gets, no direct
@@ -328,17 +330,10 @@ def heat_converge(report: Report, grpc: str, uri: str, root: Path, files: list[s
             HEAT_TENANT, dataset, start=T0, end=T0 + timedelta(days=HEAT_DAYS), catalog_uri=uri, database="db",
             hints=cp.EstimateHints(cpu_cores_per_epoch=0.01)))
 
-    _rpc(grpc, "upsert_tenant_quota", cp.TenantQuota(tenant_id=HEAT_TENANT, admission_policy=policy))
+    _rpc(grpc, "upsert_tenant_quota", cp.TenantQuota(tenant_id=HEAT_TENANT, admission_policy=policy,
+                                                     max_epochs=HEAT_DAYS))
     admit("cold")
     _wait(lambda: _states(grpc, HEAT_TENANT, "cold") == {"READY": HEAT_DAYS}, 120, "cold READY")
-    used = _rpc(grpc, "get_tenant", cp.GetTenantRequest(tenant_id=HEAT_TENANT)).usage.memory_bytes
-    listed = _rpc(grpc, "list_epochs", cp.ListEpochsRequest(tenant_id=HEAT_TENANT, dataset_id="cold"))
-    estimate = sum(e.estimate.memory_bytes for e in listed.epochs)
-    # room for one dataset (cold, or hot: the same files), charged by its estimate or by what it holds, not both (nor one
-    # and an epoch of the other)
-    limit = max(used, estimate) + min(used, estimate) // (2 * HEAT_DAYS)  # + half an epoch
-    _rpc(grpc, "upsert_tenant_quota", cp.TenantQuota(tenant_id=HEAT_TENANT, admission_policy=policy,
-                                                     max_memory_bytes=limit))
     # cold was the hot one until now: a few queries give it heat (with none on either side, a tie of zero
     # benefits, hot displaced cold at admission, before any query)
     with Client(masters=[grpc]) as earlier:
@@ -348,9 +343,9 @@ def heat_converge(report: Report, grpc: str, uri: str, root: Path, files: list[s
     admit("hot")
     time.sleep(2)
     if _states(grpc, HEAT_TENANT, "hot").get("READY"):
-        report.note(f"heat: hot loaded without displacing cold (both fit in {limit:,} B; cold holds {used:,} B, "
-                    f"estimated {estimate:,} B; hot {_states(grpc, HEAT_TENANT, 'hot')}, "
-                    f"cold {_states(grpc, HEAT_TENANT, 'cold')}): query.heat_converge_s not measured")
+        report.note(f"heat: hot loaded without displacing cold (both fit in {HEAT_DAYS} epochs; "
+                    f"hot {_states(grpc, HEAT_TENANT, 'hot')}, cold {_states(grpc, HEAT_TENANT, 'cold')}): "
+                    "query.heat_converge_s not measured")
         return
     began, queries, converged, from_source = time.monotonic(), 0, None, 0
     with Client(masters=[grpc]) as client:  # default settings: route watch, access reports every second
@@ -369,7 +364,7 @@ def heat_converge(report: Report, grpc: str, uri: str, root: Path, files: list[s
         return
     report.add("query.heat_converge_s", converged, "s",
                f"first hot query to hot resident and cold displaced (client routes); {queries} queries, "
-               f"{from_source} of them read from the source; quota {limit:,} B holds one of the two "
+               f"{from_source} of them read from the source; a budget of {HEAT_DAYS} epochs holds one of the two "
                f"{HEAT_DAYS}-epoch datasets; last query served by {last.workers} ({states})")
 
 

@@ -20,10 +20,10 @@ The contract is the upstream Rust leibrix-worker's:
   epoch tables ``{dataset}__{epoch}`` held for the ticket's tenant, without the
   epochs whose window its time predicate excludes (:mod:`._scope`). Each
   tenant's tables live in a DuckDB schema of its own
-  (:func:`~._loader.tenant_schema`), outside the query's search path, so a
-  name resolves within the ticket's tenant only: two tenants' datasets of the
-  same name on one worker never meet, and naming a table directly (qualified
-  or not) is refused.
+  (:func:`~._loader.tenant_schema`, inside each table's own in-memory
+  database), outside the query's search path, so a name resolves within the
+  ticket's tenant only: two tenants' datasets of the same name on one worker
+  never meet, and naming a table directly (qualified or not) is refused.
 * ``ListFlights`` lists the datasets held (one ``FlightInfo`` per dataset, path
   descriptor ``[dataset]``; criteria, when given, is a tenant id or
   ``{"tenant_id": ...}`` and narrows the list to that tenant).
@@ -294,8 +294,8 @@ class QueryService(fl.FlightServerBase):
         held = self.loader.datasets()
         # CTE names are collected without their scope, so a CTE may not share a name with a table the
         # tenant must not read: outside the CTE's scope DuckDB would bind that name to the table.
-        table_names = {t.table.lower() for ts in held.values() for t in ts} | {
-            f"{t.schema}.{t.table}".lower() for ts in held.values() for t in ts}
+        table_names = {n.lower() for ts in held.values() for t in ts
+                       for n in (t.table, f"{t.schema}.{t.table}", f"{t.database}.{t.schema}.{t.table}")}
         foreign = table_names | {
             ds.lower() for (owner, ds) in held if owner != ticket.tenant_id}
         shadowing = sorted(scope.ctes & foreign)

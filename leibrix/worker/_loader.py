@@ -18,17 +18,31 @@ values; its columns are ``leibrix.domain._schema.synthetic``'s definition.
 
 Everything reported back is *measured*, never echoed from the plan: rows by
 ``count(*)``, bytes by DuckDB's own memory accounting before and after the
-load, and the schema fingerprint (``leibrix.domain._schema.fingerprint``) of
-the table's real Arrow schema, read back from DuckDB through nanoarrow. When
-the plan carries an ``arrow_schema``, the table built must have the same
-fingerprint; otherwise the table is dropped and the load fails with
-``SchemaMismatch`` naming both schemas, which the agent reports as FAILED — a
-table that is not what the master planned must never be reported COMPLETED.
+load (the table compressed), and the schema fingerprint
+(``leibrix.domain._schema.fingerprint``) of the table's real Arrow schema,
+read back from DuckDB through nanoarrow. When the plan carries an
+``arrow_schema``, the table built must have the same fingerprint; otherwise
+the table is dropped and the load fails with ``SchemaMismatch`` naming both
+schemas, which the agent reports as FAILED — a table that is not what the
+master planned must never be reported COMPLETED.
 A source's own error is raised as ``SourceError`` (redacted, no secret).
 
 Tables are named ``{dataset_id}__{epoch_id}`` (the plan's destination name)
 inside their tenant's own DuckDB schema (:func:`tenant_schema`), so tenants
-sharing a worker never share a table.
+sharing a worker never share a table. Each table lives in an in-memory
+database of its own, attached to the worker's DuckDB for the table's lifetime
+(``epoch_{n}``, a new one per load). Once built, that database is
+checkpointed, which stores the table compressed: per column segment DuckDB
+keeps the smallest of its methods (dictionary and FSST for strings,
+bit-packing for integers and timestamps, ALP for doubles ...). Compressed
+segments take a few times less memory, and selective filters over them run
+faster (a string column is compared through its segments' dictionaries).
+Building the table still needs the room of its uncompressed form (the memory
+limit applies to that peak). The checkpoint touches only the new database, so
+it never waits for the queries reading the others. Evicting an epoch detaches its database, which frees its
+memory (a query already reading it finishes first). Reloading an epoch builds
+the new table in a new database and detaches the old one once the new one is
+in place.
 
 The database runs with ``memory_limit`` (the worker's ``--memory``),
 ``threads`` (its ``--cpu``), no spilling and the ``UTC`` time zone.
@@ -100,6 +114,8 @@ class Loaded:
     time_type: str = ""
     #: The table's name inside its tenant's schema (the plan's destination name, else ``{dataset}__{epoch}``).
     name: str = ""
+    #: The in-memory database holding the table (attached to the worker's DuckDB while the table is held).
+    database: str = ""
 
     @property
     def table(self) -> str:
@@ -113,8 +129,8 @@ class Loaded:
 
     @property
     def qualified(self) -> str:
-        """``"schema"."table"``: the table as SQL names it from any connection."""
-        return f"{_quote(self.schema)}.{_quote(self.table)}"
+        """``"database"."schema"."table"``: the table as SQL names it from any connection."""
+        return f"{_quote(self.database)}.{_quote(self.schema)}.{_quote(self.table)}"
 
     def inventory_entry(self) -> pb.InventoryEntry:
         """This table as a registration inventory entry (so a reconnect reconciles, not reloads)."""
@@ -161,6 +177,8 @@ class Loader:
         self.batch_rows = max(1, batch_rows)
         #: (tenant_id, table) -> what it holds
         self._tables: dict[tuple[str, str], Loaded] = {}
+        #: Loads so far: numbers each load's database (``epoch_{n}``), so a name is never reused.
+        self._loads = 0
         # Queries get cursors from this one, never from ``_con``: creating a cursor must not wait for
         # ``_lock``, which a load holds for as long as it runs.
         self._query_root = self._con.cursor()
@@ -224,8 +242,8 @@ class Loader:
             return self._con.execute(sql).fetchall()
 
     def _search_path(self) -> str:
-        schemas = sorted({t.schema for t in list(self._tables.values())})
-        path = ",".join(["main", *(_quote(s) for s in schemas)])
+        schemas = sorted((t.schema, t.database) for t in list(self._tables.values()))
+        path = ",".join(["main", *(f"{_quote(d)}.{_quote(s)}" for s, d in schemas)])
         return f"SET search_path = {_literal(path)}"
 
     # ---- commands ------------------------------------------------------
@@ -256,7 +274,6 @@ class Loader:
             raise ValueError("data_assignment needs dataset_id and epoch_id")
         name = plan.destination_table_name or table_name(dataset_id, epoch_id)
         tenant = plan.tenant_id or tenant_id
-        target = f"{_quote(tenant_schema(tenant))}.{_quote(name)}"
         expected = None
         if plan.arrow_schema:
             try:
@@ -269,38 +286,53 @@ class Loader:
             start_us = part.time_range.start_inclusive.ToMicroseconds()
             window = (start_us, max(start_us + 1, part.time_range.end_exclusive.ToMicroseconds()))
         with self._lock:
-            self._con.execute(f"CREATE SCHEMA IF NOT EXISTS {_quote(tenant_schema(tenant))}")
+            self._loads += 1
+            database = f"epoch_{self._loads}"
+            table = f"{_quote(tenant_schema(tenant))}.{_quote(name)}"
+            target = f"{_quote(database)}.{table}"
             before = self._memory()
-            if plan.HasField("read"):
-                self._load_source(plan, target, expected, progress)
-                time_column = part.time_column_name
-            else:
-                time_column = self._load_synthetic(plan, target, window)
-            after = self._memory()
-            old = self._tables.pop((tenant, name), None)
-            measured = self._arrow_schema(target)
-            fingerprint = _schema.fingerprint(measured)
-            if expected is not None and (planned := _schema.fingerprint(expected)) != fingerprint:
-                self._con.execute(f"DROP TABLE {target}")
-                raise SchemaMismatch(
-                    f"loaded schema {fingerprint} ({_schema.canonical(measured)}) differs from the plan's "
-                    f"{planned} ({_schema.canonical(expected)}); table {name} dropped")
-            ((count,),) = self._con.execute(f"SELECT count(*) FROM {target}").fetchall()
-            types = {r[0]: r[1] for r in self._con.execute(f"DESCRIBE {target}").fetchall()}
-            # a replaced table freed its old bytes in the same statement
-            size = max(0, after - before + (old.bytes if old else 0))
+            self._con.execute(f"ATTACH ':memory:' AS {_quote(database)} (COMPRESS)")
+            try:
+                self._con.execute(f"CREATE SCHEMA {_quote(database)}.{_quote(tenant_schema(tenant))}")
+                if plan.HasField("read"):
+                    self._load_source(plan, target, expected, progress)
+                    time_column = part.time_column_name
+                else:
+                    time_column = self._load_synthetic(plan, target, window, seed=plan.plan_id or table)
+                measured = self._arrow_schema(target)
+                fingerprint = _schema.fingerprint(measured)
+                if expected is not None and (planned := _schema.fingerprint(expected)) != fingerprint:
+                    old = self._tables.pop((tenant, name), None)
+                    if old is not None:
+                        self._detach(old.database)
+                    raise SchemaMismatch(
+                        f"loaded schema {fingerprint} ({_schema.canonical(measured)}) differs from the plan's "
+                        f"{planned} ({_schema.canonical(expected)}); table {name} dropped")
+                ((count,),) = self._con.execute(f"SELECT count(*) FROM {target}").fetchall()
+                types = {r[0]: r[1] for r in self._con.execute(f"DESCRIBE {target}").fetchall()}
+                self._con.execute(f"CHECKPOINT {_quote(database)}")  # stores the table compressed
+                size = max(0, self._memory() - before)
+            except BaseException:
+                self._detach(database)
+                raise
             loaded = Loaded(tenant, dataset_id, epoch_id, plan.plan_id, int(count), size, fingerprint,
-                            time_column, *(window or (None, None)), time_type=types.get(time_column, ""), name=name)
+                            time_column, *(window or (None, None)), time_type=types.get(time_column, ""), name=name,
+                            database=database)
+            old = self._tables.pop((tenant, name), None)
             self._tables[(tenant, name)] = loaded
+            if old is not None:
+                self._detach(old.database)
         if progress is not None and plan.HasField("read"):
             progress(loaded.rows)
         return loaded
 
-    def _load_synthetic(self, plan: pb.LoadPlan, target: str, window: tuple[int, int] | None) -> str:
-        """Fill ``target`` (quoted, qualified) with the synthetic rows of a plan that names no read; returns the time column."""
+    def _load_synthetic(self, plan: pb.LoadPlan, target: str, window: tuple[int, int] | None, *, seed: str) -> str:
+        """Fill ``target`` (quoted, qualified) with the synthetic rows of a plan that names no read; returns the time column.
+
+        The rows derive from ``seed`` and the row number only.
+        """
         part = plan.resolved_partition
         rows = max(0, min(plan.expected_rows, self.max_rows))
-        seed = plan.plan_id or target
         table = _schema.synthetic(part.time_column_name, part.dimension_values.keys())
         start_us, end_us = window or (0, 86_400_000_000)
         fill = {
@@ -337,8 +369,12 @@ class Loader:
             gone = [k for k, t in self._tables.items()
                     if t.dataset_id == dataset_id and t.epoch_id == epoch_id and tenant_id in (None, t.tenant_id)]
             for key in gone:
-                self._con.execute(f"DROP TABLE IF EXISTS {self._tables.pop(key).qualified}")
+                self._detach(self._tables.pop(key).database)
             return bool(gone)
+
+    def _detach(self, database: str) -> None:
+        """Detach a table's database: its memory is freed once no query reads it any more."""
+        self._con.execute(f"DETACH DATABASE IF EXISTS {_quote(database)}")
 
     def _arrow_schema(self, target: str) -> na.Schema:
         """The Arrow schema of a table (``target``: quoted and qualified, or a bare name)."""

@@ -1,7 +1,11 @@
 """Heat drives residency end to end: queries through the client, nothing else, make a hot dataset resident.
 
-One small worker can hold one of two datasets, not both. ``cold`` is admitted
-first and loaded; ``hot`` is admitted next and waits PENDING. A workload then
+The tenant's epoch budget holds one of two datasets, not both (a memory quota
+cannot: an epoch is charged its estimate, the room its load needs, until it
+is loaded, then what its worker holds compressed, several times less, so room
+for loading one dataset's epochs holds both datasets once they are loaded).
+``cold`` is admitted first and loaded; ``hot`` is admitted next and waits
+PENDING. A workload then
 queries only ``hot`` through :class:`~leibrix.client._query.Client`: its epochs
 are read from the source (never a partial answer) and the client's access
 reports, its only feed of heat, raise their benefit until the control loop
@@ -27,7 +31,7 @@ from tests.support.sources import BASE_MS, make_events_table
 
 BASE = datetime.fromtimestamp(BASE_MS / 1000, tz=timezone.utc)
 DAYS = 2
-ROWS = 150_000  # per day: a dataset is ~12 MB resident, the worker's 24 MiB hold one of the two
+ROWS = 150_000  # per day
 
 
 def _admit(uri: str, dataset: str) -> cp.AdmitDatasetRequest:
@@ -41,8 +45,8 @@ async def test_a_hot_dataset_displaces_a_cold_one_by_queries_alone(etcd_server: 
     hot = make_events_table(tmp_path, days=DAYS, regions=("eu",), rows_per_file=ROWS, name="hot")
     make_events_table(tmp_path, days=DAYS, regions=("eu",), rows_per_file=ROWS, name="cold")
     master = await leading(await start_master(nursery, etcd_server.endpoint))
-    await workers(nursery, master, "w1", memory="24MiB")
-    await rpc(master, "upsert_tenant_quota", quota(admission_policy=cp.AdmissionPolicy.QUEUE))
+    await workers(nursery, master, "w1", memory="64MiB")
+    await rpc(master, "upsert_tenant_quota", quota(admission_policy=cp.AdmissionPolicy.QUEUE, max_epochs=DAYS))
     await rpc(master, "admit_dataset", _admit(hot.uri, "cold"))
     with trio.fail_after(60):
         while set(states(master, "acme", "cold").values()) != {"READY"}:

@@ -140,7 +140,7 @@ def test_time_predicates_prune_epochs_and_never_change_the_answer(service, where
     assert _epochs_read(got) == epochs
     cursor = svc.loader.cursor()
     try:  # the same predicate over every epoch, unpruned
-        union = " UNION ALL ".join(f"SELECT * FROM tenant_acme.orders__d{d}" for d in range(3))
+        union = " UNION ALL ".join(f"SELECT * FROM {svc.loader.holds('orders', f'd{d}').qualified}" for d in range(3))
         want = cursor.sql(f"SELECT count(*) AS n, sum(value) AS s FROM ({union}) orders {where}").fetchall()
     finally:
         cursor.close()

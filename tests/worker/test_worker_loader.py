@@ -98,3 +98,56 @@ def test_load_checks_the_table_against_the_plans_schema() -> None:
         assert loader.query("SELECT count(*) FROM duckdb_tables()") == [(0,)]
     finally:
         loader.close()
+
+
+def _duckdb_memory(loader: Loader) -> int:
+    return int(loader.query("SELECT sum(memory_usage_bytes) FROM duckdb_memory()")[0][0] or 0)
+
+
+def test_epochs_are_held_compressed_and_measured_as_held() -> None:
+    loader = Loader(memory_limit_bytes=1 << 30)
+    try:
+        empty = _duckdb_memory(loader)
+        got = loader.load(_assignment(200_000), tenant_id="t1")
+        # every column's segments are compressed (dictionary/FSST strings, bit-packed integers, ALP doubles ...)
+        methods = loader.query(f"SELECT DISTINCT segment_type, compression FROM pragma_storage_info('{got.qualified}') "
+                               "WHERE segment_type <> 'VALIDITY'")
+        assert len(methods) >= 4 and all(method != "Uncompressed" for _, method in methods), methods
+        # the bytes reported are what the table holds: DuckDB's memory grew by exactly that much
+        held = _duckdb_memory(loader)
+        assert got.bytes == held - empty > 0
+        # the same rows in an uncompressed in-memory table take several times more
+        loader.query(f"CREATE TABLE main.plain AS SELECT * FROM {got.qualified}")
+        assert _duckdb_memory(loader) - held > 3 * got.bytes
+        loader.query("DROP TABLE main.plain")
+        # a reload replaces the table in a database of its own: the old one's memory is released
+        again = loader.load(_assignment(200_000), tenant_id="t1")
+        assert again.database != got.database and loader.memory_used_bytes == again.bytes
+        assert _duckdb_memory(loader) - empty == again.bytes
+        assert loader.query(f"SELECT count(*) FROM {again.qualified}") == [(200_000,)]
+        # eviction frees the table's memory
+        assert loader.evict("ds", "e1")
+        assert _duckdb_memory(loader) == empty
+    finally:
+        loader.close()
+
+
+def test_a_load_is_compressed_while_queries_read_other_epochs() -> None:
+    """A query whose transaction began before the load (and is still open) does not keep it uncompressed."""
+    loader = Loader(memory_limit_bytes=1 << 30)
+    try:
+        first = loader.load(_assignment(1_000, plan="p0"), tenant_id="t1")
+        reader = loader.cursor()
+        try:
+            reader.execute("BEGIN").fetchall()
+            assert reader.execute(f"SELECT count(*) FROM {first.qualified}").fetchall() == [(1_000,)]
+            second = _assignment(100_000)
+            second.epoch_id, second.load_plan.destination_table_name = "e2", "ds__e2"
+            got = loader.load(second, tenant_id="t1")
+            methods = loader.query(f"SELECT DISTINCT compression FROM pragma_storage_info('{got.qualified}')")
+            assert ("Uncompressed",) not in methods
+            reader.execute("COMMIT").fetchall()
+        finally:
+            reader.close()
+    finally:
+        loader.close()

@@ -74,7 +74,8 @@ def test_two_tenants_with_a_dataset_of_the_same_name_never_share_a_table() -> No
                   for c in (b'{"tenant_id": "acme"}', b'{"tenant_id": "zeta"}')}
         assert listed == {"acme": [([b"orders"], 600)], "zeta": [([b"orders"], 7)]}
         # tables are reachable through the tenant's dataset only, never by name, qualified or not
-        for name in ("orders__d0", '"tenant_zeta"."orders__d0"', '"tenant_acme"."orders__d1"'):
+        for name in ("orders__d0", '"tenant_zeta"."orders__d0"', '"tenant_acme"."orders__d1"',
+                     loader.holds("orders", "d0", "zeta").qualified, loader.holds("orders", "d1", "acme").qualified):
             with pytest.raises(fl.FlightUnauthorizedError):
                 client.do_get(_ticket(f"SELECT count(*) FROM {name}", "acme")).read_all()
         # evicting one tenant's epoch leaves the other tenant's table of the same name
