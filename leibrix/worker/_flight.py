@@ -11,10 +11,12 @@ The contract is the upstream Rust leibrix-worker's:
   ids]}``, the only epochs each dataset's view may read; a missing one is
   NOT_FOUND, so a caller never gets a silently partial answer), ``"window"``
   (``{dataset: [start_us | null, end_us | null]}``, the view keeps only rows
-  whose time is in that half-open range, in microseconds since the Unix epoch)
-  and ``"query_id"`` (the id ``cancel_query`` names). An upstream worker ignores
-  unknown keys; see :mod:`leibrix.client._query` for why a client stays correct
-  with such a worker.
+  whose time is in that half-open range, in microseconds since the Unix epoch;
+  an epoch table whose rows were all inside its own window when it was loaded,
+  a window the range covers, is read without the filter, which would keep
+  every row) and ``"query_id"`` (the id ``cancel_query`` names). An upstream
+  worker ignores unknown keys; see :mod:`leibrix.client._query` for why a
+  client stays correct with such a worker.
 * SQL names **logical** datasets. On a cursor of its own the query gets one
   temporary view per dataset it names: the ``UNION ALL`` of that dataset's
   epoch tables ``{dataset}__{epoch}`` held for the ticket's tenant, without the
@@ -71,7 +73,7 @@ import pyarrow as pa
 import pyarrow.flight as fl
 
 from leibrix.worker._budget import Budgets
-from leibrix.worker._loader import Loaded, Loader
+from leibrix.worker._loader import Loaded, Loader, is_integer_type, time_filter
 from leibrix.worker._scope import SqlError, overlaps, read_scope
 
 __all__ = ["QueryService", "Ticket", "parse_ticket"]
@@ -277,7 +279,7 @@ class QueryService(fl.FlightServerBase):
         def time_column(name: str) -> str | None:
             held = self.loader.epochs(name, tenant)
             # a window is read from timestamp literals: only a timestamp column can be pruned by one
-            return held[0].time_column if held and not _is_integer(held[0].time_type) else None
+            return held[0].time_column if held and not is_integer_type(held[0].time_type) else None
         try:
             return read_scope(self._serialize, sql, time_column)
         except SqlError as exc:
@@ -366,10 +368,9 @@ class QueryService(fl.FlightServerBase):
                 self._running[query_id] = cursor
             self._raise_if_cancelled(query_id)  # cancelled while it waited for its slots
             for dataset, tables in views.items():
-                empty = " WHERE false" if dataset in pruned_all else _row_filter(
-                    tables[0].time_column, tables[0].time_type, (ticket.window or {}).get(dataset))
-                cursor.execute(f"CREATE TEMP VIEW {_quote(dataset)} AS "
-                               + " UNION ALL ".join(f"SELECT * FROM {t.qualified}{empty}" for t in tables))
+                bound = (ticket.window or {}).get(dataset)
+                cursor.execute(f"CREATE TEMP VIEW {_quote(dataset)} AS " + " UNION ALL ".join(
+                    f"SELECT * FROM {t.qualified}{_where(dataset in pruned_all, t, bound)}" for t in tables))
             timer.start()
             relation = cursor.sql(ticket.sql)
             if relation is None:
@@ -417,37 +418,14 @@ class QueryService(fl.FlightServerBase):
             cursor.close()
 
 
-_INTEGERS = ("TINYINT", "SMALLINT", "INTEGER", "BIGINT", "HUGEINT", "UTINYINT", "USMALLINT", "UINTEGER", "UBIGINT")
-
-
-def _is_integer(duck_type: str) -> bool:
-    return duck_type.upper() in _INTEGERS
-
-
-def _bound(duck_type: str, micros: int) -> str:
-    """A constant of the time column's type for an instant in µs: epoch ms for integer columns."""
-    t = duck_type.upper()
-    if _is_integer(t):
-        return str(micros // 1000)
-    if t == "DATE":
-        return f"CAST(make_timestamp({micros}::BIGINT) AS DATE)"
-    if t == "VARCHAR":
-        return f"strftime(make_timestamp({micros}::BIGINT), '%Y-%m-%dT%H:%M:%S')"
-    if t.startswith("TIMESTAMP"):
-        return f"CAST(make_timestamp({micros}::BIGINT) AS {t})"
-    return f"make_timestamp({micros}::BIGINT)"
-
-
-def _row_filter(column: str, duck_type: str, bound: list[int | None] | None) -> str:
-    """``WHERE`` keeping the rows whose time is in ``bound`` (µs, half-open), compared in the column's own type."""
-    if not bound or not column:
+def _where(empty: bool, table: Loaded, bound: list[int | None] | None) -> str:
+    """The ``WHERE`` of one epoch table in a view: none when every row is inside ``bound`` already."""
+    if empty:
+        return " WHERE false"
+    if bound is None or table.holds_only(bound[0], bound[1]):
         return ""
-    terms = []
-    if bound[0] is not None:
-        terms.append(f"{_quote(column)} >= {_bound(duck_type, int(bound[0]))}")
-    if bound[1] is not None:
-        terms.append(f"{_quote(column)} < {_bound(duck_type, int(bound[1]))}")
-    return (" WHERE " + " AND ".join(terms)) if terms else ""
+    predicate = time_filter(table.time_column, table.time_type, bound[0], bound[1])
+    return f" WHERE {predicate}" if predicate else ""
 
 
 def _criteria_tenant(criteria: bytes) -> str:

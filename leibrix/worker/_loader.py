@@ -65,7 +65,8 @@ from leibrix.wire._proto.records import control_plane_pb2 as pb
 from leibrix.sources import _readers
 from leibrix.sources._readers import SchemaMismatch, SourceError
 
-__all__ = ["Loaded", "Loader", "SchemaMismatch", "SourceError", "table_name", "tenant_schema"]
+__all__ = ["Loaded", "Loader", "SchemaMismatch", "SourceError", "is_integer_type", "table_name", "tenant_schema",
+           "time_filter"]
 
 
 def table_name(dataset_id: str, epoch_id: str) -> str:
@@ -93,6 +94,47 @@ def _literal(text: str) -> str:
     return "'" + text.replace("'", "''") + "'"
 
 
+_INTEGERS = ("TINYINT", "SMALLINT", "INTEGER", "BIGINT", "HUGEINT", "UTINYINT", "USMALLINT", "UINTEGER", "UBIGINT")
+
+
+def is_integer_type(duck_type: str) -> bool:
+    """Whether a DuckDB type is an integer type (a time column of one counts epoch milliseconds)."""
+    return duck_type.upper() in _INTEGERS
+
+
+def _comparable(duck_type: str) -> bool:
+    """Whether :func:`time_filter` compares a column of this type with constants of its own type."""
+    t = duck_type.upper()
+    return is_integer_type(t) or t in ("DATE", "VARCHAR") or t.startswith("TIMESTAMP")
+
+
+def _instant(duck_type: str, micros: int) -> str:
+    """A constant of the time column's type for an instant in µs: epoch ms for integer columns."""
+    t = duck_type.upper()
+    if is_integer_type(t):
+        return str(micros // 1000)
+    if t == "DATE":
+        return f"CAST(make_timestamp({micros}::BIGINT) AS DATE)"
+    if t == "VARCHAR":
+        return f"strftime(make_timestamp({micros}::BIGINT), '%Y-%m-%dT%H:%M:%S')"
+    if t.startswith("TIMESTAMP"):
+        return f"CAST(make_timestamp({micros}::BIGINT) AS {t})"
+    return f"make_timestamp({micros}::BIGINT)"
+
+
+def time_filter(column: str, duck_type: str, start_us: int | None, end_us: int | None) -> str:
+    """The predicate keeping the rows whose time is in ``[start_us, end_us)`` (µs; None: unbounded on that side),
+    compared in the column's own type; ``""`` when there is nothing to compare (no column, no bound)."""
+    if not column:
+        return ""
+    terms = []
+    if start_us is not None:
+        terms.append(f"{_quote(column)} >= {_instant(duck_type, int(start_us))}")
+    if end_us is not None:
+        terms.append(f"{_quote(column)} < {_instant(duck_type, int(end_us))}")
+    return " AND ".join(terms)
+
+
 @dataclass(frozen=True, slots=True)
 class Loaded:
     """What one table holds: the facts a worker reports and re-registers with."""
@@ -116,6 +158,15 @@ class Loaded:
     name: str = ""
     #: The in-memory database holding the table (attached to the worker's DuckDB while the table is held).
     database: str = ""
+    #: Whether every row's time was inside ``[start_us, end_us)`` when the table was loaded (by the same
+    #: comparison a query's time filter makes: :func:`time_filter`).
+    in_window: bool = False
+
+    def holds_only(self, start_us: int | None, end_us: int | None) -> bool:
+        """Whether every row's time is known to be in ``[start_us, end_us)`` (µs; None: unbounded on that side),
+        so a filter to that range would keep every row."""
+        return (self.in_window and (start_us is None or (self.start_us is not None and start_us <= self.start_us))
+                and (end_us is None or (self.end_us is not None and self.end_us <= end_us)))
 
     @property
     def table(self) -> str:
@@ -308,16 +359,21 @@ class Loader:
                     raise SchemaMismatch(
                         f"loaded schema {fingerprint} ({_schema.canonical(measured)}) differs from the plan's "
                         f"{planned} ({_schema.canonical(expected)}); table {name} dropped")
-                ((count,),) = self._con.execute(f"SELECT count(*) FROM {target}").fetchall()
                 types = {r[0]: r[1] for r in self._con.execute(f"DESCRIBE {target}").fetchall()}
+                time_type = types.get(time_column, "")
+                # whether every row is inside the epoch's window: a query whose window covers the epoch's then
+                # needs no time filter on it
+                check = time_filter(time_column, time_type, *window) if window and _comparable(time_type) else ""
+                ((count, inside),) = self._con.execute(
+                    f"SELECT count(*), count(*) FILTER (WHERE {check or 'false'}) FROM {target}").fetchall()
                 self._con.execute(f"CHECKPOINT {_quote(database)}")  # stores the table compressed
                 size = max(0, self._memory() - before)
             except BaseException:
                 self._detach(database)
                 raise
             loaded = Loaded(tenant, dataset_id, epoch_id, plan.plan_id, int(count), size, fingerprint,
-                            time_column, *(window or (None, None)), time_type=types.get(time_column, ""), name=name,
-                            database=database)
+                            time_column, *(window or (None, None)), time_type=time_type, name=name,
+                            database=database, in_window=bool(check) and inside == count)
             old = self._tables.pop((tenant, name), None)
             self._tables[(tenant, name)] = loaded
             if old is not None:

@@ -279,3 +279,43 @@ def test_a_cancel_before_the_statement_starts_is_not_lost() -> None:
         client.close()
         svc.shutdown()
         loader.close()
+
+
+def test_a_window_still_filters_an_epoch_holding_rows_outside_its_own_window(tmp_path) -> None:
+    """An epoch whose rows all lie in its window is read unfiltered when the ticket's window covers it; one
+    holding rows outside its window (a source query that ignored it) is always filtered."""
+    from leibrix.sources import SourceRequest, SqlConnector
+    from leibrix.wire._proto.records import common_pb2 as cpb
+    from tests.support.sources import BASE_MS, DAY_MS, day_windows
+    from tests.worker.test_readers_iceberg import assignment
+    from tests.worker.test_readers_sql import ROWS, fill
+
+    path = tmp_path / "src.db"
+    fill(f"sqlite:///{path}", "timestamp")  # 4 rows an hour for 3 days
+    plan = SqlConnector().plan(SourceRequest(f"jdbc:sqlite:{path}", "", "ev", "t", day_windows(3)))
+    catalog = cpb.Catalog(jdbc=cpb.JdbcCatalog(uri=f"jdbc:sqlite:{path}"))
+    loader = Loader(memory_limit_bytes=256 << 20)
+    plans = [assignment(plan, e, catalog=catalog, time_column="t", dataset="ev") for e in plan]
+    read = plans[0].load_plan.read.sql
+    read.query = read.query.replace("t >= :t_start AND t < :t_end", ":t_start IS NOT NULL AND :t_end IS NOT NULL")
+    held = [loader.load(a, tenant_id="t1") for a in plans]
+    assert [t.rows for t in held] == [len(ROWS), len(ROWS) // 3, len(ROWS) // 3]
+    assert [t.in_window for t in held] == [False, True, True]
+    day = [(BASE_MS + d * DAY_MS) * 1000 for d in range(4)]
+    assert held[1].holds_only(day[1], day[2]) and held[1].holds_only(None, None)
+    assert not held[1].holds_only(day[1] + 1, day[2]) and not held[0].holds_only(day[0], day[1])
+    svc = QueryService(loader, "grpc://127.0.0.1:0")
+    client = fl.FlightClient(f"grpc://127.0.0.1:{svc.port}")
+    try:
+        def count(epochs: list[int], lo: int | None, hi: int | None) -> int:
+            ticket = _ticket("SELECT count(*) AS n FROM ev", "t1", epochs={"ev": [held[e].epoch_id for e in epochs]},
+                             window={"ev": [lo, hi]})
+            return client.do_get(ticket).read_all().column("n")[0].as_py()
+
+        assert count([0], day[0], day[1]) == len(ROWS) // 3  # the rows of days 2 and 3 it holds are left out
+        assert count([1, 2], day[1], day[3]) == 2 * len(ROWS) // 3
+        assert count([1], day[1] + 3_600_000_000, day[2]) == len(ROWS) // 3 - 4  # cut through: filtered
+    finally:
+        client.close()
+        svc.shutdown()
+        loader.close()
