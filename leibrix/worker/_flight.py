@@ -54,7 +54,8 @@ tenant's queries first wait for one of that tenant's slots
 (:mod:`leibrix.worker._budget`: its CPU share), so one tenant's flood queues
 behind its own budget while others' queries still find slots; ``DoAction``
 ``budgets`` returns the per-tenant counters as JSON. ``timeout_secs``
-arms a timer that interrupts the query's cursor. DuckDB's memory limit is one
+interrupts the query's cursor when it expires (:mod:`._deadlines`: one thread
+keeps every query's deadline). DuckDB's memory limit is one
 setting for the whole database, so ``memory_limit_mb`` caps what one query may
 materialise: its result.
 """
@@ -73,6 +74,7 @@ import pyarrow as pa
 import pyarrow.flight as fl
 
 from leibrix.worker._budget import Budgets
+from leibrix.worker._deadlines import Deadlines
 from leibrix.worker._loader import Loaded, Loader, is_integer_type, time_filter
 from leibrix.worker._scope import SqlError, overlaps, read_scope
 
@@ -189,7 +191,14 @@ class QueryService(fl.FlightServerBase):
         self._lock = threading.Lock()
         self._parser = loader.cursor()
         self._parser_lock = threading.Lock()
+        #: The running queries' timeouts.
+        self.deadlines = Deadlines()
         self.queries = 0
+
+    def shutdown(self) -> None:
+        """Stop serving (waits for the calls in progress), then stop the deadlines' thread."""
+        super().shutdown()
+        self.deadlines.close()
 
     # ---- Flight RPCs -----------------------------------------------------
 
@@ -362,7 +371,7 @@ class QueryService(fl.FlightServerBase):
         if not self._slots.acquire(timeout=timeout):
             raise fl.FlightUnavailableError(f"worker busy: no query slot within {timeout}s")
         cursor = self.loader.cursor()
-        timer = threading.Timer(timeout, cursor.interrupt)
+        deadline = None
         try:
             with self._lock:
                 self._running[query_id] = cursor
@@ -371,7 +380,7 @@ class QueryService(fl.FlightServerBase):
                 bound = (ticket.window or {}).get(dataset)
                 cursor.execute(f"CREATE TEMP VIEW {_quote(dataset)} AS " + " UNION ALL ".join(
                     f"SELECT * FROM {t.qualified}{_where(dataset in pruned_all, t, bound)}" for t in tables))
-            timer.start()
+            deadline = self.deadlines.arm(timeout, cursor.interrupt)
             relation = cursor.sql(ticket.sql)
             if relation is None:
                 raise pa.ArrowInvalid("SQL error: the statement returns no rows")
@@ -394,7 +403,8 @@ class QueryService(fl.FlightServerBase):
         except duckdb.Error as exc:
             raise fl.FlightInternalError(f"Database error: {exc}") from None
         finally:
-            timer.cancel()
+            if deadline is not None:
+                self.deadlines.disarm(deadline)
             with self._lock:
                 self._running.pop(query_id, None)
             cursor.close()

@@ -169,11 +169,17 @@ SLOW = "SELECT count(*) FROM orders, range(200000) r WHERE value * r > 1"
 
 
 def test_timeout_is_deadline_exceeded(service) -> None:
-    _, client = service
+    svc, client = service
     began = time.monotonic()
     with pytest.raises(fl.FlightTimedOutError, match="timeout"):
         client.do_get(_ticket(SLOW, timeout_secs=0.3)).read_all()
     assert time.monotonic() - began < 5
+    # the deadlines of queries that end in time are disarmed: none is left to interrupt a later query
+    for _ in range(3):
+        assert client.do_get(_ticket("SELECT count(*) AS n FROM orders", timeout_secs=0.3)).read_all().num_rows == 1
+    time.sleep(0.4)
+    assert client.do_get(_ticket("SELECT count(*) AS n FROM orders")).read_all().num_rows == 1
+    assert svc.deadlines.armed == 0
 
 
 def test_cancel_query_interrupts_a_running_query(service, monkeypatch) -> None:
