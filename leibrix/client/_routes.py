@@ -24,7 +24,10 @@ queries costs the masters one round of calls; a worker failure drops the entry
 Once the tenant's ``WatchRoutes`` subscription (:mod:`._routes_watch`) is
 synced, the routes come from it, pushed by the masters as they change, and
 only ``GetDataset``/``ListEpochs`` are cached; while it is not,
-``ResolveRoute`` is asked.
+``ResolveRoute`` is asked. The coverage built from the watched routes is kept
+per dataset and reused while the range, the cached description and every
+route are the same objects (the watcher replaces a route it updates, never
+changes it), so a query re-reads the routes only after they changed.
 """
 
 from __future__ import annotations
@@ -202,6 +205,8 @@ class RouteCache:
         self.metadata = dict(metadata or {})
         self._entries: dict[tuple, Coverage] = {}
         self._catalogs: dict[tuple[str, str], _Catalog] = {}
+        #: (tenant, dataset) -> the last coverage built from watched routes, with its range, catalog and routes.
+        self._built: dict[tuple[str, str], tuple[tuple[int | None, int | None], _Catalog, tuple, Coverage]] = {}
         self._lock = threading.Lock()
         #: ``ResolveRoute`` rounds (the fallback) and ``GetDataset``+``ListEpochs`` rounds made.
         self.fetches = 0
@@ -214,9 +219,8 @@ class RouteCache:
             self.watcher.watch(tenant)
             routes = self.watcher.routes(tenant)
             if routes is not None:
-                catalog = self._catalog(tenant, dataset)
-                return build_coverage(tenant, dataset, catalog, [r for (d, _), r in sorted(routes.items())
-                                                                 if d == dataset], lo, hi, "watch")
+                return self._watched(tenant, dataset, tuple(r for (d, _), r in sorted(routes.items()) if d == dataset),
+                                     lo, hi)
         key = (tenant, dataset, lo, hi)
         with self._lock:
             hit = self._entries.get(key)
@@ -227,6 +231,23 @@ class RouteCache:
         with self._lock:
             self._entries[key] = coverage
             self.fetches += 1
+        return coverage
+
+    def _watched(self, tenant: str, dataset: str, routes: tuple[cp.EpochRoute, ...], lo: int | None,
+                 hi: int | None) -> Coverage:
+        """The coverage of ``[lo, hi)`` from watched routes: the last one built, if nothing it was built from
+        changed."""
+        catalog = self._catalog(tenant, dataset)
+        with self._lock:
+            hit = self._built.get((tenant, dataset))
+        if hit is not None:
+            span, built_from, built_routes, coverage = hit
+            if (span == (lo, hi) and built_from is catalog and len(built_routes) == len(routes)
+                    and all(a is b for a, b in zip(built_routes, routes))):
+                return coverage
+        coverage = build_coverage(tenant, dataset, catalog, list(routes), lo, hi, "watch")
+        with self._lock:
+            self._built[(tenant, dataset)] = ((lo, hi), catalog, routes, coverage)
         return coverage
 
     def _catalog(self, tenant: str, dataset: str) -> _Catalog:

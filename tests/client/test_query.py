@@ -210,3 +210,34 @@ async def test_queries_make_the_epochs_heat_rise(etcd_server: Any, nursery: trio
     assert all(after[e] > before[e] for e in queried), (before, after)
     assert all(after[e] <= before[e] for e in after if e not in queried), (before, after)  # decayed, never fed
     assert client.reporter.totals["accesses"] == 3 * 2 and client.reporter.sent_batches >= 1
+
+
+async def test_watched_routes_are_rebuilt_into_coverage_only_when_they_change(etcd_server: Any,
+                                                                               nursery: trio.Nursery) -> None:
+    master, _ = await _cluster(etcd_server, nursery, ("w1",), days=2, replication=1)
+    client = Client(masters=[master.config.grpc_listen], route_ttl=3600)
+    start, end = T0, T0 + timedelta(days=1)
+
+    def coverage():
+        return client.routes.get("acme", "orders", start, end)
+
+    try:
+        with trio.fail_after(10):
+            while client.routes.watcher is None or not client.routes.watcher.synced("acme"):
+                await trio.to_thread.run_sync(lambda: client.query("acme", "orders", SQLS[1], start, end))
+        first = await trio.to_thread.run_sync(coverage)
+        assert first.via == "watch" and len(first.routed) == 2  # day 1 × two regions
+        assert await trio.to_thread.run_sync(coverage) is first  # nothing changed: the same coverage
+        # another range is built anew
+        other = await trio.to_thread.run_sync(lambda: client.routes.get("acme", "orders", end, end + timedelta(days=1)))
+        assert other is not first and {p.epoch_id for p in other.routed}.isdisjoint(p.epoch_id for p in first.routed)
+        assert await trio.to_thread.run_sync(coverage) is not first  # the range changed back: rebuilt, same epochs
+        # a route that changes (its epoch retired: the master removes it) is seen at once, not after the ttl
+        gone = first.routed[0].epoch_id
+        await rpc(master, "retire_epoch", cp.RetireEpochRequest(tenant_id="acme", dataset_id="orders", epoch_id=gone))
+        with trio.fail_after(10):
+            while gone in {p.epoch_id for p in (await trio.to_thread.run_sync(coverage)).routed}:
+                await trio.sleep(0.05)
+        assert [p.epoch_id for p in (await trio.to_thread.run_sync(coverage)).routed] == [first.routed[1].epoch_id]
+    finally:
+        await trio.to_thread.run_sync(client.close)
