@@ -131,6 +131,7 @@ def start_mariadb(server_bin: str, install_bin: str) -> tuple[Server, subprocess
     port = free_port()
     proc = subprocess.Popen([server_bin, "--no-defaults", f"--datadir={data}", f"--socket={sock}", f"--port={port}",
                              "--bind-address=127.0.0.1", f"--log-error={log}", f"--pid-file={root / 'pid'}",
+                             f"--tmpdir={root}",  # its own: another process's cleanup of /tmp cannot pull files away
                              "--innodb-buffer-pool-size=32M", "--innodb-flush-log-at-trx-commit=0",
                              "--skip-name-resolve", *user], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
