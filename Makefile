@@ -53,6 +53,7 @@ test: install
 
 test-slow: install
 	$(PY) -m pytest -q --runslow $(PYTEST_ARGS)
+	$(PY) -m bench.soak --quick
 
 proto: install
 	$(PY) proto/generate.py

@@ -26,11 +26,17 @@ from rich.console import Console
 from rich.table import Table
 
 
-def options(description: str, argv: list[str] | None = None) -> argparse.Namespace:
-    """Parse the common flags: ``--quick`` (small sizes, for CI) and ``--json PATH``."""
+def options(description: str, argv: list[str] | None = None,
+            extra: Callable[[argparse.ArgumentParser], None] | None = None) -> argparse.Namespace:
+    """Parse the common flags: ``--quick`` (small sizes, for CI) and ``--json PATH``.
+
+    ``extra`` adds a benchmark's own flags to the parser.
+    """
     parser = argparse.ArgumentParser(description=description)
     parser.add_argument("--quick", action="store_true", help="shrink sizes (CI smoke run); the output says so")
     parser.add_argument("--json", metavar="PATH", type=Path, help="also write the results as nested JSON")
+    if extra is not None:
+        extra(parser)
     return parser.parse_args(argv)
 
 
