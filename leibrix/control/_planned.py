@@ -18,7 +18,6 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 
-from leibrix.domain import _schema
 from leibrix.domain._errors import InvalidArgument
 from leibrix.domain._estimates import Estimate, HintEstimator
 from leibrix.domain import _epochs
@@ -80,8 +79,8 @@ def plan(spec: AdmissionSpec, planner: Planner, estimator: HintEstimator) -> Pla
         rp.rows_exact = est.rows_exact
         reads[key] = rp.SerializeToString(deterministic=True)
         sizes[key] = p.source_bytes
-    return Planned(version=sp.version or spec.version, schema_ipc=_schema.to_ipc(sp.schema),
-                   fingerprint=sp.fingerprint, estimates=estimates, reads=reads, source_bytes=sizes)
+    return Planned(version=sp.version or spec.version, schema_ipc=sp.ipc, fingerprint=sp.fingerprint,
+                   estimates=estimates, reads=reads, source_bytes=sizes)
 
 
 def _files(raw: bytes) -> tuple[bytes, ...]:

@@ -17,10 +17,10 @@ One pass
     file with its delete files, positional ones matched by pyiceberg's delete
     file index), selects from it the files of the admission's *union* filter
     (the windows merged into ranges, AND the dimension ``IN`` lists: the files
-    whose time interval overlaps a range, then pyiceberg's partition and
-    column-metrics pruning; no per-file residuals, which are most of
-    ``plan_files()``' cost), and then assigns each selected data file to the
-    epochs it may hold rows of:
+    whose time interval overlaps a range and whose ``identity`` partition values
+    are admitted, then pyiceberg's partition and column-metrics pruning; no
+    per-file residuals, which are most of ``plan_files()``' cost), and then
+    assigns each selected data file to the epochs it may hold rows of:
 
     * time: the file's time interval is the intersection of what its partition
       values say (``identity``, ``hour``, ``day``, ``month``, ``year`` on the time
@@ -31,11 +31,11 @@ One pass
       combination.
 
 Caches
-    Catalogs and each table's current metadata are kept per process
-    (:mod:`leibrix.sources._iceberg_cache`): an admission against an unchanged
-    table reads one catalog row (the table's metadata location) and no
-    metadata or manifest file; a new snapshot is read on the next request
-    (after at most 1 s for catalogs other than SQL).
+    Catalogs, each table's current metadata and each table schema converted to
+    Arrow are kept per process (:mod:`leibrix.sources._iceberg_cache`): an
+    admission against an unchanged table reads one catalog row (the table's
+    metadata location) and no metadata or manifest file; a new snapshot is read
+    on the next request (after at most 1 s for catalogs other than SQL).
 
 Schema
     The snapshot's schema as pyiceberg maps it to Arrow, with ``large_string``
@@ -79,6 +79,7 @@ from urllib.parse import parse_qsl
 
 import pyarrow as pa
 
+from leibrix.domain import _schema
 from leibrix.domain._errors import ApiError, FailedPrecondition, InvalidArgument, NotFound, PermissionDenied, Unavailable
 from leibrix.sources import _iceberg_cache, _secrets
 from leibrix.sources._iceberg_assign import assign
@@ -274,8 +275,6 @@ class IcebergConnector:
         InvalidArgument, NotFound, PermissionDenied, Unavailable, FailedPrecondition
             See the module docstring.
         """
-        from pyiceberg.io.pyarrow import schema_to_pyarrow
-
         table = self.load_table(request) if self.load_table is not None else _load_table(request, self.metadata_ttl_s)
         metadata = table.metadata
         snapshot = _snapshot(table, request)
@@ -298,12 +297,25 @@ class IcebergConnector:
                                           f"{v!r} is not a value of column {d.column!r} ({nf.field_type}): {exc}") from None
             dim_values.append((d.column, typed))
             dim_fields.append(nf)
-        arrow_schema = _narrow(schema_to_pyarrow(ischema, include_field_ids=False))
+        schema = _planned_schema(table, ischema)
         if snapshot is None:
-            return _empty_plan(request, arrow_schema)
+            return _empty_plan(request, schema)
         files = index_for(table, snapshot).select(table, time, _merged(request.windows),
-                                                  union_filter(request, time, dim_values))
-        return assign(request, table, snapshot.snapshot_id, time, dim_fields, dim_values, files, arrow_schema)
+                                                  union_filter(request, time, dim_values),
+                                                  [(nf, values) for nf, (_, values) in zip(dim_fields, dim_values)])
+        return assign(request, table, snapshot.snapshot_id, time, dim_fields, dim_values, files, schema)
+
+
+def _planned_schema(table, ischema) -> tuple[pa.Schema, str, bytes]:
+    """``ischema`` as the plan carries it: in Arrow (``_narrow``ed), its fingerprint and its IPC bytes,
+    converted once per table schema (:func:`leibrix.sources._iceberg_cache.schema`)."""
+    from pyiceberg.io.pyarrow import schema_to_pyarrow
+
+    def convert() -> tuple[pa.Schema, str, bytes]:
+        arrow = _narrow(schema_to_pyarrow(ischema, include_field_ids=False))
+        return arrow, _schema.fingerprint(arrow), _schema.to_ipc(arrow)
+
+    return _iceberg_cache.schema(table, ischema.schema_id, convert)
 
 
 def _narrow(schema: pa.Schema) -> pa.Schema:
@@ -337,6 +349,7 @@ def _snapshot(table, request: SourceRequest):
     return snap
 
 
-def _empty_plan(request: SourceRequest, arrow_schema: pa.Schema) -> SourcePlan:
+def _empty_plan(request: SourceRequest, schema: tuple[pa.Schema, str, bytes]) -> SourcePlan:
     epochs = {k: EpochPlan(k[0], k[1], k[2], IcebergRead(None, ()), 0, True, 0, 0, 0) for k in request.epoch_keys()}
-    return SourcePlan(None, arrow_schema, epochs, ("the table has no snapshot",))
+    arrow, fingerprint, ipc = schema
+    return SourcePlan(None, arrow, epochs, ("the table has no snapshot",), known_fingerprint=fingerprint, known_ipc=ipc)

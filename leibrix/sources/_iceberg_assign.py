@@ -12,18 +12,13 @@ import bisect
 import itertools
 from collections import defaultdict
 from dataclasses import dataclass, field
-from datetime import date, timedelta
 
 import pyarrow as pa
 
-from typing import TYPE_CHECKING
-
 from leibrix.sources import _sizes
+from leibrix.sources._iceberg_index import _Planned, identity_value
 from leibrix.sources._iceberg_time import _file_interval
 from leibrix.sources._types import EpochKey, EpochPlan, IcebergFile, IcebergRead, SourcePlan
-
-if TYPE_CHECKING:
-    from leibrix.sources._iceberg_index import _Planned
 
 __all__ = ["assign"]
 
@@ -31,15 +26,6 @@ __all__ = ["assign"]
 _DELETE_FILE_PATH_ID = 2147483546
 #: Iceberg writers truncate string bounds to this many characters by default.
 _BOUND_TRUNCATE = 16
-
-
-def _bound_value(t, value):
-    """A decoded bound or partition value in the same Python type the requested values were converted to."""
-    from pyiceberg import types as it
-
-    if isinstance(t, it.DateType) and isinstance(value, int):
-        return date(1970, 1, 1) + timedelta(days=value)
-    return value
 
 
 @dataclass(slots=True)
@@ -55,18 +41,13 @@ class _Acc:
 
 def _dimension_candidates(table, df, dim_fields, dim_values) -> tuple[list[list[tuple[object, str]]], bool]:
     """Per dimension, the admitted ``(typed, text)`` values the file may hold, and whether each is certain."""
-    from pyiceberg import transforms as tr
     from pyiceberg.conversions import from_bytes
 
-    spec = table.metadata.specs()[df.spec_id]
     out, certain = [], True
     for nf, (column, typed_values) in zip(dim_fields, dim_values):
         pairs = [(tv, str(tv) if not isinstance(tv, bool) else str(tv).lower()) for tv in typed_values]
-        ident = None
-        for pos, pf in enumerate(spec.fields):
-            if pf.source_id == nf.field_id and isinstance(pf.transform, tr.IdentityTransform):
-                ident = _bound_value(nf.field_type, df.partition[pos])
-        if ident is not None:
+        known, ident = identity_value(table, df, nf)
+        if known:
             pairs = [p for p in pairs if p[0] == ident]
         else:
             lo_b, hi_b = (df.lower_bounds or {}).get(nf.field_id), (df.upper_bounds or {}).get(nf.field_id)
@@ -111,8 +92,10 @@ def _string_lengths(table, files: list[_Planned], arrow_schema: pa.Schema) -> di
     return out
 
 
-def assign(request, table, snapshot_id, time, dim_fields, dim_values, planned, arrow_schema) -> SourcePlan:
-    """The ``SourcePlan`` of ``planned`` files (``plan_files_once``'s output) over ``request``'s epochs."""
+def assign(request, table, snapshot_id, time, dim_fields, dim_values, planned, schema) -> SourcePlan:
+    """The ``SourcePlan`` of ``planned`` files (``plan_files_once``'s output) over ``request``'s epochs; ``schema``
+    is the table schema as planned: (Arrow schema, fingerprint, IPC bytes)."""
+    arrow_schema, fingerprint, ipc = schema
     windows = list(request.windows)
     starts = [s for s, _ in windows]
     ends = [e for _, e in windows]
@@ -182,4 +165,4 @@ def assign(request, table, snapshot_id, time, dim_fields, dim_values, planned, a
         rows = int(round(a.rows))
         epochs[key] = EpochPlan(key[0], key[1], key[2], IcebergRead(snapshot_id, tuple(a.files)), rows, a.exact,
                                 int(round(a.source_bytes)), _sizes.memory_bytes(rows, width), a.scan_bytes)
-    return SourcePlan(str(snapshot_id), arrow_schema, epochs)
+    return SourcePlan(str(snapshot_id), arrow_schema, epochs, known_fingerprint=fingerprint, known_ipc=ipc)

@@ -24,24 +24,32 @@ Tables (:func:`current_table`)
     long ago. ``ttl_s`` overrides both defaults. A request naming a snapshot
     the kept metadata does not hold always asks again. At most :data:`MAX_TABLES`.
 
-Both are :class:`leibrix.sources._lru.Lru` maps; :func:`clear` empties every
+Schemas (:func:`schema`)
+    Per (table uuid, schema id): the schema as the connector plans with it (in
+    Arrow, with its fingerprint and IPC bytes), converted once. A schema id
+    never changes its columns. At most :data:`MAX_SCHEMAS`.
+
+All are :class:`leibrix.sources._lru.Lru` maps; :func:`clear` empties every
 cache of the connector (snapshot indexes included).
 """
 
 from __future__ import annotations
 
 import time
-from collections.abc import Hashable
+import weakref
+from collections.abc import Callable, Hashable
 from dataclasses import dataclass
 
 from leibrix.sources._lru import Lru
 
-__all__ = ["MAX_CATALOGS", "MAX_TABLES", "METADATA_TTL_S", "catalog", "clear", "current_table"]
+__all__ = ["MAX_CATALOGS", "MAX_SCHEMAS", "MAX_TABLES", "METADATA_TTL_S", "catalog", "clear", "current_table", "schema"]
 
 #: Catalogs kept (distinct resolved catalog URIs and properties).
 MAX_CATALOGS = 16
 #: Tables whose current metadata is kept.
 MAX_TABLES = 256
+#: Table schemas kept converted.
+MAX_SCHEMAS = 256
 #: Seconds a table's current metadata from a catalog other than SQL (a REST catalog) is reused without asking it.
 METADATA_TTL_S = 1.0
 
@@ -62,6 +70,9 @@ class _Known:
 
 
 _tables: Lru[_Known] = Lru(MAX_TABLES)
+_schemas: Lru[tuple] = Lru(MAX_SCHEMAS)
+#: Per SQL catalog object, its metadata-location statement (:func:`_location_query`); gone with the catalog.
+_location_queries: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
 
 
 def catalog(name: str, resolved: dict[str, str]) -> tuple[Hashable, object]:
@@ -72,24 +83,38 @@ def catalog(name: str, resolved: dict[str, str]) -> tuple[Hashable, object]:
     return key, _catalogs.get_or_build(key, lambda: load_catalog(name, **resolved))
 
 
+def _location_query(cat):
+    """The statement reading one table's current metadata location from SQL catalog ``cat`` (built once per catalog).
+
+    Building a SQLAlchemy ``select`` costs several times more than running it on an indexed row, so each
+    catalog keeps one, its table named by bound parameters.
+    """
+    from pyiceberg.catalog.sql import IcebergTables
+    from sqlalchemy import bindparam, select
+
+    stmt = _location_queries.get(cat)
+    if stmt is None:
+        stmt = select(IcebergTables.metadata_location).where(
+            IcebergTables.catalog_name == cat.name,
+            IcebergTables.table_namespace == bindparam("namespace"),
+            IcebergTables.table_name == bindparam("name"),
+        )
+        type_filter = getattr(cat, "_iceberg_type_filter", lambda: None)()
+        if type_filter is not None:
+            stmt = stmt.where(type_filter)
+        _location_queries[cat] = stmt
+    return stmt
+
+
 def _metadata_location(cat, identifier: tuple[str, str]) -> str | None:
     """A SQL catalog's current metadata location of ``identifier`` (one row read); ``None`` for other catalogs or no row."""
-    from pyiceberg.catalog.sql import IcebergTables, SqlCatalog
-    from sqlalchemy import select
+    from pyiceberg.catalog.sql import SqlCatalog
 
     if not isinstance(cat, SqlCatalog):
         return None
     namespace, name = identifier
-    stmt = select(IcebergTables.metadata_location).where(
-        IcebergTables.catalog_name == cat.name,
-        IcebergTables.table_namespace == namespace,
-        IcebergTables.table_name == name,
-    )
-    type_filter = getattr(cat, "_iceberg_type_filter", lambda: None)()
-    if type_filter is not None:
-        stmt = stmt.where(type_filter)
     with cat.engine.connect() as conn:
-        return conn.execute(stmt).scalar()
+        return conn.execute(_location_query(cat), {"namespace": namespace, "name": name}).scalar()
 
 
 def current_table(catalog_key: Hashable, cat, identifier: tuple[str, str], *, snapshot_id: int | None = None,
@@ -121,10 +146,17 @@ def current_table(catalog_key: Hashable, cat, identifier: tuple[str, str], *, sn
     return table
 
 
+def schema(table, schema_id: int, convert: Callable[[], tuple]) -> tuple:
+    """The converted form of ``table``'s schema ``schema_id``: ``convert()``'s answer, kept per table and id."""
+    return _schemas.get_or_build((str(table.metadata.table_uuid), schema_id), convert)
+
+
 def clear() -> None:
-    """Forget every kept catalog and table metadata, and every snapshot index."""
+    """Forget every kept catalog (and its query), table metadata and converted schema, and every snapshot index."""
     from leibrix.sources import _iceberg_index
 
     _tables.clear()
+    _schemas.clear()
     _catalogs.clear()
+    _location_queries.clear()
     _iceberg_index.clear()

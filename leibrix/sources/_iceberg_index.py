@@ -18,7 +18,12 @@ Per admission, :meth:`SnapshotIndex.select` returns the files of the admission:
    (the interval :func:`leibrix.sources._iceberg_assign.assign` places them
    by), so only files overlapping a window are looked at; files with no known
    interval are always looked at;
-2. then the pruning pyiceberg's planner applies to manifest entries, with the
+2. by dimension: per dimension column partitioned by ``identity`` the index
+   keeps its files by partition value, so a file whose value is none of the
+   admitted ones is not looked at (the partition projection below would drop
+   it); files of specs without that identity field, or with a null value, are
+   looked at;
+3. then the pruning pyiceberg's planner applies to manifest entries, with the
    admission's union filter: the inclusive partition projection per spec and
    the inclusive metrics evaluator (column bounds, null and value counts;
    empty files dropped).
@@ -30,12 +35,14 @@ import bisect
 import itertools
 import threading
 from dataclasses import dataclass, field
+from datetime import date, timedelta
 
 from leibrix.sources._iceberg_time import _file_interval
 from leibrix.sources._lru import Lru
 from leibrix.sources._types import IcebergDeleteFile
 
-__all__ = ["MAX_INDEXES", "MAX_INDEX_BYTES", "SnapshotIndex", "clear", "index_for", "plan_files_once"]
+__all__ = ["MAX_INDEXES", "MAX_INDEX_BYTES", "SnapshotIndex", "clear", "identity_value", "index_for",
+           "plan_files_once"]
 
 #: Snapshot indexes kept.
 MAX_INDEXES = 64
@@ -122,6 +129,25 @@ def plan_files_once(table, entries) -> list[_Planned]:
     return out
 
 
+def identity_value(table, df, field) -> tuple[bool, object]:
+    """``(True, value)`` when ``df``'s partition spec has an ``identity`` field on column ``field`` (a pyiceberg
+    ``NestedField``) and the file's value there is not null, the value typed like an admitted dimension value
+    (a ``date`` for a date column); ``(False, None)`` otherwise."""
+    from pyiceberg import transforms as tr
+    from pyiceberg import types as it
+
+    spec = table.metadata.specs()[df.spec_id]
+    for pos, pf in enumerate(spec.fields):
+        if pf.source_id == field.field_id and isinstance(pf.transform, tr.IdentityTransform):
+            value = df.partition[pos]
+            if value is None:
+                return False, None
+            if isinstance(field.field_type, it.DateType) and isinstance(value, int):
+                value = date(1970, 1, 1) + timedelta(days=value)
+            return True, value
+    return False, None
+
+
 def _delete(df, kind: str) -> IcebergDeleteFile:
     return IcebergDeleteFile(df.file_path, kind, df.record_count, df.file_size_in_bytes, tuple(df.equality_ids or ()))
 
@@ -136,12 +162,19 @@ class _TimeIndex:
 
 
 @dataclass(slots=True)
+class _ValueIndex:
+    by_value: dict[object, list[int]]  # identity partition value -> positions in ``SnapshotIndex.planned``
+    others: list[int]                  # positions of files with no identity value on the column
+
+
+@dataclass(slots=True)
 class SnapshotIndex:
     """Every live data file of one snapshot (with its delete files), and per time column an interval index."""
 
     planned: list[_Planned]
     size: int
     _by_time: dict[tuple[int, str], _TimeIndex] = field(default_factory=dict)
+    _by_value: dict[int, _ValueIndex] = field(default_factory=dict)
     _lock: threading.Lock = field(default_factory=threading.Lock)
 
     @classmethod
@@ -175,8 +208,28 @@ class SnapshotIndex:
             self._by_time[key] = ti
             return ti
 
-    def select(self, table, time, ranges: list[tuple[int, int]], row_filter) -> list[_Planned]:
-        """The files that may hold rows of ``ranges`` (merged ``[start, end)`` windows) and pass ``row_filter``."""
+    def _value_index(self, table, column) -> _ValueIndex:
+        with self._lock:
+            found = self._by_value.get(column.field_id)
+            if found is not None:
+                return found
+            by_value: dict[object, list[int]] = {}
+            others: list[int] = []
+            for i, p in enumerate(self.planned):
+                known, value = identity_value(table, p.data_file, column)
+                if known:
+                    by_value.setdefault(value, []).append(i)
+                else:
+                    others.append(i)
+            vi = self._by_value[column.field_id] = _ValueIndex(by_value, others)
+            return vi
+
+    def select(self, table, time, ranges: list[tuple[int, int]], row_filter, dims=()) -> list[_Planned]:
+        """The files that may hold rows of ``ranges`` (merged ``[start, end)`` windows) and pass ``row_filter``.
+
+        ``dims``: ``(column, values)`` per dimension, ``column`` its pyiceberg ``NestedField`` and ``values``
+        the admitted values, typed (``row_filter`` holds them too).
+        """
         from pyiceberg.expressions.visitors import _InclusiveMetricsEvaluator, expression_evaluator, inclusive_projection
         from pyiceberg.schema import Schema
 
@@ -186,6 +239,15 @@ class SnapshotIndex:
             for k in range(bisect.bisect_right(ti.los, s - ti.max_span), bisect.bisect_left(ti.los, e)):
                 if ti.his[k] > s:
                     picked.add(ti.order[k])
+        for column, values in dims:
+            if not picked:
+                break
+            vi = self._value_index(table, column)
+            if vi.by_value:
+                allowed = set(vi.others)
+                for v in values:
+                    allowed.update(vi.by_value.get(v, ()))
+                picked &= allowed
         if not picked:
             return []
         metadata = table.metadata

@@ -191,18 +191,28 @@ class SourcePlan:
     ``version`` is the resolved source version: the Iceberg snapshot id as a
     string, a SQL source's version string, or ``None`` when the source has no
     notion of one. ``fingerprint`` is ``leibrix.domain._schema.fingerprint`` of
-    ``schema`` (the same function the workers use).
+    ``schema`` (the same function the workers use) and ``ipc`` its Arrow IPC
+    stream (``leibrix.domain._schema.to_ipc``); a connector that converts a
+    table's schema once and keeps it passes both as ``known_fingerprint`` and
+    ``known_ipc``, else they are computed from ``schema`` when asked.
     """
 
     version: str | None
     schema: pa.Schema
     epochs: Mapping[EpochKey, EpochPlan]
     notes: tuple[str, ...] = ()
+    known_fingerprint: str = ""
+    known_ipc: bytes = b""
 
     @property
     def fingerprint(self) -> str:
         """The schema's fingerprint (16 hex digits)."""
-        return _schema.fingerprint(self.schema)
+        return self.known_fingerprint or _schema.fingerprint(self.schema)
+
+    @property
+    def ipc(self) -> bytes:
+        """The schema as an Arrow IPC stream."""
+        return self.known_ipc or _schema.to_ipc(self.schema)
 
     def __iter__(self):
         return iter(self.epochs.values())

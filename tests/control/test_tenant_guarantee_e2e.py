@@ -5,6 +5,7 @@ with RESOURCE_EXHAUSTED and a retry hint while the admissions let in are all ack
 from __future__ import annotations
 
 import dataclasses
+import threading
 from typing import Any
 
 import pytest
@@ -39,7 +40,15 @@ async def test_an_admission_flood_on_loopback_is_shed_with_a_retry_hint(etcd_ser
     m = await master_with_workers(etcd_server.endpoint, nursery, "w1")
     await rpc(m, "upsert_tenant_quota", quota(admission_policy=cp.AdmissionPolicy.QUEUE))
     admissions = m.parts.admission.admissions
-    admissions.config = dataclasses.replace(admissions.config, max_in_flight=2, retry_after_ms=300)
+    # The admissions let in stay in planning until one is shed: the flood overlaps them however fast they plan.
+    flooded = threading.Event()
+
+    def held(spec):
+        flooded.wait(10)
+        return admissions_config.planner(spec)
+
+    admissions_config = admissions.config
+    admissions.config = dataclasses.replace(admissions_config, max_in_flight=2, retry_after_ms=300, planner=held)
     ok, shed, other = [], [], []
 
     async def admit(i: int) -> None:
@@ -47,6 +56,7 @@ async def test_an_admission_flood_on_loopback_is_shed_with_a_retry_hint(etcd_ser
             ok.append(await rpc(m, "admit_dataset", admission(dataset=f"flood{i}", request_id=f"flood-{i}")))
         except GRPCError as exc:
             (shed if exc.status == Status.RESOURCE_EXHAUSTED else other).append(exc)
+            flooded.set()
 
     async with trio.open_nursery() as flood:
         for i in range(40):

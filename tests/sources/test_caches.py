@@ -164,3 +164,66 @@ def test_sql_reflection_follows_a_schema_change(tmp_path: Path) -> None:
     again = SqlConnector().plan(request)  # the kept reflection is not used: the schema version changed
     assert again.schema.names == ["t", "region", "note"] and [e.rows for e in again] == [24, 7]
     assert next(iter(again)).read.columns == ("t", "region", "note")
+
+
+def test_identity_partition_values_are_looked_up_before_pyiceberg_prunes(tmp_path: Path,
+                                                                         monkeypatch: pytest.MonkeyPatch) -> None:
+    from pyiceberg.expressions import visitors
+
+    fx = make_events_table(tmp_path, days=3, regions=("eu", "us", "ap", "sa"), rows_per_file=4)
+    partitions: list[str] = []
+    real = visitors._ExpressionEvaluator.eval
+
+    def counted(self, struct):
+        partitions.append(struct[1])  # the partition record: (ts_day, region)
+        return real(self, struct)
+
+    monkeypatch.setattr(visitors._ExpressionEvaluator, "eval", counted)
+    request = SourceRequest(fx.uri, fx.namespace, fx.name, "ts", day_windows(2),
+                            (Dimension("region", ("us", "sa", "nowhere")),))
+    plan = IcebergConnector().plan(request)
+    # 2 days x 4 regions in the window: only the files of admitted regions reach pyiceberg's partition pruning
+    assert sorted(partitions) == ["sa", "sa", "us", "us"]
+    assert {(e.start_ms, dict(e.dims)["region"]): e.rows for e in plan} == {
+        (s, r): (4 if r != "nowhere" else 0) for s, _ in day_windows(2) for r in ("us", "sa", "nowhere")}
+
+
+def test_a_table_schema_is_converted_once_and_a_new_schema_again(tmp_path: Path,
+                                                                  monkeypatch: pytest.MonkeyPatch) -> None:
+    from pyiceberg.io import pyarrow as pyiceberg_arrow
+    from pyiceberg.types import StringType
+
+    from leibrix.domain import _schema
+
+    fx = make_events_table(tmp_path, days=2, regions=("eu",), rows_per_file=5)
+    converted = []
+    real = pyiceberg_arrow.schema_to_pyarrow
+
+    def counted(schema, *args, **kwargs):
+        converted.append(schema.schema_id)
+        return real(schema, *args, **kwargs)
+
+    monkeypatch.setattr(pyiceberg_arrow, "schema_to_pyarrow", counted)
+    connector = IcebergConnector()
+    first, again = connector.plan(_request(fx)), connector.plan(_request(fx, days=1))
+    assert converted == [0] and again.schema is first.schema
+    assert first.fingerprint == _schema.fingerprint(first.schema) and first.ipc == _schema.to_ipc(first.schema)
+
+    with fx.table.refresh().update_schema() as update:
+        update.add_column("extra", StringType())
+    _append_day(fx, tmp_path, 1, 2)  # a snapshot written with the new schema
+    evolved = connector.plan(_request(fx))
+    assert converted == [0, 1] and evolved.schema.names[-1] == "extra"
+    assert evolved.fingerprint == _schema.fingerprint(evolved.schema) != first.fingerprint
+    assert _schema.canonical(_schema.from_ipc(evolved.ipc)) == _schema.canonical(evolved.schema)
+
+
+def test_a_sql_catalog_builds_its_metadata_location_query_once(tmp_path: Path) -> None:
+    fx = make_events_table(tmp_path, days=2, regions=("eu",), rows_per_file=5)
+    connector = IcebergConnector()
+    first = connector.plan(_request(fx))
+    queries = list(_iceberg_cache._location_queries.values())
+    _append_day(fx, tmp_path, 0, 3)
+    second = connector.plan(_request(fx))
+    assert second.version != first.version  # the query, with its table bound per call, still sees the new snapshot
+    assert len(queries) == 1 and next(iter(_iceberg_cache._location_queries.values())) is queries[0]
