@@ -10,7 +10,9 @@ Processes (all on loopback, all real):
   heartbeat, answer every ``data_assignment`` with a COMPLETED status whose
   rows/bytes match the plan, honour ``evict_epoch``, and follow the leader
   (re-registering with their inventory) when it changes;
-* this process: the gRPC client (grpclib, asyncio).
+* this process: the gRPC client (grpclib on a plain asyncio loop; the latency
+  phases encode and decode ``AdmitDataset`` with upb, in C, so the client costs
+  the shared cores little).
 
 Measured:
 
@@ -31,7 +33,9 @@ Measured:
   than 90 % of the offered rate acknowledged per second, or any request
   failing). ``admission.saturation_epochs_per_s`` is the acknowledged rate of
   the last step below saturation; ``admission.p99_over_commit_p99_at_half_load``
-  is the p99 of one more step at half that rate over the commit p99;
+  is the p99 of one more step at half that rate over the commit p99. Each
+  step's note gives the leader's CPU per admission and the CPU of the load
+  generators (this process, the simulated workers) as a share of one core;
 * ``admission.tenants``, ``admission.workers``;
 * ``admission.master_rss_mb``: the leader's resident memory once every bulk
   epoch is READY (resident on a worker);
@@ -295,6 +299,23 @@ def _rss_mb(pid: int) -> float:
     return float("nan")
 
 
+def _cpu_s(pid: int) -> float:
+    """CPU seconds (user + system, all threads) process ``pid`` has used so far."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def _run_asyncio(main) -> object:
+    """Run coroutine ``main`` on a plain asyncio selector loop.
+
+    Importing ``leibrix`` imports trio-asyncio, whose policy makes ``asyncio.run`` start a loop running on
+    top of Trio, several times dearer per callback: the load generator and the simulated workers would spend
+    on it CPU that the masters and etcd need on a small machine.
+    """
+    with asyncio.Runner(loop_factory=asyncio.SelectorEventLoop) as runner:
+        return runner.run(main)
+
+
 def _request(cp, tenant: str, dataset: str, *, days: int, start: datetime, regions: int = 1):
     """Daily epochs of the sample table (every dataset names the same table)."""
     uri, database, table = SOURCE
@@ -343,14 +364,35 @@ def commit_floor(etcd: str, n: int) -> list[float]:
     return trio.run(main)
 
 
+def _upb_admit(stub):
+    """``AdmitDataset`` on ``stub``'s channel, with its metadata, sent and answered as upb messages.
+
+    Encoding and decoding in C costs the load generator microseconds per request where betterproto's
+    Python costs it about a millisecond (building the request, parsing the answer's epochs): CPU the
+    masters and etcd, on the same cores, need more.
+    """
+    from grpclib.client import UnaryUnaryMethod
+
+    from leibrix.wire._proto.records import management_pb2 as mpb
+
+    method = UnaryUnaryMethod(stub.channel, "/leibrix_cp.ManagementService/AdmitDataset", mpb.AdmitDatasetRequest,
+                              mpb.AdmitDatasetResponse)
+    return lambda request: method(request, timeout=10.0, metadata=stub.metadata)
+
+
 async def _open_loop(api, cp, tenants: list[str], prefix: str, rate: float, seconds: float,
                      sent: list[tuple[float, float]] | None = None) -> tuple[list[float], float, int]:
     """Single-epoch admissions of new datasets at ``rate``/s for ``seconds``, open loop.
 
-    Returns (latencies of the acknowledged ones in s, acknowledged per second of
-    the step's wall time, failed requests); ``sent`` collects (wall-clock send
-    time, latency) per acknowledged request.
+    Every request is the same single-epoch admission (:func:`_request`) but for its tenant and a
+    dataset id of its own. Returns (latencies of the acknowledged ones in s, acknowledged per second
+    of the step's wall time, failed requests); ``sent`` collects (wall-clock send time, latency) per
+    acknowledged request.
     """
+    from leibrix.wire._proto.records import management_pb2 as mpb
+
+    admit = _upb_admit(api)
+    template = mpb.AdmitDatasetRequest.FromString(bytes(_request(cp, tenants[0], prefix, days=1, start=T0)))
     n = max(1, int(rate * seconds))
     lat: list[float] = []
     failed = 0
@@ -359,10 +401,12 @@ async def _open_loop(api, cp, tenants: list[str], prefix: str, rate: float, seco
     async def one(i: int) -> None:
         nonlocal failed
         await asyncio.sleep(max(0.0, start + i / rate - time.perf_counter()))
-        req = _request(cp, tenants[i % len(tenants)], f"{prefix}{i}", days=1, start=T0)
+        req = mpb.AdmitDatasetRequest()
+        req.CopyFrom(template)
+        req.tenant_id, req.dataset_id = tenants[i % len(tenants)], f"{prefix}{i}"
         at, t = time.time(), time.perf_counter()
         try:
-            await api.admit_dataset(req, timeout=10.0)
+            await admit(req)
         except Exception:  # noqa: BLE001 - a refused or timed-out admission is a failed one
             failed += 1
             return
@@ -466,17 +510,30 @@ async def _scenario(masters: list[str], pids: list[int], size: dict, report: Rep
         report.add("admission.p99_ms", 1000 * _pct(lat, 99), "ms", "goal <= 50")
         total = n_req * per + len(lat)
 
+        # Each step's CPU: the leader's per admission, and the load generators' (this process, the simulated
+        # workers) as a share of one core, which shows they are not what saturates.
+        processes = {"leader": pids[0], "client": os.getpid(), "workers": pids[2]}
+
+        async def measured(prefix: str, rate: float) -> tuple[list[float], float, int, str]:
+            before, t0 = {k: _cpu_s(pid) for k, pid in processes.items()}, time.perf_counter()
+            got, acked, failed = await _open_loop(api, cp, tenants, prefix, rate, size["curve_seconds"])
+            wall = time.perf_counter() - t0
+            used = {k: _cpu_s(pid) - before[k] for k, pid in processes.items()}
+            return got, acked, failed, (f"leader {1000 * used['leader'] / max(1, len(got)):.1f} ms CPU per admission; "
+                                        f"load generator {100 * used['client'] / wall:.0f} %, simulated workers "
+                                        f"{100 * used['workers'] / wall:.0f} % of a core")
+
         bound = SATURATION_X * commit_p99
         step, good = size["curve_start"], 0.0
         while step <= size["curve_max"]:
-            got, acked, failed = await _open_loop(api, cp, tenants, f"c{int(step)}-", step, size["curve_seconds"])
+            got, acked, failed, cpu = await measured(f"c{int(step)}-", step)
             total += len(got)
             p99 = _pct(got, 99) if got else float("inf")
             behind = failed > 0 or acked < 0.9 * step
             saturated = behind or p99 > bound
             report.add(f"admission.curve.{int(step)}.p99_ms", 1000 * p99, "ms",
                        f"offered {step:.0f}/s: p50 {1000 * _pct(got, 50) if got else float('inf'):.1f} ms, "
-                       f"{failed} failed" + ("; saturated" if saturated else ""))
+                       f"{failed} failed" + ("; saturated" if saturated else "") + f"; {cpu}")
             report.add(f"admission.curve.{int(step)}.acked_per_s", acked, "epochs/s")
             if saturated:
                 break
@@ -487,10 +544,12 @@ async def _scenario(masters: list[str], pids: list[int], size: dict, report: Rep
                    + ("" if step <= size["curve_max"] else f"; never saturated up to {size['curve_max']}/s"))
         half = max(1.0, good / 2)
         size["saturation"] = good
-        got, _, failed = await _open_loop(api, cp, tenants, "half", half, size["curve_seconds"])
+        got, _, failed, cpu = await measured("half", half)
         total += len(got)
         p99_half = _pct(got, 99) if got else float("inf")
-        report.add("admission.p99_at_half_load_ms", 1000 * p99_half, "ms", f"offered {half:.0f}/s, {failed} failed")
+        report.add("admission.p99_at_half_load_ms", 1000 * p99_half, "ms",
+                   f"offered {half:.0f}/s: p50 {1000 * _pct(got, 50) if got else float('inf'):.1f} ms, "
+                   f"{failed} failed; {cpu}")
         report.add("admission.p99_over_commit_p99_at_half_load", p99_half / commit_p99, "x",
                    f"{1000 * p99_half:.1f} ms / {1000 * commit_p99:.2f} ms (goal <= 10)")
     finally:
@@ -620,7 +679,7 @@ def run(quick: bool) -> Report:
                 time.sleep(2.0)  # let m1 win the first election
         children.append(Child("--load", dict(masters=masters, count=size["workers"]), tmp / "workers.log"))
         size["etcd"] = etcd_client
-        asyncio.run(_scenario(masters, [c.proc.pid for c in children[:2]], size, report,
+        _run_asyncio(_scenario(masters, [c.proc.pid for c in children[:3]], size, report,
                               stop_leader=lambda: os.killpg(children[0].proc.pid, signal.SIGTERM)))
         for child in reversed(children):
             child.stop()
@@ -639,7 +698,7 @@ def run(quick: bool) -> Report:
                 workers["ca"] = ca
             children.append(Child("--serve", spec, tmp / f"a-{name}.log"))
             children.append(Child("--load", workers, tmp / f"a-{name}-workers.log"))
-        asyncio.run(_auth_scenario(pair["plain"], pair["tls_token"], ca, admin_token, size, report))
+        _run_asyncio(_auth_scenario(pair["plain"], pair["tls_token"], ca, admin_token, size, report))
     finally:
         for child in reversed(children):
             child.stop()
@@ -661,7 +720,7 @@ def main(argv: list[str] | None = None) -> int:
         serve_master(json.loads(argv[1]))
         return 0
     if argv and argv[0] == "--load":
-        asyncio.run(simulate_workers(json.loads(argv[1])))
+        _run_asyncio(simulate_workers(json.loads(argv[1])))
         return 0
     args = options("AdmitDataset end to end: throughput, latency, memory and takeover", argv)
     run(args.quick).emit(args.json)
