@@ -29,7 +29,7 @@ from leibrix.sources._wire import read_plan
 from leibrix.wire._proto.records import control_plane_pb2 as pb
 
 __all__ = ["LIVE", "MIN_REFRESH_INTERVAL_S", "Planned", "Planner", "check_refresh_interval", "kept_epoch", "plan",
-           "refresh_interval_s", "retained_schemas", "same_read", "slices_for"]
+           "retained_schemas", "same_read", "slices_for"]
 
 #: Epoch states that still occupy a slot (window × dimensions) of a dataset.
 LIVE = frozenset({State.PENDING, State.LOADING, State.VALIDATING, State.READY})
@@ -99,18 +99,10 @@ def same_read(a: bytes, b: bytes) -> bool:
     return a == b or _files(a) == _files(b)
 
 
-def refresh_interval_s(request) -> float:
-    """A request's ``refresh_interval`` in seconds (0: none); ``request`` is betterproto or upb."""
-    ri = request.refresh_interval
-    if hasattr(ri, "total_seconds"):
-        return ri.total_seconds()
-    return ri.seconds + ri.nanos / 1e9
-
-
 def check_refresh_interval(spec: AdmissionSpec) -> None:
     """INVALID_ARGUMENT on ``refresh_interval`` when it is shorter than ``MIN_REFRESH_INTERVAL_S`` or set with
     a pinned ``source.version`` (polling follows the source's current version)."""
-    s = refresh_interval_s(spec.request)
+    s = spec.request.refresh_interval.total_seconds()
     if s < 0 or 0 < s < MIN_REFRESH_INTERVAL_S:
         raise InvalidArgument("refresh_interval", f"must be at least {MIN_REFRESH_INTERVAL_S:g} s, or unset")
     if s and spec.version:

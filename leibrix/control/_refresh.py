@@ -19,7 +19,6 @@ import logging
 import trio
 
 from leibrix.control._admission import Admissions
-from leibrix.control._planned import refresh_interval_s
 from leibrix.domain._errors import ApiError
 from leibrix.domain._validation import AdmissionLimits, validate_admission
 from leibrix.state._model import ClusterState, Dataset
@@ -46,16 +45,21 @@ class Refresher:
         self.refreshed = 0
 
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
-        """Poll due datasets until cancelled (each dataset one poll at a time)."""
+        """Poll due datasets until cancelled (each dataset one poll at a time).
+
+        Every tick walks only the datasets that ask to be polled (``ClusterState.refreshing``), however many
+        others the cluster holds.
+        """
         async with trio.open_nursery() as nursery:
             task_status.started()
             while True:
                 now = trio.current_time()
-                for key, ds in list(self.state.datasets.items()):
-                    interval = refresh_interval_s(ds.request)
-                    if not interval:
-                        self.due.pop(key, None)
-                        continue
+                polled = self.state.refreshing
+                for key in [k for k in self.due if k not in polled]:
+                    del self.due[key]
+                for key in list(polled):
+                    ds = self.state.datasets[key]
+                    interval = ds.refresh_s
                     at = self.due.setdefault(key, now + interval)
                     if at <= now and key not in self._busy:
                         self.due[key] = now + interval

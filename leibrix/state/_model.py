@@ -79,6 +79,8 @@ class ClusterState:
     def __init__(self) -> None:
         self.tenants: dict[str, Tenant] = {}
         self.datasets: dict[tuple[str, str], Dataset] = {}
+        #: The datasets whose source is polled (a ``refresh_interval``): the leader's refresher walks only these.
+        self.refreshing: set[tuple[str, str]] = set()
         self.epochs: dict[EpochKey, Epoch] = {}
         self.by_dataset: dict[tuple[str, str], dict[str, Epoch]] = {}
         self.by_worker: dict[str, set[EpochKey]] = {}
@@ -154,6 +156,10 @@ class ClusterState:
         for e in epochs:
             self._account(e, -1)
         self.datasets[key] = d
+        if d.refresh_s:
+            self.refreshing.add(key)
+        else:
+            self.refreshing.discard(key)
         for e in epochs:
             self._account(e, +1)
         if old is None:
@@ -167,6 +173,7 @@ class ClusterState:
         """Forget a dataset record (its epochs are deleted separately)."""
         if self.datasets.pop((tenant_id, dataset_id), None) is not None:
             self.usage(tenant_id).datasets -= 1
+        self.refreshing.discard((tenant_id, dataset_id))
 
     # -- epochs
     def _advance(self, revision: int | None) -> None:

@@ -181,7 +181,7 @@ class Dataset:
 
     __slots__ = ("tenant_id", "dataset_id", "request", "replication_factor", "strategy", "retention",
                  "admitted_ms", "version", "granularity", "time_column", "arrow_schema", "schema_fingerprint",
-                 "admission", "retained_schemas", "sealed_with", "secrets_error")
+                 "admission", "retained_schemas", "sealed_with", "secrets_error", "refresh_s")
 
     def __init__(self, tenant_id: str, dataset_id: str, request: state_pb2.AdmitDatasetRequest,
                  replication_factor: int, strategy: int, admitted_ms: int, version: str,
@@ -193,6 +193,8 @@ class Dataset:
         self.replication_factor = replication_factor
         self.strategy = strategy
         self.retention = request.retention_epochs
+        #: Seconds between polls of its source (the request's ``refresh_interval``; 0: never polled).
+        self.refresh_s = request.refresh_interval.seconds + request.refresh_interval.nanos / 1e9
         self.admitted_ms = admitted_ms
         self.version = version
         tp = request.source.partition.time_partition

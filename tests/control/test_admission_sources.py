@@ -213,6 +213,28 @@ async def test_dedicated_workers_serve_their_tenant_and_a_pool_tenant_uses_only_
     assert {w for k in loop.keys("globex", fx.name) for w in loop.epoch(k).worker_ids()} == {"theirs", "shared"}
 
 
+async def test_the_refresher_walks_only_the_datasets_with_a_refresh_interval(nursery, tmp_path: Path) -> None:
+    fx = make_events_table(tmp_path, days=2, regions=("eu",))
+    loop = await loop_with(nursery, "w1")
+    await loop.admit(request(fx, days=2, regions=("eu",), refresh_interval=timedelta(seconds=30)))
+    other = request(fx, days=2, regions=("eu",))
+    other.dataset_id = "other"  # the same table, not polled
+    await loop.admit(other)
+    assert set(loop.state.datasets) == {("acme", fx.name), ("acme", "other")}
+    assert loop.state.refreshing == {("acme", fx.name)}
+    refresher = Refresher(loop.state, loop.admissions, tick_s=0.01)
+    await nursery.start(refresher.run)
+    with trio.fail_after(5):
+        while not refresher.due:
+            await trio.sleep(0.01)
+    assert set(refresher.due) == {("acme", fx.name)}
+    await loop.admit(request(fx, days=2, regions=("eu",)))  # admitted again without an interval: no longer polled
+    assert loop.state.refreshing == set()
+    with trio.fail_after(5):
+        while refresher.due:
+            await trio.sleep(0.01)
+
+
 async def test_the_leader_polls_a_source_with_a_refresh_interval(nursery, tmp_path: Path) -> None:
     fx = make_events_table(tmp_path, days=2, regions=("eu",))
     loop = await loop_with(nursery, "w1")
