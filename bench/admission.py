@@ -24,7 +24,7 @@ Measured:
   offered rate (``admission.offered_rate``) while the cluster holds the bulk
   epochs;
 * ``admission.commit_p50_ms`` / ``admission.commit_p99_ms``: the floor, measured
-  in the same run against the same etcd: 200 fenced single-put commits
+  in the same run against the same etcd: 1,000 fenced single-put commits
   (``FencedWriter.commit`` under an election of a cluster name of its own);
 * the latency–throughput curve (``admission.curve.<rate>.p99_ms`` and
   ``.acked_per_s``): the same open-loop single-epoch admissions, the offered
@@ -36,6 +36,10 @@ Measured:
   is the p99 of one more step at half that rate over the commit p99. Each
   step's note gives the leader's CPU per admission and the CPU of the load
   generators (this process, the simulated workers) as a share of one core;
+* the floor, the latency phase and every curve step start once the leader has
+  settled (under 25 % of a core over a second, at most 30 s), so none measures
+  the work the previous phase left (the bulk load's tail goes on for seconds
+  after its last epoch is READY);
 * ``admission.tenants``, ``admission.workers``;
 * ``admission.master_rss_mb``: the leader's resident memory once every bulk
   epoch is READY (resident on a worker);
@@ -103,8 +107,8 @@ LEASE_TTL = 3
 T0 = datetime(2026, 11, 1, tzinfo=timezone.utc)
 #: A curve step saturates when its p99 exceeds this many fenced-commit p99s.
 SATURATION_X = 25
-#: Fenced commits timed for the floor.
-FLOOR_COMMITS = 200
+#: Fenced commits timed for the floor (its p99 is the 10th slowest: one etcd or VM hiccup does not decide it).
+FLOOR_COMMITS = 1000
 #: The Iceberg table every admission names ([catalog uri, database, table]), set by :func:`run`.
 SOURCE: list[str] = []
 #: Simulated workers of each cluster of the authentication comparison.
@@ -305,6 +309,21 @@ def _cpu_s(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
+async def _quiet(pid: int, *, share: float = 0.25, window: float = 1.0, timeout: float = 30.0) -> None:
+    """Return once process ``pid`` used less than ``share`` of a core over ``window`` seconds (or after ``timeout``).
+
+    A phase starts on a settled leader, so it does not measure what the previous one left behind (the bulk
+    load's last placements and loads, a step's backlog): the rebalancing passes that follow a bulk load cost
+    it less than that share.
+    """
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        before = _cpu_s(pid)
+        await asyncio.sleep(window)
+        if _cpu_s(pid) - before < share * window:
+            return
+
+
 def _run_asyncio(main) -> object:
     """Run coroutine ``main`` on a plain asyncio selector loop.
 
@@ -487,7 +506,9 @@ async def _scenario(masters: list[str], pids: list[int], size: dict, report: Rep
         report.add("admission.master_rss_mb", _rss_mb(pids[0]), "MiB",
                    f"leader, {n_req * per:,} epochs READY (goal <= 512)")
 
-        # ---- the floor: fenced commits against the same etcd, now that it holds the bulk epochs
+        # ---- the floor: fenced commits against the same etcd, now that it holds the bulk epochs, once the
+        # leader has settled (right after the last READY it is still busy with the bulk's tail for seconds)
+        await _quiet(pids[0])
         floor = await asyncio.to_thread(commit_floor, size["etcd"], FLOOR_COMMITS)
         commit_p99 = _pct(floor, 99)
         report.add("admission.commit_p50_ms", 1000 * _pct(floor, 50), "ms",
@@ -499,6 +520,7 @@ async def _scenario(masters: list[str], pids: list[int], size: dict, report: Rep
         # heap first, so the load generator's GC walks only what the phase itself allocates.
         gc.collect()
         gc.freeze()
+        await _quiet(pids[0])
         rate, seconds = size["rate"], size["seconds"]
         sent: list[tuple[float, float]] = []  # (wall-clock send time, latency s) per request
         lat, _, _ = await _open_loop(api, cp, tenants, "lat", rate, seconds, sent)
@@ -515,6 +537,7 @@ async def _scenario(masters: list[str], pids: list[int], size: dict, report: Rep
         processes = {"leader": pids[0], "client": os.getpid(), "workers": pids[2]}
 
         async def measured(prefix: str, rate: float) -> tuple[list[float], float, int, str]:
+            await _quiet(pids[0])
             before, t0 = {k: _cpu_s(pid) for k, pid in processes.items()}, time.perf_counter()
             got, acked, failed = await _open_loop(api, cp, tenants, prefix, rate, size["curve_seconds"])
             wall = time.perf_counter() - t0
