@@ -245,11 +245,17 @@ async def snapshot(etcd: EtcdClient) -> dict[str, dict[str, object]]:
     return out
 
 
-def check_safety(snap: dict[str, dict[str, object]], ledger: Ledger, audit: Audit) -> list[str]:
-    """Invariants that hold at every observation: acknowledged admissions present, usage within quota."""
+def check_safety(snap: dict[str, dict[str, object]], acked: dict[str, str], ledger: Ledger, audit: Audit) -> list[str]:
+    """Invariants that hold at every observation: acknowledged admissions present, usage within quota.
+
+    ``acked`` is the ledger's acknowledged admissions copied *before* ``snap``
+    was read (one acknowledged while it was being read may be younger than its
+    revision); drops are taken from the ledger as it is now, so a drop sent
+    while it was read excuses a missing dataset.
+    """
     audit.observations += 1
     problems = []
-    for key, rid in ledger.acked.items():
+    for key, rid in acked.items():
         if key not in ledger.dropped and key not in ledger.in_doubt and key not in snap["datasets"]:
             problems.append(f"acknowledged admission {rid} ({key}) is missing")
     rf = {(d.request.tenant_id, d.request.dataset_id): max(1, d.replication_factor) for d in snap["datasets"].values()}
@@ -371,12 +377,13 @@ class Chaos:
         deadline = at + CONVERGE_LIMIT
         converged = None
         while trio.current_time() < deadline:
+            acked = dict(self.ledger.acked)
             try:
                 snap = await snapshot(self.etcd)
             except EtcdError:
                 await trio.sleep(0.2)
                 continue
-            self.audit.violations += check_safety(snap, self.ledger, self.audit)
+            self.audit.violations += check_safety(snap, acked, self.ledger, self.audit)
             if not check_converged(snap):
                 converged = trio.current_time() - at
                 break
@@ -448,8 +455,9 @@ async def run(faults: int, seed: int, quick: bool) -> Report:
                 await trio.sleep(0.5)
             stop.set()
             await trio.sleep(1.0)
+            acked = dict(chaos.ledger.acked)
             snap = await snapshot(chaos.etcd)
-            chaos.audit.violations += check_safety(snap, chaos.ledger, chaos.audit)
+            chaos.audit.violations += check_safety(snap, acked, chaos.ledger, chaos.audit)
             nursery.cancel_scope.cancel()
     finally:
         await chaos.aclose()

@@ -80,10 +80,14 @@ class DatasetApi(ClosingStreams, cp.ManagementServiceBase):
     def _service(self) -> AdmissionService:
         return self.admission
 
-    def _dataset(self, tenant_id: str, dataset_id: str):
+    def _dataset(self, tenant_id: str, dataset_id: str, *, write: bool = False):
+        """The service and the dataset (NOT_FOUND if unknown). A ``write`` asks the leader first: a follower
+        answers UNAVAILABLE + ``leibrix-leader``, never NOT_FOUND from a state that may lag the leader's."""
         svc = self._service()
         t = check_id("tenant_id", tenant_id)
         d = check_id("dataset_id", dataset_id)
+        if write:
+            svc.leading()
         ds = svc.state.datasets.get((t, d))
         if ds is None:
             raise NotFound(f"dataset {t}/{d} not found")
@@ -134,7 +138,7 @@ class DatasetApi(ClosingStreams, cp.ManagementServiceBase):
     @trio_rpc
     async def retire_epoch(self, request: cp.RetireEpochRequest) -> cp.CommonResponse:
         """Retire one epoch: its route is withdrawn first, then its replicas are evicted."""
-        svc, ds = self._dataset(request.tenant_id, request.dataset_id)
+        svc, ds = self._dataset(request.tenant_id, request.dataset_id, write=True)
         epoch_id = check_id("epoch_id", request.epoch_id)
         e = svc.state.epochs.get((ds.tenant_id, ds.dataset_id, epoch_id))
         if e is None:
@@ -147,7 +151,7 @@ class DatasetApi(ClosingStreams, cp.ManagementServiceBase):
     @trio_rpc
     async def drop_dataset(self, request: cp.DropDatasetRequest) -> cp.CommonResponse:
         """Drop a dataset: withdraw every route, evict every replica, delete its records."""
-        svc, ds = self._dataset(request.tenant_id, request.dataset_id)
+        svc, ds = self._dataset(request.tenant_id, request.dataset_id, write=True)
         coord, _ = svc.leading()
         ctx = self.leadership.leader_context()
         keys = [e.key for e in list(svc.state.dataset_epochs(ds.tenant_id, ds.dataset_id))]
@@ -159,7 +163,7 @@ class DatasetApi(ClosingStreams, cp.ManagementServiceBase):
     @trio_rpc
     async def report_access(self, request: cp.ReportAccessRequest) -> cp.CommonResponse:
         """Feed heat: ``count`` queries that scanned ``scanned_bytes`` (one epoch, or all when epoch_id is empty)."""
-        svc, ds = self._dataset(request.tenant_id, request.dataset_id)
+        svc, ds = self._dataset(request.tenant_id, request.dataset_id, write=True)
         if request.count < 0:
             raise InvalidArgument("count", f"must be >= 0, got {request.count}")
         if request.scanned_bytes < 0:

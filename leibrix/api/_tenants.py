@@ -75,6 +75,7 @@ class TenantApi(cp.ManagementServiceBase):
         """Delete a tenant; refused while it has datasets unless ``force`` (then everything is retired first)."""
         tenant_id = check_id("tenant_id", request.tenant_id)
         svc = self.admission
+        coord, _ = svc.leading()  # a follower's state may lag: it never answers NOT_FOUND for a write
         if tenant_id not in svc.state.tenants:
             raise NotFound(f"tenant {tenant_id!r} not found")
         datasets = sorted(d for (t, d) in svc.state.datasets if t == tenant_id)
@@ -84,7 +85,6 @@ class TenantApi(cp.ManagementServiceBase):
             raise FailedPrecondition(
                 f"tenant {tenant_id!r} has {len(datasets)} dataset(s) with {resident} live epoch(s); "
                 "drop them first or set force")
-        coord, _ = svc.leading()
         ctx = self.leadership.leader_context()
         for d in datasets:
             await coord.retire([e.key for e in list(svc.state.dataset_epochs(tenant_id, d))],

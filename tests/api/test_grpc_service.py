@@ -11,7 +11,6 @@ import trio
 import trio_asyncio
 from google.protobuf import descriptor_pb2
 from grpclib.client import Channel
-from grpclib.events import RecvTrailingMetadata, listen
 from grpclib.exceptions import GRPCError
 from grpclib.health.v1.health_grpc import HealthStub
 from grpclib.health.v1.health_pb2 import HealthCheckRequest, HealthCheckResponse
@@ -19,17 +18,18 @@ from grpclib.reflection.v1.reflection_grpc import ServerReflectionStub
 from grpclib.reflection.v1.reflection_pb2 import ServerReflectionRequest
 
 from leibrix.api._cluster import ClusterApi, ManagementService
-from leibrix.master._config import MasterConfig
+from leibrix.api._server import GrpcServer, HealthFlag, trio_rpc
 from leibrix.client._call import call
 from leibrix.domain._errors import InvalidArgument
+from leibrix.master._compose import Parts
+from leibrix.master._config import MasterConfig
+from leibrix.master._master import Master
 from leibrix.store._etcd import EtcdClient, EtcdUnavailable, Put
 from leibrix.store._member import free_port_url
-from leibrix.api._server import GrpcServer, HealthFlag, trio_rpc
 from leibrix.wire._grpc import LEADER_METADATA
-from leibrix.master._compose import Parts
-from leibrix.master._master import Master
 from leibrix.wire._proto import leibrix_cp as cp
 from leibrix.wire._proto.records import management_pb2
+from tests.support.raw_grpc import raw_unary
 
 
 def _addr() -> str:
@@ -97,33 +97,6 @@ async def wait_leader(*masters: Master) -> tuple[Master, list[Master]]:
             if len(leaders) == 1 and all(m.leader is not None and m.leader.id == leaders[0].config.name for m in masters):
                 return leaders[0], [m for m in masters if m is not leaders[0]]
             await trio.sleep(0.02)
-
-
-async def raw_unary(addr: str, path: str, request: Any, reply: type) -> tuple[Any, GRPCError | None, dict[str, str]]:
-    """One unary call; returns (reply or None, error or None, trailing metadata)."""
-    host, port = addr.rsplit(":", 1)
-    trailers: dict[str, str] = {}
-
-    async def once() -> Any:
-        channel = Channel(host, int(port))
-
-        async def keep(event: RecvTrailingMetadata) -> None:
-            trailers.update(event.metadata)
-
-        listen(channel, RecvTrailingMetadata, keep)
-        try:
-            async with channel.request(path, grpclib.const.Cardinality.UNARY_UNARY, type(request), reply) as stream:
-                await stream.send_message(request, end=True)
-                try:
-                    return await stream.recv_message(), None
-                except GRPCError as exc:
-                    return None, exc
-        finally:
-            channel.close()
-
-    async with trio_asyncio.open_loop():
-        response, error = await trio_asyncio.aio_as_trio(once)()
-    return response, error, trailers
 
 
 async def test_follower_write_is_unavailable_with_leader_metadata_and_ctl_follows_it(

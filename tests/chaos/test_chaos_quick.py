@@ -13,6 +13,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+from leibrix.wire._proto.records import state_pb2
+
 SEED = 7
 
 
@@ -32,3 +34,16 @@ def test_quick_chaos_loses_nothing(tmp_path: Path) -> None:
     assert chaos["invariant_violations"] == 0, where
     assert chaos["unacknowledged_requests"] == 0, where
     assert run.returncode == 0, where
+
+
+def test_the_safety_check_judges_acknowledgements_older_than_the_snapshot() -> None:
+    from bench.chaos import KEYS, Audit, Ledger, check_safety
+
+    ledger, audit = Ledger(), Audit()
+    stored, lost, late, dropping = (KEYS.dataset("t1", d) for d in ("stored", "lost", "late", "dropping"))
+    empty = {"epochs": {}, "workers": {}, "tenants": {}}
+    snap = {"datasets": {stored: state_pb2.DatasetRecord()}, **empty}
+    before = {stored: "admit-1", lost: "admit-2", dropping: "admit-3"}  # acknowledged before the read
+    ledger.acked = {**before, late: "admit-4"}  # admit-4 was acknowledged while etcd was being read
+    ledger.in_doubt.add(dropping)  # its drop was sent while etcd was being read
+    assert check_safety(snap, before, ledger, audit) == [f"acknowledged admission admit-2 ({lost}) is missing"]

@@ -11,12 +11,14 @@ from grpclib.const import Status
 from grpclib.exceptions import GRPCError
 
 from leibrix.store._etcd import EtcdClient
+from leibrix.store._store import Keys
+from leibrix.wire._grpc import LEADER_METADATA
 from leibrix.wire._proto import leibrix_cp as cp
 from leibrix.wire._proto.records import state_pb2
-from leibrix.store._store import Keys
 from tests.support.admission import MiB, admission, quota, rpc, states
 from tests.support.cluster import leading, start_master
 from tests.support.poll import eventually
+from tests.support.raw_grpc import raw_unary
 
 
 async def error_of(master: Any, name: str, request: Any) -> GRPCError:
@@ -163,6 +165,27 @@ async def test_follower_refuses_writes_but_answers_reads(etcd_server: Any, nurse
     resp = await rpc(b.config.grpc_listen, "admit_dataset", admission(dataset="other"))
     assert resp.status == cp.AdmitDatasetResponseStatus.ACCEPTED
     assert ("acme", "other") in a.parts.admission.state.datasets
+
+
+@pytest.mark.parametrize(("path", "request_", "reply"), [
+    ("DropDataset", cp.DropDatasetRequest(tenant_id="acme", dataset_id="unseen"), cp.CommonResponse),
+    ("RetireEpoch", cp.RetireEpochRequest(tenant_id="acme", dataset_id="unseen", epoch_id="e1"), cp.CommonResponse),
+    ("ReportAccess", cp.ReportAccessRequest(tenant_id="acme", dataset_id="unseen", count=1), cp.CommonResponse),
+    ("DeleteTenant", cp.DeleteTenantRequest(tenant_id="unseen"), cp.CommonResponse),
+])
+async def test_a_follower_sends_writes_to_the_leader_before_looking_anything_up(
+        etcd_server: Any, nursery: trio.Nursery, path: str, request_: Any, reply: type) -> None:
+    """A follower's state may lag the leader's (a dataset admitted a moment ago): a write about something it
+    does not know is redirected, never answered NOT_FOUND from the follower's own state."""
+    a = await leading(await start_master(nursery, etcd_server.endpoint, "m1"))
+    b = await start_master(nursery, etcd_server.endpoint, "m2")
+    await eventually(lambda: b.leader is not None and b.leader.id == "m1", timeout=10, what="m2 following m1")
+    _, error, trailers = await raw_unary(b.config.grpc_listen, f"/leibrix_cp.ManagementService/{path}", request_, reply)
+    assert error is not None and error.status == Status.UNAVAILABLE, error
+    assert trailers.get(LEADER_METADATA) == a.config.grpc_listen
+    # The leader itself does look it up.
+    _, error, trailers = await raw_unary(a.config.grpc_listen, f"/leibrix_cp.ManagementService/{path}", request_, reply)
+    assert error is not None and error.status == Status.NOT_FOUND, error
 
 
 async def test_delete_tenant_is_refused_while_it_has_datasets_unless_forced(
