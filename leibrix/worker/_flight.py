@@ -378,8 +378,16 @@ class QueryService(fl.FlightServerBase):
             self._raise_if_cancelled(query_id)  # cancelled while it waited for its slots
             for dataset, tables in views.items():
                 bound = (ticket.window or {}).get(dataset)
-                cursor.execute(f"CREATE TEMP VIEW {_quote(dataset)} AS " + " UNION ALL ".join(
-                    f"SELECT * FROM {t.qualified}{_where(dataset in pruned_all, t, bound)}" for t in tables))
+                try:
+                    cursor.execute(f"CREATE TEMP VIEW {_quote(dataset)} AS " + " UNION ALL ".join(
+                        f"SELECT * FROM {t.qualified}{_where(dataset in pruned_all, t, bound)}" for t in tables))
+                except (duckdb.CatalogException, duckdb.BinderException):
+                    gone = [t.epoch_id for t in tables if self.loader.holds(dataset, t.epoch_id, ticket.tenant_id) is None]
+                    if not gone:
+                        raise
+                    # evicted between the query's planning and now: another replica may still hold it
+                    raise pa.ArrowKeyError(f"Table not found: epoch(s) {', '.join(gone)} of {dataset} are not "
+                                           "held here any more (evicted)") from None
             deadline = self.deadlines.arm(timeout, cursor.interrupt)
             relation = cursor.sql(ticket.sql)
             if relation is None:

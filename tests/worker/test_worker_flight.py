@@ -165,6 +165,22 @@ def test_ticket_epochs_and_window_restrict_the_view(service) -> None:
         client.do_get(_ticket("SELECT 1 FROM orders", epochs={"orders": ["d0", "d9"]})).read_all()
 
 
+def test_an_epoch_evicted_while_its_query_starts_is_not_found(service, monkeypatch) -> None:
+    """Eviction races a query that already chose its epochs: the caller hears NOT_FOUND (another replica may
+    answer), never INVALID_ARGUMENT as if its SQL were wrong."""
+    svc, client = service
+    planned = svc._views
+
+    def plan_then_evict(ticket):
+        views = planned(ticket)
+        svc.loader.evict("orders", "d1", "acme")
+        return views
+
+    monkeypatch.setattr(svc, "_views", plan_then_evict)
+    with pytest.raises(pa.ArrowKeyError, match="d1 of orders are not held here any more"):
+        client.do_get(_ticket("SELECT count(*) FROM orders", epochs={"orders": ["d0", "d1"]})).read_all()
+
+
 SLOW = "SELECT count(*) FROM orders, range(200000) r WHERE value * r > 1"
 
 
