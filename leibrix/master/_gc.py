@@ -29,8 +29,8 @@ def quiet_gc() -> None:
     lease (presence, election). At 100k epochs the Mirror and the state model
     hold millions of long-lived objects, and with the default thresholds a
     full (generation 2) collection walks them all, taking hundreds of
-    milliseconds during which no Trio task runs: the leader's keepalive (every lease TTL / 3)
-    would then miss and a healthy leader lose its 1 s lease. ``gc.freeze()``
+    milliseconds during which no Python thread runs, the lease keepalive threads included
+    (every lease TTL / 8): a healthy leader would then lose its 1 s lease. ``gc.freeze()``
     moves everything alive now (start-up state, the loaded Mirror) into the
     permanent generation, which collections never scan; ``pace_gc`` then
     does the same for state built later, and the higher thresholds only back

@@ -22,13 +22,15 @@ from __future__ import annotations
 
 import logging
 import math
+import time
 from collections.abc import AsyncIterator
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from dataclasses import dataclass, field
 
 import trio
 
-from leibrix.store._etcd import Compacted, Compare, Delete, EtcdClient, EtcdError, EtcdUnavailable, LeaseLost, Put
+from leibrix.store._etcd import Compacted, Compare, Delete, EtcdClient, EtcdError, EtcdUnavailable, Put
+from leibrix.store._lease import LeaseKeeper
 from leibrix.wire._proto.records import state_pb2
 
 __all__ = ["Election", "LeaderInfo", "Term"]
@@ -181,55 +183,33 @@ class Election:
             nursery.cancel_scope.cancel()
 
     async def _refresh_loop(self, term: Term) -> None:
-        """Send a keepalive every ``ttl / _REFRESHES_PER_TTL``, without waiting for earlier ones.
+        """Keep the lease alive from a :class:`~leibrix.store._lease.LeaseKeeper` (threads of its own) until
+        the term is lost: by the local deadline, by etcd saying the lease is gone, or by anyone else.
 
-        Each acknowledged keepalive moves the local deadline to its *send*
-        time + TTL. While etcd has no Raft leader every keepalive waits; the
-        ones sent during the outage are answered once a new leader is elected,
-        and the latest of them sets the deadline. The term survives a Raft
-        re-election as long as the first answer after it arrives within
-        ``ttl - interval`` of the last one before it. At most
-        ``_KEEPALIVES_IN_FLIGHT`` are outstanding, each bounded by the local
-        deadline.
+        A keepalive goes out every ``ttl / _REFRESHES_PER_TTL``, without
+        waiting for earlier ones, whatever the Trio loop is doing; each
+        acknowledged one moves ``term.deadline`` to its *send* time + TTL.
+        While etcd has no Raft leader every keepalive waits; the ones sent
+        during the outage are answered once a new leader is elected, and the
+        latest of them sets the deadline. The term survives a Raft re-election
+        as long as the first answer after it arrives within ``ttl - interval``
+        of the last one before it. At most ``_KEEPALIVES_IN_FLIGHT`` are
+        outstanding, each bounded by the local deadline.
         """
         interval = self.ttl / _REFRESHES_PER_TTL
-        in_flight = 0
-        slot_freed = trio.Event()
-
-        async def refresh(sent: float) -> None:
-            nonlocal in_flight, slot_freed
-            try:
-                with trio.move_on_at(term.deadline):
-                    await self._client.lease_keepalive(term.lease_id, timeout=self.ttl)
-                    term.deadline = max(term.deadline, sent + self.ttl)
-            except LeaseLost:
-                log.warning("leadership lease %x is gone; term %d is over", term.lease_id, term.token)
-                term.lost.set()
-            except EtcdUnavailable as exc:
-                log.info("lease keepalive failed (%s); retrying until the local deadline", exc)
-            finally:
-                in_flight -= 1
-                slot_freed.set()
-                slot_freed = trio.Event()
-
-        async with trio.open_nursery() as nursery:
-            next_refresh = trio.current_time() + interval
+        keeper = LeaseKeeper(self._client, term, term.lease_id, ttl=self.ttl, interval=interval,
+                             in_flight=_KEEPALIVES_IN_FLIGHT, clock_offset=trio.current_time() - time.perf_counter())
+        keeper.start()
+        try:
             while term.is_valid():
-                with trio.move_on_at(min(next_refresh, term.deadline)):
-                    await term.lost.wait()
-                if not term.is_valid():
+                if keeper.gone.is_set():
+                    log.warning("leadership lease %x is gone; term %d is over", term.lease_id, term.token)
                     break
-                if trio.current_time() < next_refresh:
-                    continue
-                if in_flight >= _KEEPALIVES_IN_FLIGHT:
-                    with trio.move_on_at(term.deadline):
-                        await slot_freed.wait()
-                    continue
-                in_flight += 1
-                nursery.start_soon(refresh, trio.current_time())
-                next_refresh = trio.current_time() + interval
-            nursery.cancel_scope.cancel()
-        term.lost.set()
+                with trio.move_on_at(min(trio.current_time() + interval, term.deadline)):
+                    await term.lost.wait()
+        finally:
+            keeper.stop()
+            term.lost.set()
 
     async def _watch_own_key(self, term: Term) -> None:
         start = term.token + 1

@@ -29,6 +29,7 @@ etcd-shaped from this one module.
 
 from __future__ import annotations
 
+import concurrent.futures as cf
 import math
 from collections.abc import Callable, Sequence
 from contextlib import AbstractAsyncContextManager
@@ -127,6 +128,9 @@ class EtcdClient:
         self._tls = tls
         self._credentials = credentials
         self._keepalive_threads = trio.CapacityLimiter(_KEEPALIVE_THREADS)
+        # each keepalive waiting in one of those threads may be hedged to every member
+        self._keepalive_pool = cf.ThreadPoolExecutor(max_workers=4 * _KEEPALIVE_THREADS,
+                                                     thread_name_prefix="etcd-keepalive")
         self._closed = False
         self._creating = 0  # watch creations in flight (each in a worker thread)
         self._created = trio.Event()  # set when the last in-flight creation ends
@@ -243,6 +247,7 @@ class EtcdClient:
         self._closed = True
         if self._creating:
             await self._created.wait()
+        self._keepalive_pool.shutdown(wait=False, cancel_futures=True)
         await trio.to_thread.run_sync(self._raw.close)
 
     # -- plumbing -----------------------------------------------------------------

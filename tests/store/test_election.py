@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import time
+
 import pytest
 import trio
 
@@ -86,6 +88,29 @@ async def test_keep_alive_holds_the_term_across_many_ttls(etcd: EtcdClient, nurs
         pytest.fail("b won while a kept its lease alive")
     assert term.is_valid()
     assert (await a.leader()).token == term.token  # type: ignore[union-attr]
+    await a.resign(term)
+
+
+async def test_a_busy_event_loop_does_not_cost_the_term(etcd: EtcdClient, nursery: trio.Nursery) -> None:
+    """The keepalives come from threads of their own: a loop blocked for longer than the lease (here 1.6 s
+    of a 1 s lease) finds its term still valid, and nobody else took the key meanwhile."""
+    a, b = election(etcd, "a"), election(etcd, "b")
+    term = await a.campaign()
+    await nursery.start(a.keep_alive, term)
+    contender = trio.CancelScope()
+
+    async def contend() -> None:
+        with contender:
+            await b.campaign()
+            pytest.fail("b won while a's loop was busy")
+
+    nursery.start_soon(contend)
+    await trio.sleep(0.3)
+    time.sleep(1.6)  # the loop does nothing else meanwhile
+    assert term.is_valid()
+    await trio.sleep(1.0)
+    assert term.is_valid() and (await a.leader()).token == term.token  # type: ignore[union-attr]
+    contender.cancel()
     await a.resign(term)
 
 
