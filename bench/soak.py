@@ -27,9 +27,10 @@ and their p99, the leading master's CPU use, etcd Raft elections (the Raft
 term's increase), the leader's longest event-loop stall
 (``leibrix_loop_stall_max_seconds`` from its ``/metrics``, sampled every
 :data:`SAMPLE_S` seconds) and the machine's 1-minute load average over the
-soak. The master exports no keepalive gap; a loop stall delays the
-keepalives sent and answered meanwhile by as much, and the masters log each
-stall over 100 ms with the task step that caused it.
+soak. The lease keepalives run on threads of their own, so a loop stall
+does not delay them (a whole-process pause, such as a garbage collection,
+does); the masters log each stall over 100 ms with the task step that
+caused it.
 
 ``BENCH_KEEP=1`` keeps the cluster's directory (master logs ``m*.log``,
 burner logs); ``LEIBRIX_BENCH_LOG=PATH`` keeps the load children's stderr.
