@@ -57,7 +57,9 @@ behind its own budget while others' queries still find slots; ``DoAction``
 interrupts the query's cursor when it expires (:mod:`._deadlines`: one thread
 keeps every query's deadline). DuckDB's memory limit is one
 setting for the whole database, so ``memory_limit_mb`` caps what one query may
-materialise: its result.
+materialise: its result. The parse trees of the last :data:`PARSED_STATEMENTS`
+statements are remembered, so a repeated statement (a dashboard's) skips
+DuckDB's parser.
 """
 
 from __future__ import annotations
@@ -66,6 +68,7 @@ import json
 import logging
 import threading
 import uuid
+from collections import OrderedDict
 from collections.abc import Iterator
 from dataclasses import dataclass
 
@@ -85,6 +88,9 @@ log = logging.getLogger("leibrix.worker.flight")
 #: Table functions a query may call: they read nothing outside the worker's memory.
 SAFE_FUNCTIONS = frozenset({"range", "generate_series", "unnest"})
 SCANNED_KEY = b"leibrix.scanned"
+#: Parse trees remembered (a statement's tree depends on its text alone), and the longest statement remembered.
+PARSED_STATEMENTS = 512
+PARSED_MAX_CHARS = 16384
 
 
 def _quote(identifier: str) -> str:
@@ -191,6 +197,8 @@ class QueryService(fl.FlightServerBase):
         self._lock = threading.Lock()
         self._parser = loader.cursor()
         self._parser_lock = threading.Lock()
+        #: SQL text -> its parse tree (JSON), the most recently used last: dashboards repeat their statements.
+        self._parsed: OrderedDict[str, str] = OrderedDict()
         #: The running queries' timeouts.
         self.deadlines = Deadlines()
         self.queries = 0
@@ -275,8 +283,19 @@ class QueryService(fl.FlightServerBase):
             raise fl.FlightCancelledError(f"query {query_id} cancelled")
 
     def _serialize(self, sql: str) -> str:
+        """DuckDB's parse tree of ``sql`` (``json_serialize_sql``), remembered for the last
+        :data:`PARSED_STATEMENTS` statements of up to :data:`PARSED_MAX_CHARS` characters."""
         with self._parser_lock:
-            return self._parser.execute("SELECT json_serialize_sql(?)", [sql]).fetchone()[0]
+            tree = self._parsed.get(sql)
+            if tree is not None:
+                self._parsed.move_to_end(sql)
+                return tree
+            tree = self._parser.execute("SELECT json_serialize_sql(?)", [sql]).fetchone()[0]
+            if len(sql) <= PARSED_MAX_CHARS:
+                self._parsed[sql] = tree
+                if len(self._parsed) > PARSED_STATEMENTS:
+                    self._parsed.popitem(last=False)
+            return tree
 
     def _owner(self, sql: str) -> str:
         """The tenant owning the datasets a bare-SQL command reads (GetFlightInfo without a tenant)."""

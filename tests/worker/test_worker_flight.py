@@ -181,6 +181,21 @@ def test_an_epoch_evicted_while_its_query_starts_is_not_found(service, monkeypat
         client.do_get(_ticket("SELECT count(*) FROM orders", epochs={"orders": ["d0", "d1"]})).read_all()
 
 
+def test_parse_trees_are_remembered_for_the_most_recent_statements(service, monkeypatch) -> None:
+    import leibrix.worker._flight as flight
+
+    svc, client = service
+    monkeypatch.setattr(flight, "PARSED_STATEMENTS", 2)
+    a, b, c = (f"SELECT count(*) + {i} AS n FROM orders" for i in range(3))
+    first = svc._serialize(a)
+    assert svc._serialize(a) is first  # remembered: DuckDB's parser is not asked again
+    svc._serialize(b)
+    svc._serialize(c)  # a is the least recently used of three: forgotten
+    assert list(svc._parsed) == [b, c]
+    assert svc._serialize(a) == first and svc._serialize(a) is not first
+    assert client.do_get(_ticket(a)).read_all().column("n").to_pylist() == [3000]
+
+
 SLOW = "SELECT count(*) FROM orders, range(200000) r WHERE value * r > 1"
 
 
