@@ -186,7 +186,9 @@ class TableCoordinator:
             await self._evict(from_worker, key, "moved (make-before-break)")
         return True
 
-    async def wait(self, predicate, timeout: float = 15.0) -> None:
+    async def wait(self, predicate, timeout: float = 60.0) -> None:
+        """Until ``predicate()`` holds (a bound for a hung test, not a speed check: worker processes start
+        and load slowly on a loaded machine)."""
         with trio.fail_after(timeout):
             while not predicate():
                 with trio.move_on_after(0.05):
