@@ -10,6 +10,7 @@ The tree::
         ├── http server               leibrix.api._http.HttpServer
         ├── presence                  masters/<id> on this master's own lease
         ├── leader observer           who leads (for redirects, status, metrics)
+        ├── dead-leader watch         another leader's process gone? revoke its lease (._dead_leader)
         ├── health probe              etcd answering? -> Health SERVING, /healthz, etcd_up
         └── election                  campaign; on winning, one leader nursery per term:
             └── term                  cancelled the moment the term ends (Term.lost or Fenced)
@@ -43,6 +44,7 @@ from google.protobuf.timestamp_pb2 import Timestamp
 
 from leibrix.master._config import MasterConfig
 from leibrix.wire._address import split_hostport
+from leibrix.master._dead_leader import depose_dead_leader
 from leibrix.store._election import Election, LeaderInfo, Term
 from leibrix.domain._errors import Unavailable
 from leibrix.store._etcd import EtcdClient, EtcdError, EtcdUnavailable, LeaseLost
@@ -256,6 +258,7 @@ class Master:
                                 http_host, http_port)
             await nursery.start(self._presence)
             nursery.start_soon(self._observe_leader)
+            nursery.start_soon(depose_dead_leader, cfg.name, lambda: self.leader, self.election.depose)
             await nursery.start(self._probe_health)
             nursery.start_soon(self._elect)
             log.info(

@@ -29,7 +29,7 @@ from dataclasses import dataclass, field
 
 import trio
 
-from leibrix.store._etcd import Compacted, Compare, Delete, EtcdClient, EtcdError, EtcdUnavailable, Put
+from leibrix.store._etcd import Compacted, Compare, Delete, EtcdClient, EtcdError, EtcdUnavailable, KeyValue, Put
 from leibrix.store._lease import LeaseKeeper
 from leibrix.wire._proto.records import state_pb2
 
@@ -50,12 +50,13 @@ _KEEPALIVES_IN_FLIGHT = 4
 
 @dataclass(frozen=True, slots=True)
 class LeaderInfo:
-    """Who leads: the master's id and addresses (from its MasterRecord) and the term's token."""
+    """Who leads: the master's id and addresses (from its MasterRecord), the term's token and its lease."""
 
     id: str
     grpc_addr: str
     http_addr: str
     token: int
+    lease: int = field(default=0, compare=False)
 
 
 @dataclass(eq=False, slots=True)
@@ -88,9 +89,9 @@ class Term:
         return True
 
 
-def _leader_info(value: bytes, token: int) -> LeaderInfo:
-    record = state_pb2.MasterRecord.FromString(value)
-    return LeaderInfo(record.id, record.grpc_addr, record.http_addr, token)
+def _leader_info(kv: KeyValue) -> LeaderInfo:
+    record = state_pb2.MasterRecord.FromString(kv.value)
+    return LeaderInfo(record.id, record.grpc_addr, record.http_addr, kv.create_revision, kv.lease)
 
 
 class Election:
@@ -275,10 +276,24 @@ class Election:
             log.info("resign of term %d could not delete the leader key (%s)", term.token, exc)
         await self._revoke_quietly(term.lease_id)
 
+    async def depose(self, leader: LeaderInfo) -> None:
+        """End another master's term now by revoking its lease (its key goes with it, and a campaign wins).
+
+        For a leader known to be dead (its process is gone) whose lease would
+        otherwise keep the cluster leaderless for up to a TTL more. Safe
+        whatever the truth: a term is fenced by its token, so a leader deposed
+        by mistake merely loses its term (and campaigns again); a lease id is
+        never reused, so a term that began meanwhile is untouched. Never raises
+        for etcd trouble (the lease then expires on its own).
+        """
+        if leader.lease:
+            log.warning("deposing %s: revoking the lease of term %d", leader.id, leader.token)
+            await self._revoke_quietly(leader.lease)
+
     async def leader(self) -> LeaderInfo | None:
         """The current leader, or None while nobody holds the key."""
         kv = await self._client.get(self.key)
-        return None if kv is None else _leader_info(kv.value, kv.create_revision)
+        return None if kv is None else _leader_info(kv)
 
     def observe(self) -> AbstractAsyncContextManager[trio.MemoryReceiveChannel[LeaderInfo | None]]:
         """A channel of leadership changes: the current leader first, then every change.
@@ -306,7 +321,7 @@ class Election:
             while True:
                 try:
                     kv, revision = await self._client.get_with_revision(self.key)
-                    current = None if kv is None else _leader_info(kv.value, kv.create_revision)
+                    current = None if kv is None else _leader_info(kv)
                     if current != last:
                         await send.send(current)
                         last = current
@@ -316,7 +331,7 @@ class Election:
                             current = (
                                 None
                                 if ev.kind == "delete"
-                                else _leader_info(ev.kv.value, ev.kv.create_revision)
+                                else _leader_info(ev.kv)
                             )
                             if current != last:
                                 await send.send(current)
