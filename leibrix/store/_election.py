@@ -210,7 +210,8 @@ class Election:
                     await term.lost.wait()
         finally:
             keeper.stop()
-            term.lost.set()
+        # Not when cancelled: a master stopping with its term still valid may use the rest of it (a final flush).
+        term.lost.set()
 
     async def _watch_own_key(self, term: Term) -> None:
         start = term.token + 1
