@@ -12,7 +12,11 @@ within ``timeout`` (a stopped or partitioned master; the request may then
 reach the leader twice, which an admission's request id makes harmless) or
 still answers UNAVAILABLE after its redirects (not leading and naming no
 leader, or stepping down). Other errors are final: the call reached a master
-that answered it. ``metadata`` (for instance a bearer token) is sent
+that answered it. A master that missed a deadline is remembered as silent for
+:data:`SILENT_S` seconds: calls meanwhile ask it last, and not at all once
+another master has answered (during an election every live master answers
+"no leader" at once, and a stopped one would cost each retry its whole
+deadline). ``metadata`` (for instance a bearer token) is sent
 with every request, redirects included; so is ``ssl`` (an ``ssl.SSLContext``,
 see :func:`tls_context`) when the masters speak TLS.
 """
@@ -20,6 +24,7 @@ see :func:`tls_context`) when the masters speak TLS.
 from __future__ import annotations
 
 import ssl as _ssl
+import time
 from collections.abc import Awaitable, Callable, Mapping
 from typing import Any, TypeVar
 
@@ -33,12 +38,16 @@ from leibrix.wire._address import split_hostport
 from leibrix.wire._grpc import LEADER_METADATA
 from leibrix.wire._proto import leibrix_cp as cp
 
-__all__ = ["call", "split_addresses", "tls_context"]
+__all__ = ["SILENT_S", "call", "split_addresses", "tls_context"]
 
 R = TypeVar("R")
 
 #: Redirects followed before giving up.
 _MAX_HOPS = 3
+#: Seconds a master that missed a call's deadline is asked last, and only when no other master answered.
+SILENT_S = 2.0
+#: address -> until when it counts as silent (shared by every call of this process)
+_silent: dict[str, float] = {}
 
 
 async def call(
@@ -59,10 +68,17 @@ async def call(
     address.
     """
     addresses = split_addresses(addr)
+    now = time.monotonic()
+    quiet = [a for a in addresses if _silent.get(a, 0.0) <= now]
     last: BaseException | None = None
-    for one in addresses:
+    answered = False  # some master answered (UNAVAILABLE: not leading, no leader known)
+    for one in quiet + [a for a in addresses if a not in quiet]:
+        if answered and one not in quiet:
+            break  # a master that just missed its deadline is not waited for again to hear "no leader" once more
         try:
-            return await _call(one, rpc, timeout, dict(metadata or {}), ssl)
+            reply = await _call(one, rpc, timeout, dict(metadata or {}), ssl)
+            _silent.pop(one, None)
+            return reply
         except BaseExceptionGroup as group:
             # trio-asyncio's loop nursery wraps the call's own error; callers want that error.
             exc = _single(group)
@@ -70,6 +86,9 @@ async def call(
             exc = err
         if not _try_next(exc):
             raise exc from None
+        if isinstance(exc, TimeoutError):
+            _silent[one] = time.monotonic() + SILENT_S
+        answered = answered or isinstance(exc, GRPCError)
         last = exc
     assert last is not None
     raise last from None
