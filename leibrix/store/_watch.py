@@ -1,11 +1,8 @@
 """etcd watches bridged into Trio: :class:`WatchStream` and :func:`open_watch`.
 
 Watches arrive on the ``etcd3`` library's callback thread and are bridged into
-Trio through a bounded memory channel: a batch goes in with ``send_nowait``
-run by the Trio loop (:func:`trio.from_thread.run_sync`, no task per batch),
-and only when the buffer is full does the callback thread wait for room
-(:func:`trio.from_thread.run`), so a slow consumer applies back-pressure
-instead of growing an unbounded queue; the
+Trio through a bounded memory channel with :func:`trio.from_thread.run`, so a
+slow consumer applies back-pressure instead of growing an unbounded queue; the
 etcd watch is cancelled when the consumer leaves. :class:`EtcdClient`'s
 ``watch_prefix``/``watch_key`` are the way in.
 """
@@ -114,11 +111,7 @@ async def open_watch(
                 for ev in resp.events
             ]
             if batch:
-                try:
-                    # Room in the buffer (the usual case): handed over by a callback of the Trio loop, no task.
-                    trio.from_thread.run_sync(send.send_nowait, batch, trio_token=token)
-                except trio.WouldBlock:
-                    trio.from_thread.run(send.send, batch, trio_token=token)  # full: wait for the consumer
+                trio.from_thread.run(send.send, batch, trio_token=token)
         except (trio.BrokenResourceError, trio.ClosedResourceError, trio.RunFinishedError):
             done = True
 

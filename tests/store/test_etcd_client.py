@@ -208,33 +208,6 @@ async def test_cancelled_consumer_releases_the_watch(etcd: EtcdClient, etcd_serv
             assert (await stream.receive())[0].kv.key == "/c/0"
 
 
-def _count_waits(monkeypatch: pytest.MonkeyPatch) -> list[object]:
-    """Record every time a watch callback thread waits in Trio for room in the buffer (``from_thread.run``)."""
-    waits: list[object] = []
-    real = trio.from_thread.run
-
-    def run(fn, *args, **kwargs):
-        waits.append(fn)
-        return real(fn, *args, **kwargs)
-
-    monkeypatch.setattr(trio.from_thread, "run", run)
-    return waits
-
-
-async def test_a_consumer_that_keeps_up_gets_batches_without_the_callback_thread_waiting(
-    etcd: EtcdClient, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    waits = _count_waits(monkeypatch)
-    start = await etcd.put("/k/start", b"")
-    async with etcd.watch_prefix("/k/n", start_revision=start) as stream:
-        got: list[str] = []
-        with trio.fail_after(10):
-            for i in range(20):
-                await etcd.put(f"/k/n{i:02d}", b"")
-                got.extend(e.kv.key for e in await stream.receive())
-    assert got == [f"/k/n{i:02d}" for i in range(20)] and waits == []
-
-
 async def test_slow_consumer_gets_every_event_in_order(
     etcd: EtcdClient, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -251,25 +224,6 @@ async def test_slow_consumer_gets_every_event_in_order(
                 if len(got) == 40:
                     break
     assert got == [f"/s/n{i:02d}" for i in range(40)]
-
-
-async def test_a_full_watch_buffer_makes_the_callback_thread_wait_for_room(
-    etcd: EtcdClient, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    monkeypatch.setattr(_watch, "_WATCH_BUFFER", 1)
-    waits = _count_waits(monkeypatch)
-    start = await etcd.put("/b/start", b"")
-    async with etcd.watch_prefix("/b/n", start_revision=start + 1) as stream:
-        with trio.fail_after(10):
-            await etcd.put("/b/n0", b"")
-            while stream._receive.statistics().current_buffer_used < 1:
-                await trio.sleep(0.01)
-            assert waits == []  # the first batch found room
-            await etcd.put("/b/n1", b"")
-            while not waits:  # the second does not: its callback waits in Trio until the consumer reads
-                await trio.sleep(0.01)
-            got = [e.kv.key for e in await stream.receive()] + [e.kv.key for e in await stream.receive()]
-    assert got == ["/b/n0", "/b/n1"] and len(waits) == 1
 
 
 async def test_watch_from_compacted_revision_raises_compacted(etcd: EtcdClient) -> None:
