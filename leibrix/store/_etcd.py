@@ -132,8 +132,6 @@ class EtcdClient:
         self._keepalive_pool = cf.ThreadPoolExecutor(max_workers=4 * _KEEPALIVE_THREADS,
                                                      thread_name_prefix="etcd-keepalive")
         self._closed = False
-        self._creating = 0  # watch creations in flight (each in a worker thread)
-        self._created = trio.Event()  # set when the last in-flight creation ends
         #: ``(operation, seconds, error class name or None)`` per request (see the module docstring)
         self.observe: Callable[[str, float, str | None], None] | None = None
 
@@ -238,15 +236,8 @@ class EtcdClient:
         return self.endpoints
 
     async def aclose(self) -> None:
-        """Close the gRPC channels and the watch stream (open watches end with EtcdUnavailable).
-
-        Waits for watch creations already in flight (bounded by ``timeout``):
-        the library would otherwise start its watch thread on a closed channel.
-        Later calls raise :class:`EtcdUnavailable`.
-        """
+        """Close the gRPC channels (open watches end with EtcdUnavailable); later calls raise :class:`EtcdUnavailable`."""
         self._closed = True
-        if self._creating:
-            await self._created.wait()
         self._keepalive_pool.shutdown(wait=False, cancel_futures=True)
         await trio.to_thread.run_sync(self._raw.close)
 

@@ -226,6 +226,23 @@ async def test_slow_consumer_gets_every_event_in_order(
     assert got == [f"/s/n{i:02d}" for i in range(40)]
 
 
+async def test_a_watch_whose_consumer_stops_reading_never_holds_up_another(
+        etcd: EtcdClient, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Each watch has a stream and a reader thread of its own: back-pressure stays with the watch that applies it."""
+    import leibrix.store._watch as watch
+
+    monkeypatch.setattr(watch, "_WATCH_BUFFER", 2)
+    start = await etcd.put("/stuck/0", b"")
+    async with etcd.watch_prefix("/stuck/", start_revision=start + 1), \
+            etcd.watch_prefix("/live/", start_revision=start + 1) as live:
+        for i in range(1, 8):  # more batches than the stuck watch buffers: its reader waits for room
+            await etcd.put(f"/stuck/{i}", b"")
+        await etcd.put("/live/k", b"")
+        with trio.fail_after(5):
+            batch = await live.receive()
+        assert [ev.kv.key for ev in batch] == ["/live/k"]
+
+
 async def test_watch_from_compacted_revision_raises_compacted(etcd: EtcdClient) -> None:
     old = await etcd.put("/h", b"1")
     now = await etcd.put("/h", b"2")
