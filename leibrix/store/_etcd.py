@@ -443,7 +443,7 @@ class EtcdClient:
         return open_watch(self, key, None, start_revision)
 
     def _failed_quietly(self, exc: BaseException, *, bench: bool = True) -> EtcdError:
-        """Like :meth:`_failed` but never raises (watcher thread, keepalive attempts)."""
+        """Like :meth:`_failed` but never raises (watch reader threads, keepalive attempts)."""
         if not bench and isinstance(exc, grpc.RpcError):
             code = exc.code()
             if code in _UNAVAILABLE_CODES:
