@@ -46,6 +46,8 @@ _RETRY = 0.1
 _REFRESHES_PER_TTL = 8
 #: Keepalives outstanding at once (each waits for etcd to have a leader).
 _KEEPALIVES_IN_FLIGHT = 4
+#: Bound of one attempt to revoke a dead leader's lease (see ``Election.depose``).
+_DEPOSE_ATTEMPT = 0.2
 
 
 @dataclass(frozen=True, slots=True)
@@ -284,12 +286,18 @@ class Election:
         otherwise keep the cluster leaderless for up to a TTL more. Safe
         whatever the truth: a term is fenced by its token, so a leader deposed
         by mistake merely loses its term (and campaigns again); a lease id is
-        never reused, so a term that began meanwhile is untouched. Never raises
-        for etcd trouble (the lease then expires on its own).
+        never reused, so a term that began meanwhile is untouched. One attempt
+        waits at most ``_DEPOSE_ATTEMPT`` seconds (etcd holds a proposal while
+        it re-elects its Raft leader, so the caller retries rather than waits).
+        Never raises for etcd trouble (the lease then expires on its own).
         """
         if leader.lease:
             log.warning("deposing %s: revoking the lease of term %d", leader.id, leader.token)
-            await self._revoke_quietly(leader.lease)
+            try:
+                with trio.move_on_after(_DEPOSE_ATTEMPT):
+                    await self._client.lease_revoke(leader.lease)
+            except EtcdError as exc:
+                log.info("revoking the lease of term %d failed (%s); retrying", leader.token, exc)
 
     async def leader(self) -> LeaderInfo | None:
         """The current leader, or None while nobody holds the key."""
