@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import socket
 import time
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 from typing import Any
 
 import pytest
@@ -85,7 +85,7 @@ async def test_a_master_that_missed_its_deadline_is_not_waited_for_while_others_
 
 
 @pytest.fixture
-async def silent_counting(nursery: trio.Nursery) -> tuple[str, list[int]]:
+async def silent_counting() -> AsyncIterator[tuple[str, list[int]]]:
     """Like ``silent``, counting the connections it accepted (and never answering them)."""
     listeners = await trio.open_tcp_listeners(0, host="127.0.0.1")
     accepted: list[int] = []
@@ -96,5 +96,11 @@ async def silent_counting(nursery: trio.Nursery) -> tuple[str, list[int]]:
             held.append(await listeners[0].accept())
             accepted.append(1)
 
-    nursery.start_soon(serve)
-    return f"127.0.0.1:{listeners[0].socket.getsockname()[1]}", accepted
+    async with trio.open_nursery() as server:
+        server.start_soon(serve)
+        try:
+            yield f"127.0.0.1:{listeners[0].socket.getsockname()[1]}", accepted
+        finally:
+            server.cancel_scope.cancel()
+            for stream in [*held, *listeners]:
+                await stream.aclose()

@@ -83,13 +83,16 @@ async def test_a_leader_that_closes_a_connection_but_still_listens_is_not_depose
             served += 1
             await conn.aclose()  # an idle connection dropped, as a server may
 
-    nursery.start_soon(serve)
-    deposed: list[LeaderInfo] = []
-    await _watch(nursery, _info(port), deposed)
-    with trio.fail_after(5):
-        while served < 5:
-            await trio.sleep(0.01)
-    assert deposed == []
+    try:
+        nursery.start_soon(serve)
+        deposed: list[LeaderInfo] = []
+        await _watch(nursery, _info(port), deposed)
+        with trio.fail_after(5):
+            while served < 5:
+                await trio.sleep(0.01)
+        assert deposed == []
+    finally:
+        await listeners[0].aclose()
 
 
 async def test_an_address_never_reached_is_never_deposed(nursery: trio.Nursery) -> None:
