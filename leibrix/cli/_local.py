@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import re
 import signal
 import socket
 import subprocess
@@ -32,7 +33,7 @@ import tempfile
 import urllib.error
 import urllib.request
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TypeVar
 
@@ -140,6 +141,13 @@ def _in_use(port: int) -> bool:
         except OSError:
             return True
     return False
+
+
+#: Restarts of a master whose gRPC or HTTP port was taken between choosing it and binding it.
+_PORT_RETRIES = 3
+#: The master's start-up errors for a port in use (its check before starting, or the bind itself), with the port.
+_TAKEN = re.compile(r"--(?:grpc|http)-listen \S*:(\d+) is already in use"
+                    r"|cannot listen: .*address \('[^']*', (\d+)\).*address already in use")
 
 
 @dataclass(frozen=True, slots=True)
@@ -260,12 +268,41 @@ class LocalCluster:
         return process
 
     async def start_all(self, *, timeout: float = 60.0) -> None:
-        """Start every master and wait until each one reports healthy."""
+        """Start every master and wait until each one reports healthy.
+
+        A free port can be taken by another program between the moment it is
+        chosen and the master's bind: a master that exits because its gRPC or
+        HTTP port is in use is given another free port (noted in :attr:`moved`)
+        and started again, a few times at most.
+        """
         for name in self.specs:
             await self.start(name)
         with trio.fail_after(timeout):
             for name in self.specs:
-                await self.wait_healthy(name)
+                for attempt in range(_PORT_RETRIES + 1):
+                    try:
+                        await self.wait_healthy(name)
+                        break
+                    except RuntimeError:
+                        if attempt == _PORT_RETRIES or not self._move_taken_port(name):
+                            raise
+                    await self.start(name)
+
+    def _move_taken_port(self, name: str) -> bool:
+        """After ``name`` exited: if its log says its gRPC or HTTP port was in use, take another; True if so."""
+        found = _TAKEN.search(self.log_tail(name, lines=5))
+        if found is None:
+            return False
+        spec = self.specs[name]
+        port = found.group(1) or found.group(2)
+        for field_name, what in (("grpc", "gRPC"), ("http", "HTTP")):
+            if getattr(spec, field_name).endswith(f":{port}"):
+                taken = free_hostport()
+                self.moved.append(f"{name} {what}: {getattr(spec, field_name)} was taken before it listened, "
+                                  f"using {taken} instead")
+                self.specs[name] = replace(spec, **{field_name: taken})
+                return True
+        return False
 
     def healthz(self, name: str) -> tuple[int, bytes] | None:
         """GET /healthz of one master: ``(status, body)``, or None if it does not answer (blocking)."""

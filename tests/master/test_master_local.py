@@ -252,3 +252,25 @@ async def test_leibrix_local_takes_free_ports_where_the_defaults_are_taken(tmp_p
     finally:
         for sock in held:
             sock.close()
+
+
+async def test_a_port_taken_between_choosing_and_binding_it_is_replaced(tmp_path: Path) -> None:
+    """Another program binds a chosen port before the master does: the master is started again on a free one."""
+    from dataclasses import replace
+
+    from leibrix.cli._local import LocalCluster
+    from leibrix.store._member import TEST_TIMINGS
+
+    squatter = socket.socket()
+    squatter.bind(("127.0.0.1", 0))
+    squatter.listen(1)
+    taken = f"127.0.0.1:{squatter.getsockname()[1]}"
+    try:
+        async with LocalCluster(tmp_path, 1, timings=TEST_TIMINGS, lease_ttl=1) as cluster:
+            cluster.specs["m1"] = replace(cluster.specs["m1"], grpc=taken)  # as if taken after it was chosen
+            await cluster.start_all()
+            assert cluster.specs["m1"].grpc != taken
+            assert len(cluster.moved) == 1 and f"m1 gRPC: {taken} was taken" in cluster.moved[0]
+            assert f"--grpc-listen {taken} is already in use" in cluster.specs["m1"].log_path.read_text()
+    finally:
+        squatter.close()
