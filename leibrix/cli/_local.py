@@ -498,11 +498,14 @@ async def _run_local(args: argparse.Namespace, directory: Path) -> int:
     async with cluster:
         try:
             with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
+                chosen = len(cluster.moved)
                 try:
                     await cluster.start_all()
                 except RuntimeError as exc:
                     print(f"leibrix local: error: {exc}", file=sys.stderr)
                     return 1
+                for line in cluster.moved[chosen:]:  # ports taken while the masters started
+                    print(f"leibrix local: {line}", flush=True)
                 async with trio.open_nursery() as nursery:
 
                     async def watch(name: str) -> None:
