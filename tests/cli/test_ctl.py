@@ -29,6 +29,7 @@ import yaml
 from leibrix.cli import _sample
 from tests.support import databases
 from tests.support.admission import leading, start_master, workers
+from tests.support.poll import eventually
 
 ROOT = Path(__file__).resolve().parents[2]
 EXAMPLES = sorted((ROOT / "docs" / "examples").glob("*.yaml"))
@@ -346,9 +347,13 @@ async def test_wait_with_real_workers(nursery, etcd_server, tmp_path, sources) -
     assert "refreshed" in out and "epochs READY 4/4" in out, out
     assert json.loads(await ok("datasets", "get", "acme/events", "-o", "json", master=addr))["source"]["version"] == older
 
-    # drain w1 with --wait: its replicas move to w2
-    held = {w["worker_id"]: w["replicas"] for w in
-            json.loads(await ok("workers", "list", "-o", "json", master=addr))}
+    # drain w1 with --wait: its replicas move to w2 (once the refresh's replaced epochs are evicted: --wait ends
+    # when the new ones are READY, and each old replica goes right after)
+    async def replicas() -> dict[str, int]:
+        return {w["worker_id"]: w["replicas"] for w in json.loads(await ok("workers", "list", "-o", "json", master=addr))}
+
+    held = await eventually(replicas, until=lambda r: sum(r.values()) == 4, timeout=30,
+                            what="the replaced epochs' replicas evicted")
     out = await ok("workers", "drain", "w1", "--wait", "--wait-timeout", "60", master=addr)
     assert f"replicas moved {held['w1']}/{held['w1']}" in out and "drained" in out, out
     w1 = json.loads(await ok("workers", "get", "w1", "-o", "json", master=addr))

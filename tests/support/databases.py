@@ -26,15 +26,10 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from leibrix.store._member import free_port
 
 PG_PASSWORD = "pg-secret-pw"
 MARIADB_PASSWORD = "maria-secret-pw"
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def find_postgres() -> Path | None:

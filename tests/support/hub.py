@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import os
 import signal
-import socket
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -30,16 +29,11 @@ from leibrix.domain._liveness import WState
 from leibrix.wire._proto import leibrix_cp as cp
 from leibrix.wire._proto.records import control_plane_pb2 as pb
 from leibrix.store._store import FencedWriter, Keys
+from leibrix.store._member import free_port
 from leibrix.worker._cmd import worker_command
 from leibrix.workers._hub import HubConfig, WorkerHub
 
 Key = tuple[str, str, str]
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @dataclass
