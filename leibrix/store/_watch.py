@@ -106,6 +106,7 @@ async def open_watch(
         channel = raw.channel  # the current endpoint, or the first one not benched after a failure
     except (etcd3.exceptions.Etcd3Exception, ValueError) as exc:
         raise EtcdUnavailable(f"no etcd endpoint to watch from: {exc!r}") from None
+    endpoint = raw.endpoint_in_use
     call = rpc.WatchStub(channel).Watch(outgoing(), credentials=raw.call_credentials, metadata=raw.metadata)
 
     def fail(err: EtcdError) -> None:
@@ -143,7 +144,9 @@ async def open_watch(
             to_trio(fail, EtcdUnavailable("etcd watch stream ended"))
         except grpc.RpcError as exc:
             if not done.is_set():
-                to_trio(fail, client._failed_quietly(exc))
+                # Bench this watch's endpoint only while it is still the one in use: the late error of a stream
+                # on an endpoint already left behind must not bench the healthy one the client moved to.
+                to_trio(fail, client._failed_quietly(exc, bench=raw.endpoint_in_use is endpoint))
         finally:
             requests.put(None)
 
