@@ -96,7 +96,7 @@ from pathlib import Path
 
 from bench._report import Report, options
 from leibrix.wire._grpc import COORDINATE_WORKER
-from leibrix.cli._local import free_hostport
+from leibrix.store._ports import free_hostport
 from leibrix.client._requests import time_partitioned_admission
 
 PATH = COORDINATE_WORKER

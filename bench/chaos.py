@@ -53,7 +53,7 @@ from grpclib.const import Status
 from grpclib.exceptions import GRPCError, ProtocolError, StreamTerminatedError
 
 from bench._report import Report
-from leibrix.cli._local import LocalCluster, MasterProcess, spawn_tied, stop_process
+from leibrix.cli._cluster import LocalCluster, MasterProcess, spawn_tied, stop_process
 from leibrix.client._call import call
 from leibrix.client._requests import time_partitioned_admission
 from leibrix.master._options import DEFAULT_LEASE_TTL

@@ -14,7 +14,8 @@ import trio
 
 from leibrix.store._election import Election
 from leibrix.store._etcd import EtcdClient, Put
-from leibrix.store._member import PRODUCTION_TIMINGS, MemberConfig, free_port_url, run_member
+from leibrix.store._member import PRODUCTION_TIMINGS, MemberConfig, run_member
+from leibrix.store._ports import free_port_url
 from leibrix.wire._proto.records import state_pb2
 from leibrix.store._store import FencedWriter, Keys, Mirror
 

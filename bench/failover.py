@@ -37,7 +37,7 @@ from bench._report import Report, options
 from leibrix.master._options import DEFAULT_LEASE_TTL
 from leibrix.store._etcd import EtcdClient, EtcdUnavailable, KeyValue
 from leibrix.store._member import PRODUCTION_TIMINGS
-from leibrix.cli._local import LocalCluster
+from leibrix.cli._cluster import LocalCluster
 from leibrix.wire._proto.records import state_pb2
 
 CLUSTER = "bench"

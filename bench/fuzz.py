@@ -455,7 +455,7 @@ def _wait_leader(channel: grpc.Channel, timeout: float = 30.0) -> None:
 
 def run(quick: bool, seed: int) -> tuple[Report, Tally]:
     """Start etcd, a master and a worker as processes, seed the state, fuzz, and report."""
-    from leibrix.cli._local import free_hostport
+    from leibrix.store._ports import free_hostport
     from leibrix.store._member import MemberConfig, find_etcd_binary
     from leibrix.worker._cmd import worker_command
 

@@ -47,7 +47,8 @@ from leibrix.control._coordinator import Coordinator
 from leibrix.control._settings import CoordinatorConfig
 from leibrix.store._election import Election
 from leibrix.store._etcd import EtcdClient, Put
-from leibrix.store._member import TEST_TIMINGS, MemberConfig, free_port_url, run_member
+from leibrix.store._member import TEST_TIMINGS, MemberConfig, run_member
+from leibrix.store._ports import free_port_url
 from leibrix.control._heat_checkpoint import HeatCheckpointer
 from leibrix.control._janitor import Janitor
 from leibrix.domain._lifecycle import State, Transition

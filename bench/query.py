@@ -76,7 +76,7 @@ import duckdb
 import trio
 
 from bench._report import Report, options
-from leibrix.cli._local import free_hostport
+from leibrix.store._ports import free_hostport
 from leibrix.client._call import call
 from leibrix.client._query import Client
 from leibrix.client._requests import time_partitioned_admission

@@ -32,11 +32,11 @@ from cryptography.x509.oid import NameOID
 from grpclib.client import Channel
 
 from bench._report import Report, options
-from leibrix.cli._local import free_hostport
+from leibrix.store._ports import free_hostport, free_port_url
 from leibrix.client._call import call, tls_context
 from leibrix.master._config import MasterConfig
 from leibrix.master._master import Master
-from leibrix.store._member import PRODUCTION_TIMINGS, MemberConfig, free_port_url, run_member
+from leibrix.store._member import PRODUCTION_TIMINGS, MemberConfig, run_member
 from leibrix.wire._proto import leibrix_cp as cp
 
 ADMIN = "bench-admin-token-0123456789abcdef"

@@ -61,7 +61,7 @@ from bench._report import Report, options
 from bench.failover import CLUSTER, LEADER_KEY, current_leader
 from bench.fuzz import loop_stall
 from bench.workers import Child, _proc_cpu_rss
-from leibrix.cli._local import LocalCluster, MasterProcess, spawn_tied
+from leibrix.cli._cluster import LocalCluster, MasterProcess, spawn_tied
 from leibrix.client._call import call
 from leibrix.client._requests import time_partitioned_admission
 from leibrix.master._options import DEFAULT_LEASE_TTL

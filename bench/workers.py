@@ -50,7 +50,7 @@ import time
 from pathlib import Path
 
 from leibrix.wire._grpc import COORDINATE_WORKER
-from leibrix.cli._local import free_hostport
+from leibrix.store._ports import free_hostport
 from leibrix.client._requests import time_partitioned_admission
 from leibrix.wire._proto import leibrix_cp as cp
 

@@ -25,7 +25,7 @@ from leibrix.master._compose import Parts
 from leibrix.master._config import MasterConfig
 from leibrix.master._master import Master
 from leibrix.store._etcd import EtcdClient, EtcdUnavailable, Put
-from leibrix.store._member import free_port_url
+from leibrix.store._ports import free_port_url
 from leibrix.wire._grpc import LEADER_METADATA
 from leibrix.wire._proto import leibrix_cp as cp
 from leibrix.wire._proto.records import management_pb2

@@ -14,7 +14,7 @@ from grpclib.exceptions import GRPCError
 
 from leibrix.api._cluster import ManagementService
 from leibrix.api._server import trio_rpc
-from leibrix.cli._local import free_hostport
+from leibrix.store._ports import free_hostport
 from leibrix.client._call import call
 from leibrix.domain._errors import Unavailable
 from leibrix.master._compose import Parts

@@ -12,7 +12,7 @@ from typing import Any
 
 import trio
 
-from leibrix.cli._local import free_hostport
+from leibrix.store._ports import free_hostport
 from leibrix.worker._cmd import worker_command
 from tests.support.admission import admission, quota, rpc
 from tests.support.poll import eventually

@@ -26,7 +26,7 @@ from grpclib.exceptions import GRPCError
 from leibrix.store._etcd import EtcdClient, WatchEvent
 from leibrix.store._member import PRODUCTION_TIMINGS
 from leibrix.wire._grpc import LEADER_METADATA
-from leibrix.cli._local import LocalCluster
+from leibrix.cli._cluster import LocalCluster
 from leibrix.wire._proto import leibrix_cp as cp
 from leibrix.wire._proto.records import state_pb2
 from tests.support.cluster import LOCAL_LEADER_KEY, local_cluster, written_leader

@@ -113,7 +113,7 @@ LAUNCHER = """
 import sys, trio
 from pathlib import Path
 from leibrix.store._member import TEST_TIMINGS
-from leibrix.cli._local import LocalCluster
+from leibrix.cli._cluster import LocalCluster
 
 async def main():
     cluster = LocalCluster(Path(sys.argv[1]), 1, timings=TEST_TIMINGS)
@@ -258,7 +258,7 @@ async def test_a_port_taken_between_choosing_and_binding_it_is_replaced(tmp_path
     """Another program binds a chosen port before the master does: the master is started again on a free one."""
     from dataclasses import replace
 
-    from leibrix.cli._local import LocalCluster
+    from leibrix.cli._cluster import LocalCluster
     from leibrix.store._member import TEST_TIMINGS
 
     squatter = socket.socket()

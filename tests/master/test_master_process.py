@@ -19,7 +19,7 @@ import trio
 
 from leibrix.client._call import call
 from leibrix.store._etcd import EtcdClient, EtcdUnavailable
-from leibrix.store._member import free_port_url
+from leibrix.store._ports import free_port_url
 from leibrix.wire._proto import leibrix_cp as cp
 from leibrix.wire._proto.records import state_pb2
 from tests.support.cluster import LOCAL_LEADER_KEY, local_cluster, written_leader

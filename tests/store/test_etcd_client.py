@@ -20,7 +20,7 @@ from leibrix.store._etcd import (
     Put,
     WatchEvent,
 )
-from leibrix.store._member import free_port_url
+from leibrix.store._ports import free_port_url
 from leibrix.store._writer import TxnLimits
 
 

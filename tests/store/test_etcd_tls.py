@@ -11,11 +11,11 @@ from pathlib import Path
 import pytest
 import trio
 
-from leibrix.cli._local import free_hostport
+from leibrix.store._ports import free_hostport, free_port_url
 from leibrix.master._config import ConfigError, MasterConfig, load_config
 from leibrix.master._master import Master
 from leibrix.store._etcd import EtcdClient, EtcdTls, EtcdUnavailable
-from leibrix.store._member import TEST_TIMINGS, MemberTls, free_port_url
+from leibrix.store._member import TEST_TIMINGS, MemberTls
 from tests.support.certs import Ca
 from tests.support.cluster import leading, start_master
 from tests.support.etcd import EtcdServer, member_config

@@ -23,7 +23,7 @@ from typing import Any
 
 from grpclib.exceptions import GRPCError
 
-from leibrix.cli._local import free_hostport
+from leibrix.store._ports import free_hostport
 from leibrix.client._call import call
 from leibrix.domain._validation import ID_PATTERN
 from leibrix.master._master import Master

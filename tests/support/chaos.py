@@ -14,7 +14,8 @@ from pathlib import Path
 import trio
 
 from leibrix.store._etcd import EtcdClient, EtcdError
-from leibrix.store._member import PRODUCTION_TIMINGS, Timings, free_port_url
+from leibrix.store._member import PRODUCTION_TIMINGS, Timings
+from leibrix.store._ports import free_port_url
 from tests.support.etcd import EtcdServer, member_config
 
 

@@ -20,7 +20,7 @@ Master processes (``python -m leibrix master``, SIGKILL-able):
 
 * :func:`master_process` — one child master on an external etcd;
 * :func:`local_cluster` — N masters with embedded etcd members forming one
-  quorum (:class:`leibrix.cli._local.LocalCluster`, fast test timings);
+  quorum (:class:`leibrix.cli._cluster.LocalCluster`, fast test timings);
   :func:`written_leader` reads from etcd the leader that has made a fenced write,
   :func:`healthz_leader` asks the masters' ``/healthz`` who leads.
 """
@@ -37,7 +37,8 @@ from typing import Any
 
 import trio
 
-from leibrix.cli._local import LocalCluster, free_hostport
+from leibrix.cli._cluster import LocalCluster
+from leibrix.store._ports import free_hostport
 from leibrix.master._compose import Parts
 from leibrix.master._config import MasterConfig
 from leibrix.master._master import Master

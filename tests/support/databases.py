@@ -26,7 +26,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from leibrix.store._member import free_port
+from leibrix.store._ports import free_port
 
 PG_PASSWORD = "pg-secret-pw"
 MARIADB_PASSWORD = "maria-secret-pw"

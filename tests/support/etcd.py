@@ -15,7 +15,8 @@ from pathlib import Path
 import trio
 
 from leibrix.store._etcd import EtcdClient
-from leibrix.store._member import TEST_TIMINGS, MemberConfig, MemberState, free_port_url, run_member
+from leibrix.store._member import TEST_TIMINGS, MemberConfig, MemberState, run_member
+from leibrix.store._ports import free_port_url
 
 
 @dataclass

@@ -29,7 +29,7 @@ from leibrix.domain._liveness import WState
 from leibrix.wire._proto import leibrix_cp as cp
 from leibrix.wire._proto.records import control_plane_pb2 as pb
 from leibrix.store._store import FencedWriter, Keys
-from leibrix.store._member import free_port
+from leibrix.store._ports import free_port
 from leibrix.worker._cmd import worker_command
 from leibrix.workers._hub import HubConfig, WorkerHub
 
