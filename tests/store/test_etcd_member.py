@@ -22,12 +22,12 @@ from leibrix.store._member import (
     UnsafeEtcdVersion,
     check_etcd_version,
     find_etcd_binary,
-    free_port_url,
     is_known_bad,
     parse_etcd_version,
     parse_initial_cluster,
     run_member,
 )
+from leibrix.store._ports import free_port_url
 from leibrix.store._writer import TxnLimits
 
 ETCD = find_etcd_binary()
