@@ -10,8 +10,9 @@ dropped entries outnumber the armed ones).
 
 An action runs on the deadlines' thread, so it must be quick (an
 ``interrupt()``). Disarming does not wait for an action already running, so
-an action may race with the end of what it guards; interrupting a finished
-cursor is harmless. An action's exception is logged and does not stop the
+an action may race with the end of what it guards; :meth:`Deadlines.disarm`
+says whether it was in time, so a caller can keep what the action touches
+out of further use when it was not. An action's exception is logged and does not stop the
 thread.
 """
 
@@ -59,12 +60,14 @@ class Deadlines:
                 self._wake.notify()
         return token
 
-    def disarm(self, token: int) -> None:
-        """Cancel a deadline (a no-op once its action was called)."""
+    def disarm(self, token: int) -> bool:
+        """Cancel a deadline; False when it was too late (its action was called, or is being called)."""
         with self._wake:
-            if self._armed.pop(token, None) is not None and len(self._heap) > 2 * len(self._armed) + 64:
+            disarmed = self._armed.pop(token, None) is not None
+            if disarmed and len(self._heap) > 2 * len(self._armed) + 64:
                 self._heap = [entry for entry in self._heap if entry[1] in self._armed]
                 heapq.heapify(self._heap)
+            return disarmed
 
     @property
     def armed(self) -> int:

@@ -20,7 +20,9 @@ The contract is the upstream Rust leibrix-worker's:
 * SQL names **logical** datasets. On a cursor of its own the query gets one
   temporary view per dataset it names: the ``UNION ALL`` of that dataset's
   epoch tables ``{dataset}__{epoch}`` held for the ticket's tenant, without the
-  epochs whose window its time predicate excludes (:mod:`._scope`). Each
+  epochs whose window its time predicate excludes (:mod:`._scope`); a cursor
+  whose query ended cleanly is kept with its views for the next query over
+  the same tables (:mod:`._cursors`). Each
   tenant's tables live in a DuckDB schema of its own
   (:func:`~._loader.tenant_schema`, inside each table's own in-memory
   database), outside the query's search path, so a name resolves within the
@@ -57,9 +59,9 @@ behind its own budget while others' queries still find slots; ``DoAction``
 interrupts the query's cursor when it expires (:mod:`._deadlines`: one thread
 keeps every query's deadline). DuckDB's memory limit is one
 setting for the whole database, so ``memory_limit_mb`` caps what one query may
-materialise: its result. The parse trees of the last :data:`PARSED_STATEMENTS`
-statements are remembered, so a repeated statement (a dashboard's) skips
-DuckDB's parser.
+materialise: its result. The parses of the most recent statements are
+remembered (:mod:`._statements`), so a repeated statement (a dashboard's)
+skips DuckDB's parser.
 """
 
 from __future__ import annotations
@@ -68,7 +70,6 @@ import json
 import logging
 import threading
 import uuid
-from collections import OrderedDict
 from collections.abc import Iterator
 from dataclasses import dataclass
 
@@ -77,9 +78,11 @@ import pyarrow as pa
 import pyarrow.flight as fl
 
 from leibrix.worker._budget import Budgets
+from leibrix.worker._cursors import ViewCursors, Views
 from leibrix.worker._deadlines import Deadlines
 from leibrix.worker._loader import Loaded, Loader, is_integer_type, time_filter
 from leibrix.worker._scope import SqlError, overlaps, read_scope
+from leibrix.worker._statements import Statements
 
 __all__ = ["QueryService", "Ticket", "parse_ticket"]
 
@@ -88,9 +91,6 @@ log = logging.getLogger("leibrix.worker.flight")
 #: Table functions a query may call: they read nothing outside the worker's memory.
 SAFE_FUNCTIONS = frozenset({"range", "generate_series", "unnest"})
 SCANNED_KEY = b"leibrix.scanned"
-#: Parse trees remembered (a statement's tree depends on its text alone), and the longest statement remembered.
-PARSED_STATEMENTS = 512
-PARSED_MAX_CHARS = 16384
 
 
 def _quote(identifier: str) -> str:
@@ -192,21 +192,23 @@ class QueryService(fl.FlightServerBase):
         self._queries: set[str] = set()
         #: The cursors of the queries that hold a slot, by query id.
         self._running: dict[str, duckdb.DuckDBPyConnection] = {}
+        #: Idle query cursors that still hold the views of the query they ran.
+        self.cursors = ViewCursors(loader.cursor)
         #: Cancelled query ids among ``_queries``.
         self._cancelled: set[str] = set()
         self._lock = threading.Lock()
-        self._parser = loader.cursor()
-        self._parser_lock = threading.Lock()
-        #: SQL text -> its parse tree (JSON), the most recently used last: dashboards repeat their statements.
-        self._parsed: OrderedDict[str, str] = OrderedDict()
+        #: The parses of the most recent statements.
+        self.statements = Statements(loader.cursor())
         #: The running queries' timeouts.
         self.deadlines = Deadlines()
         self.queries = 0
 
     def shutdown(self) -> None:
-        """Stop serving (waits for the calls in progress), then stop the deadlines' thread."""
+        """Stop serving (waits for the calls in progress), then stop the deadlines' thread and close the idle
+        cursors."""
         super().shutdown()
         self.deadlines.close()
+        self.cursors.close()
 
     # ---- Flight RPCs -----------------------------------------------------
 
@@ -265,15 +267,16 @@ class QueryService(fl.FlightServerBase):
         """Cancel a waiting or executing query; False when no query with that id is known.
 
         The query's cancelled flag is set (checked before and after its statement) and, when it holds a
-        cursor, that cursor is interrupted (which stops a statement that is executing).
+        cursor, that cursor is interrupted (which stops a statement that is executing). Both happen under
+        the lock the query's end takes, so an interrupt never reaches a cursor that has gone back to the pool.
         """
         with self._lock:
             if query_id not in self._queries:
                 return False
             self._cancelled.add(query_id)
             cursor = self._running.get(query_id)
-        if cursor is not None:
-            cursor.interrupt()
+            if cursor is not None:
+                cursor.interrupt()
         return True
 
     def _raise_if_cancelled(self, query_id: str) -> None:
@@ -281,21 +284,6 @@ class QueryService(fl.FlightServerBase):
             cancelled = query_id in self._cancelled
         if cancelled:
             raise fl.FlightCancelledError(f"query {query_id} cancelled")
-
-    def _serialize(self, sql: str) -> str:
-        """DuckDB's parse tree of ``sql`` (``json_serialize_sql``), remembered for the last
-        :data:`PARSED_STATEMENTS` statements of up to :data:`PARSED_MAX_CHARS` characters."""
-        with self._parser_lock:
-            tree = self._parsed.get(sql)
-            if tree is not None:
-                self._parsed.move_to_end(sql)
-                return tree
-            tree = self._parser.execute("SELECT json_serialize_sql(?)", [sql]).fetchone()[0]
-            if len(sql) <= PARSED_MAX_CHARS:
-                self._parsed[sql] = tree
-                if len(self._parsed) > PARSED_STATEMENTS:
-                    self._parsed.popitem(last=False)
-            return tree
 
     def _owner(self, sql: str) -> str:
         """The tenant owning the datasets a bare-SQL command reads (GetFlightInfo without a tenant)."""
@@ -309,7 +297,7 @@ class QueryService(fl.FlightServerBase):
             # a window is read from timestamp literals: only a timestamp column can be pruned by one
             return held[0].time_column if held and not is_integer_type(held[0].time_type) else None
         try:
-            return read_scope(self._serialize, sql, time_column)
+            return read_scope(self.statements.tree, sql, time_column)
         except SqlError as exc:
             raise pa.ArrowInvalid(f"SQL error: {exc}") from None
 
@@ -389,26 +377,29 @@ class QueryService(fl.FlightServerBase):
                  schema_only: bool = False) -> pa.Table:
         if not self._slots.acquire(timeout=timeout):
             raise fl.FlightUnavailableError(f"worker busy: no query slot within {timeout}s")
-        cursor = self.loader.cursor()
+        definitions: Views = tuple(
+            (dataset, " UNION ALL ".join(f"SELECT * FROM {t.qualified}{_where(dataset in pruned_all, t, bound)}"
+                                         for t in tables))
+            for dataset, tables in views.items() for bound in [(ticket.window or {}).get(dataset)])
+        cursor = None
         deadline = None
+        reusable = False
         try:
+            try:
+                cursor = self.cursors.take(definitions)
+            except (duckdb.CatalogException, duckdb.BinderException):
+                for dataset, tables in views.items():
+                    gone = [t.epoch_id for t in tables
+                            if self.loader.holds(dataset, t.epoch_id, ticket.tenant_id) is None]
+                    if gone:  # evicted between the query's planning and now: another replica may still hold it
+                        raise pa.ArrowKeyError(f"Table not found: epoch(s) {', '.join(gone)} of {dataset} are not "
+                                               "held here any more (evicted)") from None
+                raise
             with self._lock:
                 self._running[query_id] = cursor
             self._raise_if_cancelled(query_id)  # cancelled while it waited for its slots
-            for dataset, tables in views.items():
-                bound = (ticket.window or {}).get(dataset)
-                try:
-                    cursor.execute(f"CREATE TEMP VIEW {_quote(dataset)} AS " + " UNION ALL ".join(
-                        f"SELECT * FROM {t.qualified}{_where(dataset in pruned_all, t, bound)}" for t in tables))
-                except (duckdb.CatalogException, duckdb.BinderException):
-                    gone = [t.epoch_id for t in tables if self.loader.holds(dataset, t.epoch_id, ticket.tenant_id) is None]
-                    if not gone:
-                        raise
-                    # evicted between the query's planning and now: another replica may still hold it
-                    raise pa.ArrowKeyError(f"Table not found: epoch(s) {', '.join(gone)} of {dataset} are not "
-                                           "held here any more (evicted)") from None
             deadline = self.deadlines.arm(timeout, cursor.interrupt)
-            relation = cursor.sql(ticket.sql)
+            relation = cursor.sql(self.statements.statement(ticket.sql))
             if relation is None:
                 raise pa.ArrowInvalid("SQL error: the statement returns no rows")
             # An interrupt between two statements is lost (DuckDB clears it when the next one starts), so the
@@ -416,6 +407,7 @@ class QueryService(fl.FlightServerBase):
             self._raise_if_cancelled(query_id)
             result = (relation.limit(0) if schema_only else relation).to_arrow_table()
             self._raise_if_cancelled(query_id)
+            reusable = True
         except duckdb.InterruptException:
             with self._lock:
                 cancelled = query_id in self._cancelled
@@ -430,11 +422,16 @@ class QueryService(fl.FlightServerBase):
         except duckdb.Error as exc:
             raise fl.FlightInternalError(f"Database error: {exc}") from None
         finally:
-            if deadline is not None:
-                self.deadlines.disarm(deadline)
+            if deadline is not None and not self.deadlines.disarm(deadline):
+                reusable = False  # its interrupt may still be on its way
             with self._lock:
                 self._running.pop(query_id, None)
-            cursor.close()
+                reusable = reusable and query_id not in self._cancelled
+            if cursor is not None:
+                if reusable:
+                    self.cursors.give(definitions, cursor)
+                else:
+                    cursor.close()
             self._slots.release()
         limit = (ticket.memory_limit_mb or self.memory_limit_mb) << 20
         if result.nbytes > limit:

@@ -20,6 +20,7 @@ import trio
 
 from leibrix.wire._proto import leibrix_cp as cp
 from leibrix.wire._proto.records import control_plane_pb2 as pb
+from leibrix.worker._cursors import ViewCursors
 from leibrix.worker._flight import QueryService
 from leibrix.worker._loader import Loader
 from tests.support.admission import admission, all_ready, quota, rpc
@@ -181,19 +182,75 @@ def test_an_epoch_evicted_while_its_query_starts_is_not_found(service, monkeypat
         client.do_get(_ticket("SELECT count(*) FROM orders", epochs={"orders": ["d0", "d1"]})).read_all()
 
 
-def test_parse_trees_are_remembered_for_the_most_recent_statements(service, monkeypatch) -> None:
-    import leibrix.worker._flight as flight
-
+def test_parses_are_remembered_for_the_most_recent_statements(service) -> None:
     svc, client = service
-    monkeypatch.setattr(flight, "PARSED_STATEMENTS", 2)
+    svc.statements.capacity = 2
     a, b, c = (f"SELECT count(*) + {i} AS n FROM orders" for i in range(3))
-    first = svc._serialize(a)
-    assert svc._serialize(a) is first  # remembered: DuckDB's parser is not asked again
-    svc._serialize(b)
-    svc._serialize(c)  # a is the least recently used of three: forgotten
-    assert list(svc._parsed) == [b, c]
-    assert svc._serialize(a) == first and svc._serialize(a) is not first
+    first = svc.statements.parse(a)
+    assert svc.statements.parse(a) is first  # remembered: DuckDB's parser is not asked again
+    assert svc.statements.statement(a) is first.statement  # what a cursor runs, parsed already
+    svc.statements.parse(b)
+    svc.statements.parse(c)  # a is the least recently used of three: forgotten
+    assert svc.statements.remembered() == [b, c]
+    assert svc.statements.statement(a) == a  # forgotten: run from its text
+    again = svc.statements.parse(a)
+    assert again.tree == first.tree and again is not first
     assert client.do_get(_ticket(a)).read_all().column("n").to_pylist() == [3000]
+    assert svc.statements.parse("SELEC 1").statement is None  # does not parse: its tree says why
+    assert svc.statements.parse("SELECT 1; SELECT 2").statement is None
+
+
+def test_a_cursor_keeps_its_views_for_the_next_query_over_the_same_tables(service) -> None:
+    svc, client = service
+    count = "SELECT count(*) AS n FROM orders"
+    day1 = f"{count} WHERE ts >= '2026-11-02' AND ts < '2026-11-03'"
+    assert client.do_get(_ticket(count)).read_all().column("n").to_pylist() == [3000]
+    made = svc.cursors.made
+    for _ in range(3):  # the same three epochs, whatever the statement: the idle cursor's views serve
+        assert client.do_get(_ticket(count)).read_all().column("n").to_pylist() == [3000]
+        assert client.do_get(_ticket(f"SELECT max(id) AS m FROM orders")).read_all().num_rows == 1
+    assert svc.cursors.made == made and svc.cursors.idle == 1
+    assert client.do_get(_ticket(day1)).read_all().column("n").to_pylist() == [1000]  # one epoch: other views
+    assert svc.cursors.made == made + 1 and svc.cursors.idle == 2
+    # an evicted epoch: the cursor holding a view over it is never asked for again, the answer is the new one
+    svc.loader.evict("orders", "d2", "acme")
+    assert client.do_get(_ticket(count)).read_all().column("n").to_pylist() == [2000]
+    assert _epochs_read(client.do_get(_ticket(count)).read_all()) == ["d0", "d1"]
+    assert svc.cursors.made == made + 2
+
+
+def test_a_cursor_is_not_kept_after_an_error_or_a_timeout(service) -> None:
+    svc, client = service
+    client.do_get(_ticket("SELECT count(*) FROM orders")).read_all()
+    assert svc.cursors.idle == 1
+    with pytest.raises(pa.ArrowInvalid):  # takes the idle cursor (same views) and closes it
+        client.do_get(_ticket("SELECT no_such_column FROM orders")).read_all()
+    assert svc.cursors.idle == 0
+    with pytest.raises(fl.FlightTimedOutError):  # its interrupt may still be on its way: closed too
+        client.do_get(_ticket(SLOW, timeout_secs=0.3)).read_all()
+    assert svc.cursors.idle == 0
+    assert client.do_get(_ticket("SELECT count(*) AS n FROM orders")).read_all().column("n").to_pylist() == [3000]
+    assert svc.cursors.idle == 1
+
+
+def test_idle_cursors_are_bounded() -> None:
+    loader = _loader(days=1, rows=10)
+    cursors = ViewCursors(loader.cursor, capacity=2)
+    try:
+        table = loader.holds("orders", "d0").qualified
+        views = [(("orders", f"SELECT * FROM {table} WHERE id > {i}"),) for i in range(3)]
+        taken = [cursors.take(v) for v in views]
+        for v, c in zip(views, taken):
+            cursors.give(v, c)
+        assert cursors.idle == 2  # the least recently returned was closed
+        with pytest.raises(Exception, match="(?i)closed"):
+            taken[0].execute("SELECT 1")
+        again = cursors.take(views[2])
+        assert again is taken[2] and again.sql("SELECT count(*) FROM orders").fetchall() == [(7,)]
+        cursors.give(views[2], again)
+    finally:
+        cursors.close()
+        loader.close()
 
 
 SLOW = "SELECT count(*) FROM orders, range(200000) r WHERE value * r > 1"
@@ -227,7 +284,7 @@ def test_cancel_query_interrupts_a_running_query(service, monkeypatch) -> None:
         c.execute("SET enable_progress_bar_print = false")
         return c
 
-    monkeypatch.setattr(svc.loader, "cursor", tracked)
+    monkeypatch.setattr(svc, "cursors", ViewCursors(tracked))
 
     def run() -> None:
         try:
@@ -250,6 +307,7 @@ def test_cancel_query_interrupts_a_running_query(service, monkeypatch) -> None:
     thread.join(60)
     assert not thread.is_alive()
     assert len(errors) == 1 and isinstance(errors[0], fl.FlightCancelledError), errors
+    assert svc.cursors.idle == 0  # a cancelled query's cursor is closed, never pooled
     reply = next(client.do_action(fl.Action("cancel_query", json.dumps({"query_id": "q-1"}).encode())))
     assert reply.body.to_pybytes() == b"Query q-1 not running"
 
