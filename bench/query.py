@@ -12,7 +12,10 @@ table is admitted as 30 daily epochs, planned by the Iceberg connector and
 loaded by the worker from the data files. Every engine runs DuckDB with one
 thread, so the ratios compare what is done, not how many cores do it.
 
-Queries, each timed as p50 of many runs after a warm-up, results checked equal:
+Queries, each timed as p50 of many runs after a warm-up, results checked equal;
+the runs of every engine are interleaved in rounds (one engine's batch, then
+the next's ...), so a drift of the machine's speed during the measurement
+reaches all of them alike:
 
 * ``day``: a selective one-day drill-down (the orders of one ``key`` on one
   day: a filter on a non-partition column, a few dozen rows of ~333k; with
@@ -182,20 +185,29 @@ def make_heat_tables(root: Path, files: list[str]) -> None:
         _create(catalog, name).add_files([f"file://{f}" for f in files[:HEAT_DAYS]])
 
 
-def _p50(fn, runs: int) -> tuple[float, object]:
-    result = fn()  # warm-up
-    times = []
-    for _ in range(runs):
-        began = time.perf_counter()
-        result = fn()
-        times.append(time.perf_counter() - began)
-    return statistics.median(times) * 1000, result
+def _p50s(engines: dict[str, tuple[object, int]], rounds: int) -> dict[str, tuple[float, object]]:
+    """Per engine ``name -> (fn, runs)``: the p50 in ms of its runs and its last result.
+
+    After one warm-up each, the runs are spread over ``rounds`` rounds, each taking every engine in turn, so a
+    drift of the machine's speed while they are measured reaches every engine alike, instead of whichever engine
+    ran during a slow spell.
+    """
+    results = {name: fn() for name, (fn, _) in engines.items()}
+    times: dict[str, list[float]] = {name: [] for name in engines}
+    for _ in range(rounds):
+        for name, (fn, runs) in engines.items():
+            for _ in range(max(1, runs // rounds)):
+                began = time.perf_counter()
+                results[name] = fn()
+                times[name].append(time.perf_counter() - began)
+    return {name: (statistics.median(times[name]) * 1000, results[name]) for name in engines}
 
 
 def run(report: Report, quick: bool) -> None:
     rows = 1_000_000 if quick else 10_000_000
-    runs = 20 if quick else 50
+    runs = 20 if quick else 60
     slow_runs = 5 if quick else 10
+    rounds = 5 if quick else 10
     tmp = tempfile.mkdtemp(prefix="bench-query-")
     grpc, http = free_hostport(), free_hostport()
     children: list[subprocess.Popen] = []
@@ -269,12 +281,20 @@ def run(report: Report, quick: bool) -> None:
                 "month": (MONTH_SQL, None, None, f"{DAYS} epochs, per-day count and mean"),
             }
             for name, (sql, start, end, note) in cases.items():
-                leibrix, got = _p50(lambda: client.query("acme", "orders", sql, start, end, resident_only=True), runs)
-                peers = {
-                    "inprocess": _p50(lambda: local.sql(sql).to_arrow_table(), runs),
-                    "parquet": _p50(lambda: parquet.sql(sql).to_arrow_table(), runs),
-                    "pyiceberg": _p50(pyiceberg(sql, start, end), slow_runs),
+                engines = {
+                    "leibrix": (lambda: client.query("acme", "orders", sql, start, end, resident_only=True), runs),
+                    "inprocess": (lambda: local.sql(sql).to_arrow_table(), runs),
+                    "parquet": (lambda: parquet.sql(sql).to_arrow_table(), runs),
+                    "pyiceberg": (pyiceberg(sql, start, end), slow_runs),
                 }
+                if name == "day":  # the same query as a statement the worker has not seen (ad hoc, no parse cache)
+                    fresh = iter(range(1 << 30))
+                    engines["adhoc"] = (lambda: client.query("acme", "orders", f"{sql} /* {next(fresh)} */", start,
+                                                             end, resident_only=True), runs)
+                measured = _p50s(engines, rounds)
+                leibrix, got = measured.pop("leibrix")
+                adhoc = measured.pop("adhoc", None)
+                peers = measured
                 report.add(f"query.{name}.leibrix_p50_ms", leibrix, "ms",
                            note + f", {got.num_rows} row(s) returned (routes: {client.last.routes})")
                 for peer, (ms, want) in peers.items():
@@ -283,10 +303,8 @@ def run(report: Report, quick: bool) -> None:
                     report.add(f"query.{name}.{peer}_p50_ms", ms, "ms", "DuckDB 1 thread")
                 ratios[name] = {"parquet": peers["parquet"][0] / leibrix, "pyiceberg": peers["pyiceberg"][0] / leibrix,
                                 "inprocess": leibrix / peers["inprocess"][0]}
-                if name == "day":  # the same query as a statement the worker has not seen (ad hoc, no parse cache)
-                    fresh = iter(range(1 << 30))
-                    adhoc, _ = _p50(lambda: client.query("acme", "orders", f"{sql} /* {next(fresh)} */", start, end,
-                                                         resident_only=True), runs)
+                if adhoc is not None:
+                    adhoc = adhoc[0]
                     report.add("query.day.leibrix_adhoc_p50_ms", adhoc, "ms",
                                "the day query as a new statement each run (its text never seen by the worker)")
                     report.add("query.day.adhoc_speedup_vs_parquet_p50", peers["parquet"][0] / adhoc, "x",
@@ -302,7 +320,8 @@ def run(report: Report, quick: bool) -> None:
                        "selective one-day query; goal >= 10")
             report.add("query.overhead_vs_inprocess_p50", max(r["inprocess"] for r in ratios.values()), "x",
                        "worst of day, day_groupby and month; goal <= 2")
-            report.note(f"{runs} timed runs per query ({slow_runs} for pyiceberg) after one warm-up; routes from "
+            report.note(f"{runs} timed runs per query ({slow_runs} for pyiceberg) after one warm-up, spread over "
+                        f"{rounds} rounds that take every engine in turn; routes from "
                         f"{client.last.routes} ({client.routes.fetches} ResolveRoute round(s)); access reports sent "
                         f"in the background ({client.reporter.totals['accesses']} epoch accesses)")
         parquet.close()
