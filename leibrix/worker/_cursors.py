@@ -28,7 +28,7 @@ from collections.abc import Callable
 
 import duckdb
 
-__all__ = ["ViewCursors", "Views"]
+__all__ = ["ViewCursors", "Views", "make_views"]
 
 #: ``((view name, SELECT it is defined as), ...)``: the views one query's cursor holds.
 Views = tuple[tuple[str, str], ...]
@@ -36,6 +36,12 @@ Views = tuple[tuple[str, str], ...]
 
 def _quote(identifier: str) -> str:
     return '"' + identifier.replace('"', '""') + '"'
+
+
+def make_views(cursor: duckdb.DuckDBPyConnection, views: Views) -> None:
+    """Make ``views`` on a new cursor (DuckDB's ``CatalogException`` when a table they read is gone)."""
+    for name, select in views:
+        cursor.execute(f"CREATE TEMP VIEW {_quote(name)} AS {select}")
 
 
 class ViewCursors:
@@ -65,12 +71,9 @@ class ViewCursors:
         with self._lock:
             return self._count
 
-    def take(self, views: Views) -> duckdb.DuckDBPyConnection:
-        """A cursor holding exactly ``views``: an idle one, else a new one on which they are made.
-
-        Raises what making a view raises (DuckDB's ``CatalogException`` when a table is gone); the new
-        cursor is closed then.
-        """
+    def take(self, views: Views) -> tuple[duckdb.DuckDBPyConnection, bool]:
+        """An idle cursor holding exactly ``views`` and True, else a new cursor and False: the caller then
+        makes the views on it (:func:`make_views`), once it can interrupt that cursor."""
         with self._lock:
             idle = self._idle.get(views)
             if idle:
@@ -79,16 +82,9 @@ class ViewCursors:
                 if not idle:
                     del self._idle[views]
                 self.reused += 1
-                return cursor
+                return cursor, True
             self.made += 1
-        cursor = self._open()
-        try:
-            for name, select in views:
-                cursor.execute(f"CREATE TEMP VIEW {_quote(name)} AS {select}")
-        except BaseException:
-            cursor.close()
-            raise
-        return cursor
+        return self._open(), False
 
     def give(self, views: Views, cursor: duckdb.DuckDBPyConnection) -> None:
         """Return a cursor whose query ended cleanly (nothing may interrupt it any more)."""

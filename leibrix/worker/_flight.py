@@ -78,7 +78,7 @@ import pyarrow as pa
 import pyarrow.flight as fl
 
 from leibrix.worker._budget import Budgets
-from leibrix.worker._cursors import ViewCursors, Views
+from leibrix.worker._cursors import ViewCursors, Views, make_views
 from leibrix.worker._deadlines import Deadlines
 from leibrix.worker._loader import Loaded, Loader, is_integer_type, time_filter
 from leibrix.worker._scope import SqlError, overlaps, read_scope
@@ -385,8 +385,13 @@ class QueryService(fl.FlightServerBase):
         deadline = None
         reusable = False
         try:
+            cursor, ready = self.cursors.take(definitions)
+            with self._lock:
+                self._running[query_id] = cursor
+            self._raise_if_cancelled(query_id)  # cancelled while it waited for its slots
             try:
-                cursor = self.cursors.take(definitions)
+                if not ready:
+                    make_views(cursor, definitions)
             except (duckdb.CatalogException, duckdb.BinderException):
                 for dataset, tables in views.items():
                     gone = [t.epoch_id for t in tables
@@ -395,9 +400,6 @@ class QueryService(fl.FlightServerBase):
                         raise pa.ArrowKeyError(f"Table not found: epoch(s) {', '.join(gone)} of {dataset} are not "
                                                "held here any more (evicted)") from None
                 raise
-            with self._lock:
-                self._running[query_id] = cursor
-            self._raise_if_cancelled(query_id)  # cancelled while it waited for its slots
             deadline = self.deadlines.arm(timeout, cursor.interrupt)
             relation = cursor.sql(self.statements.statement(ticket.sql))
             if relation is None:

@@ -68,7 +68,8 @@ def test_a_tenants_queries_beyond_its_slots_wait_while_another_tenant_runs() -> 
     def run(qid: str) -> None:
         c = fl.FlightClient(f"grpc://127.0.0.1:{svc.port}")
         try:
-            c.do_get(_ticket(SLOW, "acme", query_id=qid)).read_all()
+            # the timeout only bounds a failed test: every query is cancelled long before it
+            c.do_get(_ticket(SLOW, "acme", query_id=qid, timeout_secs=60)).read_all()
             outcomes[qid] = "done"
         except fl.FlightCancelledError:
             outcomes[qid] = "cancelled"

@@ -20,7 +20,7 @@ import trio
 
 from leibrix.wire._proto import leibrix_cp as cp
 from leibrix.wire._proto.records import control_plane_pb2 as pb
-from leibrix.worker._cursors import ViewCursors
+from leibrix.worker._cursors import ViewCursors, make_views
 from leibrix.worker._flight import QueryService
 from leibrix.worker._loader import Loader
 from tests.support.admission import admission, all_ready, quota, rpc
@@ -239,14 +239,19 @@ def test_idle_cursors_are_bounded() -> None:
     try:
         table = loader.holds("orders", "d0").qualified
         views = [(("orders", f"SELECT * FROM {table} WHERE id > {i}"),) for i in range(3)]
-        taken = [cursors.take(v) for v in views]
+        taken = []
+        for v in views:
+            cursor, ready = cursors.take(v)
+            assert not ready
+            make_views(cursor, v)
+            taken.append(cursor)
         for v, c in zip(views, taken):
             cursors.give(v, c)
         assert cursors.idle == 2  # the least recently returned was closed
         with pytest.raises(Exception, match="(?i)closed"):
             taken[0].execute("SELECT 1")
-        again = cursors.take(views[2])
-        assert again is taken[2] and again.sql("SELECT count(*) FROM orders").fetchall() == [(7,)]
+        again, ready = cursors.take(views[2])
+        assert ready and again is taken[2] and again.sql("SELECT count(*) FROM orders").fetchall() == [(7,)]
         cursors.give(views[2], again)
     finally:
         cursors.close()
