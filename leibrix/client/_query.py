@@ -68,6 +68,7 @@ from leibrix.client._access import AccessReporter
 from leibrix.client._call import tls_context
 from leibrix.client._query_source import read_from_source
 from leibrix.client._routes import Coverage, EpochPlace, EpochsUnavailable, RouteCache, to_ms
+from leibrix.sources._readers import literal, quote
 from leibrix.wire._proto import leibrix_cp as cp
 
 __all__ = ["Client", "QueryFailed", "QueryInfo"]
@@ -98,17 +99,9 @@ class QueryInfo:
     routes: str = ""
 
 
-def _quote(identifier: str) -> str:
-    return '"' + identifier.replace('"', '""') + '"'
-
-
-def _literal(text: str) -> str:
-    return "'" + text.replace("'", "''") + "'"
-
-
 def _ts(ms: int) -> str:
     moment = datetime.fromtimestamp(ms / 1000, tz=timezone.utc).replace(tzinfo=None)
-    return f"TIMESTAMP {_literal(moment.isoformat(sep=' '))}"
+    return f"TIMESTAMP {literal(moment.isoformat(sep=' '))}"
 
 
 def _retryable(exc: BaseException) -> bool:
@@ -139,7 +132,7 @@ def restriction(time_column: str, places: Iterable[EpochPlace], lo_ms: int | Non
             ranges[-1][1] = p.end_ms
         else:
             ranges.append([p.start_ms, p.end_ms])
-    col = _quote(time_column)
+    col = quote(time_column)
     terms = []
     for dims, ranges in by_dims.items():
         for s, e in ranges:
@@ -148,7 +141,7 @@ def restriction(time_column: str, places: Iterable[EpochPlace], lo_ms: int | Non
             if s >= e:
                 continue
             parts = [f"{col} >= {bound(s)}", f"{col} < {bound(e)}"]
-            parts += [f"{_quote(k)} = {_literal(v)}" for k, v in dims]
+            parts += [f"{quote(k)} = {literal(v)}" for k, v in dims]
             terms.append("(" + " AND ".join(parts) + ")")
     return " OR ".join(terms) if terms else "false"
 
@@ -424,7 +417,7 @@ class Client:
 
         def fetch(item: tuple[tuple[str, str], list[EpochPlace]]) -> tuple[str, pa.Table, set[str]]:
             (worker, addr), epochs = item
-            sql = (f"SELECT * FROM {_quote(dataset)} WHERE "
+            sql = (f"SELECT * FROM {quote(dataset)} WHERE "
                    f"{restriction(coverage.time_column, epochs, lo, hi, epoch_ms)}")
             ticket = self._restrict(self._ticket(tenant, sql, limits), dataset, epochs, lo, hi)
             table = self._get(worker, addr, ticket)

@@ -28,20 +28,18 @@ from collections.abc import Callable
 
 import duckdb
 
+from leibrix.sources._readers import quote
+
 __all__ = ["ViewCursors", "Views", "make_views"]
 
 #: ``((view name, SELECT it is defined as), ...)``: the views one query's cursor holds.
 Views = tuple[tuple[str, str], ...]
 
 
-def _quote(identifier: str) -> str:
-    return '"' + identifier.replace('"', '""') + '"'
-
-
 def make_views(cursor: duckdb.DuckDBPyConnection, views: Views) -> None:
     """Make ``views`` on a new cursor (DuckDB's ``CatalogException`` when a table they read is gone)."""
     for name, select in views:
-        cursor.execute(f"CREATE TEMP VIEW {_quote(name)} AS {select}")
+        cursor.execute(f"CREATE TEMP VIEW {quote(name)} AS {select}")
 
 
 class ViewCursors:

@@ -93,10 +93,6 @@ SAFE_FUNCTIONS = frozenset({"range", "generate_series", "unnest"})
 SCANNED_KEY = b"leibrix.scanned"
 
 
-def _quote(identifier: str) -> str:
-    return '"' + identifier.replace('"', '""') + '"'
-
-
 @dataclass
 class Ticket:
     """A decoded query ticket."""

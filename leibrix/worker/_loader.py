@@ -63,7 +63,7 @@ import nanoarrow as na
 from leibrix.domain import _schema
 from leibrix.wire._proto.records import control_plane_pb2 as pb
 from leibrix.sources import _readers
-from leibrix.sources._readers import SchemaMismatch, SourceError
+from leibrix.sources._readers import SchemaMismatch, SourceError, literal, quote
 
 __all__ = ["Loaded", "Loader", "SchemaMismatch", "SourceError", "is_integer_type", "table_name", "tenant_schema",
            "time_filter"]
@@ -84,14 +84,6 @@ def tenant_schema(tenant_id: str) -> str:
     ``temp``, ``information_schema``).
     """
     return f"tenant_{tenant_id}"
-
-
-def _quote(identifier: str) -> str:
-    return '"' + identifier.replace('"', '""') + '"'
-
-
-def _literal(text: str) -> str:
-    return "'" + text.replace("'", "''") + "'"
 
 
 _INTEGERS = ("TINYINT", "SMALLINT", "INTEGER", "BIGINT", "HUGEINT", "UTINYINT", "USMALLINT", "UINTEGER", "UBIGINT")
@@ -129,9 +121,9 @@ def time_filter(column: str, duck_type: str, start_us: int | None, end_us: int |
         return ""
     terms = []
     if start_us is not None:
-        terms.append(f"{_quote(column)} >= {_instant(duck_type, int(start_us))}")
+        terms.append(f"{quote(column)} >= {_instant(duck_type, int(start_us))}")
     if end_us is not None:
-        terms.append(f"{_quote(column)} < {_instant(duck_type, int(end_us))}")
+        terms.append(f"{quote(column)} < {_instant(duck_type, int(end_us))}")
     return " AND ".join(terms)
 
 
@@ -181,7 +173,7 @@ class Loaded:
     @property
     def qualified(self) -> str:
         """``"database"."schema"."table"``: the table as SQL names it from any connection."""
-        return f"{_quote(self.database)}.{_quote(self.schema)}.{_quote(self.table)}"
+        return f"{quote(self.database)}.{quote(self.schema)}.{quote(self.table)}"
 
     def inventory_entry(self) -> pb.InventoryEntry:
         """This table as a registration inventory entry (so a reconnect reconciles, not reloads)."""
@@ -294,8 +286,8 @@ class Loader:
 
     def _search_path(self) -> str:
         schemas = sorted((t.schema, t.database) for t in list(self._tables.values()))
-        path = ",".join(["main", *(f"{_quote(d)}.{_quote(s)}" for s, d in schemas)])
-        return f"SET search_path = {_literal(path)}"
+        path = ",".join(["main", *(f"{quote(d)}.{quote(s)}" for s, d in schemas)])
+        return f"SET search_path = {literal(path)}"
 
     # ---- commands ------------------------------------------------------
 
@@ -339,12 +331,12 @@ class Loader:
         with self._lock:
             self._loads += 1
             database = f"epoch_{self._loads}"
-            table = f"{_quote(tenant_schema(tenant))}.{_quote(name)}"
-            target = f"{_quote(database)}.{table}"
+            table = f"{quote(tenant_schema(tenant))}.{quote(name)}"
+            target = f"{quote(database)}.{table}"
             before = self._memory()
-            self._con.execute(f"ATTACH ':memory:' AS {_quote(database)} (COMPRESS)")
+            self._con.execute(f"ATTACH ':memory:' AS {quote(database)} (COMPRESS)")
             try:
-                self._con.execute(f"CREATE SCHEMA {_quote(database)}.{_quote(tenant_schema(tenant))}")
+                self._con.execute(f"CREATE SCHEMA {quote(database)}.{quote(tenant_schema(tenant))}")
                 if plan.HasField("read"):
                     self._load_source(plan, target, expected, progress)
                     time_column = part.time_column_name
@@ -366,7 +358,7 @@ class Loader:
                 check = time_filter(time_column, time_type, *window) if window and _comparable(time_type) else ""
                 ((count, inside),) = self._con.execute(
                     f"SELECT count(*), count(*) FILTER (WHERE {check or 'false'}) FROM {target}").fetchall()
-                self._con.execute(f"CHECKPOINT {_quote(database)}")  # stores the table compressed
+                self._con.execute(f"CHECKPOINT {quote(database)}")  # stores the table compressed
                 size = max(0, self._memory() - before)
             except BaseException:
                 self._detach(database)
@@ -393,15 +385,15 @@ class Loader:
         start_us, end_us = window or (0, 86_400_000_000)
         fill = {
             "id": "i",
-            "time": f"make_timestamp({start_us}::BIGINT + (hash(i, {_literal(seed)}) % {end_us - start_us})::BIGINT)",
-            "key": f"'k' || (hash(i, {_literal(seed + '/k')}) % 1000)::VARCHAR",
-            "value": f"(hash(i, {_literal(seed + '/v')}) % 1000000)::DOUBLE / 1000.0",
+            "time": f"make_timestamp({start_us}::BIGINT + (hash(i, {literal(seed)}) % {end_us - start_us})::BIGINT)",
+            "key": f"'k' || (hash(i, {literal(seed + '/k')}) % 1000)::VARCHAR",
+            "value": f"(hash(i, {literal(seed + '/v')}) % 1000000)::DOUBLE / 1000.0",
         }
 
         def expr(c: _schema.Column) -> str:
-            return _literal(part.dimension_values[c.name]) if c.role == "dimension" else fill[c.role]
+            return literal(part.dimension_values[c.name]) if c.role == "dimension" else fill[c.role]
 
-        columns = ", ".join(f"CAST({expr(c)} AS {c.sql_type}) AS {_quote(c.name)}" for c in table.columns)
+        columns = ", ".join(f"CAST({expr(c)} AS {c.sql_type}) AS {quote(c.name)}" for c in table.columns)
         self._con.execute(f"CREATE OR REPLACE TABLE {target} AS SELECT {columns} FROM range({rows}) t(i)")
         return table.columns[1].name
 
@@ -430,7 +422,7 @@ class Loader:
 
     def _detach(self, database: str) -> None:
         """Detach a table's database: its memory is freed once no query reads it any more."""
-        self._con.execute(f"DETACH DATABASE IF EXISTS {_quote(database)}")
+        self._con.execute(f"DETACH DATABASE IF EXISTS {quote(database)}")
 
     def _arrow_schema(self, target: str) -> na.Schema:
         """The Arrow schema of a table (``target``: quoted and qualified, or a bare name)."""

@@ -47,10 +47,6 @@ class Statements:
         #: SQL text -> its parse, the most recently used last
         self._parsed: OrderedDict[str, Parsed] = OrderedDict()
 
-    def __contains__(self, sql: str) -> bool:
-        with self._lock:
-            return sql in self._parsed
-
     def remembered(self) -> list[str]:
         """The statements remembered, least recently used first."""
         with self._lock:
