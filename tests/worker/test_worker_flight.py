@@ -212,8 +212,18 @@ def test_a_cursor_keeps_its_views_for_the_next_query_over_the_same_tables(servic
     assert svc.cursors.made == made and svc.cursors.idle == 1
     assert client.do_get(_ticket(day1)).read_all().column("n").to_pylist() == [1000]  # one epoch: other views
     assert svc.cursors.made == made + 1 and svc.cursors.idle == 2
-    # an evicted epoch: the cursor holding a view over it is never asked for again, the answer is the new one
+    # an evicted epoch: its memory is freed though idle cursors hold views over it; those cursors are never
+    # asked for again, and the answer is the new one
+    def memory() -> int:
+        cursor = svc.loader.cursor()
+        try:
+            return cursor.sql("SELECT sum(memory_usage_bytes) FROM duckdb_memory()").fetchall()[0][0]
+        finally:
+            cursor.close()
+
+    held = memory()
     svc.loader.evict("orders", "d2", "acme")
+    assert memory() < held
     assert client.do_get(_ticket(count)).read_all().column("n").to_pylist() == [2000]
     assert _epochs_read(client.do_get(_ticket(count)).read_all()) == ["d0", "d1"]
     assert svc.cursors.made == made + 2
